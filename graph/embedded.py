@@ -1,0 +1,137 @@
+"""The embedded store: LadybugDB on disk, Cypher with no server.
+
+Tables are created from :mod:`ksymgraph.graph.schema`. A kernel is written with ``COPY`` from
+Arrow tables inside one transaction that first deletes the kernel's old nodes, so a reader sees the
+old kernel or the new one, never half of either (read-only handles in other processes keep the
+snapshot they opened). Row-by-row ``MERGE`` would run at a few thousand rows a second; ``COPY``
+loads a whole Debian kernel in about a second.
+
+LadybugDB allows one writer at a time; a second writer gets a clear :class:`StoreError`.
+Two quirks shape the code: ``COPY ... FROM name`` reads a Python variable of that name from the
+calling frame, and a ``COPY`` that violates a primary key inside a transaction crashes the
+process, so the builder guarantees unique ids and this module checks them before writing.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ksymgraph.graph.build import GraphBatch
+from ksymgraph.graph.schema import NODES, RELS
+from ksymgraph.graph.store import GraphStore, Rows, StoreError
+
+__all__ = ["EmbeddedStore", "schema_statements"]
+
+
+def schema_statements() -> list[str]:
+    """The ``CREATE NODE TABLE`` / ``CREATE REL TABLE`` statements for the schema."""
+    out = []
+    for n in NODES:
+        cols = ", ".join(["id STRING", "kernel STRING", *(f"{p.name} {p.type}" for p in n.props)])
+        out.append(f"CREATE NODE TABLE IF NOT EXISTS {n.label}({cols}, PRIMARY KEY(id))")
+    for r in RELS:
+        pairs = ", ".join(f"FROM {a} TO {b}" for a, b in r.pairs)
+        cols = ", ".join(["kernel STRING", *(f"{p.name} {p.type}" for p in r.props)])
+        out.append(f"CREATE REL TABLE IF NOT EXISTS {r.type}({pairs}, {cols})")
+    return out
+
+
+class EmbeddedStore(GraphStore):
+    """A LadybugDB database directory holding any number of kernels."""
+
+    dialect = "ladybug"
+
+    def __init__(self, path: Path, read_only: bool = False):
+        import ladybug
+
+        self.path = Path(path)
+        if read_only and not self.path.exists():
+            raise StoreError(f"no database at {self.path}: run `ksymgraph load SOURCE --db {self.path}` first")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._db = ladybug.Database(str(self.path), read_only=read_only)
+        except RuntimeError as e:
+            msg = str(e)
+            if "lock" in msg.lower():
+                raise StoreError(f"{self.path} is being written by another process ({msg}); "
+                                 "wait for it to finish or use another --db") from e
+            raise StoreError(f"cannot open {self.path}: {msg}") from e
+        self._conn = ladybug.Connection(self._db)
+        self.read_only = read_only
+        if not read_only:
+            for stmt in schema_statements():
+                self._conn.execute(stmt)
+
+    def describe(self) -> str:
+        return str(self.path)
+
+    def close(self) -> None:
+        self._conn.close()
+        self._db.close()
+
+    def query(self, cypher: str, params: dict[str, Any] | None = None) -> Rows:
+        try:
+            res = self._conn.execute(cypher, params or {})
+        except RuntimeError as e:
+            raise StoreError(f"query failed on {self.path}: {e}") from e
+        cols = res.get_column_names()
+        rows = [tuple(r) for r in res.get_all()]
+        res.close()
+        return Rows(cols, rows)
+
+    def execute(self, cypher: str, params: dict[str, Any] | None = None) -> None:
+        """Run a statement that returns nothing of interest."""
+        self._conn.execute(cypher, params or {}).close()
+
+    def delete_kernel(self, kernel: str) -> bool:
+        had = kernel in self.kernels()
+        self._conn.execute("BEGIN TRANSACTION")
+        try:
+            self._delete(kernel)
+            self._conn.execute("COMMIT")
+        except Exception:
+            self._conn.execute("ROLLBACK")
+            raise
+        return had
+
+    def _delete(self, kernel: str) -> None:
+        for n in NODES:
+            # Labels come from the schema, never from the user.
+            self._conn.execute(f"MATCH (n:{n.label}) WHERE n.kernel = $k DETACH DELETE n", {"k": kernel})
+
+    def replace_kernel(self, batch: GraphBatch) -> None:
+        _check_unique(batch)
+        conn = self._conn
+        conn.execute("BEGIN TRANSACTION")
+        try:
+            self._delete(batch.kernel.release)
+            for n in NODES:
+                if n.label in batch.nodes:
+                    self._copy(n.label, batch.nodes[n.label], "")
+            for r in RELS:
+                for a, b in r.pairs:
+                    table = batch.rels.get((r.type, a, b))
+                    if table is None or table.num_rows == 0:
+                        continue
+                    opts = f" (from='{a}', to='{b}')" if len(r.pairs) > 1 else ""
+                    self._copy(r.type, table, opts)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    def _copy(self, table_name: str, batch: pa.Table, options: str) -> None:
+        # LadybugDB resolves `FROM batch` to the local variable of that name.
+        self._conn.execute(f"COPY {table_name} FROM batch{options}")
+
+
+def _check_unique(batch: GraphBatch) -> None:
+    for label, table in batch.nodes.items():
+        ids = table.column("id")
+        if pc.count_distinct(ids).as_py() != len(ids):
+            raise StoreError(f"internal error: duplicate {label} ids in the batch for {batch.kernel.release}")

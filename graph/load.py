@@ -1,0 +1,117 @@
+"""Load kernels into a store: the whole pipeline, read → resolve → write, end to end.
+
+:func:`load_kernel` resolves each SOURCE (:mod:`ksymgraph.loaders.kernel`), reads every module
+file on all cores (:mod:`ksymgraph.loaders.modules`) and the Module.symvers files
+(:mod:`ksymgraph.loaders.symvers`), resolves them into one graph
+(:mod:`ksymgraph.graph.build`) and writes it to the store as one unit. Files and lines that cannot
+be read are skipped with a reason and counted in the :class:`LoadSummary`; the rest loads.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Iterable, NamedTuple
+
+from ksymgraph.graph.build import BuildReport, KernelMeta, LookUpEdge, build_kernel_graph
+from ksymgraph.graph.store import GraphStore
+from ksymgraph.loaders.elf import ModuleData
+from ksymgraph.loaders.kernel import KernelSource, arch_from_release, resolve_source
+from ksymgraph.loaders.modules import for_each_module
+from ksymgraph.loaders.records import LoaderError, Skipped
+from ksymgraph.loaders.symvers import SymversEntry, for_each_symvers_entry
+
+__all__ = ["LoadError", "LoadSummary", "read_kernel", "load_kernel"]
+
+
+class LoadError(Exception):
+    """Nothing could be loaded (every source failed, or the kernel cannot be named)."""
+
+
+class LoadSummary(NamedTuple):
+    """What a load did."""
+
+    kernel: str
+    """The name the kernel was stored under."""
+    report: BuildReport
+    """Counts of what was written."""
+    skipped: list[Skipped]
+    """Everything not loaded, with reasons: sources, module files, Module.symvers lines, duplicates."""
+    seconds: float
+    """Wall time of the whole load."""
+
+
+def _progress(iterable, total: int, desc: str, enabled: bool):
+    if not enabled:
+        return iterable
+    from tqdm import tqdm
+
+    return tqdm(iterable, total=total, desc=desc, unit="mod", file=sys.stderr, leave=False)
+
+
+def read_kernel(
+    sources: Iterable[str],
+    kernel: str | None = None,
+    symvers: str | None = None,
+    workers: int | None = None,
+    progress: bool = False,
+) -> tuple[KernelMeta, list[ModuleData], list[SymversEntry], list[Skipped]]:
+    """Read every source: the kernel's metadata, module data in source order, symvers entries, skips."""
+    skipped: list[Skipped] = []
+    resolved: list[KernelSource] = []
+    specs = list(sources)
+    for spec in specs:
+        try:
+            resolved.append(resolve_source(spec, symvers))
+        except LoaderError as e:
+            skipped.append(Skipped(e.path, e.reason))
+    if not resolved:
+        raise LoadError("no source could be read: " + "; ".join(f"{s.path}: {s.reason}" for s in skipped))
+
+    order = {}
+    for i, src in enumerate(resolved):
+        for path in src.module_files:
+            order.setdefault(path, i)
+    data: dict[str, ModuleData] = {}
+    for item in _progress(for_each_module(list(order), workers), len(order), "reading modules", progress):
+        if isinstance(item, Skipped):
+            skipped.append(item)
+        else:
+            data[item.info.path] = item
+    modules = [data[p] for p in sorted(data, key=lambda p: (order[p], p))]
+
+    entries: list[SymversEntry] = []
+    for src in resolved:
+        if src.symvers is None:
+            continue
+        try:
+            for item in for_each_symvers_entry(src.symvers):
+                (skipped if isinstance(item, Skipped) else entries).append(item)
+        except OSError as e:
+            skipped.append(Skipped(str(src.symvers), e.strerror or str(e)))
+
+    release = kernel or next((s.release for s in resolved if s.release), "")
+    if not release:
+        release = next((m.info.vermagic.split()[0] for m in modules if m.info.vermagic.strip()), "")
+    if not release:
+        raise LoadError("cannot tell which kernel this is (no release in the sources, no vermagic): pass --kernel NAME")
+    version = next((s.version for s in resolved if s.version), "")
+    meta = KernelMeta(release, version, arch_from_release(release), " ".join(specs))
+    return meta, modules, entries, skipped
+
+
+def load_kernel(
+    store: GraphStore,
+    sources: Iterable[str],
+    kernel: str | None = None,
+    symvers: str | None = None,
+    workers: int | None = None,
+    progress: bool = False,
+    lookups: Iterable[LookUpEdge] = (),
+) -> LoadSummary:
+    """Read ``sources`` as one kernel and write it to ``store``, replacing a kernel of that name."""
+    t0 = time.perf_counter()
+    meta, modules, entries, skipped = read_kernel(sources, kernel, symvers, workers, progress)
+    batch, report = build_kernel_graph(meta, modules, entries, lookups)
+    store.replace_kernel(batch)
+    return LoadSummary(meta.release, report, skipped + report.duplicates, time.perf_counter() - t0)

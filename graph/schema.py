@@ -1,0 +1,98 @@
+"""The property-graph schema (DESIGN §2): node and relationship tables and their properties.
+
+One declaration serves every store: the embedded store turns it into ``CREATE NODE TABLE`` /
+``CREATE REL TABLE`` statements, the Neo4j store into constraints and ``UNWIND … MERGE``
+statements, and the builder into Arrow schemas. Every node and relationship carries ``kernel``
+(a release string such as ``6.1.0-50-amd64``) so several kernels live in one store. A node's
+primary key ``id`` is ``<kernel>|<name>`` (``<kernel>|<path>`` for files,
+``<kernel>|<file>|<name>`` for functions, whose names repeat across files).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import pyarrow as pa
+
+__all__ = ["Prop", "NodeTable", "RelTable", "NODES", "RELS", "node_id", "node_table", "rel_table"]
+
+
+class Prop(NamedTuple):
+    """One property of a node or relationship table."""
+
+    name: str
+    """Property name, as queries use it."""
+    type: str
+    """``STRING``, ``INT64``, ``BOOLEAN`` or ``STRING[]``."""
+
+
+class NodeTable(NamedTuple):
+    """A node label: every node has ``id`` (primary key) and ``kernel`` besides ``props``."""
+
+    label: str
+    """The node label (``Module``, ``Symbol``, ...)."""
+    props: tuple[Prop, ...]
+    """Properties other than ``id`` and ``kernel``."""
+
+
+class RelTable(NamedTuple):
+    """A relationship type between node labels; every relationship has ``kernel``."""
+
+    type: str
+    """The relationship type (``EXPORTS``, ``IMPORTS``, ...)."""
+    pairs: tuple[tuple[str, str], ...]
+    """(from label, to label) pairs it may connect."""
+    props: tuple[Prop, ...]
+    """Properties other than ``kernel``."""
+
+
+def _p(spec: str) -> tuple[Prop, ...]:
+    return tuple(Prop(*item.split(":")) for item in spec.split())
+
+
+NODES = (
+    NodeTable("Kernel", _p("release:STRING version:STRING arch:STRING source:STRING")),
+    NodeTable("Module", _p(
+        "name:STRING path:STRING license:STRING gpl_compatible:BOOLEAN vermagic:STRING "
+        "srcversion:STRING intree:BOOLEAN import_ns:STRING[] in_tree_source:BOOLEAN")),
+    NodeTable("Symbol", _p("name:STRING kind:STRING")),
+    NodeTable("Function", _p(
+        "name:STRING file:STRING line:INT64 end_line:INT64 static:BOOLEAN inline:BOOLEAN")),
+    NodeTable("File", _p("path:STRING")),
+    NodeTable("Namespace", _p("name:STRING")),
+)
+
+RELS = (
+    RelTable("EXPORTS", (("Module", "Symbol"),), _p("gpl:BOOLEAN namespace:STRING crc:INT64")),
+    RelTable("IMPORTS", (("Module", "Symbol"),), _p("crc:INT64 weak:BOOLEAN")),
+    RelTable("DEPENDS_ON", (("Module", "Module"),), _p("symbols:STRING[]")),
+    RelTable("LOOKS_UP", (("Module", "Symbol"),), _p("how:STRING file:STRING line:INT64")),
+    RelTable("CALLS", (("Function", "Function"), ("Function", "Symbol")), _p("line:INT64")),
+    RelTable("DEFINED_IN", (("Function", "File"),), ()),
+    RelTable("IMPLEMENTS", (("Function", "Symbol"),), ()),
+    RelTable("BUILT_INTO", (("File", "Module"),), ()),
+    RelTable("EXPORTED_AS", (("Function", "Symbol"),), _p("gpl:BOOLEAN namespace:STRING line:INT64")),
+    RelTable("IMPORTS_NS", (("Module", "Namespace"),), ()),
+)
+
+_ARROW = {"STRING": pa.string(), "INT64": pa.int64(), "BOOLEAN": pa.bool_(), "STRING[]": pa.list_(pa.string())}
+
+
+def node_table(label: str) -> NodeTable:
+    """The declaration of node label ``label``."""
+    return next(n for n in NODES if n.label == label)
+
+
+def rel_table(rtype: str) -> RelTable:
+    """The declaration of relationship type ``rtype``."""
+    return next(r for r in RELS if r.type == rtype)
+
+
+def node_id(kernel: str, *key: str) -> str:
+    """The primary key of a node: ``kernel|key...``."""
+    return "|".join((kernel, *key))
+
+
+def arrow_type(prop_type: str) -> pa.DataType:
+    """The Arrow type that holds a property of type ``prop_type``."""
+    return _ARROW[prop_type]

@@ -1,0 +1,115 @@
+"""The store interface shared by the embedded (LadybugDB) and Neo4j stores, and how to open one.
+
+A store holds several kernels. Writing one replaces that kernel as a unit: readers see either the
+old kernel or the new one, never a mix. Reading is Cypher with ``$parameters``; user text is
+always passed as a parameter, never formatted into a statement.
+"""
+
+from __future__ import annotations
+
+import abc
+import os
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from ksymgraph.graph.build import GraphBatch
+
+__all__ = ["StoreError", "Rows", "GraphStore", "default_db_path", "open_store"]
+
+
+class StoreError(Exception):
+    """A store could not be opened, written or queried; the message says why and what to do."""
+
+
+class Rows(NamedTuple):
+    """The result of a read query."""
+
+    columns: list[str]
+    """Column names, in RETURN order."""
+    rows: list[tuple]
+    """One tuple per result row."""
+
+    def dicts(self) -> list[dict[str, Any]]:
+        """The rows as dictionaries keyed by column name."""
+        return [dict(zip(self.columns, r)) for r in self.rows]
+
+    def column(self, name: str) -> list:
+        """The values of one column."""
+        i = self.columns.index(name)
+        return [r[i] for r in self.rows]
+
+
+class GraphStore(abc.ABC):
+    """What every store offers: replace a kernel, list kernels, run Cypher."""
+
+    #: Dialect key for per-engine query variants: ``"ladybug"`` or ``"neo4j"``.
+    dialect: str = ""
+
+    @abc.abstractmethod
+    def replace_kernel(self, batch: GraphBatch) -> None:
+        """Write one kernel's graph, replacing any kernel of the same name as a unit."""
+
+    @abc.abstractmethod
+    def delete_kernel(self, kernel: str) -> bool:
+        """Remove a kernel; True if it was there."""
+
+    @abc.abstractmethod
+    def query(self, cypher: str, params: dict[str, Any] | None = None) -> Rows:
+        """Run a read query with parameters."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Release the store."""
+
+    def kernels(self) -> list[str]:
+        """Names of the kernels in the store, sorted."""
+        rows = self.query("MATCH (k:Kernel) RETURN k.release AS release ORDER BY release")
+        return [r[0] for r in rows.rows]
+
+    def resolve_kernel(self, kernel: str | None) -> str:
+        """``kernel`` if the store has it; the only kernel when None; else a StoreError saying which exist."""
+        have = self.kernels()
+        if kernel is None:
+            if len(have) == 1:
+                return have[0]
+            if not have:
+                raise StoreError(f"{self.describe()} holds no kernel yet: run `ksymgraph load SOURCE` first")
+            raise StoreError(f"{self.describe()} holds several kernels; pick one with --kernel: {', '.join(have)}")
+        if kernel not in have:
+            raise StoreError(f"kernel {kernel!r} is not in {self.describe()}; it holds: {', '.join(have) or 'none'}")
+        return kernel
+
+    def describe(self) -> str:
+        """A short name for messages: the path or URI."""
+        return self.dialect
+
+    def __enter__(self) -> "GraphStore":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def default_db_path() -> Path:
+    """``$KSYMGRAPH_DB``, else ``~/.local/share/ksymgraph/graph.lbdb``."""
+    env = os.environ.get("KSYMGRAPH_DB")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_DATA_HOME") or os.path.expanduser("~/.local/share")
+    return Path(base) / "ksymgraph" / "graph.lbdb"
+
+
+def open_store(db: str | os.PathLike | None = None, neo4j: str | None = None, read_only: bool = False) -> GraphStore:
+    """Open the embedded store at ``db`` (default :func:`default_db_path`), or Neo4j at ``neo4j``.
+
+    ``neo4j`` defaults to ``$NEO4J_URI`` only when no ``db`` is given and that variable is set.
+    """
+    if neo4j is None and db is None:
+        neo4j = os.environ.get("NEO4J_URI") or None
+    if neo4j:
+        from ksymgraph.graph.neo4j_store import Neo4jStore
+
+        return Neo4jStore(neo4j)
+    from ksymgraph.graph.embedded import EmbeddedStore
+
+    return EmbeddedStore(Path(db) if db else default_db_path(), read_only=read_only)

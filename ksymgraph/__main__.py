@@ -1,0 +1,5 @@
+"""``python -m ksymgraph`` runs the command-line interface."""
+
+from ksymgraph.cli import main
+
+raise SystemExit(main())

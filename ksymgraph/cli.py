@@ -1,0 +1,276 @@
+"""The ``ksymgraph`` command: a thin layer over the library functions.
+
+Each subcommand parses its arguments, calls one library function and prints what it returns.
+Errors are one clear line on stderr and exit status 2; ``--exit-code`` makes ``whatif`` and
+``check`` exit 1 when something breaks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+__all__ = ["main", "build_parser"]
+
+EPILOG = """\
+examples:
+  ksymgraph load debian:6.1.0-50-amd64                  # fetch Debian's kernel, load it
+  ksymgraph load debian:6.1.0-50-amd64 ~/lttng/build    # ... plus out-of-tree modules
+  ksymgraph whatif --unexport register_kprobe           # who breaks?
+  ksymgraph whatif --gpl-only kfree --format json --exit-code
+  ksymgraph check ./mymod.ko --kernel 6.1.0-50-amd64    # would it load there?
+  ksymgraph usage --format md                           # export_report.pl, reborn
+  ksymgraph query 'MATCH (m:Module)-[:IMPORTS]->(s:Symbol) WHERE s.name = $sym RETURN m.name' --param sym=kfree
+
+The store is an embedded LadybugDB directory (--db, default $KSYMGRAPH_DB or
+~/.local/share/ksymgraph/graph.lbdb), or Neo4j with --neo4j bolt://HOST:7687 (or $NEO4J_URI).
+Downloads are cached in $KSYMGRAPH_CACHE (default ~/.cache/ksymgraph).
+"""
+
+
+class CliError(Exception):
+    """An error to print as one line, exiting 2."""
+
+
+def _store_args(p: argparse.ArgumentParser, kernel: bool = True) -> None:
+    g = p.add_argument_group("store")
+    g.add_argument("--db", metavar="PATH", help="embedded database directory (default: $KSYMGRAPH_DB or "
+                                                "~/.local/share/ksymgraph/graph.lbdb)")
+    g.add_argument("--neo4j", metavar="URI", help="use Neo4j at URI instead (bolt://localhost:7687; "
+                                                  "$NEO4J_USER/$NEO4J_PASSWORD for auth)")
+    if kernel:
+        g.add_argument("--kernel", metavar="NAME", help="kernel to use (default: the only one in the store)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser, with a subparser per command."""
+    p = argparse.ArgumentParser(
+        prog="ksymgraph",
+        description="A graph of Linux kernel exports, imports and modules that answers "
+                    "'what breaks if this export changes?'",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    from ksymgraph import __version__
+
+    p.add_argument("--version", action="version", version=f"ksymgraph {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    s = sub.add_parser("load", help="read module binaries and Module.symvers into the store",
+                       description="Read one kernel from one or more SOURCEs and store it, replacing a kernel of the "
+                                   "same name as a unit. SOURCE is debian:RELEASE[@SUITE] (fetched with apt-get "
+                                   "download and cached), a directory (a build tree or /lib/modules/RELEASE, with "
+                                   "its Module.symvers), a single .ko[.xz|.zst|.gz] or a Module.symvers. Later "
+                                   "sources add to (and override modules of) earlier ones: a distribution kernel "
+                                   "plus a directory of out-of-tree modules built against it.",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog="examples:\n  ksymgraph load debian:6.1.0-50-amd64\n"
+                              "  ksymgraph load debian:6.12.57+deb13-amd64          # trixie, via a private apt config\n"
+                              "  ksymgraph load /lib/modules/$(uname -r) --symvers /usr/src/linux-headers-$(uname -r)/Module.symvers\n"
+                              "  ksymgraph load debian:6.1.0-50-amd64 ./lttng-modules-2.13.9 --kernel 6.1-lttng")
+    s.add_argument("sources", nargs="+", metavar="SOURCE")
+    s.add_argument("--symvers", metavar="PATH", help="Module.symvers to use for directory sources")
+    s.add_argument("--workers", type=int, metavar="N", help="processes reading modules (default: all cores)")
+    s.add_argument("--no-progress", action="store_true", help="no progress bar")
+    s.add_argument("--show-skipped", type=int, default=20, metavar="N", help="list at most N skipped inputs (default 20)")
+    _store_args(s)
+
+    s = sub.add_parser("whatif", help="which modules break if exports change",
+                       description="Apply changes to a kernel's exports and list the modules that would fail to load, "
+                                   "with the rule (unknown-symbol, gpl-only, namespace, symbol-get, dependency), the "
+                                   "symbols, and whether each break is direct or inherited from a failing dependency.",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog="examples:\n  ksymgraph whatif --unexport register_kprobe\n"
+                              "  ksymgraph whatif --gpl-only kfree --gpl-only kmalloc_trace --format html -o report.html\n"
+                              "  ksymgraph whatif --namespace usb_register_driver=USB --exit-code")
+    s.add_argument("--unexport", action="append", default=[], metavar="SYM", help="stop exporting SYM")
+    s.add_argument("--gpl-only", action="append", default=[], metavar="SYM", help="make SYM an EXPORT_SYMBOL_GPL")
+    s.add_argument("--namespace", action="append", default=[], metavar="SYM=NS", help="move SYM into namespace NS")
+    s.add_argument("--remove-module", action="append", default=[], metavar="NAME", help="remove module NAME entirely")
+    s.add_argument("--format", choices=("md", "json", "html"), default="md")
+    s.add_argument("-o", "--output", metavar="FILE", help="write the report to FILE instead of stdout")
+    s.add_argument("--exit-code", action="store_true", help="exit 1 when any module breaks")
+    _store_args(s)
+
+    s = sub.add_parser("query", help="run a Cypher query with parameters",
+                       description="Run a read query on the store. User values go in $parameters, never into "
+                                   "the query text: --param NAME=VALUE (VALUE is parsed as JSON when it can be, "
+                                   "so --param n=3 is a number and --param l='[\"a\",\"b\"]' a list).")
+    s.add_argument("cypher", metavar="CYPHER")
+    s.add_argument("--param", action="append", default=[], metavar="NAME=VALUE")
+    s.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    _store_args(s, kernel=False)
+
+    s = sub.add_parser("usage", help="every export with its users; every module with its dependencies",
+                       description="What the kernel's removed scripts/export_report.pl gave: each export with owner, "
+                                   "type, namespace and the number of in-tree modules importing it (unused exports "
+                                   "listed apart), and each module with the modules and symbols it depends on.")
+    s.add_argument("--format", choices=("md", "json", "html"), default="md")
+    s.add_argument("--limit", type=int, metavar="N", help="rows per table in md/html (JSON is always whole)")
+    s.add_argument("-o", "--output", metavar="FILE")
+    _store_args(s)
+
+    s = sub.add_parser("check", help="would these out-of-tree modules load on a kernel?",
+                       description="Read MODULE files and check them against a stored kernel: unknown symbols, "
+                                   "GPL-only symbols under a non-GPL licence, missing namespace imports, failing "
+                                   "dependencies among them; for each needed symbol that is not exported, the in-tree "
+                                   "modular users (when the kernel's source is loaded).")
+    s.add_argument("modules", nargs="+", metavar="MODULE")
+    s.add_argument("--format", choices=("md", "json", "html"), default="md")
+    s.add_argument("-o", "--output", metavar="FILE")
+    s.add_argument("--exit-code", action="store_true", help="exit 1 when any module would not load")
+    _store_args(s)
+
+    s = sub.add_parser("kernels", help="list the kernels in the store")
+    _store_args(s, kernel=False)
+    return p
+
+
+def _open(args, read_only: bool = True):
+    from ksymgraph.graph.store import open_store
+
+    return open_store(args.db, args.neo4j, read_only=read_only)
+
+
+def _emit(text: str, output: str | None) -> None:
+    if output:
+        Path(output).write_text(text + ("" if text.endswith("\n") else "\n"))
+        print(f"wrote {output}", file=sys.stderr)
+    else:
+        print(text)
+
+
+def _projection(store, kernel):
+    from ksymgraph.graph.projection import KernelProjection
+
+    return KernelProjection.from_store(store, store.resolve_kernel(kernel))
+
+
+def cmd_load(args) -> int:
+    from ksymgraph.graph.load import load_kernel
+
+    with _open(args, read_only=False) as store:
+        s = load_kernel(store, args.sources, kernel=args.kernel, symvers=args.symvers, workers=args.workers,
+                        progress=not args.no_progress and sys.stderr.isatty())
+        where = store.describe()
+    r = s.report
+    print(f"loaded kernel {s.kernel} into {where} in {s.seconds:.1f} s: {r.modules} modules (vmlinux included), "
+          f"{r.exports} exports, {r.imports} imports, {r.depends} module dependencies, {r.symbols} symbols")
+    if r.symvers_mismatches:
+        print(f"{len(r.symvers_mismatches)} exports differ between module files and Module.symvers, e.g. "
+              f"{r.symvers_mismatches[0]}")
+    if s.skipped:
+        print(f"skipped {len(s.skipped)} inputs:", file=sys.stderr)
+        for item in s.skipped[: args.show_skipped]:
+            print(f"  {item.path}: {item.reason}", file=sys.stderr)
+        if len(s.skipped) > args.show_skipped:
+            print(f"  ... and {len(s.skipped) - args.show_skipped} more (--show-skipped N)", file=sys.stderr)
+    else:
+        print("skipped nothing")
+    return 0
+
+
+def cmd_whatif(args) -> int:
+    from ksymgraph.queries.report import render_whatif
+    from ksymgraph.queries.whatif import parse_changes, what_if
+
+    changes = parse_changes(args.unexport, args.gpl_only, args.namespace, args.remove_module)
+    if not changes:
+        raise CliError("nothing to try: give at least one --unexport, --gpl-only, --namespace or --remove-module")
+    with _open(args) as store:
+        result = what_if(_projection(store, args.kernel), changes)
+    for w in result.warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    _emit(render_whatif(result, args.format), args.output)
+    return 1 if args.exit_code and result.broken else 0
+
+
+def _param(item: str) -> tuple[str, object]:
+    name, sep, value = item.partition("=")
+    if not sep or not name:
+        raise CliError(f"--param takes NAME=VALUE, got {item!r}")
+    try:
+        return name, json.loads(value)
+    except json.JSONDecodeError:
+        return name, value
+
+
+def cmd_query(args) -> int:
+    from ksymgraph.queries.report import render_rows
+
+    params = dict(_param(p) for p in args.param)
+    with _open(args) as store:
+        rows = store.query(args.cypher, params)
+    print(render_rows(rows, args.format))
+    return 0
+
+
+def cmd_usage(args) -> int:
+    from ksymgraph.queries.report import render_usage
+    from ksymgraph.queries.usage import export_usage
+
+    with _open(args) as store:
+        report = export_usage(_projection(store, args.kernel))
+    _emit(render_usage(report, args.format, args.limit), args.output)
+    return 0
+
+
+def cmd_check(args) -> int:
+    from ksymgraph.loaders.modules import read_module_file
+    from ksymgraph.loaders.records import LoaderError
+    from ksymgraph.queries.check import check_modules
+    from ksymgraph.queries.report import render_check
+
+    mods, bad = [], 0
+    for path in args.modules:
+        try:
+            mods.append(read_module_file(path))
+        except LoaderError as e:
+            print(f"error: {e}", file=sys.stderr)
+            bad += 1
+    if not mods:
+        raise CliError("no module could be read")
+    with _open(args) as store:
+        result = check_modules(_projection(store, args.kernel), mods, store)
+    _emit(render_check(result, args.format), args.output)
+    if bad:
+        print(f"skipped {bad} unreadable files", file=sys.stderr)
+    return 1 if args.exit_code and (bad or any(not m.loads for m in result.modules)) else 0
+
+
+def cmd_kernels(args) -> int:
+    with _open(args) as store:
+        rows = store.query("MATCH (k:Kernel) RETURN k.release AS kernel, k.version AS version, k.arch AS arch, "
+                           "k.source AS source ORDER BY kernel")
+    from ksymgraph.queries.report import render_rows
+
+    print(render_rows(rows, "table"))
+    return 0
+
+
+COMMANDS = {"load": cmd_load, "whatif": cmd_whatif, "query": cmd_query, "usage": cmd_usage, "check": cmd_check,
+            "kernels": cmd_kernels}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return 2
+    from ksymgraph.graph.load import LoadError
+    from ksymgraph.graph.store import StoreError
+    from ksymgraph.queries.whatif import ChangeError
+
+    try:
+        return COMMANDS[args.command](args)
+    except (CliError, LoadError, StoreError, ChangeError) as e:
+        print(f"ksymgraph {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # `ksymgraph ... | head`
+        sys.stderr.close()
+        return 0
+    except KeyboardInterrupt:
+        print("interrupted; the store is unchanged", file=sys.stderr)
+        return 130

@@ -1,0 +1,85 @@
+"""Module files on disk: find them, decompress them, read them on all cores.
+
+A module is ``NAME.ko``, or compressed as ``NAME.ko.xz`` (Debian since 6.x backports and trixie),
+``NAME.ko.zst`` or ``NAME.ko.gz``. Reading goes through :func:`ksymgraph.loaders.elf.parse_module`
+in a pool of worker processes; a file that cannot be read becomes a :class:`Skipped` record
+naming it and the reason, and the others go on.
+"""
+
+from __future__ import annotations
+
+import gzip
+import lzma
+import multiprocessing
+import os
+from pathlib import Path
+from typing import Iterator
+
+from ksymgraph.loaders.elf import ModuleData, parse_module
+from ksymgraph.loaders.records import LoaderError, Skipped
+
+__all__ = ["MODULE_SUFFIXES", "is_module_file", "find_module_files", "read_module_file", "for_each_module"]
+
+MODULE_SUFFIXES = (".ko", ".ko.xz", ".ko.zst", ".ko.gz")
+
+
+def is_module_file(name: str) -> bool:
+    """True for a file name that ends like a kernel module."""
+    return name.endswith(MODULE_SUFFIXES)
+
+
+def find_module_files(root: str | Path) -> list[str]:
+    """Every module file under ``root`` (symlinks to directories not followed), sorted."""
+    out = []
+    for dirpath, _dirs, files in os.walk(root):
+        out.extend(os.path.join(dirpath, f) for f in files if is_module_file(f))
+    out.sort()
+    return out
+
+
+def _decompress(path: str, raw: bytes) -> bytes:
+    try:
+        if path.endswith(".xz"):
+            return lzma.decompress(raw)
+        if path.endswith(".gz"):
+            return gzip.decompress(raw)
+        if path.endswith(".zst"):
+            import zstandard
+
+            return zstandard.ZstdDecompressor().decompressobj().decompress(raw)
+    except (lzma.LZMAError, OSError, EOFError) as e:
+        raise LoaderError(path, f"cannot decompress: {e}") from e
+    except Exception as e:  # zstandard.ZstdError has no common base we can name without importing it
+        raise LoaderError(path, f"cannot decompress: {e}") from e
+    return raw
+
+
+def read_module_file(path: str) -> ModuleData:
+    """Read and parse one module file. Raises :class:`LoaderError` naming the file and the reason."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError as e:
+        raise LoaderError(path, e.strerror or str(e)) from e
+    return parse_module(_decompress(path, raw), path)
+
+
+def _read_or_skip(path: str) -> ModuleData | Skipped:
+    try:
+        return read_module_file(path)
+    except LoaderError as e:
+        return Skipped(e.path, e.reason)
+
+
+def for_each_module(paths: list[str], workers: int | None = None) -> Iterator[ModuleData | Skipped]:
+    """Yield a :class:`ModuleData` or :class:`Skipped` for each path, reading on ``workers`` cores.
+
+    Results come in completion order. ``workers=1`` reads in this process.
+    """
+    workers = workers or os.cpu_count() or 1
+    if workers <= 1 or len(paths) < 64:
+        yield from map(_read_or_skip, paths)
+        return
+    ctx = multiprocessing.get_context("fork" if hasattr(os, "fork") else "spawn")
+    with ctx.Pool(workers) as pool:
+        yield from pool.imap_unordered(_read_or_skip, paths, chunksize=64)

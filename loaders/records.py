@@ -1,0 +1,78 @@
+"""Plain records that the binary loaders yield: modules, their exports and imports.
+
+Loaders read files and yield these; ``ksymgraph.graph`` resolves them into a graph. Nothing here
+knows about a database.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+__all__ = ["ModuleInfo", "Export", "Import", "Skipped", "LoaderError"]
+
+
+class LoaderError(Exception):
+    """A file could not be read; the message names the file and the reason."""
+
+    def __init__(self, path: object, reason: str):
+        super().__init__(f"{path}: {reason}")
+        self.path = str(path)
+        self.reason = reason
+
+
+class ModuleInfo(NamedTuple):
+    """One loadable module (or ``vmlinux``) and what its ``.modinfo`` says."""
+
+    name: str
+    """Module name as the kernel knows it: the file's base name with ``-`` turned into ``_``."""
+    path: str
+    """Path of the ``.ko`` file as loaded, or ``""`` when only Module.symvers names it."""
+    license: str
+    """``MODULE_LICENSE`` string (``""`` when absent)."""
+    vermagic: str
+    """``vermagic`` modinfo string."""
+    srcversion: str
+    """``srcversion`` modinfo string."""
+    intree: bool
+    """``intree=Y`` in modinfo: built from the kernel tree."""
+    depends: tuple[str, ...]
+    """``depends`` modinfo list, as modpost computed it at build time."""
+    import_ns: tuple[str, ...]
+    """Namespaces named by ``MODULE_IMPORT_NS``."""
+
+
+class Export(NamedTuple):
+    """One exported symbol: an ``EXPORT_SYMBOL*`` entry of a module or of vmlinux."""
+
+    module: str
+    """Name of the exporting module (``vmlinux`` for the built-in kernel)."""
+    symbol: str
+    """The symbol's linker name."""
+    gpl: bool
+    """True for ``EXPORT_SYMBOL_GPL`` (``__ksymtab_gpl``)."""
+    namespace: str
+    """Symbol namespace (``EXPORT_SYMBOL_NS``), ``""`` for none."""
+    crc: int | None
+    """modversions CRC, or None when the kernel was built without CONFIG_MODVERSIONS."""
+
+
+class Import(NamedTuple):
+    """One undefined symbol of a module: what it needs someone else to export."""
+
+    module: str
+    """Name of the importing module."""
+    symbol: str
+    """The symbol's linker name."""
+    crc: int | None
+    """The CRC recorded in the module's ``__versions`` section, if any."""
+    weak: bool = False
+    """A weak undefined symbol: left unresolved, it does not stop the module from loading."""
+
+
+class Skipped(NamedTuple):
+    """An input that was not loaded, with the reason, for the final summary."""
+
+    path: str
+    """The file or line that was skipped (``file:line`` for a bad Module.symvers line)."""
+    reason: str
+    """Why, in words a person can act on."""

@@ -1,0 +1,178 @@
+"""Reports: what-if, usage, check and query results as Markdown, JSON, HTML, tables or CSV.
+
+Every renderer takes a result object from :mod:`ksymgraph.queries` and returns text; the CLI
+prints it and the notebooks save it. A report starts with a short summary, then the tables.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import io
+import json
+from typing import Any
+
+from ksymgraph.graph.store import Rows
+from ksymgraph.queries.check import CheckResult
+from ksymgraph.queries.usage import UsageReport
+from ksymgraph.queries.whatif import WhatIfResult
+
+__all__ = ["FORMATS", "render_whatif", "render_usage", "render_check", "render_rows", "markdown_table", "to_html"]
+
+FORMATS = {"whatif": ("md", "json", "html"), "usage": ("md", "json", "html"), "check": ("md", "json", "html"),
+           "query": ("table", "csv", "json")}
+
+
+def _cell(v: Any) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, (list, tuple)):
+        return ", ".join(map(str, v))
+    return str(v).replace("|", "\\|").replace("\n", " ")
+
+
+def markdown_table(headers: list[str], rows: list[list[Any]]) -> str:
+    """A GitHub-flavoured Markdown table."""
+    out = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    out += ["| " + " | ".join(_cell(v) for v in r) + " |" for r in rows]
+    return "\n".join(out)
+
+
+def to_html(title: str, markdownish: list[tuple[str, Any]]) -> str:
+    """A self-contained HTML page from (kind, content) parts: ``h1``/``h2``/``p`` text or ``table`` (headers, rows)."""
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'>",
+        f"<title>{html.escape(title)}</title>",
+        "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
+        "td,th{border:1px solid #ccc;padding:2px 6px;text-align:left;vertical-align:top}"
+        "th{background:#eee}code{background:#f4f4f4}</style></head><body>",
+    ]
+    for kind, content in markdownish:
+        if kind == "table":
+            headers, rows = content
+            parts.append("<table><thead><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in headers) + "</tr></thead><tbody>")
+            for r in rows:
+                parts.append("<tr>" + "".join(f"<td>{html.escape(_cell(v))}</td>" for v in r) + "</tr>")
+            parts.append("</tbody></table>")
+        else:
+            parts.append(f"<{kind}>{html.escape(str(content))}</{kind}>")
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def _render(fmt: str, title: str, parts: list[tuple[str, Any]], data: dict) -> str:
+    if fmt == "json":
+        return json.dumps(data, indent=2, sort_keys=False)
+    if fmt == "html":
+        return to_html(title, parts)
+    out = []
+    for kind, content in parts:
+        if kind == "h1":
+            out.append(f"# {content}\n")
+        elif kind == "h2":
+            out.append(f"\n## {content}\n")
+        elif kind == "table":
+            out.append(markdown_table(*content) + "\n")
+        else:
+            out.append(f"{content}\n")
+    return "\n".join(out)
+
+
+def _change_text(c) -> str:
+    if c.kind == "namespace":
+        return f"move {c.target} into namespace {c.namespace}"
+    if c.kind == "remove-module":
+        return f"remove module {c.target}"
+    return f"{'unexport' if c.kind == 'unexport' else 'make GPL-only'} {c.target}"
+
+
+def render_whatif(result: WhatIfResult, fmt: str = "md") -> str:
+    """A what-if report: summary, then broken modules with their reasons."""
+    s = result.summary
+    changes = "; ".join(_change_text(c) for c in result.changes) or "no change"
+    parts: list[tuple[str, Any]] = [("h1", f"What if: {changes} (kernel {result.kernel})")]
+    if s["broken"]:
+        rules = ", ".join(f"{n} {r}" for r, n in s["by_rule"].items())
+        parts.append(("p", f"{s['broken']} modules fail to load: {s['direct']} directly, {s['inherited']} through "
+                           f"a failing dependency; {s['in_tree']} in-tree, {s['out_of_tree']} out-of-tree. "
+                           f"Reasons: {rules}."))
+    else:
+        parts.append(("p", "No module fails to load because of this change."))
+    for w in result.warnings:
+        parts.append(("p", f"Warning: {w}"))
+    if result.broken:
+        parts.append(("h2", "Broken modules"))
+        rows = []
+        for b in result.broken:
+            for r in b.reasons:
+                rows.append([b.module, "in-tree" if b.in_tree else "out-of-tree",
+                             "direct" if b.direct else f"via {r.via_module}" if r.via_module else "inherited",
+                             r.rule, r.symbol, r.message])
+        parts.append(("table", (["module", "tree", "break", "rule", "symbol", "message"], rows)))
+    if result.lookups:
+        parts.append(("h2", "Run-time lookups hit"))
+        parts.append(("table", (["module", "symbol", "how", "where", "why"],
+                                [[lu["module"], lu["symbol"], lu["how"], f"{lu['file']}:{lu['line']}", lu["why"]]
+                                 for lu in result.lookups])))
+    if result.already_broken:
+        parts.append(("p", f"Already failing before the change (not counted): {', '.join(result.already_broken)}"))
+    return _render(fmt, f"ksymgraph what-if: {changes}", parts, result.to_json())
+
+
+def render_usage(report: UsageReport, fmt: str = "md", limit: int | None = None) -> str:
+    """The export usage report; ``limit`` caps the table rows in md/html (JSON is always whole)."""
+    unused = report.unused
+    parts: list[tuple[str, Any]] = [
+        ("h1", f"Export usage (kernel {report.kernel})"),
+        ("p", f"{len(report.exports)} exports, {len(unused)} used by no module; {len(report.modules)} modules import symbols."),
+        ("h2", "Exports"),
+        ("table", (["symbol", "owner", "type", "namespace", "in-tree users", "out-of-tree users"],
+                   [[e.symbol, e.owner, e.type, e.namespace, len(e.in_tree_users), len(e.out_of_tree_users)]
+                    for e in report.exports[:limit]])),
+        ("h2", "Unused exports"),
+        ("table", (["symbol", "owner", "type", "namespace"],
+                   [[e.symbol, e.owner, e.type, e.namespace] for e in unused[:limit]])),
+        ("h2", "Module dependencies"),
+        ("table", (["module", "depends on", "symbols"],
+                   [[m.module, dep, syms] for m in report.modules[:limit] for dep, syms in m.depends.items()])),
+    ]
+    return _render(fmt, f"ksymgraph usage: {report.kernel}", parts, report.to_json())
+
+
+def render_check(result: CheckResult, fmt: str = "md") -> str:
+    """The verdict on out-of-tree modules."""
+    bad = [m for m in result.modules if not m.loads]
+    parts: list[tuple[str, Any]] = [
+        ("h1", f"Check against kernel {result.kernel}"),
+        ("p", f"{len(result.modules)} modules checked: {len(result.modules) - len(bad)} would load, {len(bad)} would not."),
+        ("table", (["module", "loads", "rule", "symbol", "message"],
+                   [[m.module, "yes" if m.loads else "no", r.rule, r.symbol, r.message]
+                    for m in result.modules for r in (m.reasons or [None]) if r] +
+                   [[m.module, "yes", "", "", ""] for m in result.modules if m.loads])),
+    ]
+    missing = [(m.module, sym, users) for m in result.modules for sym, users in m.missing.items()]
+    if missing:
+        parts.append(("h2", "Symbols it needs that the kernel does not export"))
+        if not result.source_loaded:
+            parts.append(("p", "Load the kernel's source (ksymgraph load --source) to list their in-tree modular users."))
+        parts.append(("table", (["module", "symbol", "in-tree modular users"],
+                                [[mod, sym, [f"{u['module']}: {u['function']} ({u['file']}:{u['line']})" for u in users]
+                                  or "none found"] for mod, sym, users in missing])))
+    return _render(fmt, f"ksymgraph check: {result.kernel}", parts, result.to_json())
+
+
+def render_rows(rows: Rows, fmt: str = "table") -> str:
+    """Query results as an aligned text table, CSV or JSON."""
+    if fmt == "json":
+        return json.dumps(rows.dicts(), indent=2, default=str)
+    if fmt == "csv":
+        buf = io.StringIO()
+        w = csv.writer(buf)
+        w.writerow(rows.columns)
+        w.writerows([[_cell(v) for v in r] for r in rows.rows])
+        return buf.getvalue()
+    cells = [rows.columns] + [[_cell(v) for v in r] for r in rows.rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(rows.columns))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines) + f"\n({len(rows.rows)} rows)"
