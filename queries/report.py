@@ -167,10 +167,10 @@ def render_rows(rows: Rows, fmt: str = "table") -> str:
         return json.dumps(rows.dicts(), indent=2, default=str)
     if fmt == "csv":
         buf = io.StringIO()
-        w = csv.writer(buf)
+        w = csv.writer(buf, lineterminator="\n")
         w.writerow(rows.columns)
         w.writerows([[_cell(v) for v in r] for r in rows.rows])
-        return buf.getvalue()
+        return buf.getvalue().rstrip("\n")
     cells = [rows.columns] + [[_cell(v) for v in r] for r in rows.rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(rows.columns))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells]

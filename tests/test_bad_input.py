@@ -1,0 +1,171 @@
+"""Bad input: every broken file gets a clear error naming it and the reason; the rest loads; the
+summary counts what was skipped. Plus a fuzz test of the ELF reader."""
+
+from __future__ import annotations
+
+import os
+import random
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from conftest import MODULE_SOURCES, compile_module
+from ksymgraph.cli import main
+from ksymgraph.graph.load import LoadError, load_kernel
+from ksymgraph.graph.store import open_store
+from ksymgraph.loaders.elf import parse_module
+from ksymgraph.loaders.modules import read_module_file
+from ksymgraph.loaders.records import LoaderError
+from ksymgraph.loaders.symvers import read_symvers
+
+
+@pytest.fixture(scope="module")
+def good_ko(tmp_path_factory):
+    return compile_module(MODULE_SOURCES / "core_a.c", tmp_path_factory.mktemp("good") / "core_a.ko").read_bytes()
+
+
+@pytest.fixture
+def bad_tree(tmp_path, good_ko):
+    """A module directory with one good module and one of every kind of bad file."""
+    d = tmp_path / "mods"
+    d.mkdir()
+    (d / "good.ko").write_bytes(good_ko)
+    (d / "empty.ko").write_bytes(b"")
+    (d / "truncated.ko").write_bytes(good_ko[: len(good_ko) // 3])
+    (d / "text.ko").write_bytes(b"this is not an ELF file\n")
+    (d / "random.ko").write_bytes(random.Random(1).randbytes(4096))
+    (d / "exec.ko").write_bytes(good_ko[:16] + b"\x02\x00" + good_ko[18:])  # ET_EXEC
+    (d / "bad.ko.xz").write_bytes(b"\xfd7zXZ\x00garbage")
+    (d / "dangling.ko").symlink_to(d / "does-not-exist")
+    (d / "adir.ko").mkdir()
+    (d / "Module.symvers").write_bytes(
+        b"0x12345678\tgood_sym\tvmlinux\tEXPORT_SYMBOL\t\n"
+        b"0x1234\tonly_two\n"
+        b"zzzz\tbad_crc\tvmlinux\tEXPORT_SYMBOL\t\n"
+        b"0x1\tbad_type\tvmlinux\tEXPORT_SOMETHING\t\n"
+        b"0x2\tbad\xff\xfeutf8\tvmlinux\tEXPORT_SYMBOL\t\n"
+        b"0x3\tns_third\tNS\tvmlinux\tEXPORT_SYMBOL_GPL\n"
+    )
+    return d
+
+
+EXPECTED_REASONS = {
+    "empty.ko": "empty file",
+    "truncated.ko": "truncated",
+    "text.ko": "not an ELF file",
+    "random.ko": "not an ELF file",
+    "exec.ko": "not a kernel module: ELF type 2",
+    "bad.ko.xz": "cannot decompress",
+    "dangling.ko": "No such file or directory",
+    "adir.ko": "Is a directory",
+}
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED_REASONS))
+def test_each_bad_file_names_file_and_reason(bad_tree, name):
+    with pytest.raises(LoaderError) as e:
+        read_module_file(str(bad_tree / name))
+    assert e.value.path == str(bad_tree / name)
+    assert EXPECTED_REASONS[name] in e.value.reason
+    assert str(e.value).startswith(str(bad_tree / name) + ": ")
+
+
+def test_unreadable_file(tmp_path, good_ko):
+    p = tmp_path / "secret.ko"
+    if os.geteuid() == 0:
+        # root reads mode-000 files; /proc/self/mem opens but fails to read at offset 0.
+        p.symlink_to("/proc/self/mem")
+        reason = "Input/output error"
+    else:
+        p.write_bytes(good_ko)
+        p.chmod(0)
+        reason = "Permission denied"
+    with pytest.raises(LoaderError, match=reason) as e:
+        read_module_file(str(p))
+    assert e.value.path == str(p)
+
+
+def test_bad_symvers_lines_are_reported_and_rest_read(bad_tree):
+    entries, skipped = read_symvers(bad_tree / "Module.symvers")
+    assert [(e.export.symbol, e.export.gpl, e.export.namespace) for e in entries] == [
+        ("good_sym", False, ""), ("ns_third", True, "NS")]
+    where = {s.path.rsplit(":", 1)[1]: s.reason for s in skipped}
+    assert set(where) == {"2", "3", "4", "5"}
+    assert "found 2" in where["2"]
+    assert "bad CRC" in where["3"]
+    assert "EXPORT_SYMBOL" in where["4"]
+    assert "invalid UTF-8" in where["5"]
+
+
+def test_load_goes_on_and_counts_skips(bad_tree, tmp_path):
+    with open_store(tmp_path / "db") as store:
+        s = load_kernel(store, [str(bad_tree)], kernel="bad-kernel", workers=1)
+        assert s.report.modules == 2  # vmlinux + good (core_a)
+        # every bad file but the directory (not a file, so never listed) and 4 bad symvers lines
+        assert len(s.skipped) == len(EXPECTED_REASONS) - 1 + 4
+        mods = store.query("MATCH (m:Module) WHERE m.kernel = $k RETURN m.name ORDER BY m.name", {"k": "bad-kernel"})
+        assert mods.column("m.name") == ["good", "vmlinux"]  # no modinfo name: from the file name
+
+
+def test_cli_load_prints_skips(bad_tree, tmp_path, capsys):
+    assert main(["load", str(bad_tree), "--kernel", "k", "--db", str(tmp_path / "db"), "--no-progress"]) == 0
+    out, err = capsys.readouterr()
+    assert "loaded kernel k" in out and "2 modules" in out
+    assert f"skipped {len(EXPECTED_REASONS) - 1 + 4} inputs" in err
+    assert f"{bad_tree / 'empty.ko'}: empty file" in err
+
+
+def test_missing_path_is_a_clear_error(tmp_path, capsys):
+    with pytest.raises(LoadError, match="no such file or directory"):
+        with open_store(tmp_path / "db") as store:
+            load_kernel(store, [str(tmp_path / "nope")])
+    assert main(["load", str(tmp_path / "nope"), "--db", str(tmp_path / "db2")]) == 2
+    assert "nope: no such file or directory" in capsys.readouterr().err
+
+
+def test_missing_path_among_good_sources_is_skipped(tmp_path, bad_tree):
+    with open_store(tmp_path / "db") as store:
+        s = load_kernel(store, [str(bad_tree), str(tmp_path / "nope")], kernel="k", workers=1)
+    assert any(x.path == str(tmp_path / "nope") and "no such file" in x.reason for x in s.skipped)
+
+
+# Fuzzing: mutated modules and random bytes raise LoaderError and nothing else. ----------------------
+
+def _mutations(good: bytes):
+    return st.one_of(
+        st.binary(max_size=512),
+        st.integers(0, len(good)).map(lambda n: good[:n]),
+        st.lists(st.tuples(st.integers(0, len(good) - 1), st.integers(0, 255)), min_size=1, max_size=16).map(
+            lambda edits: _apply(good, edits)),
+    )
+
+
+def _apply(good: bytes, edits) -> bytes:
+    b = bytearray(good)
+    for pos, val in edits:
+        b[pos] = val
+    return bytes(b)
+
+
+def test_fuzz_elf_reader(good_ko):
+    # Header and section-table bytes matter most: bias a share of the edits there.
+    shoff = int.from_bytes(good_ko[0x28:0x30], "little")
+    hot = good_ko[:64] + good_ko[shoff:]
+    count = 0
+
+    @settings(max_examples=10_000, deadline=None, database=None,
+              suppress_health_check=list(HealthCheck))
+    @given(data=_mutations(good_ko), header=st.lists(st.tuples(st.integers(0, 63), st.integers(0, 255)), max_size=4))
+    def check(data, header):
+        nonlocal count
+        count += 1
+        for blob in (data, _apply(data, [(p, v) for p, v in header if p < len(data)])):
+            try:
+                parse_module(blob, "fuzz.ko")
+            except LoaderError:
+                pass
+
+    check()
+    assert count >= 10_000
+    assert hot  # the section table offset is inside the file

@@ -1,0 +1,111 @@
+"""The embedded store: schema, several kernels, replacing a kernel as a unit, DEPENDS_ON."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from conftest import FIXTURE_RELEASE
+from ksymgraph.graph.embedded import EmbeddedStore
+from ksymgraph.graph.load import load_kernel
+from ksymgraph.graph.projection import KernelProjection
+from ksymgraph.graph.store import StoreError, open_store
+
+COUNTS = """
+MATCH (m:Module) WHERE m.kernel = $k
+OPTIONAL MATCH (m)-[e:EXPORTS]->(:Symbol)
+RETURN count(DISTINCT m) AS modules, count(e) AS exports
+"""
+
+
+def counts(store, k):
+    (row,) = store.query(COUNTS, {"k": k}).rows
+    imports = store.query("MATCH (m:Module)-[i:IMPORTS]->(:Symbol) WHERE m.kernel = $k RETURN count(i)", {"k": k}).rows
+    return row + imports[0]
+
+
+def test_fixture_graph_contents(fixture_store):
+    k = {"k": FIXTURE_RELEASE}
+    assert counts(fixture_store, FIXTURE_RELEASE) == (6, 4 + 4 + 1, 2 + 2 + 1 + 2 + 2)
+    deps = fixture_store.query(
+        "MATCH (a:Module)-[d:DEPENDS_ON]->(b:Module) WHERE a.kernel = $k RETURN a.name, b.name, d.symbols "
+        "ORDER BY a.name", k).rows
+    assert deps == [("prop_d", "core_a", ["a_plain"]), ("user_b", "core_a", ["a_ns", "a_plain"]),
+                    ("user_c", "user_b", ["b_fn"])]
+    ns = fixture_store.query("MATCH (m:Module)-[:IMPORTS_NS]->(n:Namespace) WHERE m.kernel = $k "
+                             "RETURN m.name, n.name", k).rows
+    assert ns == [("user_b", "A_NS")]
+    e = fixture_store.query("MATCH (m:Module)-[e:EXPORTS]->(s:Symbol) WHERE s.name = 'a_ns' AND m.kernel = $k "
+                            "RETURN m.name, e.gpl, e.namespace, e.crc", k).rows
+    assert e == [("core_a", True, "A_NS", 0x44440000)]
+    lic = fixture_store.query("MATCH (m:Module) WHERE m.kernel = $k AND m.name = 'prop_d' "
+                              "RETURN m.license, m.gpl_compatible, m.intree", k).rows
+    assert lic == [("Proprietary", False, False)]
+
+
+def test_reload_is_idempotent_and_kernels_coexist(fixture_store, fixture_tree):
+    before = counts(fixture_store, FIXTURE_RELEASE)
+    load_kernel(fixture_store, [str(fixture_tree)], kernel="other", workers=1)
+    load_kernel(fixture_store, [str(fixture_tree)], kernel="other", workers=1)
+    assert fixture_store.kernels() == [FIXTURE_RELEASE, "other"]
+    assert counts(fixture_store, FIXTURE_RELEASE) == before
+    assert counts(fixture_store, "other") == (5, 9, 7)  # no prop_d in this one
+    assert fixture_store.delete_kernel("other") is True
+    assert fixture_store.kernels() == [FIXTURE_RELEASE]
+
+
+def test_failed_write_leaves_old_kernel_whole(fixture_store, fixture_tree, monkeypatch):
+    before = counts(fixture_store, FIXTURE_RELEASE)
+    calls = []
+    real_copy = EmbeddedStore._copy
+
+    def failing_copy(self, table_name, batch, options):
+        calls.append(table_name)
+        if table_name == "IMPORTS":  # after nodes and EXPORTS are written
+            raise RuntimeError("disk full (injected)")
+        return real_copy(self, table_name, batch, options)
+
+    monkeypatch.setattr(EmbeddedStore, "_copy", failing_copy)
+    with pytest.raises(RuntimeError, match="injected"):
+        load_kernel(fixture_store, [str(fixture_tree)], kernel=FIXTURE_RELEASE, workers=1)
+    assert "EXPORTS" in calls
+    monkeypatch.undo()
+    assert counts(fixture_store, FIXTURE_RELEASE) == before
+
+
+def test_reader_in_other_process_sees_whole_kernel(db_path, fixture_tree):
+    with open_store(db_path) as store:
+        load_kernel(store, [str(fixture_tree)], workers=1)
+    code = ("from ksymgraph.graph.store import open_store\n"
+            f"s = open_store({str(db_path)!r}, read_only=True)\n"
+            "print(s.query('MATCH (m:Module) RETURN count(m)').rows[0][0])\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "5"
+
+
+def test_second_writer_gets_clear_error(db_path):
+    with open_store(db_path):
+        code = ("from ksymgraph.graph.store import open_store, StoreError\n"
+                f"try:\n    open_store({str(db_path)!r})\nexcept StoreError as e:\n    print('ERR', e)\n")
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.stdout.startswith("ERR ")
+    assert str(db_path) in out.stdout and "another process" in out.stdout
+
+
+def test_missing_db_read_only(tmp_path):
+    with pytest.raises(StoreError, match="run `ksymgraph load"):
+        open_store(tmp_path / "nothing", read_only=True)
+
+
+def test_resolve_kernel_messages(fixture_store):
+    assert fixture_store.resolve_kernel(None) == FIXTURE_RELEASE
+    with pytest.raises(StoreError, match="it holds: 6.1.0-fixture"):
+        fixture_store.resolve_kernel("7.0")
+
+
+def test_networkx_projection(fixture_store):
+    g = KernelProjection.from_store(fixture_store, FIXTURE_RELEASE).to_networkx()
+    assert set(g.edges) == {("prop_d", "core_a"), ("user_b", "core_a"), ("user_c", "user_b")}
+    assert sorted(g["user_b"]["core_a"]["symbols"]) == ["a_ns", "a_plain"]
