@@ -17,7 +17,7 @@ from typing import Iterable, NamedTuple
 
 import pyarrow as pa
 
-from ksymgraph.graph.schema import NODES, RELS, arrow_type, node_id
+from ksymgraph.graph.schema import NODES, arrow_type, node_id, rel_table
 from ksymgraph.loaders.elf import ModuleData
 from ksymgraph.loaders.records import Export, Import, ModuleInfo, Skipped
 from ksymgraph.loaders.symvers import SymversEntry
@@ -102,64 +102,61 @@ class GraphBatch(NamedTuple):
 
 
 class _Tables:
-    """Column lists per table, turned into Arrow at the end."""
+    """Rows per table, as tuples in schema order, turned into Arrow columns at the end."""
 
     def __init__(self, kernel: str):
         self.kernel = kernel
-        self.nodes: dict[str, dict[str, list]] = {}
-        self.rels: dict[tuple[str, str, str], dict[str, list]] = {}
+        self.nodes: dict[str, list[tuple]] = defaultdict(list)
+        self.rels: dict[tuple[str, str, str], list[tuple]] = defaultdict(list)
         self.seen: dict[str, set[str]] = defaultdict(set)
 
-    def node(self, label: str, key: tuple[str, ...], **props) -> str:
+    def node(self, label: str, key: tuple[str, ...], *values) -> str:
+        """Add a node once (by id); ``values`` are its properties in schema order. Returns its id."""
         nid = node_id(self.kernel, *key)
-        if nid in self.seen[label]:
-            return nid
-        self.seen[label].add(nid)
-        decl = next(n for n in NODES if n.label == label)
-        cols = self.nodes.setdefault(label, {c: [] for c in ["id", "kernel", *(p.name for p in decl.props)]})
-        cols["id"].append(nid)
-        cols["kernel"].append(self.kernel)
-        for p in decl.props:
-            cols[p.name].append(props.get(p.name))
+        seen = self.seen[label]
+        if nid not in seen:
+            seen.add(nid)
+            self.nodes[label].append((nid, self.kernel, *values))
         return nid
 
-    def rel(self, rtype: str, src: tuple[str, str], dst: tuple[str, str], **props) -> None:
-        decl = next(r for r in RELS if r.type == rtype)
-        key = (rtype, src[0], dst[0])
-        cols = self.rels.setdefault(key, {c: [] for c in ["from", "to", "kernel", *(p.name for p in decl.props)]})
-        cols["from"].append(src[1])
-        cols["to"].append(dst[1])
-        cols["kernel"].append(self.kernel)
-        for p in decl.props:
-            cols[p.name].append(props.get(p.name))
+    def rels_of(self, rtype: str, src_label: str, dst_label: str) -> list[tuple]:
+        """The row list of one relationship table: append ``(from_id, to_id, kernel, *props)``."""
+        return self.rels[(rtype, src_label, dst_label)]
 
     def arrow(self) -> tuple[dict[str, pa.Table], dict[tuple[str, str, str], pa.Table]]:
         nodes = {}
         for decl in NODES:
-            if decl.label in self.nodes:
-                fields = [pa.field("id", pa.string()), pa.field("kernel", pa.string())]
-                fields += [pa.field(p.name, arrow_type(p.type)) for p in decl.props]
-                nodes[decl.label] = pa.table(self.nodes[decl.label], schema=pa.schema(fields))
+            rows = self.nodes.get(decl.label)
+            if rows:
+                names = ["id", "kernel", *(p.name for p in decl.props)]
+                types = [pa.string(), pa.string(), *(arrow_type(p.type) for p in decl.props)]
+                nodes[decl.label] = _table(names, types, rows)
         rels = {}
-        for key, cols in self.rels.items():
-            decl = next(r for r in RELS if r.type == key[0])
-            fields = [pa.field("from", pa.string()), pa.field("to", pa.string()), pa.field("kernel", pa.string())]
-            fields += [pa.field(p.name, arrow_type(p.type)) for p in decl.props]
-            rels[key] = pa.table(cols, schema=pa.schema(fields))
+        for key, rows in self.rels.items():
+            if not rows:
+                continue
+            decl = rel_table(key[0])
+            names = ["from", "to", "kernel", *(p.name for p in decl.props)]
+            types = [pa.string(), pa.string(), pa.string(), *(arrow_type(p.type) for p in decl.props)]
+            rels[key] = _table(names, types, rows)
         return nodes, rels
 
 
+def _table(names: list[str], types: list[pa.DataType], rows: list[tuple]) -> pa.Table:
+    cols = list(zip(*rows))
+    return pa.table([pa.array(c, type=t) for c, t in zip(cols, types)],
+                    schema=pa.schema([pa.field(n, t) for n, t in zip(names, types)]))
+
+
 def _pick_modules(modules: Iterable[ModuleData]) -> tuple[dict[str, ModuleData], list[Skipped]]:
-    """One ModuleData per name; a later source replaces an earlier one (an out-of-tree build
-    overriding a distribution module), within one source the first path in sort order wins."""
+    """One ModuleData per name: the last one wins. Callers list modules in source order, so an
+    out-of-tree build given after a distribution kernel replaces its module of the same name."""
     chosen: dict[str, ModuleData] = {}
     dropped: list[Skipped] = []
     for m in modules:
         old = chosen.get(m.info.name)
         if old is not None:
-            keep, drop = (old, m) if old.info.path <= m.info.path else (m, old)
-            dropped.append(Skipped(drop.info.path, f"duplicate module name {m.info.name!r} (using {keep.info.path})"))
-            m = keep
+            dropped.append(Skipped(old.info.path, f"duplicate module name {m.info.name!r} (using {m.info.path})"))
         chosen[m.info.name] = m
     return chosen, dropped
 
@@ -177,7 +174,7 @@ def build_kernel_graph(
     """
     k = meta.release
     t = _Tables(k)
-    t.node("Kernel", ("kernel",), release=k, version=meta.version, arch=meta.arch, source=meta.source)
+    t.node("Kernel", ("kernel",), k, meta.version, meta.arch, meta.source)
     chosen, duplicates = _pick_modules(modules)
 
     # Exports: ksymtab of the .ko files; Module.symvers for vmlinux and absent modules.
@@ -185,7 +182,7 @@ def build_kernel_graph(
     for m in chosen.values():
         for e in m.exports:
             exports[(e.module, e.symbol)] = e
-    symvers_only: dict[str, str] = {}
+    symvers_only: set[str] = set()
     mismatches: list[str] = []
     for entry in symvers:
         e = entry.export
@@ -197,62 +194,55 @@ def build_kernel_graph(
                 mismatches.append(f"{e.symbol}: {e.module} ksymtab says gpl={have.gpl} ns={have.namespace!r} "
                                   f"crc={have.crc:#x}, Module.symvers gpl={e.gpl} ns={e.namespace!r} crc={e.crc:#x}")
             continue
-        symvers_only.setdefault(e.module, entry.owner)
+        symvers_only.add(e.module)
         exports.setdefault((e.module, e.symbol), e)
 
-    # Modules.
-    mod_ids: dict[str, str] = {}
-    mod_ids["vmlinux"] = t.node("Module", ("vmlinux",), name="vmlinux", path="", license="GPL", gpl_compatible=True,
-                                vermagic="", srcversion="", intree=True, import_ns=[], in_tree_source=None)
+    # Modules: (name, path, license, gpl_compatible, vermagic, srcversion, intree, import_ns, in_tree_source).
+    mod_ids = {"vmlinux": t.node("Module", ("vmlinux",), "vmlinux", "", "GPL", True, "", "", True, [], None)}
     for name in sorted(chosen):
         i: ModuleInfo = chosen[name].info
-        mod_ids[name] = t.node(
-            "Module", (name,), name=name, path=i.path, license=i.license,
-            gpl_compatible=license_is_gpl_compatible(i.license), vermagic=i.vermagic, srcversion=i.srcversion,
-            intree=i.intree, import_ns=list(i.import_ns), in_tree_source=None)
-    for name in sorted(symvers_only):
-        if name not in mod_ids:
-            mod_ids[name] = t.node("Module", (name,), name=name, path="", license="", gpl_compatible=None,
-                                   vermagic="", srcversion="", intree=True, import_ns=[], in_tree_source=None)
+        mod_ids[name] = t.node("Module", (name,), name, i.path, i.license, license_is_gpl_compatible(i.license),
+                               i.vermagic, i.srcversion, i.intree, list(i.import_ns), None)
+    for name in sorted(symvers_only - set(mod_ids)):
+        mod_ids[name] = t.node("Module", (name,), name, "", "", None, "", "", True, [], None)
 
-    def symbol(name: str) -> str:
-        return t.node("Symbol", (name,), name=name, kind="unknown")
+    # Symbols: everything exported, imported or looked up, once.
+    lookups = [lu for lu in lookups if lu.module in mod_ids]
+    names = {sym for _mod, sym in exports}
+    names.update(i.symbol for m in chosen.values() for i in m.imports)
+    names.update(lu.symbol for lu in lookups)
+    sym_ids = {n: t.node("Symbol", (n,), n, "unknown") for n in sorted(names)}
 
     exporters: dict[str, list[str]] = defaultdict(list)
+    rows = t.rels_of("EXPORTS", "Module", "Symbol")
     for (mod, sym), e in sorted(exports.items()):
-        t.rel("EXPORTS", ("Module", mod_ids[mod]), ("Symbol", symbol(sym)), gpl=e.gpl, namespace=e.namespace, crc=e.crc)
+        rows.append((mod_ids[mod], sym_ids[sym], k, e.gpl, e.namespace, e.crc))
         exporters[sym].append(mod)
         if e.namespace:
-            t.node("Namespace", (e.namespace,), name=e.namespace)
+            t.node("Namespace", (e.namespace,), e.namespace)
 
-    # Imports and the DEPENDS_ON edges derived from them.
-    n_imports = 0
+    # Imports, and the DEPENDS_ON edges derived from them as depmod derives them.
+    rows = t.rels_of("IMPORTS", "Module", "Symbol")
     depends: dict[tuple[str, str], set[str]] = defaultdict(set)
     for name in sorted(chosen):
         m = chosen[name]
-        seen: set[str] = set()
-        for imp in m.imports:
-            if imp.symbol in seen:
-                continue
-            seen.add(imp.symbol)
-            t.rel("IMPORTS", ("Module", mod_ids[name]), ("Symbol", symbol(imp.symbol)), crc=imp.crc, weak=imp.weak)
-            n_imports += 1
-            for owner in exporters.get(imp.symbol, ()):
-                if owner not in ("vmlinux", name):
-                    depends[(name, owner)].add(imp.symbol)
+        mid = mod_ids[name]
+        unique = {i.symbol: i for i in reversed(m.imports)}
+        rows.extend((mid, sym_ids[s], k, i.crc, i.weak) for s, i in unique.items())
+        for s in unique:
+            for owner in exporters.get(s, ()):
+                if owner != "vmlinux" and owner != name:
+                    depends[(name, owner)].add(s)
         for ns in m.info.import_ns:
-            nid = t.node("Namespace", (ns,), name=ns)
-            t.rel("IMPORTS_NS", ("Module", mod_ids[name]), ("Namespace", nid))
-    for (a, b), syms in sorted(depends.items()):
-        t.rel("DEPENDS_ON", ("Module", mod_ids[a]), ("Module", mod_ids[b]), symbols=sorted(syms))
-
-    for lu in lookups:
-        if lu.module in mod_ids:
-            t.rel("LOOKS_UP", ("Module", mod_ids[lu.module]), ("Symbol", symbol(lu.symbol)),
-                  how=lu.how, file=lu.file, line=lu.line)
+            t.rels_of("IMPORTS_NS", "Module", "Namespace").append((mid, t.node("Namespace", (ns,), ns), k))
+    n_imports = len(rows)
+    t.rels_of("DEPENDS_ON", "Module", "Module").extend(
+        (mod_ids[a], mod_ids[b], k, sorted(syms)) for (a, b), syms in sorted(depends.items()))
+    t.rels_of("LOOKS_UP", "Module", "Symbol").extend(
+        (mod_ids[lu.module], sym_ids[lu.symbol], k, lu.how, lu.file, lu.line) for lu in lookups)
 
     nodes, rels = t.arrow()
     report = BuildReport(
         modules=len(mod_ids), exports=len(exports), imports=n_imports, depends=len(depends),
-        symbols=len(t.seen["Symbol"]), duplicates=duplicates, symvers_mismatches=mismatches)
+        symbols=len(sym_ids), duplicates=duplicates, symvers_mismatches=mismatches)
     return GraphBatch(meta, nodes, rels), report

@@ -268,13 +268,11 @@ def _read_versions(elf: ModuleElf) -> dict[str, int]:
         return {}
     raw = elf.section_bytes(idx)
     w = elf.header.bits // 8
-    fmt = ("<" if elf.header.little else ">") + ("Q" if w == 8 else "I")
-    out = {}
-    for off in range(0, len(raw) - 63, 64):
-        (crc,) = struct.unpack_from(fmt, raw, off)
-        name = raw[off + w : off + 64].split(b"\0", 1)[0].decode("utf-8", "replace")
-        out[name] = crc & 0xFFFFFFFF
-    return out
+    e = "<" if elf.header.little else ">"
+    dt = np.dtype([("crc", f"{e}u{w}"), ("name", f"S{64 - w}")])
+    recs = np.frombuffer(raw[: len(raw) - len(raw) % 64], dtype=dt)
+    names = [n.split(b"\0", 1)[0].decode("utf-8", "replace") for n in recs["name"].tolist()]
+    return dict(zip(names, (recs["crc"] & 0xFFFFFFFF).tolist()))
 
 
 def _names(syms: np.ndarray, strtab: bytes) -> list[str]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gzip
 import lzma
+import mmap
 import multiprocessing
 import os
 from pathlib import Path
@@ -55,9 +56,18 @@ def _decompress(path: str, raw: bytes) -> bytes:
 
 
 def read_module_file(path: str) -> ModuleData:
-    """Read and parse one module file. Raises :class:`LoaderError` naming the file and the reason."""
+    """Read and parse one module file. Raises :class:`LoaderError` naming the file and the reason.
+
+    An uncompressed module is mapped, not read: only the pages holding the header, the tables
+    and the few sections the interface needs are ever touched (code and data stay on disk).
+    """
     try:
         with open(path, "rb") as f:
+            if path.endswith(".ko"):
+                size = os.fstat(f.fileno()).st_size
+                if size > 0:
+                    with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+                        return parse_module(mapped, path)
             raw = f.read()
     except OSError as e:
         raise LoaderError(path, e.strerror or str(e)) from e

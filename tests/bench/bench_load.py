@@ -1,0 +1,72 @@
+"""Benchmark: ``ksymgraph load`` of a Debian kernel's modules against ``depmod -e`` on the same tree.
+
+Both run as separate processes on the same input (the image package's ``lib/modules/<release>``
+and the headers' ``Module.symvers``), in the same run, several times; the script prints the median
+wall time, the peak RSS of each, and the ratio. ksymgraph's time covers everything a user waits
+for: interpreter start, reading all modules on all cores, resolving, and writing the embedded store
+(a fresh one each run, plus one reload that replaces the kernel in place).
+
+    python tests/bench/bench_load.py [--release 6.1.0-50-amd64] [--runs 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from ksymgraph.loaders.debian import fetch_kernel
+
+
+def run(cmd: list[str]) -> tuple[float, int]:
+    """Run ``cmd``; (wall seconds, peak RSS in MiB) of that process alone."""
+    t0 = time.perf_counter()
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _pid, status, usage = os.wait4(p.pid, 0)
+    wall = time.perf_counter() - t0
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed: {p.stderr.read().decode()[-500:]}")
+    p.stderr.close()
+    return wall, usage.ru_maxrss // 1024
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--release", default="6.1.0-50-amd64")
+    ap.add_argument("--runs", type=int, default=5)
+    args = ap.parse_args()
+
+    pk = fetch_kernel(args.release)
+    depmod = shutil.which("depmod") or "/usr/sbin/depmod"
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp) / "root"
+        shutil.copytree(pk.modules_dir, root / "lib" / "modules" / args.release, copy_function=os.link)
+        moddir = root / "lib" / "modules" / args.release
+        n = sum(1 for _ in moddir.rglob("*.ko*"))
+        results: dict[str, list[tuple[float, int]]] = {"depmod -e": [], "ksymgraph load": [], "ksymgraph reload": []}
+        db = Path(tmp) / "graph.lbdb"
+        load = [sys.executable, "-m", "ksymgraph", "load", str(moddir), "--symvers", str(pk.symvers),
+                "--db", str(db), "--no-progress"]
+        for i in range(args.runs):
+            results["depmod -e"].append(run([depmod, "-b", str(root), "-e", "-E", str(pk.symvers), args.release]))
+            shutil.rmtree(db, ignore_errors=True)
+            results["ksymgraph load"].append(run(load))
+            results["ksymgraph reload"].append(run(load))
+
+    base = statistics.median(w for w, _ in results["depmod -e"])
+    print(f"{n} modules of {args.release} ({pk.version}), {args.runs} runs each, median wall time, {os.cpu_count()} cores")
+    print(f"{'tool':<18} {'wall s':>8} {'peak RSS MiB':>13} {'ratio':>7}")
+    for tool, rs in results.items():
+        wall = statistics.median(w for w, _ in rs)
+        rss = max(m for _, m in rs)
+        print(f"{tool:<18} {wall:>8.2f} {rss:>13} {wall / base:>6.1f}x")
+
+
+if __name__ == "__main__":
+    main()
