@@ -119,8 +119,10 @@ class KernelProjection:
             proj.lookups[mod].append(LookUp(sym, how, file or "", line or 0))
         return proj
 
-    def with_modules(self, extra: Iterable[ModuleData]) -> "KernelProjection":
-        """A copy with out-of-tree modules added (replacing same-named ones), for ``check``."""
+    def with_modules(self, extra: Iterable[ModuleData],
+                     lookups: dict[str, list[LookUp]] | None = None) -> "KernelProjection":
+        """A copy with out-of-tree modules added (replacing same-named ones) and, optionally,
+        the run-time lookups they make, for ``check`` and upgrade impact."""
         proj = KernelProjection(self.kernel, self.version)
         proj.modules = dict(self.modules)
         proj.exports = defaultdict(list, {k: list(v) for k, v in self.exports.items()})
@@ -139,6 +141,7 @@ class KernelProjection:
             seen = set()
             proj.imports[name] = [ImportEdge(i.symbol, i.weak) for i in m.imports
                                   if not (i.symbol in seen or seen.add(i.symbol))]
+            proj.lookups[name] = list((lookups or {}).get(name, []))
         return proj
 
     def importers(self, symbol: str) -> set[str]:

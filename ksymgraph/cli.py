@@ -121,6 +121,28 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--exit-code", action="store_true", help="exit 1 when any module would not load")
     _store_args(s)
 
+    s = sub.add_parser("diff", help="export changes between two kernels, and what they do to your modules",
+                       description="Compare the exports of two stored kernels A and B: removed, added, turned "
+                                   "GPL-only (and back), namespaced or moved, moved owner (vmlinux <-> module), CRC "
+                                   "changed. With --modules, tell for each module that works on A whether it would "
+                                   "load on B, and why not.",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog="examples:\n  ksymgraph diff 6.1.0-50-amd64 6.12.117+deb13-amd64\n"
+                              "  ksymgraph diff 6.1.0-50-amd64 6.12.117+deb13-amd64 --format json --exit-code\n"
+                              "  ksymgraph diff 6.1.0-50-amd64 6.12.117+deb13-amd64 --modules ./lttng-build/\n"
+                              "  ksymgraph diff 6.1.0-50-amd64 6.12.117+deb13-amd64 --modules zram,nvme")
+    s.add_argument("a", metavar="KERNEL_A")
+    s.add_argument("b", metavar="KERNEL_B")
+    s.add_argument("--modules", action="append", default=[], metavar="SET",
+                   help="modules to check: .ko files or directories built against A, or names of A's modules "
+                        "(comma-separated); repeatable")
+    s.add_argument("--format", choices=("pretty", "md", "json", "html"), default="pretty")
+    s.add_argument("--limit", type=int, default=50, metavar="N", help="rows per list in pretty/md/html (default 50)")
+    s.add_argument("-o", "--output", metavar="FILE")
+    s.add_argument("--exit-code", action="store_true",
+                   help="exit 1 on removed or tightened exports (with --modules: when a module would not load)")
+    _store_args(s, kernel=False)
+
     s = sub.add_parser("kernels", help="list the kernels in the store")
     _store_args(s, kernel=False)
     return p
@@ -238,6 +260,51 @@ def cmd_check(args) -> int:
     return 1 if args.exit_code and (bad or any(not m.loads for m in result.modules)) else 0
 
 
+def _module_set(items: list[str]) -> tuple[list, list[str]]:
+    """Split --modules values into module files (read now) and module names."""
+    from ksymgraph.loaders.modules import find_module_files, is_module_file, read_module_file
+    from ksymgraph.loaders.records import LoaderError
+
+    files, names = [], []
+    for item in items:
+        for part in filter(None, item.split(",")):
+            p = Path(part)
+            if p.is_dir():
+                paths = find_module_files(p)
+                if not paths:
+                    raise CliError(f"{part}: no module files in this directory")
+            elif p.is_file() or is_module_file(part):
+                paths = [part]
+            else:
+                names.append(part)
+                continue
+            for path in paths:
+                try:
+                    files.append(read_module_file(path))
+                except LoaderError as e:
+                    print(f"error: {e}", file=sys.stderr)
+    return files, names
+
+
+def cmd_diff(args) -> int:
+    from ksymgraph.queries.diff import diff_kernels, upgrade_impact
+    from ksymgraph.queries.report import render_diff, render_upgrade
+
+    with _open(args) as store:
+        a, b = store.resolve_kernel(args.a), store.resolve_kernel(args.b)
+        if args.modules:
+            files, names = _module_set(args.modules)
+            try:
+                impact = upgrade_impact(store, a, b, files, names)
+            except ValueError as e:
+                raise CliError(str(e)) from e
+            _emit(render_upgrade(impact, args.format), args.output)
+            return 1 if args.exit_code and any(not m.loads for m in impact.modules) else 0
+        d = diff_kernels(store, a, b)
+    _emit(render_diff(d, args.format, args.limit), args.output)
+    return 1 if args.exit_code and d.breaking else 0
+
+
 def cmd_kernels(args) -> int:
     with _open(args) as store:
         rows = store.query("MATCH (k:Kernel) RETURN k.release AS kernel, k.version AS version, k.arch AS arch, "
@@ -249,7 +316,7 @@ def cmd_kernels(args) -> int:
 
 
 COMMANDS = {"load": cmd_load, "whatif": cmd_whatif, "query": cmd_query, "usage": cmd_usage, "check": cmd_check,
-            "kernels": cmd_kernels}
+            "diff": cmd_diff, "kernels": cmd_kernels}
 
 
 def main(argv: list[str] | None = None) -> int:

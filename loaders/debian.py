@@ -47,7 +47,7 @@ class KernelPackages(NamedTuple):
     version: str
     """The Debian package version, e.g. ``6.1.176-1``."""
     modules_dir: Path
-    """``lib/modules/<release>`` inside the unpacked image package."""
+    """``lib/modules/<release>`` (``usr/lib/modules/<release>`` since trixie) in the unpacked image package."""
     symvers: Path | None
     """The headers package's ``Module.symvers``."""
     config: Path | None
@@ -176,9 +176,11 @@ def fetch_kernel(release: str, suite: str | None = None) -> KernelPackages:
             errors.append(str(e))
     if image is None:
         raise DebianError(f"no image package for {release}: {'; '.join(errors)}")
-    modules_dir = image / "lib" / "modules" / release
-    if not modules_dir.is_dir():
-        raise DebianError(f"{image} holds no lib/modules/{release}")
+    # Since trixie the image ships its modules under /usr/lib/modules (merged /usr).
+    candidates = [image / "lib" / "modules" / release, image / "usr" / "lib" / "modules" / release]
+    modules_dir = next((d for d in candidates if d.is_dir()), None)
+    if modules_dir is None:
+        raise DebianError(f"{image} holds no lib/modules/{release} nor usr/lib/modules/{release}")
     headers, _ = fetch_package(f"linux-headers-{release}", suite)
     symvers = next(iter(sorted(headers.glob("usr/src/*/Module.symvers"))), None)
     config = image / "boot" / f"config-{release}"

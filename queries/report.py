@@ -14,13 +14,15 @@ from typing import Any
 
 from ksymgraph.graph.store import Rows
 from ksymgraph.queries.check import CheckResult
+from ksymgraph.queries.diff import DIFF_KINDS, KernelDiff, UpgradeImpact
 from ksymgraph.queries.usage import UsageReport
 from ksymgraph.queries.whatif import WhatIfResult
 
-__all__ = ["FORMATS", "render_whatif", "render_usage", "render_check", "render_rows", "markdown_table", "to_html"]
+__all__ = ["FORMATS", "render_whatif", "render_usage", "render_check", "render_diff", "render_upgrade", "render_rows",
+           "markdown_table", "to_html"]
 
 FORMATS = {"whatif": ("md", "json", "html"), "usage": ("md", "json", "html"), "check": ("md", "json", "html"),
-           "query": ("table", "csv", "json")}
+           "diff": ("pretty", "md", "json", "html"), "query": ("table", "csv", "json")}
 
 
 def _cell(v: Any) -> str:
@@ -176,3 +178,87 @@ def render_rows(rows: Rows, fmt: str = "table") -> str:
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines) + f"\n({len(rows.rows)} rows)"
+
+
+_DIFF_TITLES = {
+    "removed": "Exports removed", "added": "Exports added", "gpl_only": "Turned GPL-only",
+    "not_gpl_only": "No longer GPL-only", "namespace": "Namespace changed", "owner": "Owner changed",
+    "crc": "CRC changed (rebuild needed)",
+}
+
+
+def _state(st) -> str:
+    if st is None:
+        return "-"
+    return f"{st.module} {'GPL' if st.gpl else 'plain'}{' ns=' + st.namespace if st.namespace else ''}"
+
+
+def _diff_parts(d: KernelDiff, limit: int | None) -> list[tuple[str, Any]]:
+    s = d.summary
+    parts: list[tuple[str, Any]] = [
+        ("h1", f"Exports from {d.a} to {d.b}"),
+        ("p", f"{s['removed']} removed, {s['added']} added, {s['gpl_only']} turned GPL-only, "
+              f"{s['not_gpl_only']} no longer GPL-only, {s['namespace']} changed namespace, {s['owner']} changed owner, "
+              f"{s['crc']} changed CRC."),
+    ]
+    for kind in DIFF_KINDS:
+        entries = d.changes[kind]
+        if not entries:
+            continue
+        shown = entries[:limit]
+        parts.append(("h2", f"{_DIFF_TITLES[kind]} ({len(entries)})"))
+        parts.append(("table", (["symbol", d.a, d.b], [[e.symbol, _state(e.a), _state(e.b)] for e in shown])))
+        if len(shown) < len(entries):
+            parts.append(("p", f"... and {len(entries) - len(shown)} more (--limit)"))
+    return parts
+
+
+def _pretty(parts: list[tuple[str, Any]]) -> str:
+    out = []
+    for kind, content in parts:
+        if kind == "h1":
+            out.append(str(content))
+            out.append("=" * len(str(content)))
+        elif kind == "h2":
+            out.append("")
+            out.append(str(content))
+            out.append("-" * len(str(content)))
+        elif kind == "table":
+            headers, rows = content
+            cells = [headers] + [[_cell(v) for v in r] for r in rows]
+            widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+            out.extend("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells)
+        else:
+            out.append(str(content))
+    return "\n".join(out)
+
+
+def render_diff(d: KernelDiff, fmt: str = "pretty", limit: int | None = 50) -> str:
+    """An export diff: a summary, then one table per kind of change (``limit`` rows each, not in JSON)."""
+    parts = _diff_parts(d, limit)
+    if fmt == "pretty":
+        return _pretty(parts)
+    return _render(fmt, f"ksymgraph diff {d.a} {d.b}", parts, d.to_json())
+
+
+def render_upgrade(u: UpgradeImpact, fmt: str = "pretty") -> str:
+    """Upgrade impact on a set of modules: the verdict per module first, then the export diff summary."""
+    bad = [m for m in u.modules if not m.loads]
+    parts: list[tuple[str, Any]] = [
+        ("h1", f"Upgrade {u.diff.a} -> {u.diff.b}: {len(bad)} of {len(u.modules)} modules would not load"),
+        ("table", (["module", "loads", "rule", "symbol", "message"],
+                   [[m.module, "yes" if m.loads else "no", r.rule, r.symbol, r.message]
+                    for m in u.modules for r in m.reasons] +
+                   [[m.module, "yes", "", "", ""] for m in u.modules if m.loads])),
+    ]
+    gone = [(m.module, lu) for m in u.modules for lu in m.lookups_missing]
+    if gone:
+        parts.append(("h2", f"Symbols looked up by name that {u.diff.b} lacks"))
+        parts.append(("table", (["module", "symbol", "how", "where"],
+                                [[mod, lu["symbol"], lu["how"], f"{lu['file']}:{lu['line']}"] for mod, lu in gone])))
+    s = u.diff.summary
+    parts.append(("p", f"Export diff: {s['removed']} removed, {s['gpl_only']} turned GPL-only, "
+                       f"{s['namespace']} changed namespace, {s['added']} added."))
+    if fmt == "pretty":
+        return _pretty(parts)
+    return _render(fmt, f"ksymgraph upgrade {u.diff.a} -> {u.diff.b}", parts, u.to_json())

@@ -29,15 +29,30 @@ COMPILERS = {
 LAYOUTS = {"prel32-ns": [], "ns-reloc": ["-DLAYOUT_NS_RELOC"], "absolute": ["-DLAYOUT_ABSOLUTE"]}
 
 
-def compile_module(src: Path, out: Path, arch: str = "x86_64", layout: str = "prel32-ns") -> Path:
+def compile_module(src: Path, out: Path, arch: str = "x86_64", layout: str = "prel32-ns",
+                   defines: tuple[str, ...] = ()) -> Path:
     """Compile one fixture C file into a module-like object ``out``."""
     cc = COMPILERS[arch]
     if shutil.which(cc[0]) is None:
         pytest.fail(f"compiler {cc[0]} is missing: .ci/run installs it (apt-get install gcc-12-s390x-linux-gnu)")
     out.parent.mkdir(parents=True, exist_ok=True)
-    subprocess.run([*cc, *LAYOUTS[layout], "-O1", "-fno-pic", "-I", str(MODULE_SOURCES), "-c", str(src), "-o", str(out)],
+    subprocess.run([*cc, *LAYOUTS[layout], *(f"-D{d}" for d in defines), "-O1", "-fno-pic", "-I", str(MODULE_SOURCES), "-c", str(src), "-o", str(out)],
                    check=True)
     return out
+
+
+FIXTURE_RELEASE_B = "6.12.0-fixture"
+
+
+def build_fixture_kernel(root: Path, defines: tuple[str, ...] = ()) -> Path:
+    """Compile the in-tree fixture modules into ``root/kernel`` with a vmlinux Module.symvers."""
+    for src in sorted(MODULE_SOURCES.glob("*.c")):
+        if src.stem == "prop_d":
+            continue
+        compile_module(src, root / "kernel" / f"{src.stem}.ko", defines=defines)
+    (root / "build").mkdir(parents=True)
+    shutil.copy(MODULE_SOURCES / "vmlinux.symvers", root / "build" / "Module.symvers")
+    return root
 
 
 @pytest.fixture(scope="session")
@@ -46,14 +61,14 @@ def fixture_tree(tmp_path_factory) -> Path:
 
     ``prop_d`` (proprietary, out-of-tree) is left out; it is in :func:`extra_modules`.
     """
-    root = tmp_path_factory.mktemp("kernel") / "lib" / "modules" / FIXTURE_RELEASE
-    for src in sorted(MODULE_SOURCES.glob("*.c")):
-        if src.stem == "prop_d":
-            continue
-        compile_module(src, root / "kernel" / f"{src.stem}.ko")
-    (root / "build").mkdir(parents=True)
-    shutil.copy(MODULE_SOURCES / "vmlinux.symvers", root / "build" / "Module.symvers")
-    return root
+    return build_fixture_kernel(tmp_path_factory.mktemp("kernel") / "lib" / "modules" / FIXTURE_RELEASE)
+
+
+@pytest.fixture(scope="session")
+def fixture_tree_b(tmp_path_factory) -> Path:
+    """The fixture kernel one release later (``-DKERNEL_B``): see tests/fixtures/modules/core_a.c."""
+    root = tmp_path_factory.mktemp("kernel_b") / "lib" / "modules" / FIXTURE_RELEASE_B
+    return build_fixture_kernel(root, ("KERNEL_B",))
 
 
 @pytest.fixture(scope="session")

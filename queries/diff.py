@@ -1,0 +1,208 @@
+"""Kernel-to-kernel diff of exports, and what an upgrade does to a set of out-of-tree modules.
+
+:func:`diff_kernels` compares the exports of two stored kernels: removed, added, turned GPL-only
+(and back), namespaced or moved between namespaces, moved to another owner (vmlinux ↔ module, a
+renamed module), CRC changed.
+
+:func:`upgrade_impact` takes modules that work on kernel A (files built against A, or modules of
+A by name) and runs the load rules against kernel B: per module, the imports whose export vanished,
+turned GPL-only for its licence, or moved into a namespace it does not import; the symbols it
+looks up by name that B no longer has; and the cascade inside the set. Where a vanished export
+is only an ELF-level rename behind an unchanged source API, :mod:`ksymgraph.queries.renames`
+(when both kernels' headers are loaded) turns the break into "rebuild needed, API kept".
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from ksymgraph.graph.projection import KernelProjection
+from ksymgraph.graph.store import GraphStore
+from ksymgraph.loaders.elf import ModuleData
+from ksymgraph.queries.whatif import Reason, failing_modules
+
+__all__ = ["ExportState", "DiffEntry", "KernelDiff", "ModuleImpact", "UpgradeImpact", "diff_kernels",
+           "upgrade_impact", "DIFF_KINDS"]
+
+#: JSON keys of a diff, in report order.
+DIFF_KINDS = ("removed", "added", "gpl_only", "not_gpl_only", "namespace", "owner", "crc")
+
+_EXPORTS = """
+MATCH (m:Module)-[e:EXPORTS]->(s:Symbol) WHERE m.kernel = $kernel
+RETURN s.name AS symbol, m.name AS module, e.gpl AS gpl, e.namespace AS namespace, e.crc AS crc
+ORDER BY symbol, module
+"""
+
+
+class ExportState(NamedTuple):
+    """How a kernel exports one symbol."""
+
+    module: str
+    """Owner: ``vmlinux`` or a module name."""
+    gpl: bool
+    """GPL-only."""
+    namespace: str
+    """Namespace, ``""`` for none."""
+    crc: int | None
+    """modversions CRC."""
+
+
+class DiffEntry(NamedTuple):
+    """One symbol whose export differs between kernel A and kernel B."""
+
+    symbol: str
+    """The symbol."""
+    a: ExportState | None
+    """Its export in A (None: not exported)."""
+    b: ExportState | None
+    """Its export in B (None: not exported)."""
+
+    def to_json(self) -> dict:
+        return {"symbol": self.symbol, "a": self.a._asdict() if self.a else None,
+                "b": self.b._asdict() if self.b else None}
+
+
+class KernelDiff(NamedTuple):
+    """Export changes from kernel A to kernel B, by kind (a symbol can appear under several)."""
+
+    a: str
+    """Kernel A."""
+    b: str
+    """Kernel B."""
+    changes: dict[str, list[DiffEntry]]
+    """Kind (one of :data:`DIFF_KINDS`) → entries, by symbol."""
+
+    @property
+    def summary(self) -> dict:
+        s = {k: len(v) for k, v in self.changes.items()}
+        s["tightened"] = s["removed"] + s["gpl_only"] + sum(
+            1 for e in self.changes["namespace"] if e.b and e.b.namespace)
+        return s
+
+    @property
+    def breaking(self) -> bool:
+        """True when an export was removed or tightened (GPL-only, namespaced)."""
+        return self.summary["tightened"] > 0
+
+    def to_json(self) -> dict:
+        out: dict = {"a": self.a, "b": self.b}
+        out.update({k: [e.to_json() for e in v] for k, v in self.changes.items()})
+        out["summary"] = self.summary
+        return out
+
+
+def _exports(store: GraphStore, kernel: str) -> dict[str, ExportState]:
+    out: dict[str, ExportState] = {}
+    for sym, mod, gpl, ns, crc in store.query(_EXPORTS, {"kernel": kernel}).rows:
+        # A symbol exported twice (rare: two modules) is compared by its first owner in name order.
+        out.setdefault(sym, ExportState(mod, bool(gpl), ns or "", crc))
+    return out
+
+
+def diff_kernels(store: GraphStore, a: str, b: str) -> KernelDiff:
+    """Compare the exports of stored kernels ``a`` and ``b``."""
+    ea, eb = _exports(store, a), _exports(store, b)
+    changes: dict[str, list[DiffEntry]] = {k: [] for k in DIFF_KINDS}
+    for sym in sorted(ea.keys() | eb.keys()):
+        x, y = ea.get(sym), eb.get(sym)
+        entry = DiffEntry(sym, x, y)
+        if y is None:
+            changes["removed"].append(entry)
+            continue
+        if x is None:
+            changes["added"].append(entry)
+            continue
+        if y.gpl and not x.gpl:
+            changes["gpl_only"].append(entry)
+        elif x.gpl and not y.gpl:
+            changes["not_gpl_only"].append(entry)
+        if x.namespace != y.namespace:
+            changes["namespace"].append(entry)
+        if x.module != y.module:
+            changes["owner"].append(entry)
+        if x.crc is not None and y.crc is not None and x.crc != y.crc:
+            changes["crc"].append(entry)
+    return KernelDiff(a, b, changes)
+
+
+class ModuleImpact(NamedTuple):
+    """What kernel B does to one module of the set."""
+
+    module: str
+    """Module name."""
+    path: str
+    """Its file (``""`` for a module taken from the store by name)."""
+    loads: bool
+    """Would it load on B (rebuilt against B's headers, with its source unchanged)?"""
+    reasons: list[Reason]
+    """Why not: load rules against B, including the cascade inside the set."""
+    lookups_missing: list[dict]
+    """Symbols it looks up by name (``kallsyms_lookup_name``, kprobes, ...) that B lacks."""
+
+
+class UpgradeImpact(NamedTuple):
+    """The upgrade impact of A → B on a set of modules."""
+
+    diff: KernelDiff
+    """The export diff A → B."""
+    modules: list[ModuleImpact]
+    """One entry per module of the set."""
+
+    def to_json(self) -> dict:
+        return {"a": self.diff.a, "b": self.diff.b,
+                "modules": [{"module": m.module, "path": m.path, "loads": m.loads,
+                             "reasons": [r._asdict() for r in m.reasons], "lookups_missing": m.lookups_missing}
+                            for m in self.modules],
+                "summary": {"modules": len(self.modules), "fail": sum(not m.loads for m in self.modules)}}
+
+
+def _still_there(store: GraphStore, kernel: str, symbols: list[str]) -> set[str]:
+    """Symbols that kernel ``kernel`` exports or defines as a function in its loaded source."""
+    rows = store.query("MATCH (s:Symbol)<-[:EXPORTS]-(m:Module) WHERE m.kernel = $kernel AND s.name IN $names "
+                       "RETURN DISTINCT s.name", {"kernel": kernel, "names": symbols}).rows
+    found = {r[0] for r in rows}
+    rows = store.query("MATCH (f:Function) WHERE f.kernel = $kernel AND f.name IN $names RETURN DISTINCT f.name",
+                       {"kernel": kernel, "names": symbols}).rows
+    return found | {r[0] for r in rows}
+
+
+def upgrade_impact(store: GraphStore, a: str, b: str, files: list[ModuleData] = (),
+                   names: list[str] = ()) -> UpgradeImpact:
+    """Would the modules that load on ``a`` (``files`` built against it, or ``names`` of a's modules)
+    load on ``b``?"""
+    pa = KernelProjection.from_store(store, a)
+    pb = KernelProjection.from_store(store, b)
+    missing = [n for n in names if n not in pa.modules]
+    if missing:
+        raise ValueError(f"not modules of kernel {a}: {', '.join(missing)}")
+    # Modules of A taken by name carry their imports and exports over to B as they are.
+    from_a = [_as_module_data(pa, n) for n in names]
+    subset = list(files) + from_a
+    lookups = {m.info.name: pa.lookups.get(m.info.name, []) for m in subset}
+    failing = failing_modules(pb.with_modules(subset, lookups))
+    wanted = sorted({lu.symbol for lus in lookups.values() for lu in lus})
+    present = _still_there(store, b, wanted) if wanted else set()
+    out = []
+    for m in subset:
+        name = m.info.name
+        gone = [{"symbol": lu.symbol, "how": lu.how, "file": lu.file, "line": lu.line}
+                for lu in lookups[name] if lu.symbol not in present]
+        reasons = sorted(failing.get(name, []), key=lambda r: (r.rule == "dependency", r.rule, r.symbol))
+        out.append(ModuleImpact(name, m.info.path, not reasons and not gone, reasons, gone))
+    return UpgradeImpact(diff_kernels(store, a, b), out)
+
+
+def _as_module_data(proj: KernelProjection, name: str) -> ModuleData:
+    from ksymgraph.loaders.records import Export, Import
+
+    node = proj.modules[name]
+    info = _module_info(node)
+    exports = [Export(name, s, e.gpl, e.namespace, None) for s, e in proj.exported_by(name)]
+    imports = [Import(name, i.symbol, None, i.weak) for i in proj.imports.get(name, [])]
+    return ModuleData(info, exports, imports)
+
+
+def _module_info(node):
+    from ksymgraph.loaders.records import ModuleInfo
+
+    return ModuleInfo(node.name, node.path, node.license, "", "", node.intree, (), tuple(sorted(node.import_ns)))
