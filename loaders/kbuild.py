@@ -11,7 +11,8 @@ evaluator of the make subset Kbuild files use: ``=``, ``:=``, ``+=``, ``?=``, li
 ``$(shell ...)`` and rules are ignored.
 
 A directory entered only through ``obj-m += dir/`` is not linked into vmlinux, as in Kbuild: its
-``obj-y`` objects are dropped, its ``obj-m`` objects are modules.
+``obj-y`` objects are dropped (its ``obj-y`` sub-directories are still entered, in the same
+mode), its ``obj-m`` objects are modules.
 """
 
 from __future__ import annotations
@@ -243,16 +244,22 @@ class _Makefile:
         equal = self.expand(a).strip() == self.expand(b).strip()
         return equal if word == "ifeq" else not equal
 
-    _ASSIGN_RE = re.compile(r"^(?:export\s+|override\s+)?([^:+?=#\s]+(?:\s*[^:+?=#\s]+)*)\s*(\+=|:=|::=|\?=|=)(.*)$")
+    _OPERATOR_RE = re.compile(r"::=|:=|\+=|\?=|=")
 
     def _assignment(self, line: str) -> None:
-        m = self._ASSIGN_RE.match(line)
+        m = self._OPERATOR_RE.search(line)
         if not m:
             return
-        name = self.expand(m.group(1).strip()).strip()
+        target = line[: m.start()].strip()
+        for prefix in ("export ", "override "):
+            if target.startswith(prefix):
+                target = target[len(prefix) :].strip()
+        if ":" in re.sub(r"\$\([^)]*\)", "", target):
+            return  # a rule or a target-specific variable
+        name = self.expand(target).strip()
         if not name or " " in name:
             return
-        op, value = m.group(2), m.group(3).strip()
+        op, value = m.group(), line[m.end() :].strip()
         if op in (":=", "::="):
             self.vars[name] = (self.expand(value), False)
         elif op == "=":
@@ -460,8 +467,11 @@ def evaluate_kbuild(root: str | os.PathLike, config: str | os.PathLike | dict[st
         seen_dirs.add((directory, mode))
         mk_vars = evaluate_makefile(root, directory, variables)
         objects = []
-        if mode == "y":
-            objects += [(o, "y") for o in mk_vars.get("obj-y", []) + mk_vars.get("lib-y", [])]
+        for o in mk_vars.get("obj-y", []) + mk_vars.get("lib-y", []):
+            if mode == "y":
+                objects.append((o, "y"))
+            elif o.endswith("/"):  # Kbuild descends anyway; nothing there reaches vmlinux
+                objects.append((o, "m"))
         objects += [(o, "m") for o in mk_vars.get("obj-m", [])]
         for sub in mk_vars.get("subdir-y", []) + mk_vars.get("subdir-m", []):
             objects.append((sub.rstrip("/") + "/", "m"))

@@ -137,3 +137,24 @@ def debian_loaded(tmp_path_factory, debian_kernel):
     summary = load_kernel(store, [f"debian:{debian_kernel.release}"])
     yield store, summary
     store.close()
+
+
+def trixie_release() -> str:
+    """The newest Debian trixie 6.12 release (``6.12.NN+deb13-amd64``), or $KSYMGRAPH_TEST_RELEASE_B."""
+    env = os.environ.get("KSYMGRAPH_TEST_RELEASE_B")
+    if env:
+        return env
+    from ksymgraph.loaders.debian import available_releases
+
+    names = available_releases(r"^linux-image-6\.12\.[0-9]+\+deb13-amd64$", suite="trixie")
+    if not names:
+        pytest.fail("no linux-image-6.12.NN+deb13-amd64 in trixie")
+    return max((n[len("linux-image-"):] for n in names), key=lambda r: int(r.split(".")[2].split("+")[0]))
+
+
+@pytest.fixture(scope="session")
+def trixie_kernel():
+    """Debian trixie's 6.12 kernel (``.ko.xz`` modules), fetched through a private apt configuration."""
+    from ksymgraph.loaders.debian import fetch_kernel
+
+    return fetch_kernel(trixie_release(), "trixie")
