@@ -42,7 +42,7 @@ def schema_statements() -> list[str]:
 
 
 class EmbeddedStore(GraphStore):
-    """A LadybugDB database directory holding any number of kernels."""
+    """A LadybugDB database file holding any number of kernels."""
 
     dialect = "ladybug"
 

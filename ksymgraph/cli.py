@@ -36,7 +36,7 @@ class CliError(Exception):
 
 def _store_args(p: argparse.ArgumentParser, kernel: bool = True) -> None:
     g = p.add_argument_group("store")
-    g.add_argument("--db", metavar="PATH", help="embedded database directory (default: $KSYMGRAPH_DB or "
+    g.add_argument("--db", metavar="PATH", help="embedded database file (default: $KSYMGRAPH_DB or "
                                                 "~/.local/share/ksymgraph/graph.lbdb)")
     g.add_argument("--neo4j", metavar="URI", help="use Neo4j at URI instead (bolt://localhost:7687; "
                                                   "$NEO4J_USER/$NEO4J_PASSWORD for auth)")

@@ -97,7 +97,7 @@ def render_whatif(result: WhatIfResult, fmt: str = "md") -> str:
         rules = ", ".join(f"{n} {r}" for r, n in s["by_rule"].items())
         parts.append(("p", f"{s['broken']} modules fail to load: {s['direct']} directly, {s['inherited']} through "
                            f"a failing dependency; {s['in_tree']} in-tree, {s['out_of_tree']} out-of-tree. "
-                           f"Reasons: {rules}."))
+                           f"Modules per rule: {rules}."))
     else:
         parts.append(("p", "No module fails to load because of this change."))
     for w in result.warnings:

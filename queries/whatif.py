@@ -100,7 +100,7 @@ class WhatIfResult(NamedTuple):
 
     @property
     def summary(self) -> dict:
-        rules = Counter(r.rule for b in self.broken for r in b.reasons)
+        rules = Counter(rule for b in self.broken for rule in {r.rule for r in b.reasons})  # modules per rule
         return {
             "broken": len(self.broken),
             "direct": sum(b.direct for b in self.broken),
