@@ -13,14 +13,17 @@ Where both describe a module, the differences are counted in the report.
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Iterable, NamedTuple
+from typing import TYPE_CHECKING, Iterable, NamedTuple
 
 import pyarrow as pa
 
-from ksymgraph.graph.schema import NODES, arrow_type, node_id, rel_table
+from ksymgraph.graph.schema import NODES, arrow_type, node_id, node_table, rel_table
 from ksymgraph.loaders.elf import ModuleData
 from ksymgraph.loaders.records import Export, Import, ModuleInfo, Skipped
 from ksymgraph.loaders.symvers import SymversEntry
+
+if TYPE_CHECKING:
+    from ksymgraph.loaders.trees import SourceTree
 
 __all__ = [
     "GPL_COMPATIBLE_LICENSES",
@@ -88,6 +91,8 @@ class BuildReport(NamedTuple):
     """Module files dropped because another file had the same module name."""
     symvers_mismatches: list[str]
     """Exports on which a module's ksymtab and Module.symvers disagree."""
+    source: dict[str, int] = {}
+    """Rows written from source trees, per table (empty without source)."""
 
 
 class GraphBatch(NamedTuple):
@@ -166,12 +171,17 @@ def build_kernel_graph(
     modules: Iterable[ModuleData],
     symvers: Iterable[SymversEntry] = (),
     lookups: Iterable[LookUpEdge] = (),
+    sources: Iterable["SourceTree"] = (),
 ) -> tuple[GraphBatch, BuildReport]:
     """Resolve one kernel's records into a :class:`GraphBatch` and a :class:`BuildReport`.
 
     ``modules`` may come from several sources (a distribution kernel plus out-of-tree builds):
-    list them in source order, later sources override earlier ones.
+    list them in source order, later sources override earlier ones. ``sources`` are indexed
+    source trees (:mod:`ksymgraph.graph.source`) whose functions, calls, export sites and
+    lookups join the binary graph.
     """
+    sources = list(sources)
+    with_source = {m for tree in sources for m in tree.built_into.values()}
     k = meta.release
     t = _Tables(k)
     t.node("Kernel", ("kernel",), k, meta.version, meta.arch, meta.source)
@@ -202,7 +212,7 @@ def build_kernel_graph(
     for name in sorted(chosen):
         i: ModuleInfo = chosen[name].info
         mod_ids[name] = t.node("Module", (name,), name, i.path, i.license, license_is_gpl_compatible(i.license),
-                               i.vermagic, i.srcversion, i.intree, list(i.import_ns), None)
+                               i.vermagic, i.srcversion, i.intree, list(i.import_ns), name in with_source)
     for name in sorted(symvers_only - set(mod_ids)):
         mod_ids[name] = t.node("Module", (name,), name, "", "", None, "", "", True, [], None)
 
@@ -242,7 +252,31 @@ def build_kernel_graph(
         (mod_ids[lu.module], sym_ids[lu.symbol], k, lu.how, lu.file, lu.line) for lu in lookups)
 
     nodes, rels = t.arrow()
+    source_counts: dict[str, int] = {}
+    if sources:
+        from ksymgraph.graph.source import source_tables
+
+        st = source_tables(k, sources, mod_ids, set(sym_ids.values()))
+        _merge(nodes, st.nodes)
+        _merge(rels, st.rels)
+        source_counts = st.counts
     report = BuildReport(
         modules=len(mod_ids), exports=len(exports), imports=n_imports, depends=len(depends),
-        symbols=len(sym_ids), duplicates=duplicates, symvers_mismatches=mismatches)
+        symbols=nodes["Symbol"].num_rows if "Symbol" in nodes else 0, duplicates=duplicates,
+        symvers_mismatches=mismatches, source=source_counts)
     return GraphBatch(meta, nodes, rels), report
+
+
+def _merge(into: dict, more: dict) -> None:
+    """Append ``more``'s tables to ``into``'s, cast to the schema's column types."""
+    for key, table in more.items():
+        if table.num_rows == 0:
+            continue
+        if key in into:
+            into[key] = pa.concat_tables([into[key], table.select(into[key].column_names).cast(into[key].schema)])
+        else:
+            decl = rel_table(key[0]) if isinstance(key, tuple) else node_table(key)
+            head = ["from", "to", "kernel"] if isinstance(key, tuple) else ["id", "kernel"]
+            types = {p.name: arrow_type(p.type) for p in decl.props}
+            schema = pa.schema([pa.field(c, types.get(c, pa.string())) for c in head + [p.name for p in decl.props]])
+            into[key] = table.select(schema.names).cast(schema)

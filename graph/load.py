@@ -13,6 +13,7 @@ import contextlib
 import gc
 import sys
 import time
+from pathlib import Path
 from typing import Iterable, NamedTuple
 
 from ksymgraph.graph.build import BuildReport, KernelMeta, LookUpEdge, build_kernel_graph
@@ -22,6 +23,7 @@ from ksymgraph.loaders.kernel import KernelSource, arch_from_release, resolve_so
 from ksymgraph.loaders.modules import for_each_module
 from ksymgraph.loaders.records import LoaderError, Skipped
 from ksymgraph.loaders.symvers import SymversEntry, for_each_symvers_entry
+from ksymgraph.loaders.trees import debian_source_tree, index_source_tree
 
 __all__ = ["LoadError", "LoadSummary", "read_kernel", "load_kernel"]
 
@@ -57,8 +59,9 @@ def read_kernel(
     symvers: str | None = None,
     workers: int | None = None,
     progress: bool = False,
-) -> tuple[KernelMeta, list[ModuleData], list[SymversEntry], list[Skipped]]:
-    """Read every source: the kernel's metadata, module data in source order, symvers entries, skips."""
+) -> tuple[KernelMeta, list[ModuleData], list[SymversEntry], list[Skipped], Path | None]:
+    """Read every source: the kernel's metadata, module data in source order, symvers entries,
+    skips, and the kernel's ``.config`` when a source provides one."""
     skipped: list[Skipped] = []
     resolved: list[KernelSource] = []
     specs = list(sources)
@@ -99,7 +102,8 @@ def read_kernel(
         raise LoadError("cannot tell which kernel this is (no release in the sources, no vermagic): pass --kernel NAME")
     version = next((s.version for s in resolved if s.version), "")
     meta = KernelMeta(release, version, arch_from_release(release), " ".join(specs))
-    return meta, modules, entries, skipped
+    config = next((s.config for s in resolved if s.config), None)
+    return meta, modules, entries, skipped, config
 
 
 @contextlib.contextmanager
@@ -126,11 +130,29 @@ def load_kernel(
     workers: int | None = None,
     progress: bool = False,
     lookups: Iterable[LookUpEdge] = (),
+    source_dirs: Iterable[str] = (),
+    config: str | None = None,
 ) -> LoadSummary:
-    """Read ``sources`` as one kernel and write it to ``store``, replacing a kernel of that name."""
+    """Read ``sources`` as one kernel and write it to ``store``, replacing a kernel of that name.
+
+    ``source_dirs`` are C source trees to index and join (``debian`` for Debian's
+    ``linux-source`` package of the kernel); ``config`` is the kernel's ``.config`` for Kbuild
+    (default: the one a ``debian:`` source provides).
+    """
     t0 = time.perf_counter()
     with _bulk_allocation():
-        meta, modules, entries, skipped = read_kernel(sources, kernel, symvers, workers, progress)
-        batch, report = build_kernel_graph(meta, modules, entries, lookups)
+        meta, modules, entries, skipped, found_config = read_kernel(sources, kernel, symvers, workers, progress)
+    trees = []
+    for spec in source_dirs:
+        try:
+            root = debian_source_tree(meta.release) if spec == "debian" else Path(spec)
+            tree = index_source_tree(root, Path(config) if config else found_config, workers, progress)
+        except LoaderError as e:
+            skipped.append(Skipped(e.path, e.reason))
+            continue
+        trees.append(tree)
+        skipped.extend(tree.skipped)
+    with _bulk_allocation():
+        batch, report = build_kernel_graph(meta, modules, entries, lookups, trees)
     store.replace_kernel(batch)
     return LoadSummary(meta.release, report, skipped + report.duplicates, time.perf_counter() - t0)

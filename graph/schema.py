@@ -67,7 +67,7 @@ RELS = (
     RelTable("IMPORTS", (("Module", "Symbol"),), _p("crc:INT64 weak:BOOLEAN")),
     RelTable("DEPENDS_ON", (("Module", "Module"),), _p("symbols:STRING[]")),
     RelTable("LOOKS_UP", (("Module", "Symbol"),), _p("how:STRING file:STRING line:INT64")),
-    RelTable("CALLS", (("Function", "Function"), ("Function", "Symbol")), _p("line:INT64")),
+    RelTable("CALLS", (("Function", "Function"), ("Function", "Symbol")), _p("line:INT64 via_member:BOOLEAN")),
     RelTable("DEFINED_IN", (("Function", "File"),), ()),
     RelTable("IMPLEMENTS", (("Function", "Symbol"),), ()),
     RelTable("BUILT_INTO", (("File", "Module"),), ()),

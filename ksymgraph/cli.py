@@ -70,6 +70,11 @@ def build_parser() -> argparse.ArgumentParser:
                               "  ksymgraph load debian:6.1.0-50-amd64 ./lttng-modules-2.13.9 --kernel 6.1-lttng")
     s.add_argument("sources", nargs="+", metavar="SOURCE")
     s.add_argument("--symvers", metavar="PATH", help="Module.symvers to use for directory sources")
+    s.add_argument("--source", action="append", default=[], metavar="DIR",
+                   help="C source tree to index and join (repeatable): the kernel tree (files attributed to "
+                        "modules by Kbuild under the kernel's .config), an out-of-tree module's built tree "
+                        "(attributed by its .mod files), or 'debian' for Debian's linux-source package")
+    s.add_argument("--config", metavar="PATH", help="the kernel's .config for Kbuild (default: from debian: sources)")
     s.add_argument("--workers", type=int, metavar="N", help="processes reading modules (default: all cores)")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
     s.add_argument("--show-skipped", type=int, default=20, metavar="N", help="list at most N skipped inputs (default 20)")
@@ -90,6 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--format", choices=("md", "json", "html"), default="md")
     s.add_argument("-o", "--output", metavar="FILE", help="write the report to FILE instead of stdout")
     s.add_argument("--exit-code", action="store_true", help="exit 1 when any module breaks")
+    s.add_argument("--hops", type=int, default=2, metavar="N",
+                   help="with source loaded: look for exported callers of a removed export up to N calls away "
+                        "(default 2)")
     _store_args(s)
 
     s = sub.add_parser("query", help="run a Cypher query with parameters",
@@ -173,11 +181,17 @@ def cmd_load(args) -> int:
 
     with _open(args, read_only=False) as store:
         s = load_kernel(store, args.sources, kernel=args.kernel, symvers=args.symvers, workers=args.workers,
-                        progress=not args.no_progress and sys.stderr.isatty())
+                        progress=not args.no_progress and sys.stderr.isatty(), source_dirs=args.source,
+                        config=args.config)
         where = store.describe()
     r = s.report
     print(f"loaded kernel {s.kernel} into {where} in {s.seconds:.1f} s: {r.modules} modules (vmlinux included), "
           f"{r.exports} exports, {r.imports} imports, {r.depends} module dependencies, {r.symbols} symbols")
+    if r.source:
+        c = r.source
+        print(f"source: {c.get('Function', 0)} functions, {c.get('CALLS->Function', 0) + c.get('CALLS->Symbol', 0)} "
+              f"calls, {c.get('EXPORTED_AS', 0)} export sites, {c.get('LOOKS_UP', 0)} run-time lookups, "
+              f"{c.get('BUILT_INTO', 0)} files attributed to modules ({c.get('unattributed_files', 0)} not)")
     if r.symvers_mismatches:
         print(f"{len(r.symvers_mismatches)} exports differ between module files and Module.symvers, e.g. "
               f"{r.symvers_mismatches[0]}")
@@ -199,8 +213,11 @@ def cmd_whatif(args) -> int:
     changes = parse_changes(args.unexport, args.gpl_only, args.namespace, args.remove_module)
     if not changes:
         raise CliError("nothing to try: give at least one --unexport, --gpl-only, --namespace or --remove-module")
+    from ksymgraph.queries.callsites import add_source_evidence
+
     with _open(args) as store:
         result = what_if(_projection(store, args.kernel), changes)
+        result = add_source_evidence(result, store, args.hops)
     for w in result.warnings:
         print(f"warning: {w}", file=sys.stderr)
     _emit(render_whatif(result, args.format), args.output)

@@ -111,6 +111,16 @@ def render_whatif(result: WhatIfResult, fmt: str = "md") -> str:
                              "direct" if b.direct else f"via {r.via_module}" if r.via_module else "inherited",
                              r.rule, r.symbol, r.message])
         parts.append(("table", (["module", "tree", "break", "rule", "symbol", "message"], rows)))
+    if result.call_sites:
+        parts.append(("h2", "Call sites to change"))
+        parts.append(("table", (["module", "symbol", "function", "where"],
+                                [[mod, c["symbol"], c["function"], f"{c['file']}:{c['line']}"]
+                                 for mod, sites in sorted(result.call_sites.items()) for c in sites])))
+    if any(result.replacements.values()):
+        parts.append(("h2", "Still-exported functions that call a removed export (possible replacements)"))
+        parts.append(("table", (["removed", "exported caller", "type", "defined in", "hops"],
+                                [[sym, r["export"], "GPL" if r["gpl"] else "plain", r["file"], r["hops"]]
+                                 for sym, reps in sorted(result.replacements.items()) for r in reps[:20]])))
     if result.lookups:
         parts.append(("h2", "Run-time lookups hit"))
         parts.append(("table", (["module", "symbol", "how", "where", "why"],

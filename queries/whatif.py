@@ -97,6 +97,10 @@ class WhatIfResult(NamedTuple):
     mechanism (``register_kprobe``, ``kallsyms_lookup_name``) the change removes."""
     warnings: list[str]
     """Changes that changed nothing (a symbol nobody exports, ...)."""
+    call_sites: dict[str, list[dict]] = {}
+    """With source loaded: broken module → calls to its broken symbols (symbol, function, file, line)."""
+    replacements: dict[str, list[dict]] = {}
+    """With source loaded: removed export → still-exported functions that call it (within N hops)."""
 
     @property
     def summary(self) -> dict:
@@ -120,9 +124,11 @@ class WhatIfResult(NamedTuple):
             "broken": [
                 {"module": b.module, "path": b.path, "in_tree": b.in_tree, "direct": b.direct,
                  "reasons": [{"rule": r.rule, "symbol": r.symbol, "via_module": r.via_module, "message": r.message}
-                             for r in b.reasons]}
+                             for r in b.reasons],
+                 "call_sites": self.call_sites.get(b.module, [])}
                 for b in self.broken
             ],
+            "replacements": self.replacements,
             "lookups": self.lookups,
             "already_broken": self.already_broken,
             "warnings": self.warnings,

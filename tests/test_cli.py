@@ -23,7 +23,7 @@ def db(tmp_path_factory, fixture_tree, extra_modules):
     path = tmp_path_factory.mktemp("cli") / "graph.lbdb"
     p = ksymgraph("load", fixture_tree, extra_modules, "--db", path, check_rc=0)
     assert p.stdout.startswith(f"loaded kernel {FIXTURE_RELEASE} into {path}")
-    assert "6 modules (vmlinux included), 9 exports, 9 imports, 3 module dependencies" in p.stdout
+    assert "6 modules (vmlinux included), 10 exports, 9 imports, 3 module dependencies" in p.stdout
     return path
 
 
@@ -84,12 +84,12 @@ def test_usage(db):
     assert by[("a_plain", "core_a")]["in_tree_users"] == ["user_b"]
     assert by[("a_plain", "core_a")]["out_of_tree_users"] == ["prop_d"]
     assert by[("a_gpl", "core_a")]["type"] == "EXPORT_SYMBOL_GPL"
-    assert set(data["unused"]) == {"a_gpl", "a_data", "register_kprobe", "kallsyms_on_each_symbol"}
+    assert set(data["unused"]) == {"a_gpl", "a_data", "register_kprobe", "unregister_kprobe", "kallsyms_on_each_symbol"}
     deps = {m["module"]: m["depends"] for m in data["modules"]}
     assert deps["user_b"] == {"core_a": ["a_ns", "a_plain"]}
     assert deps["core_a"] == {"vmlinux": ["_printk", "kfree"]}
     md = ksymgraph("usage", "--db", db, check_rc=0).stdout
-    assert "9 exports, 4 used by no module" in md
+    assert "10 exports, 5 used by no module" in md
 
 
 def test_check_out_of_tree_modules(db, tmp_path):

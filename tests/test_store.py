@@ -28,7 +28,7 @@ def counts(store, k):
 
 def test_fixture_graph_contents(fixture_store):
     k = {"k": FIXTURE_RELEASE}
-    assert counts(fixture_store, FIXTURE_RELEASE) == (6, 4 + 4 + 1, 2 + 2 + 1 + 2 + 2)
+    assert counts(fixture_store, FIXTURE_RELEASE) == (6, 4 + 5 + 1, 2 + 2 + 1 + 2 + 2)
     deps = fixture_store.query(
         "MATCH (a:Module)-[d:DEPENDS_ON]->(b:Module) WHERE a.kernel = $k RETURN a.name, b.name, d.symbols "
         "ORDER BY a.name", k).rows
@@ -51,7 +51,7 @@ def test_reload_is_idempotent_and_kernels_coexist(fixture_store, fixture_tree):
     load_kernel(fixture_store, [str(fixture_tree)], kernel="other", workers=1)
     assert fixture_store.kernels() == [FIXTURE_RELEASE, "other"]
     assert counts(fixture_store, FIXTURE_RELEASE) == before
-    assert counts(fixture_store, "other") == (5, 9, 7)  # no prop_d in this one
+    assert counts(fixture_store, "other") == (5, 10, 7)  # no prop_d in this one
     assert fixture_store.delete_kernel("other") is True
     assert fixture_store.kernels() == [FIXTURE_RELEASE]
 

@@ -1,0 +1,203 @@
+"""Resolve a source index into graph tables: Function, File, CALLS, DEFINED_IN, IMPLEMENTS,
+EXPORTED_AS, BUILT_INTO and LOOKS_UP — with Arrow joins, never a Python tuple per row.
+
+A kernel tree has about 600k function definitions and 4M calls; the C loader
+(:mod:`ksymgraph.loaders.csource`) leaves them in Parquet shards written by its workers, and this
+module turns the shards into the store's tables with ``pyarrow`` compute and joins.
+
+How a call's callee is resolved, in order:
+
+1. a function of that name defined in the same file (a ``static`` helper, or any function there);
+2. a non-``static`` function of that name anywhere in the tree (the first by file path);
+3. a ``static inline`` function of that name in a header (the first by path) — a header's inline
+   is compiled into every file that includes it;
+4. otherwise a ``Symbol`` of that name: an export of another tree, a macro, or an assembly symbol.
+
+A call through a struct member (``ops->fn()``) is kept as a call to the pseudo-symbol ``->fn``
+(kind ``member``): who calls which operation, without guessing the implementation.
+
+Files are attributed to modules by ``BUILT_INTO`` (Kbuild under the kernel's ``.config``, or a
+built tree's ``.mod`` files); ``LOOKS_UP`` edges go from the module a lookup's file is built into.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, NamedTuple
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ksymgraph.loaders.trees import SourceTree
+
+__all__ = ["SourceTables", "source_tables"]
+
+
+class SourceTables(NamedTuple):
+    """Arrow tables for the source part of one kernel, keyed like :class:`GraphBatch`."""
+
+    nodes: dict[str, pa.Table]
+    """``Function``, ``File`` and the extra ``Symbol`` rows (id, kernel, props...)."""
+    rels: dict[tuple[str, str, str], pa.Table]
+    """(type, from, to) → rows (from, to, kernel, props...)."""
+    counts: dict[str, int]
+    """Rows per table, and ``unattributed_files`` (files built into no known module)."""
+
+
+def _ids(kernel: str, *cols: pa.Array) -> pa.Array:
+    parts = [pa.scalar(kernel)] + list(cols)
+    return pc.binary_join_element_wise(*parts, "|")
+
+
+def _str(n: int, value: str) -> pa.Array:
+    return pa.array([value] * n, type=pa.string())
+
+
+def _read(tree: SourceTree, table: str) -> pa.Table:
+    from ksymgraph.loaders.csource import read_table
+
+    t = read_table(tree.shard_dir, table)
+    if tree.prefix and "file" in t.column_names:
+        t = t.set_column(t.column_names.index("file"), "file",
+                         pc.binary_join_element_wise(pa.scalar(tree.prefix), t["file"], ""))
+    return t
+
+
+def _concat(tables: list[pa.Table]) -> pa.Table:
+    return pa.concat_tables(tables, promote_options="default") if len(tables) > 1 else tables[0]
+
+
+def source_tables(kernel: str, trees: Iterable[SourceTree], module_ids: dict[str, str],
+                  symbol_ids: set[str]) -> SourceTables:
+    """Resolve ``trees`` into tables for ``kernel``.
+
+    ``module_ids`` maps module names to the ids the binary side wrote; ``symbol_ids`` holds the
+    Symbol ids it wrote, so only new symbols are added here.
+    """
+    trees = list(trees)
+    k = kernel
+    funcs = _concat([_read(t, "functions") for t in trees])
+    calls = _concat([_read(t, "calls") for t in trees])
+    exports = _concat([_read(t, "exports") for t in trees])
+    lookups = _concat([_read(t, "lookups") for t in trees])
+
+    # Functions: one per (file, name); the first definition wins (#ifdef alternatives).
+    funcs = funcs.sort_by([("file", "ascending"), ("line", "ascending")])
+    key = pc.binary_join_element_wise(funcs["file"], funcs["name"], "|")
+    first = pc.equal(pc.index_in(key, key), pa.array(range(len(key)), type=pa.int32()))
+    funcs = funcs.filter(first)
+    fid = _ids(k, funcs["file"], funcs["name"])
+    n = len(funcs)
+    function_nodes = pa.table({
+        "id": fid, "kernel": _str(n, k), "name": funcs["name"], "file": funcs["file"],
+        "line": pc.cast(funcs["line"], pa.int64()), "end_line": pc.cast(funcs["end_line"], pa.int64()),
+        "static": funcs["static"], "inline": funcs["inline"]})
+
+    # Files.
+    built = {}
+    for t in trees:
+        built.update({t.prefix + f: m for f, m in t.built_into.items()})
+    files = pc.unique(pa.concat_arrays([funcs["file"].combine_chunks(), calls["file"].combine_chunks(),
+                                        exports["file"].combine_chunks(), pa.array(sorted(built), pa.string())]))
+    file_nodes = pa.table({"id": _ids(k, files), "kernel": _str(len(files), k), "path": files})
+
+    # CALLS: caller = the function of that name in the call's file.
+    by_file = pa.table({"file": funcs["file"], "name": funcs["name"], "fid": fid})
+    calls = calls.append_column("row", pa.array(range(len(calls)), type=pa.int64()))
+    c = calls.join(by_file, keys=["file", "caller"], right_keys=["file", "name"], join_type="inner")
+    c = c.rename_columns([("caller_id" if x == "fid" else x) for x in c.column_names])
+    member = pc.fill_null(c["via_member"], False)
+    direct = c.filter(pc.invert(member))
+    members = c.filter(member)
+    # 1. same file
+    d = direct.join(by_file, keys=["file", "callee"], right_keys=["file", "name"], join_type="left outer")
+    # 2. a global (non-static) function anywhere; 3. a static inline in a header
+    globals_ = _first_by_name(funcs.filter(pc.invert(funcs["static"])), fid.filter(pc.invert(funcs["static"])))
+    is_header = pc.ends_with(funcs["file"], ".h")
+    inl = pc.and_(pc.and_(funcs["static"], is_header), pc.fill_null(funcs["inline"], False))
+    header_inlines = _first_by_name(funcs.filter(inl), fid.filter(inl))
+    d = d.join(globals_.rename_columns(["callee", "gid"]), keys="callee", join_type="left outer")
+    d = d.join(header_inlines.rename_columns(["callee", "hid"]), keys="callee", join_type="left outer")
+    target_fn = pc.coalesce(d["fid"], d["gid"], d["hid"])
+    to_fn = d.filter(pc.is_valid(target_fn))
+    to_sym = d.filter(pc.is_null(target_fn))
+    calls_ff = pa.table({"from": to_fn["caller_id"], "to": pc.coalesce(to_fn["fid"], to_fn["gid"], to_fn["hid"]),
+                         "kernel": _str(len(to_fn), k), "line": pc.cast(to_fn["line"], pa.int64()),
+                         "via_member": pa.array([False] * len(to_fn))})
+    member_names = pc.binary_join_element_wise(pa.scalar("->"), members["callee"], "")
+    calls_fs = pa.table({
+        "from": pa.concat_arrays([to_sym["caller_id"].combine_chunks(), members["caller_id"].combine_chunks()]),
+        "to": pa.concat_arrays([_ids(k, to_sym["callee"]).combine_chunks() if len(to_sym) else pa.array([], pa.string()),
+                                _ids(k, member_names).combine_chunks() if len(members) else pa.array([], pa.string())]),
+        "kernel": _str(len(to_sym) + len(members), k),
+        "line": pa.concat_arrays([pc.cast(to_sym["line"], pa.int64()).combine_chunks(),
+                                  pc.cast(members["line"], pa.int64()).combine_chunks()]),
+        "via_member": pa.array([False] * len(to_sym) + [True] * len(members))})
+
+    # Symbols the source adds: callees outside the tree, member pseudo-symbols, what non-static
+    # functions implement, export sites, lookups.
+    nonstatic = funcs.filter(pc.invert(funcs["static"]))
+    sym_names = [
+        (to_sym["callee"].combine_chunks(), "unknown"),
+        (member_names.combine_chunks() if len(members) else pa.array([], pa.string()), "member"),
+        (nonstatic["name"].combine_chunks(), "function"),
+        (exports["symbol"].combine_chunks(), "unknown"),
+        (lookups["symbol"].combine_chunks(), "unknown"),
+    ]
+    names = pa.concat_arrays([a for a, _ in sym_names])
+    kinds = pa.concat_arrays([_str(len(a), kind) for a, kind in sym_names])
+    sids = _ids(k, names)
+    keep = pc.invert(pc.is_in(sids, pa.array(sorted(symbol_ids), pa.string())))
+    sym = pa.table({"id": sids, "kind": kinds, "name": names}).filter(keep)
+    # one row per id; a function kind wins over unknown (sort puts "function" before "unknown")
+    sym = sym.sort_by([("id", "ascending"), ("kind", "ascending")])
+    firsts = pc.equal(pc.index_in(sym["id"], sym["id"]), pa.array(range(len(sym)), type=pa.int32()))
+    sym = sym.filter(firsts)
+    symbol_nodes = pa.table({"id": sym["id"], "kernel": _str(len(sym), k), "name": sym["name"], "kind": sym["kind"]})
+
+    defined_in = pa.table({"from": fid, "to": _ids(k, funcs["file"]), "kernel": _str(n, k)})
+    ns_fid = fid.filter(pc.invert(funcs["static"]))
+    implements = pa.table({"from": ns_fid, "to": _ids(k, nonstatic["name"]), "kernel": _str(len(ns_fid), k)})
+
+    ex = exports.filter(pc.is_valid(exports["function"]))
+    ex_fid = _ids(k, ex["file"], ex["function"])
+    ex = ex.append_column("fid", ex_fid).filter(pc.is_in(ex_fid, fid))
+    exported_as = pa.table({"from": ex["fid"], "to": _ids(k, ex["symbol"]), "kernel": _str(len(ex), k),
+                            "gpl": ex["gpl"], "namespace": pc.fill_null(ex["namespace"], ""),
+                            "line": pc.cast(ex["line"], pa.int64())})
+
+    built_pairs = [(f, module_ids[m]) for f, m in sorted(built.items()) if m in module_ids]
+    built_into = pa.table({"from": _ids(k, pa.array([f for f, _ in built_pairs], pa.string())),
+                           "to": pa.array([m for _, m in built_pairs], pa.string()),
+                           "kernel": _str(len(built_pairs), k)})
+
+    lk_files = lookups["file"].to_pylist()
+    lk_mod = [module_ids.get(built.get(f, ""), None) for f in lk_files]
+    mask = pa.array([m is not None for m in lk_mod])
+    lk = lookups.filter(mask)
+    looks_up = pa.table({"from": pa.array([m for m in lk_mod if m is not None], pa.string()),
+                         "to": _ids(k, lk["symbol"]), "kernel": _str(len(lk), k), "how": lk["how"],
+                         "file": lk["file"], "line": pc.cast(lk["line"], pa.int64())})
+
+    rels = {
+        ("CALLS", "Function", "Function"): calls_ff,
+        ("CALLS", "Function", "Symbol"): calls_fs,
+        ("DEFINED_IN", "Function", "File"): defined_in,
+        ("IMPLEMENTS", "Function", "Symbol"): implements,
+        ("EXPORTED_AS", "Function", "Symbol"): exported_as,
+        ("BUILT_INTO", "File", "Module"): built_into,
+        ("LOOKS_UP", "Module", "Symbol"): looks_up,
+    }
+    nodes = {"Function": function_nodes, "File": file_nodes, "Symbol": symbol_nodes}
+    counts = {name: t.num_rows for name, t in nodes.items()}
+    counts.update({key[0] if key[0] != "CALLS" else f"CALLS->{key[2]}": t.num_rows for key, t in rels.items()})
+    counts["unattributed_files"] = len(files) - len(built_pairs)
+    return SourceTables(nodes, rels, counts)
+
+
+def _first_by_name(funcs: pa.Table, ids: pa.Array) -> pa.Table:
+    """(name, id) of the first function of each name (by file path)."""
+    t = pa.table({"name": funcs["name"], "file": funcs["file"], "id": ids}).sort_by([("name", "ascending"),
+                                                                                    ("file", "ascending")])
+    firsts = pc.equal(pc.index_in(t["name"], t["name"]), pa.array(range(len(t)), type=pa.int32()))
+    t = t.filter(firsts)
+    return pa.table({"name": t["name"], "id": t["id"]})

@@ -1,0 +1,93 @@
+"""Source trees for ``ksymgraph load --source``: index each one and map its files to modules.
+
+A kernel tree (it has ``Kbuild`` and ``arch/`` at the top) is attributed with its Kbuild
+Makefiles evaluated under the kernel's ``.config`` (:mod:`ksymgraph.loaders.kbuild`); an
+out-of-tree tree that has been built is attributed with its ``.mod`` files
+(:mod:`ksymgraph.loaders.modobjects`). ``debian`` as a tree name means Debian's
+``linux-source-X.Y`` package matching the kernel, fetched and unpacked into the cache.
+
+The index itself (Parquet shards, re-parsing only changed files) lives in the cache, keyed by the
+tree's path, so nothing is written into the user's tree.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import Path
+from typing import NamedTuple
+
+from ksymgraph.loaders import debian
+from ksymgraph.loaders.records import LoaderError, Skipped
+
+__all__ = ["SourceTree", "is_kernel_tree", "debian_source_tree", "index_source_tree"]
+
+
+class SourceTree(NamedTuple):
+    """One indexed source tree and how its files map to modules."""
+
+    root: Path
+    """The tree."""
+    shard_dir: Path
+    """Its index, written by :func:`ksymgraph.loaders.csource.index_tree`."""
+    prefix: str
+    """Prefix of this tree's file paths in the graph: ``""`` for the kernel tree,
+    ``<dirname>/`` for an out-of-tree one."""
+    built_into: dict[str, str]
+    """Source file (relative to ``root``) → module name (``vmlinux`` for built-in code)."""
+    skipped: list[Skipped]
+    """Files that could not be parsed, and attribution problems."""
+    stats: object
+    """The index's :class:`~ksymgraph.loaders.csource.ParseStats`."""
+
+
+def is_kernel_tree(root: Path) -> bool:
+    """True for the top of a kernel source tree."""
+    return (root / "Kbuild").is_file() and (root / "arch").is_dir() and (root / "include" / "linux").is_dir()
+
+
+def debian_source_tree(release: str) -> Path:
+    """Debian's kernel source for ``release`` (``6.1.0-50-amd64`` → ``linux-source-6.1``), unpacked once."""
+    from ksymgraph.loaders.csource import unpack_source_tarball
+
+    m = re.match(r"(\d+\.\d+)", release)
+    if not m:
+        raise LoaderError(f"debian:{release}", "cannot tell the kernel series from the release")
+    suite = debian.suite_for_release(release)
+    try:
+        pkg, _version = debian.fetch_package(f"linux-source-{m.group(1)}", suite)
+    except debian.DebianError as e:
+        raise LoaderError(f"linux-source-{m.group(1)}", str(e)) from e
+    tarballs = sorted(pkg.glob("usr/src/linux-source-*.tar.*"))
+    if not tarballs:
+        raise LoaderError(str(pkg), "no usr/src/linux-source-*.tar.* in the package")
+    return unpack_source_tarball(tarballs[0], debian.cache_dir() / "src")
+
+
+def index_source_tree(root: str | Path, config: Path | None = None, workers: int | None = None,
+                      progress: bool = False) -> SourceTree:
+    """Index ``root`` (re-parsing only what changed since the last run) and attribute its files."""
+    from ksymgraph.loaders.csource import index_tree
+    from ksymgraph.loaders.kbuild import evaluate_kbuild
+    from ksymgraph.loaders.modobjects import files_by_module
+
+    root = Path(root).resolve()
+    if not root.is_dir():
+        raise LoaderError(str(root), "not a directory")
+    key = hashlib.sha1(str(root).encode()).hexdigest()[:16]
+    shard_dir = debian.cache_dir() / "index" / f"{root.name}-{key}"
+    result = index_tree(root, workers=workers or 2, shard_dir=shard_dir, progress=progress)
+    skipped = list(result.errors)
+    kernel = is_kernel_tree(root)
+    built: dict[str, str] = {}
+    if kernel:
+        if config is None:
+            skipped.append(Skipped(str(root), "no .config given (--config): files not attributed to modules"))
+        else:
+            for rec in evaluate_kbuild(root, config):
+                built.setdefault(rec.file, rec.module)
+    else:
+        built = files_by_module(root)
+        if not built:
+            skipped.append(Skipped(str(root), "no .mod files (is the tree built?): files not attributed to modules"))
+    return SourceTree(root, shard_dir, "" if kernel else f"{root.name}/", built, skipped, result.stats)

@@ -1,0 +1,126 @@
+"""Where the source touches a broken symbol: call sites, and exported functions that could replace it.
+
+A what-if says *that* a module breaks; with the kernel's (or an out-of-tree module's) source
+loaded, :func:`add_source_evidence` adds *where*: for each broken module and symbol, the calls
+to that symbol in the files built into that module (function, file, line); and for each removed
+export, the still-exported functions that call it within a few hops — candidates to offer in
+its place. Both are plain Cypher on either store; the reverse walk is a loop of one-hop frontier
+queries (fast on both engines, unlike one variable-length pattern over millions of calls).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from ksymgraph.graph.store import GraphStore
+from ksymgraph.queries.whatif import WhatIfResult
+
+__all__ = ["CallSite", "Replacement", "source_loaded", "call_sites", "exported_callers", "add_source_evidence"]
+
+#: Frontier size past which the reverse walk stops widening (popular symbols have thousands of callers).
+MAX_FRONTIER = 5000
+
+
+class CallSite(NamedTuple):
+    """A call to a symbol in a module's source."""
+
+    module: str
+    """The module the calling file is built into."""
+    symbol: str
+    """The symbol called."""
+    function: str
+    """The calling function."""
+    file: str
+    """Its file."""
+    line: int
+    """Line of the call."""
+
+
+class Replacement(NamedTuple):
+    """A still-exported function that reaches a removed symbol."""
+
+    symbol: str
+    """The removed symbol."""
+    export: str
+    """The exported function that calls it (directly or through others)."""
+    gpl: bool
+    """Whether that export is GPL-only."""
+    file: str
+    """Where the export is defined."""
+    hops: int
+    """1 for a direct caller, 2 for a caller of a caller, ..."""
+
+
+_CALL_SITES = """
+MATCH (m:Module)<-[:BUILT_INTO]-(file:File)<-[:DEFINED_IN]-(f:Function)-[c:CALLS]->(t)
+WHERE m.kernel = $kernel AND m.name IN $modules AND t.name IN $symbols
+RETURN DISTINCT m.name AS module, t.name AS symbol, f.name AS function, f.file AS file, c.line AS line
+ORDER BY module, symbol, file, line
+"""
+_FIRST_HOP = """
+MATCH (f:Function)-[:CALLS]->(t)
+WHERE f.kernel = $kernel AND t.name = $symbol
+RETURN DISTINCT f.id AS id
+"""
+_NEXT_HOP = """
+MATCH (f:Function)-[:CALLS]->(g:Function)
+WHERE g.id IN $ids
+RETURN DISTINCT f.id AS id
+"""
+_EXPORTED = """
+MATCH (f:Function)-[e:EXPORTED_AS]->(s:Symbol)
+WHERE f.id IN $ids
+RETURN s.name AS export, e.gpl AS gpl, f.file AS file
+"""
+
+
+def source_loaded(store: GraphStore, kernel: str) -> bool:
+    """True when ``kernel`` has a source graph in ``store``."""
+    rows = store.query("MATCH (f:Function) WHERE f.kernel = $kernel RETURN f.id LIMIT 1", {"kernel": kernel})
+    return bool(rows.rows)
+
+
+def call_sites(store: GraphStore, kernel: str, modules: list[str], symbols: list[str]) -> list[CallSite]:
+    """Calls to any of ``symbols`` in the source files built into any of ``modules``."""
+    if not modules or not symbols:
+        return []
+    rows = store.query(_CALL_SITES, {"kernel": kernel, "modules": sorted(set(modules)), "symbols": sorted(set(symbols))})
+    return [CallSite(*r) for r in rows.rows]
+
+
+def exported_callers(store: GraphStore, kernel: str, symbol: str, hops: int = 2,
+                     exclude: frozenset[str] = frozenset()) -> list[Replacement]:
+    """Exported functions that reach ``symbol`` within ``hops`` calls (nearest first)."""
+    found: dict[str, Replacement] = {}
+    seen: set[str] = set()
+    frontier = [r[0] for r in store.query(_FIRST_HOP, {"kernel": kernel, "symbol": symbol}).rows]
+    for hop in range(1, hops + 1):
+        frontier = [i for i in frontier if i not in seen]
+        if not frontier:
+            break
+        seen.update(frontier)
+        for export, gpl, file in store.query(_EXPORTED, {"ids": frontier}).rows:
+            if export != symbol and export not in exclude and export not in found:
+                found[export] = Replacement(symbol, export, bool(gpl), file, hop)
+        if hop == hops or len(frontier) > MAX_FRONTIER:
+            break
+        frontier = [r[0] for r in store.query(_NEXT_HOP, {"ids": frontier}).rows]
+    return sorted(found.values(), key=lambda r: (r.hops, r.gpl, r.export))
+
+
+def add_source_evidence(result: WhatIfResult, store: GraphStore, hops: int = 2) -> WhatIfResult:
+    """``result`` with call sites per broken module and replacements per removed export."""
+    if not source_loaded(store, result.kernel):
+        return result
+    direct = [(b.module, r.symbol) for b in result.broken for r in b.reasons if r.rule != "dependency"]
+    sites = call_sites(store, result.kernel, [m for m, _ in direct], [s for _, s in direct])
+    wanted = set(direct)
+    by_module: dict[str, list[dict]] = {}
+    for s in sites:
+        if (s.module, s.symbol) in wanted:
+            by_module.setdefault(s.module, []).append(
+                {"symbol": s.symbol, "function": s.function, "file": s.file, "line": s.line})
+    removed = frozenset(c.target for c in result.changes if c.kind == "unexport")
+    replacements = {sym: [r._asdict() for r in exported_callers(store, result.kernel, sym, hops, removed)]
+                    for sym in sorted(removed)}
+    return result._replace(call_sites=by_module, replacements=replacements)

@@ -1,0 +1,157 @@
+"""The source graph joined with the binary graph, on the hermetic fixture modules and their C files:
+functions, calls, export sites, BUILT_INTO from a built tree's .mod files, run-time lookups, and
+the call sites and replacements a what-if report gains."""
+
+from __future__ import annotations
+
+import re
+import shutil
+
+import pytest
+
+from conftest import FIXTURE_RELEASE, MODULE_SOURCES, compile_module
+from ksymgraph.graph.load import load_kernel
+from ksymgraph.graph.projection import KernelProjection
+from ksymgraph.graph.store import open_store
+from ksymgraph.queries.callsites import add_source_evidence, exported_callers
+from ksymgraph.queries.whatif import parse_changes, what_if
+
+LOOKUP_SOURCES = MODULE_SOURCES.parent / "lookups"
+
+
+def line_of(path, pattern: str) -> int:
+    """1-based line of the first match of ``pattern`` in ``path`` (found independently of the loader)."""
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if re.search(pattern, line):
+            return n
+    raise AssertionError(f"{pattern} not in {path}")
+
+
+def kernel_a_only(text: str) -> str:
+    """The source as kernel A's build sees it: the ``#ifndef KERNEL_B`` part kept, the ``#else``
+    part and the directives blanked (lines kept, so line numbers do not move). tree-sitter does
+    not preprocess, so kernel B's alternatives would otherwise count as definitions too."""
+    out, state = [], None  # None: outside the block; "a": kernel A's part; "b": kernel B's part
+    for line in text.splitlines():
+        if line.startswith("#ifndef KERNEL_B"):
+            state, line = "a", ""
+        elif state and line.startswith("#else"):
+            state, line = "b", ""
+        elif state and line.startswith("#endif"):
+            state, line = None, ""
+        out.append("" if state == "b" else line)
+    return "\n".join(out) + "\n"
+
+
+@pytest.fixture(scope="module")
+def built_tree(tmp_path_factory):
+    """An out-of-tree 'built tree': the fixture modules' C files, their objects and Kbuild's .mod files."""
+    root = tmp_path_factory.mktemp("built") / "fixture-src"
+    root.mkdir()
+    shutil.copy(MODULE_SOURCES / "fixture_module.h", root)
+    for src in [*sorted(MODULE_SOURCES.glob("*.c")), LOOKUP_SOURCES / "probe_f.c"]:
+        (root / src.name).write_text(kernel_a_only(src.read_text()))
+        compile_module(root / src.name, root / f"{src.stem}.ko")
+        (root / f"{src.stem}.mod").write_text(f"{root / src.stem}.o\n")
+    return root
+
+
+@pytest.fixture(scope="module")
+def loaded(tmp_path_factory, fixture_tree, built_tree):
+    """(store, load summary): the kernel, probe_f.ko and prop_d.ko from the built tree, and its source."""
+    s = open_store(tmp_path_factory.mktemp("srcdb") / "graph.lbdb")
+    summary = load_kernel(s, [str(fixture_tree), str(built_tree / "probe_f.ko"), str(built_tree / "prop_d.ko")],
+                          workers=1, source_dirs=[str(built_tree)])
+    yield s, summary
+    s.close()
+
+
+@pytest.fixture
+def store(loaded):
+    return loaded[0]
+
+
+def q(store, cypher, **params):
+    return store.query(cypher, {"k": FIXTURE_RELEASE, **params}).rows
+
+
+def test_functions_files_and_attribution(store, built_tree):
+    rows = q(store, "MATCH (f:Function)-[:DEFINED_IN]->(file:File)-[:BUILT_INTO]->(m:Module) "
+                    "WHERE f.kernel = $k AND f.name IN ['a_plain', 'b_fn', 'c_fn', 'd_fn', 'lookup_funcptr'] "
+                    "RETURN f.name, file.path, m.name, f.line, f.static ORDER BY f.name")
+    assert rows == [
+        ("a_plain", "fixture-src/core_a.c", "core_a", line_of(built_tree / "core_a.c", r"^int a_plain\("), False),
+        ("b_fn", "fixture-src/user_b.c", "user_b", line_of(built_tree / "user_b.c", r"^int b_fn\("), False),
+        ("c_fn", "fixture-src/user-c.c", "user_c", line_of(built_tree / "user-c.c", r"^int c_fn\("), False),
+        ("d_fn", "fixture-src/prop_d.c", "prop_d", line_of(built_tree / "prop_d.c", r"^int d_fn\("), False),
+        ("lookup_funcptr", "fixture-src/probe_f.c", "probe_f",
+         line_of(built_tree / "probe_f.c", r"^static unsigned long lookup_funcptr"), True),
+    ]
+    mods = q(store, "MATCH (m:Module) WHERE m.kernel = $k AND m.in_tree_source = true RETURN m.name ORDER BY m.name")
+    assert [r[0] for r in mods] == ["core_a", "probe_f", "prop_d", "user_b", "user_c", "weak_e"]
+
+
+def test_calls_resolve_to_functions_and_symbols(store, built_tree):
+    rows = q(store, "MATCH (f:Function)-[c:CALLS]->(g:Function) WHERE f.kernel = $k AND f.name = 'b_fn' "
+                    "RETURN g.name, g.file, c.line ORDER BY g.name")
+    line = line_of(built_tree / "user_b.c", r"return a_plain\(x\) \+ a_ns")
+    assert rows == [("a_ns", "fixture-src/core_a.c", line), ("a_plain", "fixture-src/core_a.c", line)]
+    # calls out of the tree go to symbols: kfree is vmlinux's export
+    rows = q(store, "MATCH (f:Function)-[c:CALLS]->(s:Symbol) WHERE f.kernel = $k AND f.name = 'd_fn' "
+                    "RETURN s.name ORDER BY s.name")
+    assert rows == [("kfree",)]
+
+
+def test_export_sites_and_implements(store, built_tree):
+    rows = q(store, "MATCH (f:Function)-[e:EXPORTED_AS]->(s:Symbol) WHERE f.kernel = $k AND f.file = $file "
+                    "RETURN s.name, e.gpl, e.namespace, e.line ORDER BY s.name", file="fixture-src/core_a.c")
+    src = built_tree / "core_a.c"
+    assert rows == [
+        ("a_gpl", True, "", line_of(src, r"^EXPORT_SYMBOL_GPL\(a_gpl\)")),
+        ("a_ns", True, "A_NS", line_of(src, r"^EXPORT_SYMBOL_NS_GPL\(a_ns, A_NS\)")),
+        ("a_plain", False, "", line_of(src, r"^EXPORT_SYMBOL\(a_plain\)")),
+    ]
+    rows = q(store, "MATCH (f:Function)-[:IMPLEMENTS]->(s:Symbol)<-[:EXPORTS]-(m:Module) "
+                    "WHERE f.kernel = $k AND s.name = 'a_plain' RETURN f.file, m.name")
+    assert rows == [("fixture-src/core_a.c", "core_a")]
+
+
+def test_lookups_become_looks_up_edges(store, built_tree):
+    rows = q(store, "MATCH (m:Module)-[l:LOOKS_UP]->(s:Symbol) WHERE m.kernel = $k "
+                    "RETURN m.name, s.name, l.how, l.line ORDER BY s.name")
+    src = built_tree / "probe_f.c"
+    assert rows == [
+        ("probe_f", "do_sys_open", "kprobe", line_of(src, r'kp2.symbol_name = "do_sys_open"')),
+        ("probe_f", "kallsyms_lookup_name", "kprobe", line_of(src, r'\.symbol_name = "kallsyms_lookup_name"')),
+        ("probe_f", "vfs_read", "wrapper:lookup_funcptr", line_of(src, r'lookup_funcptr\("vfs_read"\)')),
+    ]
+
+
+def test_whatif_report_gains_call_sites_and_lookups(store, built_tree):
+    proj = KernelProjection.from_store(store, FIXTURE_RELEASE)
+    r = add_source_evidence(what_if(proj, parse_changes(unexport=["a_plain", "register_kprobe"])), store)
+    assert r.call_sites["user_b"] == [{"symbol": "a_plain", "function": "b_fn", "file": "fixture-src/user_b.c",
+                                       "line": line_of(built_tree / "user_b.c", r"return a_plain\(x\)")}]
+    assert r.call_sites["prop_d"] == [{"symbol": "a_plain", "function": "d_fn", "file": "fixture-src/prop_d.c",
+                                       "line": line_of(built_tree / "prop_d.c", r"return a_plain\(x\)")}]
+    probe = sorted((c["symbol"], c["function"], c["line"]) for c in r.call_sites["probe_f"])
+    assert [p[:2] for p in probe] == [("register_kprobe", "f_init"), ("register_kprobe", "f_init")]
+    hits = {(h["symbol"], h["how"]) for h in r.lookups}
+    assert hits == {("kallsyms_lookup_name", "kprobe"), ("do_sys_open", "kprobe")}
+    assert "user_c" not in r.call_sites  # inherited breaks have no call sites of their own
+
+
+def test_replacements_are_exported_callers(store):
+    reps = exported_callers(store, FIXTURE_RELEASE, "_printk", hops=2)
+    assert [(x.export, x.hops, x.gpl) for x in reps] == [("a_plain", 1, False), ("b_fn", 2, True)]
+    assert [x.export for x in exported_callers(store, FIXTURE_RELEASE, "_printk", hops=1)] == ["a_plain"]
+    proj = KernelProjection.from_store(store, FIXTURE_RELEASE)
+    r = add_source_evidence(what_if(proj, parse_changes(unexport=["a_ns"])), store, hops=1)
+    assert [x["export"] for x in r.replacements["a_ns"]] == ["b_fn"]
+
+
+def test_source_counts_reported(loaded):
+    c = loaded[1].report.source
+    # a_plain a_gpl a_ns b_fn c_fn d_fn e_fn lookup_funcptr f_init
+    assert (c["Function"], c["EXPORTED_AS"], c["LOOKS_UP"], c["BUILT_INTO"]) == (9, 4, 3, 6)
+    assert c["unattributed_files"] == 1  # the header
