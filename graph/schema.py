@@ -57,7 +57,7 @@ NODES = (
         "srcversion:STRING intree:BOOLEAN import_ns:STRING[] in_tree_source:BOOLEAN")),
     NodeTable("Symbol", _p("name:STRING kind:STRING")),
     NodeTable("Function", _p(
-        "name:STRING file:STRING line:INT64 end_line:INT64 static:BOOLEAN inline:BOOLEAN")),
+        "name:STRING file:STRING line:INT64 end_line:INT64 static:BOOLEAN inline:BOOLEAN is_macro:BOOLEAN")),
     NodeTable("File", _p("path:STRING")),
     NodeTable("Namespace", _p("name:STRING")),
 )

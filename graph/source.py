@@ -53,9 +53,19 @@ def _str(n: int, value: str) -> pa.Array:
 
 
 def _read(tree: SourceTree, table: str) -> pa.Table:
+    import pyarrow.parquet as pq
+
     from ksymgraph.loaders.csource import read_table
 
     t = read_table(tree.shard_dir, table)
+    if table == "functions":
+        t = t.append_column("is_macro", pa.array([False] * len(t)))
+    macros = tree.shard_dir / "macros" / f"{table}.parquet"
+    if table in ("functions", "calls") and macros.is_file():
+        m = pq.read_table(macros)
+        if table == "functions":
+            m = m.append_column("is_macro", pa.array([True] * len(m)))
+        t = pa.concat_tables([t, m.cast(t.schema)])
     if tree.prefix and "file" in t.column_names:
         t = t.set_column(t.column_names.index("file"), "file",
                          pc.binary_join_element_wise(pa.scalar(tree.prefix), t["file"], ""))
@@ -90,7 +100,7 @@ def source_tables(kernel: str, trees: Iterable[SourceTree], module_ids: dict[str
     function_nodes = pa.table({
         "id": fid, "kernel": _str(n, k), "name": funcs["name"], "file": funcs["file"],
         "line": pc.cast(funcs["line"], pa.int64()), "end_line": pc.cast(funcs["end_line"], pa.int64()),
-        "static": funcs["static"], "inline": funcs["inline"]})
+        "static": funcs["static"], "inline": funcs["inline"], "is_macro": funcs["is_macro"]})
 
     # Files.
     built = {}

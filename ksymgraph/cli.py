@@ -23,6 +23,8 @@ examples:
   ksymgraph check ./mymod.ko --kernel 6.1.0-50-amd64    # would it load there?
   ksymgraph usage --format md                           # export_report.pl, reborn
   ksymgraph query 'MATCH (m:Module)-[:IMPORTS]->(s:Symbol) WHERE s.name = $sym RETURN m.name' --param sym=kfree
+  ksymgraph query --list                                # the named queries
+  ksymgraph query --name importers --param symbol=kfree
 
 The store is an embedded LadybugDB directory (--db, default $KSYMGRAPH_DB or
 ~/.local/share/ksymgraph/graph.lbdb), or Neo4j with --neo4j bolt://HOST:7687 (or $NEO4J_URI).
@@ -104,7 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Run a read query on the store. User values go in $parameters, never into "
                                    "the query text: --param NAME=VALUE (VALUE is parsed as JSON when it can be, "
                                    "so --param n=3 is a number and --param l='[\"a\",\"b\"]' a list).")
-    s.add_argument("cypher", metavar="CYPHER")
+    s.add_argument("cypher", nargs="?", metavar="CYPHER")
+    s.add_argument("--name", metavar="NAME", help="run a named query from the library (see --list)")
+    s.add_argument("--list", action="store_true", help="list the named queries and their parameters")
     s.add_argument("--param", action="append", default=[], metavar="NAME=VALUE")
     s.add_argument("--format", choices=("table", "csv", "json"), default="table")
     _store_args(s, kernel=False)
@@ -150,6 +154,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--exit-code", action="store_true",
                    help="exit 1 on removed or tightened exports (with --modules: when a module would not load)")
     _store_args(s, kernel=False)
+
+    s = sub.add_parser("export", help="write stored kernels for `neo4j-admin database import`",
+                       description="Write the CSV and header files that `neo4j-admin database import full` takes, "
+                                   "plus import.sh with the exact command: the offline way to put very large graphs "
+                                   "(many kernels with source) into Neo4j. See docker/README.md.")
+    s.add_argument("--neo4j-admin", required=True, metavar="DIR", help="output directory")
+    s.add_argument("--database", default="neo4j", help="target database name (default neo4j)")
+    _store_args(s, kernel=False)
+    s.add_argument("--kernel", action="append", metavar="NAME", help="kernel to export (repeatable; default: all)")
 
     s = sub.add_parser("kernels", help="list the kernels in the store")
     _store_args(s, kernel=False)
@@ -235,12 +248,30 @@ def _param(item: str) -> tuple[str, object]:
 
 
 def cmd_query(args) -> int:
+    from ksymgraph.queries import library
     from ksymgraph.queries.report import render_rows
 
+    if args.list:
+        for q in library.list_queries():
+            print(f"{q.name}  {' '.join(p.describe() for p in q.params)}\n    {q.description}")
+        return 0
+    if not args.name and not args.cypher:
+        raise CliError("give CYPHER, --name NAME or --list")
     params = dict(_param(p) for p in args.param)
     with _open(args) as store:
-        rows = store.query(args.cypher, params)
+        rows = library.run_named(store, args.name, params) if args.name else store.query(args.cypher, params)
     print(render_rows(rows, args.format))
+    return 0
+
+
+def cmd_export(args) -> int:
+    from ksymgraph.graph.neo4j_admin import export_neo4j_admin, read_kernel_batch
+
+    with _open(args) as store:
+        kernels = [store.resolve_kernel(k) for k in args.kernel] if args.kernel else store.kernels()
+        exp = export_neo4j_admin([read_kernel_batch(store, k) for k in kernels], args.neo4j_admin, args.database)
+    print(f"wrote {sum(exp.rows.values())} rows of {len(kernels)} kernels to {exp.out_dir}; "
+          f"run {exp.out_dir}/import.sh with the database stopped")
     return 0
 
 
@@ -333,7 +364,7 @@ def cmd_kernels(args) -> int:
 
 
 COMMANDS = {"load": cmd_load, "whatif": cmd_whatif, "query": cmd_query, "usage": cmd_usage, "check": cmd_check,
-            "diff": cmd_diff, "kernels": cmd_kernels}
+            "diff": cmd_diff, "export": cmd_export, "kernels": cmd_kernels}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -345,11 +376,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from ksymgraph.graph.load import LoadError
     from ksymgraph.graph.store import StoreError
+    from ksymgraph.queries.library import QueryError
     from ksymgraph.queries.whatif import ChangeError
 
     try:
         return COMMANDS[args.command](args)
-    except (CliError, LoadError, StoreError, ChangeError) as e:
+    except (CliError, LoadError, StoreError, ChangeError, QueryError) as e:
         print(f"ksymgraph {args.command}: error: {e}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # `ksymgraph ... | head`

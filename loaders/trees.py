@@ -76,11 +76,20 @@ def index_source_tree(root: str | Path, config: Path | None = None, workers: int
         raise LoaderError(str(root), "not a directory")
     key = hashlib.sha1(str(root).encode()).hexdigest()[:16]
     shard_dir = debian.cache_dir() / "index" / f"{root.name}-{key}"
-    result = index_tree(root, workers=workers or 2, shard_dir=shard_dir, progress=progress)
+    from ksymgraph.loaders.macros import header_files, index_macros
+
+    headers = header_files(root)
+    has_c = any(root.rglob("*.c"))
+    # A headers-only tree (a linux-headers package) is indexed header by header.
+    result = index_tree(root, files=None if has_c else headers, workers=workers or 2, shard_dir=shard_dir,
+                        progress=progress)
+    index_macros(root, shard_dir, headers)
     skipped = list(result.errors)
     kernel = is_kernel_tree(root)
     built: dict[str, str] = {}
-    if kernel:
+    if not has_c:
+        pass  # headers only: nothing is built from them
+    elif kernel:
         if config is None:
             skipped.append(Skipped(str(root), "no .config given (--config): files not attributed to modules"))
         else:

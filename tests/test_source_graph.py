@@ -151,7 +151,15 @@ def test_replacements_are_exported_callers(store):
 
 
 def test_source_counts_reported(loaded):
-    c = loaded[1].report.source
-    # a_plain a_gpl a_ns b_fn c_fn d_fn e_fn lookup_funcptr f_init
-    assert (c["Function"], c["EXPORTED_AS"], c["LOOKS_UP"], c["BUILT_INTO"]) == (9, 4, 3, 6)
+    store, summary = loaded
+    c = summary.report.source
+    macros = q(store, "MATCH (f:Function) WHERE f.kernel = $k AND f.is_macro = true RETURN f.name, f.file")
+    names = {n for n, _ in macros}
+    assert {"EXPORT_SYMBOL", "EXPORT_SYMBOL_GPL", "MODULE_LICENSE", "MODULE_IMPORT_NS"} <= names
+    assert {f for _, f in macros} == {"fixture-src/fixture_module.h"}
+    # a_plain a_gpl a_ns b_fn c_fn d_fn e_fn lookup_funcptr f_init, and the header's macros
+    assert (c["Function"], c["EXPORTED_AS"], c["LOOKS_UP"], c["BUILT_INTO"]) == (9 + len(macros), 4, 3, 6)
     assert c["unattributed_files"] == 1  # the header
+    calls = q(store, "MATCH (f:Function)-[:CALLS]->(g:Function) WHERE f.kernel = $k AND f.name = 'EXPORT_SYMBOL' "
+                     "RETURN g.name ORDER BY g.name")
+    assert calls == [("EXPORT_SYMBOL_CRC",)]

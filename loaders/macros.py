@@ -1,0 +1,99 @@
+"""Function-like macros in headers: the source API that hides an export's ELF name.
+
+Between kernels an export often vanishes behind an unchanged API: 6.10's memory allocation
+profiling, 7bd230a26648 ("mm/slab: enable slab allocation tagging for kmalloc and friends"),
+turned ``kmalloc()`` into ``#define kmalloc(...) alloc_hooks(kmalloc_noprof(__VA_ARGS__))``, so
+modules rebuilt against 6.10+ headers import ``__kmalloc_noprof`` where they imported
+``__kmalloc``. tree-sitter does not expand macros, so this module reads every function-like
+``#define NAME(params) body`` of the headers and records it as a function definition (``static``
+and ``inline``, like a header inline) with one call per identifier followed by ``(`` in its body.
+
+Records use the C loader's types (:class:`~ksymgraph.loaders.csource.FunctionDef`,
+:class:`~ksymgraph.loaders.csource.Call`) and are written next to its shards as
+``macros/*.parquet`` tables, which the graph reads like the others.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from ksymgraph.loaders.csource import Call, FunctionDef
+
+__all__ = ["for_each_macro", "index_macros", "header_files"]
+
+_DEFINE = re.compile(rb"^[ \t]*#[ \t]*define[ \t]+([A-Za-z_]\w*)\(([^)]*)\)(.*)$")
+_CALL = re.compile(rb"\b([A-Za-z_]\w*)[ \t]*\(")
+_NOT_CALLS = frozenset([b"if", b"while", b"for", b"switch", b"return", b"sizeof", b"typeof", b"__typeof__",
+                        b"__builtin_constant_p", b"__builtin_expect", b"defined", b"do", b"__stringify",
+                        b"__attribute__", b"__same_type", b"_Generic", b"__is_constexpr"])
+
+
+def header_files(root: str | os.PathLike) -> list[str]:
+    """Every ``.h`` file under ``root``, relative to it, sorted."""
+    root = Path(root)
+    out = []
+    for dirpath, _dirs, files in os.walk(root):
+        rel = os.path.relpath(dirpath, root)
+        out.extend(os.path.normpath(os.path.join(rel, f)) for f in files if f.endswith(".h"))
+    return sorted(out)
+
+
+def for_each_macro(root: str | os.PathLike, files: Iterable[str]) -> Iterator[tuple[FunctionDef, list[Call]]]:
+    """Each function-like macro of ``files`` (relative to ``root``) with the calls in its body."""
+    root = Path(root)
+    for rel in files:
+        try:
+            lines = (root / rel).read_bytes().split(b"\n")
+        except OSError:
+            continue
+        i = 0
+        while i < len(lines):
+            m = _DEFINE.match(lines[i])
+            if not m:
+                i += 1
+                continue
+            start = i
+            body = [m.group(3)]
+            while lines[i].rstrip().endswith(b"\\") and i + 1 < len(lines):
+                i += 1
+                body.append(lines[i])
+            name = m.group(1).decode("ascii")
+            params = {p.strip() for p in m.group(2).split(b",")}
+            calls = []
+            for n, text in enumerate(body):
+                for c in _CALL.finditer(text):
+                    callee = c.group(1)
+                    if callee in _NOT_CALLS or callee in params or callee.decode("ascii") == name:
+                        continue
+                    calls.append(Call(name, callee.decode("ascii"), rel, start + n + 1, False))
+            yield FunctionDef(name, rel, start + 1, i + 1, True, True), calls
+            i += 1
+
+
+def index_macros(root: str | os.PathLike, shard_dir: str | os.PathLike, files: Iterable[str] | None = None) -> int:
+    """Write the macros of ``files`` (default: every header under ``root``) as ``macros/functions``
+    and ``macros/calls`` Parquet tables in ``shard_dir``; returns the number of macros."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    files = header_files(root) if files is None else list(files)
+    defs: list[FunctionDef] = []
+    calls: list[Call] = []
+    for d, cs in for_each_macro(root, files):
+        defs.append(d)
+        calls.extend(cs)
+    out = Path(shard_dir) / "macros"
+    out.mkdir(parents=True, exist_ok=True)
+    s, i, b = pa.string(), pa.int32(), pa.bool_()
+    for name, rows, rtype, types in (("functions", defs, FunctionDef, (s, s, i, i, b, b)),
+                                     ("calls", calls, Call, (s, s, s, i, b))):
+        schema = pa.schema([pa.field(f, t) for f, t in zip(rtype._fields, types)])
+        cols = list(zip(*rows)) if rows else [[] for _ in schema]
+        table = pa.Table.from_arrays([pa.array(list(c), type=f.type) for c, f in zip(cols, schema)], schema=schema)
+        tmp = out / f".{name}.parquet.tmp"
+        pq.write_table(table, tmp)
+        os.replace(tmp, out / f"{name}.parquet")
+    return len(defs)
