@@ -66,9 +66,22 @@ class EmbeddedStore(GraphStore):
         if not read_only:
             for stmt in schema_statements():
                 self._conn.execute(stmt)
+            self._migrate()
 
     def describe(self) -> str:
         return str(self.path)
+
+    def _migrate(self) -> None:
+        """Add properties that a newer schema declares to tables an older ksymgraph created.
+
+        Properties are only ever added (``ALTER TABLE ... ADD``); existing rows read them as null.
+        """
+        for table in (*NODES, *RELS):
+            name = getattr(table, "label", None) or table.type
+            have = {r[1] for r in self._conn.execute(f"CALL table_info('{name}') RETURN *").get_all()}
+            for p in table.props:
+                if p.name not in have:
+                    self._conn.execute(f"ALTER TABLE {name} ADD {p.name} {p.type}")
 
     def close(self) -> None:
         self._conn.close()
@@ -94,8 +107,8 @@ class EmbeddedStore(GraphStore):
         try:
             self._delete(kernel)
             self._conn.execute("COMMIT")
-        except Exception:
-            self._conn.execute("ROLLBACK")
+        except BaseException:
+            _rollback(self._conn)
             raise
         return had
 
@@ -122,12 +135,21 @@ class EmbeddedStore(GraphStore):
                     self._copy(r.type, table, opts)
             conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            _rollback(conn)
             raise
 
     def _copy(self, table_name: str, batch: pa.Table, options: str) -> None:
         # LadybugDB resolves `FROM batch` to the local variable of that name.
         self._conn.execute(f"COPY {table_name} FROM batch{options}")
+
+
+def _rollback(conn) -> None:
+    """Roll back, unless LadybugDB already did (a failed statement ends the transaction)."""
+    try:
+        conn.execute("ROLLBACK")
+    except RuntimeError as e:
+        if "No active transaction" not in str(e):
+            raise
 
 
 def _check_unique(batch: GraphBatch) -> None:

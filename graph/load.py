@@ -23,7 +23,7 @@ from ksymgraph.loaders.kernel import KernelSource, arch_from_release, resolve_so
 from ksymgraph.loaders.modules import for_each_module
 from ksymgraph.loaders.records import LoaderError, Skipped
 from ksymgraph.loaders.symvers import SymversEntry, for_each_symvers_entry
-from ksymgraph.loaders.trees import debian_source_tree, index_source_tree
+from ksymgraph.loaders.trees import debian_headers_tree, debian_source_tree, index_source_tree
 
 __all__ = ["LoadError", "LoadSummary", "read_kernel", "load_kernel"]
 
@@ -136,7 +136,8 @@ def load_kernel(
     """Read ``sources`` as one kernel and write it to ``store``, replacing a kernel of that name.
 
     ``source_dirs`` are C source trees to index and join (``debian`` for Debian's
-    ``linux-source`` package of the kernel); ``config`` is the kernel's ``.config`` for Kbuild
+    ``linux-source`` package of the kernel, ``debian-headers`` for its ``linux-headers-*-common``
+    package alone: enough to tell renames behind kept APIs); ``config`` is the kernel's ``.config`` for Kbuild
     (default: the one a ``debian:`` source provides).
     """
     t0 = time.perf_counter()
@@ -145,8 +146,14 @@ def load_kernel(
     trees = []
     for spec in source_dirs:
         try:
-            root = debian_source_tree(meta.release) if spec == "debian" else Path(spec)
-            tree = index_source_tree(root, Path(config) if config else found_config, workers, progress)
+            files = None
+            if spec == "debian":
+                root = debian_source_tree(meta.release)
+            elif spec == "debian-headers":
+                root, files = debian_headers_tree(meta.release)
+            else:
+                root = Path(spec)
+            tree = index_source_tree(root, Path(config) if config else found_config, workers, progress, files)
         except LoaderError as e:
             skipped.append(Skipped(e.path, e.reason))
             continue

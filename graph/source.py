@@ -59,12 +59,12 @@ def _read(tree: SourceTree, table: str) -> pa.Table:
 
     t = read_table(tree.shard_dir, table)
     if table == "functions":
-        t = t.append_column("is_macro", pa.array([False] * len(t)))
+        t = t.append_column("is_macro", pa.array([False] * len(t), pa.bool_()))
     macros = tree.shard_dir / "macros" / f"{table}.parquet"
     if table in ("functions", "calls") and macros.is_file():
         m = pq.read_table(macros)
         if table == "functions":
-            m = m.append_column("is_macro", pa.array([True] * len(m)))
+            m = m.append_column("is_macro", pa.array([True] * len(m), pa.bool_()))
         t = pa.concat_tables([t, m.cast(t.schema)])
     if tree.prefix and "file" in t.column_names:
         t = t.set_column(t.column_names.index("file"), "file",
@@ -132,7 +132,7 @@ def source_tables(kernel: str, trees: Iterable[SourceTree], module_ids: dict[str
     to_sym = d.filter(pc.is_null(target_fn))
     calls_ff = pa.table({"from": to_fn["caller_id"], "to": pc.coalesce(to_fn["fid"], to_fn["gid"], to_fn["hid"]),
                          "kernel": _str(len(to_fn), k), "line": pc.cast(to_fn["line"], pa.int64()),
-                         "via_member": pa.array([False] * len(to_fn))})
+                         "via_member": pa.array([False] * len(to_fn), pa.bool_())})
     member_names = pc.binary_join_element_wise(pa.scalar("->"), members["callee"], "")
     calls_fs = pa.table({
         "from": pa.concat_arrays([to_sym["caller_id"].combine_chunks(), members["caller_id"].combine_chunks()]),
@@ -141,7 +141,7 @@ def source_tables(kernel: str, trees: Iterable[SourceTree], module_ids: dict[str
         "kernel": _str(len(to_sym) + len(members), k),
         "line": pa.concat_arrays([pc.cast(to_sym["line"], pa.int64()).combine_chunks(),
                                   pc.cast(members["line"], pa.int64()).combine_chunks()]),
-        "via_member": pa.array([False] * len(to_sym) + [True] * len(members))})
+        "via_member": pa.array([False] * len(to_sym) + [True] * len(members), pa.bool_())})
 
     # Symbols the source adds: callees outside the tree, member pseudo-symbols, what non-static
     # functions implement, export sites, lookups.
@@ -182,7 +182,7 @@ def source_tables(kernel: str, trees: Iterable[SourceTree], module_ids: dict[str
 
     lk_files = lookups["file"].to_pylist()
     lk_mod = [module_ids.get(built.get(f, ""), None) for f in lk_files]
-    mask = pa.array([m is not None for m in lk_mod])
+    mask = pa.array([m is not None for m in lk_mod], pa.bool_())
     lk = lookups.filter(mask)
     looks_up = pa.table({"from": pa.array([m for m in lk_mod if m is not None], pa.string()),
                          "to": _ids(k, lk["symbol"]), "kernel": _str(len(lk), k), "how": lk["how"],

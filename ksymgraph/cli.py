@@ -75,7 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--source", action="append", default=[], metavar="DIR",
                    help="C source tree to index and join (repeatable): the kernel tree (files attributed to "
                         "modules by Kbuild under the kernel's .config), an out-of-tree module's built tree "
-                        "(attributed by its .mod files), or 'debian' for Debian's linux-source package")
+                        "(attributed by its .mod files), 'debian' for Debian's linux-source package, or "
+                        "'debian-headers' for its linux-headers-*-common package (enough for diff to tell renames)")
     s.add_argument("--config", metavar="PATH", help="the kernel's .config for Kbuild (default: from debian: sources)")
     s.add_argument("--workers", type=int, metavar="N", help="processes reading modules (default: all cores)")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -20,7 +20,11 @@ from typing import NamedTuple
 from ksymgraph.loaders import debian
 from ksymgraph.loaders.records import LoaderError, Skipped
 
-__all__ = ["SourceTree", "is_kernel_tree", "debian_source_tree", "index_source_tree"]
+__all__ = ["SourceTree", "is_kernel_tree", "debian_source_tree", "debian_headers_tree", "index_source_tree"]
+
+#: Debian flavour suffix → the kernel's architecture directory.
+ARCH_DIRS = {"amd64": "x86", "i386": "x86", "686": "x86", "686-pae": "x86", "arm64": "arm64", "armmp": "arm",
+             "ppc64el": "powerpc", "s390x": "s390", "riscv64": "riscv", "loong64": "loongarch"}
 
 
 class SourceTree(NamedTuple):
@@ -64,9 +68,36 @@ def debian_source_tree(release: str) -> Path:
     return unpack_source_tarball(tarballs[0], debian.cache_dir() / "src")
 
 
+def debian_headers_tree(release: str) -> tuple[Path, list[str]]:
+    """Debian's ``linux-headers-<abi>-common`` of ``release`` and the headers a build of its
+    architecture sees (``include/`` and ``arch/<arch>/include/``): enough to tell renames
+    behind kept APIs (:mod:`ksymgraph.queries.renames`) without the whole source."""
+    from ksymgraph.loaders.kernel import arch_from_release
+    from ksymgraph.loaders.macros import header_files
+
+    flavour = arch_from_release(release)
+    if not flavour:
+        raise LoaderError(f"debian:{release}", "cannot tell the flavour (e.g. -amd64) from the release")
+    common = release[: -len(flavour)] + "common"
+    try:
+        pkg, _version = debian.fetch_package(f"linux-headers-{common}", debian.suite_for_release(release))
+    except debian.DebianError as e:
+        raise LoaderError(f"linux-headers-{common}", str(e)) from e
+    root = next(iter(sorted(pkg.glob("usr/src/linux-headers-*"))), None)
+    if root is None:
+        raise LoaderError(str(pkg), "no usr/src/linux-headers-* in the package")
+    arch = ARCH_DIRS.get(flavour, flavour)
+    files = [f for f in header_files(root) if f.startswith(("include/", f"arch/{arch}/include/"))]
+    return root, files
+
+
 def index_source_tree(root: str | Path, config: Path | None = None, workers: int | None = None,
-                      progress: bool = False) -> SourceTree:
-    """Index ``root`` (re-parsing only what changed since the last run) and attribute its files."""
+                      progress: bool = False, files: list[str] | None = None) -> SourceTree:
+    """Index ``root`` (re-parsing only what changed since the last run) and attribute its files.
+
+    ``files`` limits the index to those files (relative to ``root``); by default every ``.c``
+    file with the headers it includes, or every header of a tree without ``.c`` files.
+    """
     from ksymgraph.loaders.csource import index_tree
     from ksymgraph.loaders.kbuild import evaluate_kbuild
     from ksymgraph.loaders.modobjects import files_by_module
@@ -78,11 +109,11 @@ def index_source_tree(root: str | Path, config: Path | None = None, workers: int
     shard_dir = debian.cache_dir() / "index" / f"{root.name}-{key}"
     from ksymgraph.loaders.macros import header_files, index_macros
 
-    headers = header_files(root)
-    has_c = any(root.rglob("*.c"))
+    headers = header_files(root) if files is None else [f for f in files if f.endswith(".h")]
+    has_c = files is None and any(root.rglob("*.c"))
     # A headers-only tree (a linux-headers package) is indexed header by header.
-    result = index_tree(root, files=None if has_c else headers, workers=workers or 2, shard_dir=shard_dir,
-                        progress=progress)
+    result = index_tree(root, files=files if files is not None else (None if has_c else headers),
+                        workers=workers or 2, shard_dir=shard_dir, progress=progress)
     index_macros(root, shard_dir, headers)
     skipped = list(result.errors)
     kernel = is_kernel_tree(root)

@@ -19,6 +19,7 @@ from typing import NamedTuple
 from ksymgraph.graph.projection import KernelProjection
 from ksymgraph.graph.store import GraphStore
 from ksymgraph.loaders.elf import ModuleData
+from ksymgraph.queries.renames import find_renames, headers_loaded
 from ksymgraph.queries.whatif import Reason, failing_modules
 
 __all__ = ["ExportState", "DiffEntry", "KernelDiff", "ModuleImpact", "UpgradeImpact", "diff_kernels",
@@ -138,6 +139,9 @@ class ModuleImpact(NamedTuple):
     """Why not: load rules against B, including the cascade inside the set."""
     lookups_missing: list[dict]
     """Symbols it looks up by name (``kallsyms_lookup_name``, kprobes, ...) that B lacks."""
+    rebuild: list[dict]
+    """Imports that vanished behind a kept API: ``{symbol, api, now_via, how}`` — "rebuild
+    needed, API kept (now via now_via)" rather than a break."""
 
 
 class UpgradeImpact(NamedTuple):
@@ -151,9 +155,11 @@ class UpgradeImpact(NamedTuple):
     def to_json(self) -> dict:
         return {"a": self.diff.a, "b": self.diff.b,
                 "modules": [{"module": m.module, "path": m.path, "loads": m.loads,
-                             "reasons": [r._asdict() for r in m.reasons], "lookups_missing": m.lookups_missing}
+                             "reasons": [r._asdict() for r in m.reasons], "lookups_missing": m.lookups_missing,
+                             "rebuild": m.rebuild}
                             for m in self.modules],
-                "summary": {"modules": len(self.modules), "fail": sum(not m.loads for m in self.modules)}}
+                "summary": {"modules": len(self.modules), "fail": sum(not m.loads for m in self.modules),
+                            "rebuild_only": sum(m.loads and bool(m.rebuild) for m in self.modules)}}
 
 
 def _still_there(store: GraphStore, kernel: str, symbols: list[str]) -> set[str]:
@@ -179,7 +185,15 @@ def upgrade_impact(store: GraphStore, a: str, b: str, files: list[ModuleData] = 
     from_a = [_as_module_data(pa, n) for n in names]
     subset = list(files) + from_a
     lookups = {m.info.name: pa.lookups.get(m.info.name, []) for m in subset}
-    failing = failing_modules(pb.with_modules(subset, lookups))
+    # Renames: an import that vanished behind a kept API is taken as satisfied by its new export.
+    eb = {sym for sym in pb.exports}
+    vanished = sorted({i.symbol for m in subset for i in m.imports if i.symbol not in eb and not i.weak})
+    renames = {}
+    if vanished and headers_loaded(store, a) and headers_loaded(store, b):
+        renames = find_renames(store, a, b, vanished)
+    rebuilt = [m._replace(imports=[i._replace(symbol=renames[i.symbol][0].now_via) if i.symbol in renames else i
+                                   for i in m.imports]) for m in subset]
+    failing = failing_modules(pb.with_modules(rebuilt, lookups))
     wanted = sorted({lu.symbol for lus in lookups.values() for lu in lus})
     present = _still_there(store, b, wanted) if wanted else set()
     out = []
@@ -188,7 +202,9 @@ def upgrade_impact(store: GraphStore, a: str, b: str, files: list[ModuleData] = 
         gone = [{"symbol": lu.symbol, "how": lu.how, "file": lu.file, "line": lu.line}
                 for lu in lookups[name] if lu.symbol not in present]
         reasons = sorted(failing.get(name, []), key=lambda r: (r.rule == "dependency", r.rule, r.symbol))
-        out.append(ModuleImpact(name, m.info.path, not reasons and not gone, reasons, gone))
+        rebuild = [{"symbol": i.symbol, "api": renames[i.symbol][0].api, "now_via": renames[i.symbol][0].now_via,
+                    "how": renames[i.symbol][0].how} for i in m.imports if i.symbol in renames]
+        out.append(ModuleImpact(name, m.info.path, not reasons and not gone, reasons, gone, rebuild))
     return UpgradeImpact(diff_kernels(store, a, b), out)
 
 

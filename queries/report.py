@@ -256,11 +256,18 @@ def render_upgrade(u: UpgradeImpact, fmt: str = "pretty") -> str:
     bad = [m for m in u.modules if not m.loads]
     parts: list[tuple[str, Any]] = [
         ("h1", f"Upgrade {u.diff.a} -> {u.diff.b}: {len(bad)} of {len(u.modules)} modules would not load"),
+        ("p", f"{sum(m.loads and bool(m.rebuild) for m in u.modules)} load once rebuilt against {u.diff.b}'s headers "
+              "(their vanished imports are renames behind a kept API)."),
         ("table", (["module", "loads", "rule", "symbol", "message"],
                    [[m.module, "yes" if m.loads else "no", r.rule, r.symbol, r.message]
                     for m in u.modules for r in m.reasons] +
                    [[m.module, "yes", "", "", ""] for m in u.modules if m.loads])),
     ]
+    rebuild = [(m.module, r) for m in u.modules for r in m.rebuild]
+    if rebuild:
+        parts.append(("h2", "Rebuild needed, API kept"))
+        parts.append(("table", (["module", "vanished export", "API", "now via", "how we know"],
+                                [[mod, r["symbol"], r["api"], r["now_via"], r["how"]] for mod, r in rebuild])))
     gone = [(m.module, lu) for m in u.modules for lu in m.lookups_missing]
     if gone:
         parts.append(("h2", f"Symbols looked up by name that {u.diff.b} lacks"))

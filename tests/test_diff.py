@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from conftest import FIXTURE_RELEASE as A, FIXTURE_RELEASE_B as B
 from ksymgraph.graph.load import load_kernel
+from ksymgraph.graph.store import open_store
+from ksymgraph.queries.renames import find_renames
 from ksymgraph.loaders.modules import read_module_file
 from ksymgraph.queries.diff import DIFF_KINDS, diff_kernels, upgrade_impact
 
@@ -75,3 +78,33 @@ def test_diff_cli_json_and_exit_code(two_kernels, tmp_path):
     p = subprocess.run([sys.executable, "-m", "ksymgraph", "diff", A, B, "--db", db, "--modules", "user_b",
                         "--exit-code"], capture_output=True, text=True)
     assert p.returncode == 1 and "1 of 1 modules would not load" in p.stdout
+
+
+HEADERS = Path(__file__).parent / "fixtures" / "headers"
+
+
+def test_rename_behind_header_macro(tmp_path, fixture_tree, fixture_tree_b):
+    """a_plain vanishes from B, but a_api() — A's inline over a_plain — is B's macro over a_plain2."""
+    with open_store(tmp_path / "db") as store:
+        load_kernel(store, [str(fixture_tree)], workers=1, source_dirs=[str(HEADERS / "a")])
+        load_kernel(store, [str(fixture_tree_b)], workers=1, source_dirs=[str(HEADERS / "b")])
+        renames = find_renames(store, A, B, ["a_plain"])
+        assert [(r.api, r.now_via) for r in renames["a_plain"]] == [("a_api", "a_plain2")]
+        assert "a_api -> a_api_noprof -> a_plain2" in renames["a_plain"][0].how
+        assert "macro" in renames["a_plain"][0].how
+        u = upgrade_impact(store, A, B, names=["user_b"])
+        (m,) = u.modules
+        assert m.loads and m.reasons == []
+        assert m.rebuild == [{"symbol": "a_plain", "api": "a_api", "now_via": "a_plain2",
+                              "how": renames["a_plain"][0].how}]
+        assert u.to_json()["summary"]["rebuild_only"] == 1
+
+
+def test_vanished_api_is_a_real_break(tmp_path, fixture_tree, fixture_tree_b):
+    with open_store(tmp_path / "db") as store:
+        load_kernel(store, [str(fixture_tree)], workers=1, source_dirs=[str(HEADERS / "a")])
+        load_kernel(store, [str(fixture_tree_b)], workers=1, source_dirs=[str(HEADERS / "b-api-gone")])
+        assert find_renames(store, A, B, ["a_plain"]) == {}
+        (m,) = upgrade_impact(store, A, B, names=["user_b"]).modules
+        assert not m.loads and m.rebuild == []
+        assert [(r.rule, r.symbol) for r in m.reasons] == [("unknown-symbol", "a_plain")]
