@@ -109,3 +109,21 @@ def test_networkx_projection(fixture_store):
     g = KernelProjection.from_store(fixture_store, FIXTURE_RELEASE).to_networkx()
     assert set(g.edges) == {("prop_d", "core_a"), ("user_b", "core_a"), ("user_c", "user_b")}
     assert sorted(g["user_b"]["core_a"]["symbols"]) == ["a_ns", "a_plain"]
+
+
+def test_older_database_gains_new_properties(tmp_path, fixture_tree):
+    """A store written before a property existed is migrated by adding it (rows read it as null)."""
+    import ladybug
+
+    path = tmp_path / "old.lbdb"
+    db = ladybug.Database(str(path))
+    conn = ladybug.Connection(db)
+    conn.execute("CREATE NODE TABLE Function(id STRING, kernel STRING, name STRING, PRIMARY KEY(id))")
+    conn.execute("CREATE (:Function {id: 'k|f.c|f', kernel: 'k', name: 'f'})")
+    conn.close()
+    db.close()
+    with open_store(path) as store:
+        rows = store.query("MATCH (f:Function) RETURN f.name, f.is_macro, f.line").rows
+        assert rows == [("f", None, None)]
+        load_kernel(store, [str(fixture_tree)], workers=1)  # and the full schema works
+        assert store.kernels() == [FIXTURE_RELEASE]
