@@ -19,6 +19,7 @@ from typing import NamedTuple
 from ksymgraph.graph.projection import KernelProjection
 from ksymgraph.graph.store import GraphStore
 from ksymgraph.loaders.elf import ModuleData
+from ksymgraph.queries.callsites import call_sites
 from ksymgraph.queries.renames import find_renames, headers_loaded
 from ksymgraph.queries.whatif import Reason, failing_modules
 
@@ -142,6 +143,9 @@ class ModuleImpact(NamedTuple):
     rebuild: list[dict]
     """Imports that vanished behind a kept API: ``{symbol, api, now_via, how}`` — "rebuild
     needed, API kept (now via now_via)" rather than a break."""
+    call_sites: list[dict]
+    """With the module's source loaded (under kernel A): the calls to its broken symbols,
+    ``{symbol, function, file, line}`` — what to change."""
 
 
 class UpgradeImpact(NamedTuple):
@@ -156,7 +160,7 @@ class UpgradeImpact(NamedTuple):
         return {"a": self.diff.a, "b": self.diff.b,
                 "modules": [{"module": m.module, "path": m.path, "loads": m.loads,
                              "reasons": [r._asdict() for r in m.reasons], "lookups_missing": m.lookups_missing,
-                             "rebuild": m.rebuild}
+                             "rebuild": m.rebuild, "call_sites": m.call_sites}
                             for m in self.modules],
                 "summary": {"modules": len(self.modules), "fail": sum(not m.loads for m in self.modules),
                             "rebuild_only": sum(m.loads and bool(m.rebuild) for m in self.modules)}}
@@ -196,6 +200,12 @@ def upgrade_impact(store: GraphStore, a: str, b: str, files: list[ModuleData] = 
     failing = failing_modules(pb.with_modules(rebuilt, lookups))
     wanted = sorted({lu.symbol for lus in lookups.values() for lu in lus})
     present = _still_there(store, b, wanted) if wanted else set()
+    broken = {(n, r.symbol) for n, rs in failing.items() for r in rs if r.rule != "dependency"}
+    sites: dict[str, list[dict]] = {}
+    for c in call_sites(store, a, [n for n, _ in broken], [s for _, s in broken]):
+        if (c.module, c.symbol) in broken:
+            sites.setdefault(c.module, []).append({"symbol": c.symbol, "function": c.function, "file": c.file,
+                                                   "line": c.line})
     out = []
     for m in subset:
         name = m.info.name
@@ -204,7 +214,8 @@ def upgrade_impact(store: GraphStore, a: str, b: str, files: list[ModuleData] = 
         reasons = sorted(failing.get(name, []), key=lambda r: (r.rule == "dependency", r.rule, r.symbol))
         rebuild = [{"symbol": i.symbol, "api": renames[i.symbol][0].api, "now_via": renames[i.symbol][0].now_via,
                     "how": renames[i.symbol][0].how} for i in m.imports if i.symbol in renames]
-        out.append(ModuleImpact(name, m.info.path, not reasons and not gone, reasons, gone, rebuild))
+        out.append(ModuleImpact(name, m.info.path, not reasons and not gone, reasons, gone, rebuild,
+                                sites.get(name, [])))
     return UpgradeImpact(diff_kernels(store, a, b), out)
 
 

@@ -263,6 +263,11 @@ def render_upgrade(u: UpgradeImpact, fmt: str = "pretty") -> str:
                     for m in u.modules for r in m.reasons] +
                    [[m.module, "yes", "", "", ""] for m in u.modules if m.loads])),
     ]
+    sites = [(m.module, c) for m in u.modules for c in m.call_sites]
+    if sites:
+        parts.append(("h2", "Call sites to change"))
+        parts.append(("table", (["module", "symbol", "function", "where"],
+                                [[mod, c["symbol"], c["function"], f"{c['file']}:{c['line']}"] for mod, c in sites])))
     rebuild = [(m.module, r) for m in u.modules for r in m.rebuild]
     if rebuild:
         parts.append(("h2", "Rebuild needed, API kept"))

@@ -163,3 +163,18 @@ def test_source_counts_reported(loaded):
     calls = q(store, "MATCH (f:Function)-[:CALLS]->(g:Function) WHERE f.kernel = $k AND f.name = 'EXPORT_SYMBOL' "
                      "RETURN g.name ORDER BY g.name")
     assert calls == [("EXPORT_SYMBOL_CRC",)]
+
+
+def test_upgrade_impact_lists_call_sites(tmp_path, fixture_tree, fixture_tree_b, built_tree):
+    from conftest import FIXTURE_RELEASE_B
+    from ksymgraph.queries.diff import upgrade_impact
+
+    with open_store(tmp_path / "db") as s:
+        load_kernel(s, [str(fixture_tree), str(built_tree / "prop_d.ko")], workers=1, source_dirs=[str(built_tree)])
+        load_kernel(s, [str(fixture_tree_b)], workers=1)
+        u = upgrade_impact(s, FIXTURE_RELEASE, FIXTURE_RELEASE_B, names=["prop_d", "user_b"])
+    sites = {m.module: m.call_sites for m in u.modules}
+    assert sites["prop_d"] == [{"symbol": "a_plain", "function": "d_fn", "file": "fixture-src/prop_d.c",
+                                "line": line_of(built_tree / "prop_d.c", r"return a_plain\(x\)")}]
+    assert sites["user_b"] == [{"symbol": "a_plain", "function": "b_fn", "file": "fixture-src/user_b.c",
+                                "line": line_of(built_tree / "user_b.c", r"return a_plain\(x\)")}]

@@ -6,6 +6,9 @@ wall time, the peak RSS of each, and the ratio. ksymgraph's time covers everythi
 for: interpreter start, reading all modules on all cores, resolving, and writing the embedded store
 (a fresh one each run, plus one reload that replaces the kernel in place).
 
+Each tool runs twice per round: with a cold page cache (``/proc/sys/vm/drop_caches``, when this
+process may write it: root on a machine that allows it) and warm.
+
     python tests/bench/bench_load.py [--release 6.1.0-50-amd64] [--runs 5]
 """
 
@@ -36,6 +39,17 @@ def run(cmd: list[str]) -> tuple[float, int]:
     return wall, usage.ru_maxrss // 1024
 
 
+def drop_caches() -> bool:
+    """Empty the page cache (needs root); False when not allowed."""
+    try:
+        os.sync()
+        with open("/proc/sys/vm/drop_caches", "w") as f:
+            f.write("3\n")
+        return True
+    except OSError:
+        return False
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--release", default="6.1.0-50-amd64")
@@ -49,24 +63,33 @@ def main() -> None:
         shutil.copytree(pk.modules_dir, root / "lib" / "modules" / args.release, copy_function=os.link)
         moddir = root / "lib" / "modules" / args.release
         n = sum(1 for _ in moddir.rglob("*.ko*"))
-        results: dict[str, list[tuple[float, int]]] = {"depmod -e": [], "ksymgraph load": [], "ksymgraph reload": []}
         db = Path(tmp) / "graph.lbdb"
         load = [sys.executable, "-m", "ksymgraph", "load", str(moddir), "--symvers", str(pk.symvers),
                 "--db", str(db), "--no-progress"]
-        for i in range(args.runs):
-            results["depmod -e"].append(run([depmod, "-b", str(root), "-e", "-E", str(pk.symvers), args.release]))
-            for f in Path(tmp).glob("graph.lbdb*"):  # the database is one file (+ a WAL while open)
-                f.unlink()
-            results["ksymgraph load"].append(run(load))
-            results["ksymgraph reload"].append(run(load))
+        dep = [depmod, "-b", str(root), "-e", "-E", str(pk.symvers), args.release]
+        cold = drop_caches()
+        caches = ("cold", "warm") if cold else ("warm",)
+        results: dict[str, list[tuple[float, int]]] = {}
+        for _ in range(args.runs):
+            for cache in caches:
+                for tool, cmd in (("depmod -e", dep), ("ksymgraph load", load), ("ksymgraph reload", load)):
+                    if tool == "ksymgraph load":
+                        for f in Path(tmp).glob("graph.lbdb*"):  # the database is one file (+ a WAL while open)
+                            f.unlink()
+                    if cache == "cold":
+                        drop_caches()
+                    results.setdefault(f"{tool} ({cache})", []).append(run(cmd))
 
-    base = statistics.median(w for w, _ in results["depmod -e"])
     print(f"{n} modules of {args.release} ({pk.version}), {args.runs} runs each, median wall time, {os.cpu_count()} cores")
-    print(f"{'tool':<18} {'wall s':>8} {'peak RSS MiB':>13} {'ratio':>7}")
+    if not cold:
+        print("(page cache could not be dropped here: warm runs only)")
+    print(f"{'tool':<24} {'wall s':>8} {'peak RSS MiB':>13} {'vs depmod':>10}")
     for tool, rs in results.items():
+        cache = tool.rsplit("(", 1)[1]
+        base = statistics.median(w for w, _ in results[f"depmod -e ({cache}"])
         wall = statistics.median(w for w, _ in rs)
         rss = max(m for _, m in rs)
-        print(f"{tool:<18} {wall:>8.2f} {rss:>13} {wall / base:>6.1f}x")
+        print(f"{tool:<24} {wall:>8.2f} {rss:>13} {wall / base:>9.1f}x")
 
 
 if __name__ == "__main__":
