@@ -65,7 +65,7 @@ def debian_source_tree(release: str) -> Path:
     tarballs = sorted(pkg.glob("usr/src/linux-source-*.tar.*"))
     if not tarballs:
         raise LoaderError(str(pkg), "no usr/src/linux-source-*.tar.* in the package")
-    return unpack_source_tarball(tarballs[0], debian.cache_dir() / "src")
+    return unpack_source_tarball(tarballs[0], debian.cache_dir() / "src" / pkg.name)
 
 
 def debian_headers_tree(release: str) -> tuple[Path, list[str]]:
@@ -91,6 +91,23 @@ def debian_headers_tree(release: str) -> tuple[Path, list[str]]:
     return root, files
 
 
+def _index_dir(root: Path) -> Path:
+    """The cache directory of ``root``'s index; indexes of trees that no longer exist are removed."""
+    import shutil
+
+    base = debian.cache_dir() / "index"
+    base.mkdir(parents=True, exist_ok=True)
+    for old in base.iterdir():
+        marker = old / "tree"
+        if marker.is_file() and not Path(marker.read_text().strip()).is_dir():
+            shutil.rmtree(old, ignore_errors=True)
+    key = hashlib.sha1(str(root).encode()).hexdigest()[:16]
+    shard_dir = base / f"{root.name}-{key}"
+    shard_dir.mkdir(exist_ok=True)
+    (shard_dir / "tree").write_text(str(root) + "\n")
+    return shard_dir
+
+
 def index_source_tree(root: str | Path, config: Path | None = None, workers: int | None = None,
                       progress: bool = False, files: list[str] | None = None) -> SourceTree:
     """Index ``root`` (re-parsing only what changed since the last run) and attribute its files.
@@ -105,8 +122,7 @@ def index_source_tree(root: str | Path, config: Path | None = None, workers: int
     root = Path(root).resolve()
     if not root.is_dir():
         raise LoaderError(str(root), "not a directory")
-    key = hashlib.sha1(str(root).encode()).hexdigest()[:16]
-    shard_dir = debian.cache_dir() / "index" / f"{root.name}-{key}"
+    shard_dir = _index_dir(root)
     from ksymgraph.loaders.macros import header_files, index_macros
 
     headers = header_files(root) if files is None else [f for f in files if f.endswith(".h")]
