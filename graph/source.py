@@ -17,7 +17,8 @@ A call through a struct member (``ops->fn()``) is kept as a call to the pseudo-s
 (kind ``member``): who calls which operation, without guessing the implementation.
 
 Files are attributed to modules by ``BUILT_INTO`` (Kbuild under the kernel's ``.config``, or a
-built tree's ``.mod`` files); ``LOOKS_UP`` edges go from the module a lookup's file is built into.
+built tree's ``.mod`` files); ``LOOKS_UP`` edges go from the module a lookup's file is built into,
+or, for a lookup inside a header's inline wrapper, from every module whose files call that wrapper.
 """
 
 from __future__ import annotations
@@ -180,13 +181,7 @@ def source_tables(kernel: str, trees: Iterable[SourceTree], module_ids: dict[str
                            "to": pa.array([m for _, m in built_pairs], pa.string()),
                            "kernel": _str(len(built_pairs), k)})
 
-    lk_files = lookups["file"].to_pylist()
-    lk_mod = [module_ids.get(built.get(f, ""), None) for f in lk_files]
-    mask = pa.array([m is not None for m in lk_mod], pa.bool_())
-    lk = lookups.filter(mask)
-    looks_up = pa.table({"from": pa.array([m for m in lk_mod if m is not None], pa.string()),
-                         "to": _ids(k, lk["symbol"]), "kernel": _str(len(lk), k), "how": lk["how"],
-                         "file": lk["file"], "line": pc.cast(lk["line"], pa.int64())})
+    looks_up = _looks_up(k, lookups, calls, built, module_ids)
 
     rels = {
         ("CALLS", "Function", "Function"): calls_ff,
@@ -211,3 +206,32 @@ def _first_by_name(funcs: pa.Table, ids: pa.Array) -> pa.Table:
     firsts = pc.equal(pc.index_in(t["name"], t["name"]), pa.array(range(len(t)), type=pa.int32()))
     t = t.filter(firsts)
     return pa.table({"name": t["name"], "id": t["id"]})
+
+
+def _looks_up(k: str, lookups: pa.Table, calls: pa.Table, built: dict[str, str], module_ids: dict[str, str]) -> pa.Table:
+    """LOOKS_UP rows: a lookup belongs to the module its file is built into; a lookup in a header
+    (a ``static inline`` wrapper) belongs to every module whose files call the function holding it."""
+    rows = lookups.to_pylist()
+    in_headers = {r["function"] for r in rows if r["file"] not in built and r["function"]}
+    users: dict[str, set[str]] = {}
+    if in_headers:
+        c = calls.filter(pc.is_in(calls["callee"], pa.array(sorted(in_headers), pa.string())))
+        for callee, file in zip(c["callee"].to_pylist(), c["file"].to_pylist()):
+            if file in built:
+                users.setdefault(callee, set()).add(built[file])
+    out = []
+    for r in rows:
+        mods = {built[r["file"]]} if r["file"] in built else users.get(r["function"], set())
+        out.extend((module_ids[m], r) for m in sorted(mods) if m in module_ids)
+    seen = set()
+    cols: dict[str, list] = {"from": [], "to": [], "kernel": [], "how": [], "file": [], "line": []}
+    for mid, r in out:
+        key = (mid, r["symbol"], r["how"], r["file"], r["line"])
+        if key in seen:
+            continue
+        seen.add(key)
+        for col, val in zip(cols, (mid, f"{k}|{r['symbol']}", k, r["how"], r["file"], r["line"])):
+            cols[col].append(val)
+    return pa.table({"from": pa.array(cols["from"], pa.string()), "to": pa.array(cols["to"], pa.string()),
+                     "kernel": pa.array(cols["kernel"], pa.string()), "how": pa.array(cols["how"], pa.string()),
+                     "file": pa.array(cols["file"], pa.string()), "line": pa.array(cols["line"], pa.int64())})

@@ -2,7 +2,8 @@
 
 Since 5.3, 8c1eed1ae59e ("kbuild: create *.mod with full directory path and remove
 MODVERDIR"), Kbuild writes ``<module>.mod`` next to each module it links, listing the object
-files that make it up (the first line; before 5.12 a second line held its undefined symbols).
+files that make it up (space-separated on the first line at first, one per line in later
+kernels; until 5.11 a second line held its undefined symbols).
 In a built out-of-tree tree (``make -C <headers> M=<dir>``) this maps every ``.c`` file to its
 module without evaluating the module's own Makefiles.
 """
@@ -35,22 +36,35 @@ def for_each_mod_object(root: str | os.PathLike) -> Iterator[ModObject]:
             if not name.endswith(".mod"):
                 continue
             module = module_name_from_path(name[: -len(".mod")])
-            text = Path(dirpath, name).read_text(errors="replace").splitlines()
-            objects = text[0].split() if text else []
+            # Object names separated by spaces (5.3) or one per line (later); the undefined
+            # symbols of 5.3 to 5.11 follow on a line of their own and do not end in ".o".
+            objects = Path(dirpath, name).read_text(errors="replace").split()
             for obj in objects:
-                if not obj.endswith(".o"):
-                    continue
-                path = Path(obj) if os.path.isabs(obj) else (root / obj)
-                if not path.exists() and not os.path.isabs(obj):
-                    path = Path(dirpath, obj)
-                for suffix in (".c", ".S"):
-                    src = path.with_suffix(suffix)
-                    if src.is_file():
-                        try:
-                            yield ModObject(str(src.resolve().relative_to(root)), module)
-                        except ValueError:
-                            pass  # an object outside the tree
-                        break
+                if obj.endswith(".o"):
+                    src = _source_of(root, Path(dirpath), obj)
+                    if src is not None:
+                        yield ModObject(src, module)
+
+
+def _source_of(root: Path, moddir: Path, obj: str) -> str | None:
+    """The source file of object ``obj`` relative to ``root``, or None.
+
+    ``.mod`` files name objects by the path they were built at; a tree built elsewhere and moved
+    (a DKMS build renamed into a cache) is matched by the longest tail of that path found in it.
+    """
+    parts = Path(obj).parts
+    candidates = [root.joinpath(*parts[i:]) for i in range(len(parts))] + [moddir / parts[-1]]
+    if not os.path.isabs(obj):
+        candidates.insert(0, moddir / obj)
+    for path in candidates:
+        for suffix in (".c", ".S"):
+            src = path.with_suffix(suffix)
+            if src.is_file():
+                try:
+                    return str(src.resolve().relative_to(root))
+                except ValueError:
+                    break  # outside the tree
+    return None
 
 
 def files_by_module(root: str | os.PathLike) -> dict[str, str]:

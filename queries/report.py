@@ -106,10 +106,16 @@ def render_whatif(result: WhatIfResult, fmt: str = "md") -> str:
         parts.append(("h2", "Broken modules"))
         rows = []
         for b in result.broken:
+            tree = "in-tree" if b.in_tree else "out-of-tree"
+            via: dict[str, list[str]] = {}
             for r in b.reasons:
-                rows.append([b.module, "in-tree" if b.in_tree else "out-of-tree",
-                             "direct" if b.direct else f"via {r.via_module}" if r.via_module else "inherited",
-                             r.rule, r.symbol, r.message])
+                if r.rule == "dependency":
+                    via.setdefault(r.via_module, []).append(r.symbol)
+                else:
+                    rows.append([b.module, tree, "direct", r.rule, r.symbol, r.message])
+            for mod, syms in via.items():  # one row per failing dependency, its symbols together
+                rows.append([b.module, tree, f"via {mod}", "dependency", ", ".join(syms),
+                             f"needs {len(syms)} symbol{'s' if len(syms) > 1 else ''} from {mod}, which fails to load"])
         parts.append(("table", (["module", "tree", "break", "rule", "symbol", "message"], rows)))
     if result.call_sites:
         parts.append(("h2", "Call sites to change"))

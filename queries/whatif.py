@@ -279,22 +279,38 @@ def _apply(proj: KernelProjection, changes: list[Change]) -> tuple[dict[str, lis
     return exports, gone, touched, warnings
 
 
+#: Lookup mechanism → the export it needs at run time.
+MECHANISMS = {"kprobe": "register_kprobe", "kretprobe": "register_kretprobe",
+              "kallsyms_lookup_name": "kallsyms_lookup_name", "symbol_get": "__symbol_get",
+              "symbol_request": "__symbol_get", "__symbol_get": "__symbol_get"}
+
+
 def _lookups_hit(proj: KernelProjection, changes: list[Change], touched: set[str],
                  exports: dict[str, list[ExportEdge]], failed: dict[str, list[Reason]], gone: set[str]) -> list[dict]:
-    """Lookups that stop working: their symbol vanishes, or their mechanism is unexported."""
+    """Lookups that stop working: their symbol vanishes, or their mechanism is unexported.
+
+    Since 5.7 ``kallsyms_lookup_name`` is not exported; LTTng and others find it with a kprobe.
+    When that kprobe fails, every lookup made through ``kallsyms_lookup_name`` or a wrapper of it
+    fails too — in that module and in the modules that use its exports (LTTng's ``lttng_wrapper``
+    finds the function, the other LTTng modules call its wrappers).
+    """
     removed = {c.target for c in changes if c.kind == "unexport"}
-    mechanism = {"kprobe": "register_kprobe", "kretprobe": "register_kretprobe",
-                 "kallsyms_lookup_name": "kallsyms_lookup_name", "symbol_get": "__symbol_get",
-                 "symbol_request": "__symbol_get"}
+    finders = {mod for mod, lus in proj.lookups.items()
+               if any(lu.symbol == "kallsyms_lookup_name" and MECHANISMS.get(lu.how) in removed for lu in lus)}
     out = []
     for mod, lus in sorted(proj.lookups.items()):
         if mod in gone:
             continue
+        lost_kallsyms = mod in finders or any(
+            e.module in finders for i in proj.imports.get(mod, ()) for e in proj.exports.get(i.symbol, ()))
         for lu in lus:
             why = None
-            mech = mechanism.get(lu.how)
+            mech = MECHANISMS.get(lu.how)
             if mech and mech in removed:
                 why = f"{lu.how} needs {mech}, which the change unexports"
+            elif lost_kallsyms and (lu.how == "kallsyms_lookup_name" or lu.how.startswith("wrapper:")):
+                why = ("resolved through kallsyms_lookup_name, which this module finds with a kprobe; "
+                       "register_kprobe is unexported")
             elif lu.symbol in touched and lu.how.startswith("symbol_") and not [
                     e for e in exports.get(lu.symbol, ()) if e.module not in failed and e.module not in gone]:
                 why = f"{lu.symbol} is no longer exported, so {lu.how}() returns NULL"

@@ -136,8 +136,10 @@ def test_whatif_report_gains_call_sites_and_lookups(store, built_tree):
                                        "line": line_of(built_tree / "prop_d.c", r"return a_plain\(x\)")}]
     probe = sorted((c["symbol"], c["function"], c["line"]) for c in r.call_sites["probe_f"])
     assert [p[:2] for p in probe] == [("register_kprobe", "f_init"), ("register_kprobe", "f_init")]
-    hits = {(h["symbol"], h["how"]) for h in r.lookups}
-    assert hits == {("kallsyms_lookup_name", "kprobe"), ("do_sys_open", "kprobe")}
+    hits = {(h["symbol"], h["how"]): h["why"] for h in r.lookups}
+    assert set(hits) == {("kallsyms_lookup_name", "kprobe"), ("do_sys_open", "kprobe"),
+                         ("vfs_read", "wrapper:lookup_funcptr")}
+    assert hits[("vfs_read", "wrapper:lookup_funcptr")].startswith("resolved through kallsyms_lookup_name")
     assert "user_c" not in r.call_sites  # inherited breaks have no call sites of their own
 
 
