@@ -22,7 +22,7 @@ MAX_FRONTIER = 5000
 
 
 class CallSite(NamedTuple):
-    """A call to a symbol in a module's source."""
+    """A call to a symbol in a module's source, directly or through a header's inline or macro."""
 
     module: str
     """The module the calling file is built into."""
@@ -34,6 +34,9 @@ class CallSite(NamedTuple):
     """Its file."""
     line: int
     """Line of the call."""
+    via: str | None = None
+    """The header inline or macro the call goes through (``usb_register`` for
+    ``usb_register_driver``), None for a direct call."""
 
 
 class Replacement(NamedTuple):
@@ -55,6 +58,14 @@ _CALL_SITES = """
 MATCH (m:Module)<-[:BUILT_INTO]-(file:File)<-[:DEFINED_IN]-(f:Function)-[c:CALLS]->(t)
 WHERE m.kernel = $kernel AND m.name IN $modules AND t.name IN $symbols
 RETURN DISTINCT m.name AS module, t.name AS symbol, f.name AS function, f.file AS file, c.line AS line
+ORDER BY module, symbol, file, line
+"""
+_CALL_SITES_VIA_HEADERS = """
+MATCH (m:Module)<-[:BUILT_INTO]-(file:File)<-[:DEFINED_IN]-(f:Function)-[c:CALLS]->(h:Function)-[:CALLS*1..2]->(t)
+WHERE m.kernel = $kernel AND m.name IN $modules AND t.name IN $symbols
+  AND h.static = true AND h.file ENDS WITH '.h'
+RETURN DISTINCT m.name AS module, t.name AS symbol, f.name AS function, f.file AS file, c.line AS line,
+       h.name AS via
 ORDER BY module, symbol, file, line
 """
 _FIRST_HOP = """
@@ -81,11 +92,16 @@ def source_loaded(store: GraphStore, kernel: str) -> bool:
 
 
 def call_sites(store: GraphStore, kernel: str, modules: list[str], symbols: list[str]) -> list[CallSite]:
-    """Calls to any of ``symbols`` in the source files built into any of ``modules``."""
+    """Calls to any of ``symbols`` in the source files built into any of ``modules``: direct
+    ones, and calls of header inlines or macros that reach them within two more calls."""
     if not modules or not symbols:
         return []
-    rows = store.query(_CALL_SITES, {"kernel": kernel, "modules": sorted(set(modules)), "symbols": sorted(set(symbols))})
-    return [CallSite(*r) for r in rows.rows]
+    params = {"kernel": kernel, "modules": sorted(set(modules)), "symbols": sorted(set(symbols))}
+    direct = [CallSite(*r) for r in store.query(_CALL_SITES, params).rows]
+    have = {(c.module, c.symbol, c.file, c.line) for c in direct}
+    via = [CallSite(*r) for r in store.query(_CALL_SITES_VIA_HEADERS, params).rows
+           if (r[0], r[1], r[3], r[4]) not in have]
+    return sorted(direct + via, key=lambda c: (c.module, c.symbol, c.file, c.line))
 
 
 def exported_callers(store: GraphStore, kernel: str, symbol: str, hops: int = 2,
@@ -119,7 +135,7 @@ def add_source_evidence(result: WhatIfResult, store: GraphStore, hops: int = 2) 
     for s in sites:
         if (s.module, s.symbol) in wanted:
             by_module.setdefault(s.module, []).append(
-                {"symbol": s.symbol, "function": s.function, "file": s.file, "line": s.line})
+                {"symbol": s.symbol, "function": s.function, "file": s.file, "line": s.line, "via": s.via})
     removed = frozenset(c.target for c in result.changes if c.kind == "unexport")
     replacements = {sym: [r._asdict() for r in exported_callers(store, result.kernel, sym, hops, removed)]
                     for sym in sorted(removed)}

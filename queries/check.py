@@ -56,7 +56,7 @@ class CheckResult(NamedTuple):
 
 
 _USERS = """
-MATCH (f:Function)-[c:CALLS]->(t:Symbol)
+MATCH (f:Function)-[c:CALLS]->(t)
 WHERE f.kernel = $kernel AND t.name = $symbol
 MATCH (f)-[:DEFINED_IN]->(:File)-[:BUILT_INTO]->(m:Module)
 WHERE m.name <> 'vmlinux'

@@ -205,7 +205,7 @@ def upgrade_impact(store: GraphStore, a: str, b: str, files: list[ModuleData] = 
     for c in call_sites(store, a, [n for n, _ in broken], [s for _, s in broken]):
         if (c.module, c.symbol) in broken:
             sites.setdefault(c.module, []).append({"symbol": c.symbol, "function": c.function, "file": c.file,
-                                                   "line": c.line})
+                                                   "line": c.line, "via": c.via})
     out = []
     for m in subset:
         name = m.info.name

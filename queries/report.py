@@ -119,8 +119,8 @@ def render_whatif(result: WhatIfResult, fmt: str = "md") -> str:
         parts.append(("table", (["module", "tree", "break", "rule", "symbol", "message"], rows)))
     if result.call_sites:
         parts.append(("h2", "Call sites to change"))
-        parts.append(("table", (["module", "symbol", "function", "where"],
-                                [[mod, c["symbol"], c["function"], f"{c['file']}:{c['line']}"]
+        parts.append(("table", (["module", "symbol", "function", "where", "through"],
+                                [[mod, c["symbol"], c["function"], f"{c['file']}:{c['line']}", c.get("via") or ""]
                                  for mod, sites in sorted(result.call_sites.items()) for c in sites])))
     if any(result.replacements.values()):
         parts.append(("h2", "Still-exported functions that call a removed export (possible replacements)"))
@@ -272,8 +272,9 @@ def render_upgrade(u: UpgradeImpact, fmt: str = "pretty") -> str:
     sites = [(m.module, c) for m in u.modules for c in m.call_sites]
     if sites:
         parts.append(("h2", "Call sites to change"))
-        parts.append(("table", (["module", "symbol", "function", "where"],
-                                [[mod, c["symbol"], c["function"], f"{c['file']}:{c['line']}"] for mod, c in sites])))
+        parts.append(("table", (["module", "symbol", "function", "where", "through"],
+                                [[mod, c["symbol"], c["function"], f"{c['file']}:{c['line']}", c.get("via") or ""]
+                                 for mod, c in sites])))
     rebuild = [(m.module, r) for m in u.modules for r in m.rebuild]
     if rebuild:
         parts.append(("h2", "Rebuild needed, API kept"))

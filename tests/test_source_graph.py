@@ -131,9 +131,9 @@ def test_whatif_report_gains_call_sites_and_lookups(store, built_tree):
     proj = KernelProjection.from_store(store, FIXTURE_RELEASE)
     r = add_source_evidence(what_if(proj, parse_changes(unexport=["a_plain", "register_kprobe"])), store)
     assert r.call_sites["user_b"] == [{"symbol": "a_plain", "function": "b_fn", "file": "fixture-src/user_b.c",
-                                       "line": line_of(built_tree / "user_b.c", r"return a_plain\(x\)")}]
+                                       "line": line_of(built_tree / "user_b.c", r"return a_plain\(x\)"), "via": None}]
     assert r.call_sites["prop_d"] == [{"symbol": "a_plain", "function": "d_fn", "file": "fixture-src/prop_d.c",
-                                       "line": line_of(built_tree / "prop_d.c", r"return a_plain\(x\)")}]
+                                       "line": line_of(built_tree / "prop_d.c", r"return a_plain\(x\)"), "via": None}]
     probe = sorted((c["symbol"], c["function"], c["line"]) for c in r.call_sites["probe_f"])
     assert [p[:2] for p in probe] == [("register_kprobe", "f_init"), ("register_kprobe", "f_init")]
     hits = {(h["symbol"], h["how"]): h["why"] for h in r.lookups}
@@ -177,6 +177,24 @@ def test_upgrade_impact_lists_call_sites(tmp_path, fixture_tree, fixture_tree_b,
         u = upgrade_impact(s, FIXTURE_RELEASE, FIXTURE_RELEASE_B, names=["prop_d", "user_b"])
     sites = {m.module: m.call_sites for m in u.modules}
     assert sites["prop_d"] == [{"symbol": "a_plain", "function": "d_fn", "file": "fixture-src/prop_d.c",
-                                "line": line_of(built_tree / "prop_d.c", r"return a_plain\(x\)")}]
+                                "line": line_of(built_tree / "prop_d.c", r"return a_plain\(x\)"), "via": None}]
     assert sites["user_b"] == [{"symbol": "a_plain", "function": "b_fn", "file": "fixture-src/user_b.c",
-                                "line": line_of(built_tree / "user_b.c", r"return a_plain\(x\)")}]
+                                "line": line_of(built_tree / "user_b.c", r"return a_plain\(x\)"), "via": None}]
+
+
+def test_call_site_through_header_inline(tmp_path, fixture_tree):
+    """A module that calls an API inline of a header: the call site is its call of the API."""
+    root = tmp_path / "api-src"
+    root.mkdir()
+    shutil.copy(MODULE_SOURCES / "fixture_module.h", root)
+    shutil.copy(MODULE_SOURCES.parent / "headers" / "a" / "include" / "linux" / "fixture_api.h", root)
+    (root / "api_user.c").write_text('#include "fixture_module.h"\n#include "fixture_api.h"\n\n'
+                                     "int u_fn(int x)\n{\n\treturn a_api(x) + 1;\n}\n\nMODULE_LICENSE(\"GPL\");\n")
+    compile_module(root / "api_user.c", root / "api_user.ko")
+    (root / "api_user.mod").write_text(f"{root / 'api_user.o'}\n")
+    with open_store(tmp_path / "db") as s:
+        load_kernel(s, [str(fixture_tree), str(root / "api_user.ko")], workers=1, source_dirs=[str(root)])
+        r = add_source_evidence(what_if(KernelProjection.from_store(s, FIXTURE_RELEASE),
+                                        parse_changes(unexport=["a_plain"])), s)
+    assert r.call_sites["api_user"] == [{"symbol": "a_plain", "function": "u_fn", "file": "api-src/api_user.c",
+                                         "line": 6, "via": "a_api"}]
