@@ -198,3 +198,27 @@ def test_call_site_through_header_inline(tmp_path, fixture_tree):
                                         parse_changes(unexport=["a_plain"])), s)
     assert r.call_sites["api_user"] == [{"symbol": "a_plain", "function": "u_fn", "file": "api-src/api_user.c",
                                          "line": 6, "via": "a_api"}]
+
+
+def test_check_lists_in_tree_modular_users_of_missing_symbols(tmp_path, fixture_tree):
+    """`check` of a module needing an unexported symbol names the in-tree modular code that calls it."""
+    from ksymgraph.queries.check import check_modules
+    from ksymgraph.loaders.modules import read_module_file
+
+    root = tmp_path / "intree"
+    root.mkdir()
+    shutil.copy(MODULE_SOURCES / "fixture_module.h", root)
+    (root / "inuse.c").write_text('#include "fixture_module.h"\nextern int hidden_fn(int);\n'
+                                  "int in_fn(int x)\n{\n\treturn hidden_fn(x);\n}\nMODULE_LICENSE(\"GPL\");\n")
+    compile_module(root / "inuse.c", root / "inuse.ko")
+    (root / "inuse.mod").write_text(f"{root / 'inuse.o'}\n")
+    needy = tmp_path / "needy.c"
+    needy.write_text('#include "fixture_module.h"\nextern int hidden_fn(int);\n'
+                     "int n_fn(int x) { return hidden_fn(x); }\nMODULE_LICENSE(\"GPL\");\n")
+    needy_ko = read_module_file(str(compile_module(needy, tmp_path / "needy.ko")))
+    with open_store(tmp_path / "db") as s:
+        load_kernel(s, [str(fixture_tree), str(root / "inuse.ko")], workers=1, source_dirs=[str(root)])
+        result = check_modules(KernelProjection.from_store(s, FIXTURE_RELEASE), [needy_ko], s)
+    (m,) = result.modules
+    assert not m.loads and result.source_loaded
+    assert m.missing == {"hidden_fn": [{"module": "inuse", "function": "in_fn", "file": "intree/inuse.c", "line": 5}]}
