@@ -41,7 +41,7 @@ import time
 from pathlib import Path
 from typing import Iterable, Iterator, NamedTuple
 
-from .lookups import IDENTIFIER_LOOKUPS, ArgFlow, LookUp, StringArg, resolve_lookups
+from .lookups import IDENTIFIER_LOOKUPS, ArgFlow, LookUp, StringArg, find_wrappers, resolve_lookups
 from .records import Skipped
 
 __all__ = [
@@ -58,6 +58,7 @@ __all__ = [
     "parse_source",
     "parse_file",
     "for_each_record",
+    "resolve_file_lookups",
     "index_tree",
     "read_table",
     "unpack_source_tarball",
@@ -215,6 +216,9 @@ ANNOTATIONS = (
 #: Annotations written as ``__inline``-like keywords: replaced by ``inline`` and spaces.
 INLINE_ANNOTATIONS = ("__always_inline", "__inline_maybe_unused", "__fastpath_inline")
 
+#: XFS and the decompressors spell ``static`` as ``STATIC`` (a ``#define``).
+STATIC_ANNOTATIONS = ("STATIC",)
+
 #: Annotations with an argument list (``__printf(1, 2)``): the name and the balanced parentheses
 #: become spaces.
 ANNOTATIONS_WITH_ARGS = (
@@ -228,10 +232,12 @@ ANNOTATIONS_WITH_ARGS = (
 #: ``SYSCALL_DEFINEn(name, ...)`` defines ``sys_name`` (include/linux/syscalls.h; arch wrappers
 #: such as ``__x64_sys_name`` are generated around it), ``COMPAT_SYSCALL_DEFINEn`` defines
 #: ``compat_sys_name`` (include/linux/compat.h), ``BPF_CALL_n(name, ...)`` defines ``name``
-#: (include/linux/filter.h), x86 ``DEFINE_IDTENTRY*(name)`` (arch/x86/include/asm/idtentry.h,
+#: (include/linux/filter.h), ``SYSCALL32_DEFINEn`` is ``COMPAT_SYSCALL_DEFINEn`` under CONFIG_COMPAT
+#: (include/linux/syscalls.h, since 5.6), x86 ``DEFINE_IDTENTRY*(name)`` (arch/x86/include/asm/idtentry.h,
 #: since 5.8) and powerpc ``DEFINE_INTERRUPT_HANDLER*(name)`` (since 5.12) define ``name``.
 FUNCTION_MACROS = (
     (r"COMPAT_SYSCALL_DEFINE\d", "compat_sys_{}"),
+    (r"SYSCALL32_DEFINE\d", "compat_sys_{}"),
     (r"SYSCALL_DEFINE\d", "sys_{}"),
     (r"BPF_CALL_\d", "{}"),
     (r"DEFINE_IDTENTRY\w*", "{}"),
@@ -242,14 +248,35 @@ _WORD = rb"[A-Za-z0-9_]"
 _ANNOTATION_KIND = {a.encode(): "blank" for a in ANNOTATIONS}
 _ANNOTATION_KIND.update({a.encode(): "inline" for a in INLINE_ANNOTATIONS})
 _ANNOTATION_KIND.update({a.encode(): "args" for a in ANNOTATIONS_WITH_ARGS})
+_ANNOTATION_KIND.update({a.encode(): "static" for a in STATIC_ANNOTATIONS})
 # One scan for every annotation: candidate words, then a dict look-up (an alternation of 150
 # words is several times slower in ``re``).
-_ANNOT_RE = re.compile(rb"\b(?:__\w+|asmlinkage|notrace|noinstr|noinline\w*)")
+_ANNOT_RE = re.compile(rb"\b(?:__\w+|asmlinkage|notrace|noinstr|noinline\w*|STATIC)\b")
 _FOR_EACH_RE = re.compile(rb"for_each")
 _FUNC_MACRO_RE = re.compile(
     rb"^[ \t]*(" + b"|".join(m.encode() for m, _ in FUNCTION_MACROS) + rb")[ \t]*\([ \t]*([A-Za-z_]\w*)",
     re.M,
 )
+#: A type written as a macro argument: ``container_of(p, struct foo, list)``, ``min_t(unsigned
+#: long, a, b)``, ``va_arg(ap, const char *)``. The C grammar has no expression of that shape.
+_TYPE_ARG_START_RE = re.compile(
+    rb"[(,][ \t\n]*(?:(?:const|volatile)[ \t\n]+)*"
+    rb"(?:struct|union|enum|unsigned|signed|int|long|short|char|bool|_Bool|float|double|void)\b"
+)
+_TYPE_ARG_RE = re.compile(
+    rb"\s*(?:(?:const|volatile)\s+)*"
+    rb"(?:(?:struct|union|enum)\s+\w+"
+    rb"|(?:(?:unsigned|signed)\s+)?(?:char|short|int|long\s+long(?:\s+int)?|long(?:\s+int)?|bool|_Bool|float|double|void)"
+    rb"|unsigned|signed)"
+    rb"(?:\s*(?:\*|const\b|volatile\b))*\s*\Z"
+)
+#: Built-ins that take a type and that tree-sitter-c already reads.
+_TYPE_TAKERS = {b"sizeof", b"typeof", b"__typeof__", b"__typeof", b"alignof", b"_Alignof", b"__alignof__",
+                b"offsetof", b"__builtin_offsetof", b"_Generic", b"__builtin_types_compatible_p"}
+#: What may come before a call in an expression (not a declaration's type).
+#: (``*`` is not among them: ``struct page *alloc(void)`` is a definition.)
+_EXPRESSION_BEFORE = set(b"=(,;{}:?!&|+-/%<>[^~")
+
 _DIRECTIVE_RE = re.compile(rb"^[ \t]*#(?:[^\n]*\\\r?\n)*[^\n]*", re.M)
 _BLANK = bytes.maketrans(bytes(range(256)), b" " * 256)
 
@@ -317,6 +344,102 @@ def _prev_word(src: bytes, pos: int) -> bytes:
     return m.group(1) if m else b""
 
 
+def _open_paren_before(src: bytes, pos: int, limit: int = 4000) -> int:
+    """Offset of the parenthesis that encloses ``pos``, scanning back at most ``limit`` bytes."""
+    depth = 0
+    i = pos - 1
+    stop = max(0, pos - limit)
+    while i >= stop:
+        c = src[i]
+        if c == 0x29 or c == 0x5D or c == 0x7D:  # ) ] }
+            depth += 1
+        elif c == 0x28 or c == 0x5B or c == 0x7B:  # ( [ {
+            if depth == 0:
+                return i if c == 0x28 else -1
+            depth -= 1
+        elif c == 0x3B:  # ;
+            return -1
+        i -= 1
+    return -1
+
+
+def _arg_end(src: bytes, start: int) -> int:
+    """Offset of the ``,`` or ``)`` that ends the macro argument starting at ``start``, or -1."""
+    depth = 0
+    for i in range(start, min(len(src), start + 400)):
+        c = src[i]
+        if c in b"([{":
+            depth += 1
+        elif c in b")]}":
+            if depth == 0:
+                return i if c == 0x29 else -1
+            depth -= 1
+        elif c == 0x2C and depth == 0:
+            return i
+        elif c == 0x3B:
+            return -1
+    return -1
+
+
+def _neutralise_type_args(src: bytes, buf: bytearray, d_starts: list[int], d_ends: list[int]) -> None:
+    """``container_of(p, struct foo, list)`` -> ``container_of(p, 0         , list)``: a type
+    passed to a macro (``min_t``, ``list_entry``, ``va_arg``, ``DEFINE_PER_CPU``...) becomes ``0``
+    when the macro is called in an expression or a statement."""
+    for m in _TYPE_ARG_START_RE.finditer(src):
+        start = m.start() + 1
+        if _in_spans(d_starts, d_ends, start):
+            continue
+        end = _arg_end(src, start)
+        if end < 0 or not _TYPE_ARG_RE.match(src, start, end) or src[start:end].strip() == b"void":
+            continue
+        paren = m.start() if src[m.start()] == 0x28 else _open_paren_before(src, m.start())
+        if paren <= 0:
+            continue
+        j = paren - 1
+        while j >= 0 and src[j] in b" \t":
+            j -= 1
+        k = j
+        while k >= 0 and (chr(src[k]).isalnum() or src[k] == 0x5F):
+            k -= 1
+        name = src[k + 1 : j + 1]
+        if not name or name[:1].isdigit() or name in _TYPE_TAKERS:
+            continue  # a cast, a grouping, or a built-in that takes types
+        prev = _prev_significant(src, k + 1)
+        if not (prev == b"" or prev[0] in _EXPRESSION_BEFORE or _prev_word(src, k + 1) in (b"return", b"case")):
+            continue  # a declaration: int foo(struct bar *, int);
+        first = start
+        while first < end and src[first] in b" \t\n":
+            first += 1
+        _blank(buf, first, end)
+        buf[first] = 0x30  # "0"
+
+
+_IF_RE = re.compile(rb"[ \t]*#[ \t]*(if|ifdef|ifndef|elif|else|endif)\b")
+_ELSE_RE = re.compile(rb"else\b")
+
+
+def _neutralise_else_guards(src: bytes, buf: bytearray, directives: list[tuple[int, int]]) -> None:
+    """``#ifdef X`` / ``else if (...) ...`` / ``#endif`` inside an if-else chain: tree-sitter
+    cannot continue an ``if`` across a directive, so a group whose code starts with ``else``
+    and has no ``#else``/``#elif`` loses its two directive lines (both arms were read anyway)."""
+    stack: list[tuple[int, int, bool]] = []  # (start, end, has an #else/#elif)
+    for start, end in directives:
+        m = _IF_RE.match(src, start)
+        if m is None:
+            continue
+        word = m.group(1)
+        if word in (b"if", b"ifdef", b"ifndef"):
+            stack.append((start, end, False))
+        elif word in (b"elif", b"else"):
+            if stack:
+                stack[-1] = (stack[-1][0], stack[-1][1], True)
+        elif stack:
+            if_start, if_end, has_else = stack.pop()
+            if not has_else and _ELSE_RE.match(src[if_end : if_end + 200].lstrip()):
+                _blank(buf, if_start, if_end)
+                _blank(buf, start, end)
+
+
 def neutralise_kernel_macros(src: bytes) -> bytes:
     """Rewrite kernel annotations and macros that confuse a C parser; same length, same lines.
 
@@ -326,8 +449,11 @@ def neutralise_kernel_macros(src: bytes) -> bytes:
     * a brace-less loop macro in statement position (any name containing ``for_each``, e.g.
       ``list_for_each_entry(pos, head, member) {``) becomes ``while`` with the same arguments,
       a comma expression, so that the calls in its arguments stay visible;
+    * a type passed as a macro argument in an expression (``container_of(p, struct foo, list)``,
+      ``min_t(unsigned long, a, b)``) becomes ``0`` and spaces;
+    * ``#ifdef``/``#endif`` around an ``else if`` branch of an if-else chain are blanked;
     * ``SYSCALL_DEFINE3(read, ...)`` and the other :data:`FUNCTION_MACROS` become
-      ``int sys_read(void)`` padded with spaces.
+      ``int sys_read()`` padded with spaces.
 
     Preprocessor directives (``#define`` bodies included) are left alone.
     """
@@ -344,6 +470,8 @@ def neutralise_kernel_macros(src: bytes) -> bytes:
             buf[m.start() : m.end()] = b" " * (m.end() - m.start())
         elif kind == "inline":
             buf[m.start() : m.end()] = b"inline".ljust(m.end() - m.start())
+        elif kind == "static":
+            buf[m.start() : m.end()] = b"static"
         else:
             paren = m.end()
             while paren < len(src) and src[paren] in b" \t\n":
@@ -378,6 +506,9 @@ def neutralise_kernel_macros(src: bytes) -> bytes:
             continue  # used as an expression or a call statement, not a loop head
         buf[start:stop] = b"while".ljust(stop - start)
 
+    _neutralise_type_args(src, buf, d_starts, d_ends)
+    _neutralise_else_guards(src, buf, directives)
+
     for m in _FUNC_MACRO_RE.finditer(src):
         if _in_spans(d_starts, d_ends, m.start(1)):
             continue
@@ -387,7 +518,7 @@ def neutralise_kernel_macros(src: bytes) -> bytes:
             continue
         macro = m.group(1).decode()
         fmt = next(f for pat, f in FUNCTION_MACROS if re.fullmatch(pat, macro))
-        text = f"int {fmt.format(m.group(2).decode())}(void)".encode()
+        text = f"int {fmt.format(m.group(2).decode())}()".encode()
         line_end = src.find(b"\n", m.start(1), end)
         room = (line_end if line_end >= 0 else end) - m.start(1)
         if len(text) > room:
@@ -455,9 +586,9 @@ QUERY = """
 _EXPORT_RE = re.compile(
     rb"(?<!" + _WORD + rb")EXPORT_(PER_CPU_)?(UNUSED_)?SYMBOL(_NS)?(_GPL)?(_FUTURE)?(?!" + _WORD + rb")"
 )
-_SYMBOL_LIKE = re.compile(r"[A-Za-z_][A-Za-z0-9_.$]*\Z")
-_STRUCTURAL = ("comment", "preproc_def", "preproc_function_def", "preproc_arg", "string_literal",
-               "char_literal", "system_lib_string", "preproc_call", "concatenated_string")
+_SYMBOL_LIKE = re.compile(r"[A-Za-z_$][A-Za-z0-9_.$]*\Z")
+_NOT_CODE = ("comment", "preproc_arg", "string_literal", "string_content", "char_literal",
+             "system_lib_string", "escape_sequence", "preproc_def", "preproc_function_def")
 _DECLARATOR_FIELDS = ("pointer_declarator", "parenthesized_declarator", "attributed_declarator",
                       "function_declarator", "array_declarator", "init_declarator")
 
@@ -493,7 +624,7 @@ def _string_value(node) -> str | None:
 def _declarator_name(node):
     """The identifier node a declarator declares (descending through pointers, parentheses...)."""
     while node is not None and node.type in _DECLARATOR_FIELDS:
-        node = node.child_by_field_name("declarator")
+        node = _inner_declarator(node)  # int (*get(int))(int): parentheses have no field
     if node is not None and node.type in ("identifier", "field_identifier", "type_identifier"):
         return node
     return None
@@ -528,8 +659,14 @@ def _function_declarator(node):
     while d is not None and d.type != "function_declarator":
         if d.type not in _DECLARATOR_FIELDS:
             return None
-        d = d.child_by_field_name("declarator")
+        d = _inner_declarator(d)
     return d
+
+
+def _inner_declarator(node):
+    if node.type == "parenthesized_declarator":
+        return node.named_children[0] if node.named_children else None
+    return node.child_by_field_name("declarator")
 
 
 def _arg_index(arg_node) -> int:
@@ -797,18 +934,17 @@ def _probe_kind(node, fields: list[str], target, text: bytes) -> str:
 
 
 def _exports(text: bytes, file: str, root, defined: set[str]) -> list[ExportSite]:
-    """``EXPORT_SYMBOL*`` sites: found by a byte search, kept when the tree puts them in code."""
+    """``EXPORT_SYMBOL*`` sites: found by a byte search, kept unless the tree puts the macro's name
+    inside a comment, a string or a ``#define`` body. Only the smallest node around the name is
+    asked: error recovery can wrap real code in odd ancestors (a ``concatenated_string``)."""
     out = []
     for m in _EXPORT_RE.finditer(text):
         if root is not None:
             node = root.descendant_for_byte_range(m.start(), m.end())
-            skip = False
-            while node is not None:
-                if node.type in _STRUCTURAL:
-                    skip = True
-                    break
-                node = node.parent
-            if skip:
+            if node is not None and (
+                node.type in _NOT_CODE
+                or (node.parent is not None and node.parent.type in ("string_literal", "char_literal"))
+            ):
                 continue
         site = _export_site(text, m, file, defined)
         if site is not None:
@@ -835,7 +971,10 @@ def _export_site(text: bytes, m, file: str, defined: set[str]) -> ExportSite | N
         if len(args) < 2:
             return None
         namespace = args[1].strip('"')
-    gpl = bool(m.group(4))
+    # EXPORT_SYMBOL_GPL_FUTURE exported to every module (with a warning) until 5.13 removed it
+    # (commit f1c3d73e973c "module: remove EXPORT_SYMBOL_GPL_FUTURE"); EXPORT_UNUSED_SYMBOL* went
+    # in the same release (commit 367948220fce "module: remove EXPORT_UNUSED_SYMBOL*").
+    gpl = bool(m.group(4)) and not m.group(5)
     line = text.count(b"\n", 0, m.start()) + 1
     return ExportSite(symbol, file, line, gpl, namespace, symbol if symbol in defined else None)
 
@@ -858,7 +997,7 @@ def _braceless_header(text: bytes, file: str, error: str | None) -> FileResult:
     return FileResult(file, [], [], exports, [], [], [], includes, ParseStats(1, 0, 0, 0), error)
 
 
-def _read(path: Path) -> bytes:
+def _read(path: str | Path) -> bytes:
     with open(path, "rb") as f:
         return f.read()
 
@@ -940,8 +1079,6 @@ def resolve_file_lookups(results: Iterable[FileResult]) -> list[LookUp]:
     )
 
 
-__all__.append("resolve_file_lookups")
-
 
 # --------------------------------------------------------------------------------------------
 # Whole trees: worker shards and an incremental manifest
@@ -985,7 +1122,7 @@ def _write_table(path: Path, record_type, rows: list) -> None:
     os.replace(tmp, path)
 
 
-def _file_signature(path: Path) -> tuple[int, int]:
+def _file_signature(path: str | Path) -> tuple[int, int]:
     st = os.stat(path)
     return st.st_size, st.st_mtime_ns
 
@@ -1052,15 +1189,33 @@ def _batches(root: Path, files: list[str], target_bytes: int, max_files: int) ->
 
 def _load_manifest(shard_dir: Path, root: Path, include_dirs: list[str]) -> dict:
     path = shard_dir / "manifest.json"
-    empty = {"version": MANIFEST_VERSION, "root": str(root), "include_dirs": include_dirs,
-             "files": {}, "shards": {}, "next_shard": 0}
+    empty = {"version": MANIFEST_VERSION, "loader": _loader_fingerprint(), "root": str(root),
+             "include_dirs": include_dirs, "files": {}, "shards": {}, "next_shard": 0}
     try:
         manifest = json.loads(path.read_text())
     except (OSError, ValueError):
         return empty
-    if manifest.get("version") != MANIFEST_VERSION or manifest.get("include_dirs") != include_dirs:
+    if (
+        manifest.get("version") != MANIFEST_VERSION
+        or manifest.get("include_dirs") != include_dirs
+        or manifest.get("loader") != empty["loader"]
+    ):
         return empty
     return manifest
+
+
+def _loader_fingerprint() -> str:
+    """Hash of this loader's code and the grammar's version: a new loader re-indexes everything."""
+    h = hashlib.sha1()
+    for module in ("csource.py", "lookups.py"):
+        h.update((Path(__file__).parent / module).read_bytes())
+    try:
+        from importlib.metadata import version
+
+        h.update(version("tree-sitter-c").encode() + version("tree-sitter").encode())
+    except Exception:
+        pass
+    return h.hexdigest()
 
 
 def _save_manifest(shard_dir: Path, manifest: dict) -> None:
@@ -1120,8 +1275,8 @@ def index_tree(
     shard_dir: str | os.PathLike | None = None,
     headers: bool = True,
     progress: bool = True,
-    batch_bytes: int = 4 << 20,
-    batch_files: int = 400,
+    batch_bytes: int = 2 << 20,
+    batch_files: int = 200,
 ) -> IndexResult:
     """Index a whole tree into Parquet shards, re-parsing only what changed since the last run.
 
@@ -1136,6 +1291,7 @@ def index_tree(
     """
     started = time.monotonic()
     root = Path(root).resolve()
+    root_s = str(root)
     include_dirs = kernel_include_dirs() if include_dirs is None else list(include_dirs)
     shard_dir = Path(shard_dir) if shard_dir is not None else root / ".ksymgraph-index"
     for table in TABLES:
@@ -1150,6 +1306,7 @@ def index_tree(
     wanted = list(files) if files is not None else _walk_c_files(root)
     seen: set[str] = set()
     parsed = 0
+    dropped = False
     pool = None
     bar = None
     try:
@@ -1164,7 +1321,7 @@ def index_tree(
                 entry = known.get(rel)
                 if entry is not None and entry.get("sha1"):
                     try:
-                        sig = _file_signature(root / rel)
+                        sig = _file_signature(os.path.join(root_s, rel))  # str: pathlib costs 0.4 s here
                     except OSError:
                         sig = None
                     if sig == (entry.get("size"), entry.get("mtime_ns")):
@@ -1173,7 +1330,7 @@ def index_tree(
                         continue
                     if sig is not None:
                         try:
-                            sha1 = hashlib.sha1(_read(root / rel)).hexdigest()
+                            sha1 = hashlib.sha1(_read(os.path.join(root_s, rel))).hexdigest()
                         except OSError:
                             sha1 = None
                         if sha1 == entry["sha1"]:
@@ -1185,6 +1342,7 @@ def index_tree(
                     gone.setdefault(entry["shard"], set()).add(rel)
                 to_parse.append(rel)
             _drop_files(shard_dir, manifest, gone)
+            dropped = dropped or bool(gone)
             if to_parse:
                 batches = _batches(root, to_parse, batch_bytes, batch_files)
                 jobs = []
@@ -1227,7 +1385,13 @@ def index_tree(
     _drop_files(shard_dir, manifest, gone)
     _save_manifest(shard_dir, manifest)
 
-    lookups = _write_lookups(shard_dir)
+    lookups_file = shard_dir / "lookups.parquet"
+    if parsed or gone or dropped or not lookups_file.is_file():
+        lookups = _write_lookups(shard_dir)
+    else:
+        import pyarrow.parquet as pq
+
+        lookups = pq.read_metadata(lookups_file).num_rows
     rows = {t: 0 for t in TABLES}
     shards = []
     for shard_id, info in manifest["shards"].items():
@@ -1235,27 +1399,30 @@ def index_tree(
             rows[t] += info["rows"][t]
             shards.append(shard_dir / t / f"{shard_id}.parquet")
     rows["lookups"] = lookups
-    stats = ParseStats(0, 0, 0, 0)
-    errors = []
-    for rel, entry in sorted(known.items()):
-        stats = stats + ParseStats(*entry["stats"])
-        if entry.get("error"):
-            errors.append(Skipped(rel, entry["error"]))
+    stats = ParseStats(*(sum(column) for column in zip(*(e["stats"] for e in known.values())))) if known \
+        else ParseStats(0, 0, 0, 0)
+    errors = [Skipped(rel, e["error"]) for rel, e in sorted(known.items()) if e.get("error")]
     return IndexResult(shard_dir, shards, rows, stats, errors, parsed, len(known) - parsed,
                        time.monotonic() - started)
 
 
 def _write_lookups(shard_dir: Path) -> int:
-    """Resolve lookups through wrappers over the whole index into ``lookups.parquet``."""
+    """Resolve lookups through wrappers over the whole index into ``lookups.parquet``.
+
+    Only the string arguments passed to a lookup function or a wrapper are turned into Python
+    records (filtered in Arrow first), which keeps an incremental run short."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     def records(table, record_type):
-        t = read_table(shard_dir, table)
-        cols = [t[name].to_pylist() for name in record_type._fields]
+        cols = [table[name].to_pylist() for name in record_type._fields]
         return [record_type(*row) for row in zip(*cols)]
 
-    found = list(
-        resolve_lookups(records("string_args", StringArg), records("arg_flows", ArgFlow),
-                        records("direct_lookups", LookUp))
-    )
+    flows = records(read_table(shard_dir, "arg_flows"), ArgFlow)
+    wrappers = find_wrappers(flows)
+    args = read_table(shard_dir, "string_args")
+    args = args.filter(pc.is_in(args["callee"], value_set=pa.array(sorted({f for f, _ in wrappers}), type=pa.string())))
+    found = list(resolve_lookups(records(args, StringArg), flows, records(read_table(shard_dir, "direct_lookups"), LookUp)))
     _write_table(shard_dir / "lookups.parquet", LookUp, found)
     return len(found)
 

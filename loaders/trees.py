@@ -20,7 +20,7 @@ from typing import NamedTuple
 from ksymgraph.loaders import debian
 from ksymgraph.loaders.records import LoaderError, Skipped
 
-__all__ = ["SourceTree", "is_kernel_tree", "debian_source_tree", "debian_headers_tree", "index_source_tree"]
+__all__ = ["SourceTree", "is_kernel_tree", "debian_source_tree", "debian_headers_tree", "index_dir", "index_source_tree"]
 
 #: Debian flavour suffix → the kernel's architecture directory.
 ARCH_DIRS = {"amd64": "x86", "i386": "x86", "686": "x86", "686-pae": "x86", "arm64": "arm64", "armmp": "arm",
@@ -91,7 +91,7 @@ def debian_headers_tree(release: str) -> tuple[Path, list[str]]:
     return root, files
 
 
-def _index_dir(root: Path) -> Path:
+def index_dir(root: Path) -> Path:
     """The cache directory of ``root``'s index; indexes of trees that no longer exist are removed."""
     import shutil
 
@@ -122,7 +122,7 @@ def index_source_tree(root: str | Path, config: Path | None = None, workers: int
     root = Path(root).resolve()
     if not root.is_dir():
         raise LoaderError(str(root), "not a directory")
-    shard_dir = _index_dir(root)
+    shard_dir = index_dir(root)
     from ksymgraph.loaders.macros import header_files, index_macros
 
     headers = header_files(root) if files is None else [f for f in files if f.endswith(".h")]
