@@ -28,6 +28,7 @@ from typing import Iterable, NamedTuple
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ksymgraph.loaders.macros import FILE_SCOPE
 from ksymgraph.loaders.trees import SourceTree
 
 __all__ = ["SourceTables", "source_tables"]
@@ -64,8 +65,8 @@ def _read(tree: SourceTree, table: str) -> pa.Table:
     macros = tree.shard_dir / "macros" / f"{table}.parquet"
     if table in ("functions", "calls") and macros.is_file():
         m = pq.read_table(macros)
-        if table == "functions":
-            m = m.append_column("is_macro", pa.array([True] * len(m), pa.bool_()))
+        if table == "functions":  # macros, and the file-scope pseudo-functions of .c files
+            m = m.append_column("is_macro", pc.not_equal(m["name"], pa.scalar(FILE_SCOPE)))
         t = pa.concat_tables([t, m.cast(t.schema)])
     if tree.prefix and "file" in t.column_names:
         t = t.set_column(t.column_names.index("file"), "file",

@@ -22,7 +22,10 @@ from typing import Iterable, Iterator
 
 from ksymgraph.loaders.csource import Call, FunctionDef
 
-__all__ = ["for_each_macro", "index_macros", "header_files"]
+__all__ = ["for_each_macro", "for_each_file_scope_call", "index_macros", "header_files", "FILE_SCOPE"]
+
+#: The pseudo-function that holds a ``.c`` file's file-scope macro invocations.
+FILE_SCOPE = "(file scope)"
 
 _DEFINE = re.compile(rb"^[ \t]*#[ \t]*define[ \t]+([A-Za-z_]\w*)\(([^)]*)\)(.*)$")
 _CALL = re.compile(rb"\b([A-Za-z_]\w*)[ \t]*\(")
@@ -73,9 +76,40 @@ def for_each_macro(root: str | os.PathLike, files: Iterable[str]) -> Iterator[tu
             i += 1
 
 
-def index_macros(root: str | os.PathLike, shard_dir: str | os.PathLike, files: Iterable[str] | None = None) -> int:
-    """Write the macros of ``files`` (default: every header under ``root``) as ``macros/functions``
-    and ``macros/calls`` Parquet tables in ``shard_dir``; returns the number of macros."""
+_FILE_SCOPE_CALL = re.compile(rb"^([A-Za-z_]\w*)[ \t]*\(.*\)[ \t]*;", re.M)
+
+
+def for_each_file_scope_call(root: str | os.PathLike, files: Iterable[str]) -> Iterator[tuple[FunctionDef, list[Call]]]:
+    """File-scope macro invocations of ``.c`` files (``module_usb_driver(foo_driver);``,
+    ``module_init(foo_init);``), as calls from a pseudo-function :data:`FILE_SCOPE` per file.
+
+    Drivers register through such macros (``module_usb_driver`` → ``module_driver`` →
+    ``usb_register`` → ``usb_register_driver``); without them a what-if finds no call site in
+    most drivers. A statement at column 0 is taken as file scope (kernel style indents bodies).
+    """
+    root = Path(root)
+    for rel in files:
+        try:
+            data = (root / rel).read_bytes()
+        except OSError:
+            continue
+        calls = []
+        line, pos = 1, 0
+        for m in _FILE_SCOPE_CALL.finditer(data):
+            line += data.count(b"\n", pos, m.start())
+            pos = m.start()
+            name = m.group(1)
+            if name not in _NOT_CALLS:
+                calls.append(Call(FILE_SCOPE, name.decode("ascii"), rel, line, False))
+        if calls:
+            yield FunctionDef(FILE_SCOPE, rel, 1, data.count(b"\n") + 1, True, False), calls
+
+
+def index_macros(root: str | os.PathLike, shard_dir: str | os.PathLike, files: Iterable[str] | None = None,
+                 c_files: Iterable[str] = ()) -> int:
+    """Write the macros of ``files`` (default: every header under ``root``) and the file-scope
+    macro calls of ``c_files`` as ``macros/functions`` and ``macros/calls`` Parquet tables in
+    ``shard_dir``; returns the number of macros."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -83,6 +117,10 @@ def index_macros(root: str | os.PathLike, shard_dir: str | os.PathLike, files: I
     defs: list[FunctionDef] = []
     calls: list[Call] = []
     for d, cs in for_each_macro(root, files):
+        defs.append(d)
+        calls.extend(cs)
+    n = len(defs)
+    for d, cs in for_each_file_scope_call(root, c_files):
         defs.append(d)
         calls.extend(cs)
     out = Path(shard_dir) / "macros"
@@ -96,4 +134,4 @@ def index_macros(root: str | os.PathLike, shard_dir: str | os.PathLike, files: I
         tmp = out / f".{name}.parquet.tmp"
         pq.write_table(table, tmp)
         os.replace(tmp, out / f"{name}.parquet")
-    return len(defs)
+    return n

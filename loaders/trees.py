@@ -130,7 +130,9 @@ def index_source_tree(root: str | Path, config: Path | None = None, workers: int
     # A headers-only tree (a linux-headers package) is indexed header by header.
     result = index_tree(root, files=files if files is not None else (None if has_c else headers),
                         workers=workers or 2, shard_dir=shard_dir, progress=progress)
-    index_macros(root, shard_dir, headers)
+    c_files = [f for f in files if f.endswith(".c")] if files is not None else (
+        sorted(str(p.relative_to(root)) for p in root.rglob("*.c")) if has_c else [])
+    index_macros(root, shard_dir, headers, c_files)
     skipped = list(result.errors)
     kernel = is_kernel_tree(root)
     built: dict[str, str] = {}

@@ -61,7 +61,7 @@ RETURN DISTINCT m.name AS module, t.name AS symbol, f.name AS function, f.file A
 ORDER BY module, symbol, file, line
 """
 _CALL_SITES_VIA_HEADERS = """
-MATCH (m:Module)<-[:BUILT_INTO]-(file:File)<-[:DEFINED_IN]-(f:Function)-[c:CALLS]->(h:Function)-[:CALLS*1..2]->(t)
+MATCH (m:Module)<-[:BUILT_INTO]-(file:File)<-[:DEFINED_IN]-(f:Function)-[c:CALLS]->(h:Function)-[:CALLS*1..3]->(t)
 WHERE m.kernel = $kernel AND m.name IN $modules AND t.name IN $symbols
   AND h.static = true AND h.file ENDS WITH '.h'
 RETURN DISTINCT m.name AS module, t.name AS symbol, f.name AS function, f.file AS file, c.line AS line,
@@ -93,7 +93,8 @@ def source_loaded(store: GraphStore, kernel: str) -> bool:
 
 def call_sites(store: GraphStore, kernel: str, modules: list[str], symbols: list[str]) -> list[CallSite]:
     """Calls to any of ``symbols`` in the source files built into any of ``modules``: direct
-    ones, and calls of header inlines or macros that reach them within two more calls."""
+    ones, and calls of header inlines or macros that reach them within three more calls
+    (``module_usb_driver`` → ``module_driver`` → ``usb_register`` → ``usb_register_driver``)."""
     if not modules or not symbols:
         return []
     params = {"kernel": kernel, "modules": sorted(set(modules)), "symbols": sorted(set(symbols))}

@@ -159,8 +159,13 @@ def test_source_counts_reported(loaded):
     names = {n for n, _ in macros}
     assert {"EXPORT_SYMBOL", "EXPORT_SYMBOL_GPL", "MODULE_LICENSE", "MODULE_IMPORT_NS"} <= names
     assert {f for _, f in macros} == {"fixture-src/fixture_module.h"}
-    # a_plain a_gpl a_ns b_fn c_fn d_fn e_fn lookup_funcptr f_init, and the header's macros
-    assert (c["Function"], c["EXPORTED_AS"], c["LOOKS_UP"], c["BUILT_INTO"]) == (9 + len(macros), 4, 3, 6)
+    scopes = q(store, "MATCH (f:Function)-[c:CALLS]->(g) WHERE f.kernel = $k AND f.name = '(file scope)' "
+                      "AND f.file = 'fixture-src/user_b.c' RETURN g.name, c.line ORDER BY c.line")
+    assert [n for n, _ in scopes] == ["EXPORT_SYMBOL_GPL", "MODULE_LICENSE", "MODULE_IMPORT_NS", "MODULE_INFO",
+                                      "MODULE_INFO", "MODULE_VERSION_CRC", "MODULE_VERSION_CRC"]
+    # a_plain a_gpl a_ns b_fn c_fn d_fn e_fn lookup_funcptr f_init, the header's macros and one
+    # file-scope pseudo-function per .c file
+    assert (c["Function"], c["EXPORTED_AS"], c["LOOKS_UP"], c["BUILT_INTO"]) == (9 + len(macros) + 6, 4, 3, 6)
     assert c["unattributed_files"] == 1  # the header
     calls = q(store, "MATCH (f:Function)-[:CALLS]->(g:Function) WHERE f.kernel = $k AND f.name = 'EXPORT_SYMBOL' "
                      "RETURN g.name ORDER BY g.name")
