@@ -6,7 +6,9 @@ turned ``kmalloc()`` into ``#define kmalloc(...) alloc_hooks(kmalloc_noprof(__VA
 modules rebuilt against 6.10+ headers import ``__kmalloc_noprof`` where they imported
 ``__kmalloc``. tree-sitter does not expand macros, so this module reads every function-like
 ``#define NAME(params) body`` of the headers and records it as a function definition (``static``
-and ``inline``, like a header inline) with one call per identifier followed by ``(`` in its body.
+and ``inline``, like a header inline) with one call per identifier followed by ``(`` in its body,
+and per lower-case name passed as an argument to another macro (a function handed on to be
+called, as ``module_usb_driver`` hands ``usb_register`` to ``module_driver``).
 
 Records use the C loader's types (:class:`~ksymgraph.loaders.csource.FunctionDef`,
 :class:`~ksymgraph.loaders.csource.Call`) and are written next to its shards as
@@ -29,6 +31,9 @@ FILE_SCOPE = "(file scope)"
 
 _DEFINE = re.compile(rb"^[ \t]*#[ \t]*define[ \t]+([A-Za-z_]\w*)\(([^)]*)\)(.*)$")
 _CALL = re.compile(rb"\b([A-Za-z_]\w*)[ \t]*\(")
+#: A function name handed to another macro as an argument (``module_driver(__usb_driver,
+#: usb_register, usb_deregister)`` calls ``usb_register`` through its ``__register`` parameter).
+_ARG = re.compile(rb"[(,][ \t]*([a-z_][a-z0-9_]*)[ \t]*(?=[,)])")
 _NOT_CALLS = frozenset([b"if", b"while", b"for", b"switch", b"return", b"sizeof", b"typeof", b"__typeof__",
                         b"__builtin_constant_p", b"__builtin_expect", b"defined", b"do", b"__stringify",
                         b"__attribute__", b"__same_type", b"_Generic", b"__is_constexpr"])
@@ -67,10 +72,12 @@ def for_each_macro(root: str | os.PathLike, files: Iterable[str]) -> Iterator[tu
             params = {p.strip() for p in m.group(2).split(b",")}
             calls = []
             for n, text in enumerate(body):
-                for c in _CALL.finditer(text):
+                seen = set()
+                for c in (*_CALL.finditer(text), *_ARG.finditer(text)):
                     callee = c.group(1)
-                    if callee in _NOT_CALLS or callee in params or callee.decode("ascii") == name:
+                    if callee in _NOT_CALLS or callee in params or callee in seen or callee.decode("ascii") == name:
                         continue
+                    seen.add(callee)
                     calls.append(Call(name, callee.decode("ascii"), rel, start + n + 1, False))
             yield FunctionDef(name, rel, start + 1, i + 1, True, True), calls
             i += 1
