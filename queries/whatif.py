@@ -301,15 +301,17 @@ def _lookups_hit(proj: KernelProjection, changes: list[Change], touched: set[str
     for mod, lus in sorted(proj.lookups.items()):
         if mod in gone:
             continue
-        lost_kallsyms = mod in finders or any(
-            e.module in finders for i in proj.imports.get(mod, ()) for e in proj.exports.get(i.symbol, ()))
+        finder = mod if mod in finders else next(
+            (e.module for i in proj.imports.get(mod, ()) for e in proj.exports.get(i.symbol, ()) if e.module in finders),
+            None)
         for lu in lus:
             why = None
             mech = MECHANISMS.get(lu.how)
             if mech and mech in removed:
                 why = f"{lu.how} needs {mech}, which the change unexports"
-            elif lost_kallsyms and (lu.how == "kallsyms_lookup_name" or lu.how.startswith("wrapper:")):
-                why = ("resolved through kallsyms_lookup_name, which this module finds with a kprobe; "
+            elif finder and (lu.how == "kallsyms_lookup_name" or lu.how.startswith("wrapper:")):
+                who = "this module" if finder == mod else finder
+                why = (f"resolved through kallsyms_lookup_name, which {who} finds with a kprobe; "
                        "register_kprobe is unexported")
             elif lu.symbol in touched and lu.how.startswith("symbol_") and not [
                     e for e in exports.get(lu.symbol, ()) if e.module not in failed and e.module not in gone]:
