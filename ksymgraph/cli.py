@@ -165,6 +165,13 @@ def build_parser() -> argparse.ArgumentParser:
     _store_args(s, kernel=False)
     s.add_argument("--kernel", action="append", metavar="NAME", help="kernel to export (repeatable; default: all)")
 
+    s = sub.add_parser("explore", help="serve the what-if explorer notebook in the browser (Voila, offline)",
+                       description="Serve notebooks/02-whatif-explorer.ipynb with Voila on 127.0.0.1, with a "
+                                   "template that loads nothing from the internet; open the printed URL.")
+    s.add_argument("--port", type=int, default=8866)
+    s.add_argument("--notebook", metavar="PATH", help="notebook to serve (default: the explorer)")
+    _store_args(s, kernel=False)
+
     s = sub.add_parser("kernels", help="list the kernels in the store")
     _store_args(s, kernel=False)
     return p
@@ -354,6 +361,29 @@ def cmd_diff(args) -> int:
     return 1 if args.exit_code and d.breaking else 0
 
 
+def cmd_explore(args) -> int:
+    import os
+    import subprocess
+    import tempfile
+
+    from ksymgraph.explorer import offline_voila_template
+
+    notebook = Path(args.notebook) if args.notebook else (
+        Path(__file__).resolve().parent.parent / "notebooks" / "02-whatif-explorer.ipynb")
+    if not notebook.is_file():
+        raise CliError(f"{notebook}: no such notebook (give --notebook PATH)")
+    env = dict(os.environ)
+    if args.db:
+        env["KSYMGRAPH_DB"] = str(Path(args.db).resolve())
+    if args.neo4j:
+        env["NEO4J_URI"] = args.neo4j
+    with tempfile.TemporaryDirectory() as tmp:
+        env["JUPYTER_PATH"] = os.pathsep.join(filter(None, [str(offline_voila_template(tmp)), env.get("JUPYTER_PATH")]))
+        print(f"serving {notebook} at http://127.0.0.1:{args.port}/ (Ctrl-C stops)", file=sys.stderr)
+        return subprocess.call([sys.executable, "-m", "voila", str(notebook), "--no-browser", f"--port={args.port}",
+                                "--Voila.ip=127.0.0.1", "--template=ksymgraph-offline"], env=env)
+
+
 def cmd_kernels(args) -> int:
     with _open(args) as store:
         rows = store.query("MATCH (k:Kernel) RETURN k.release AS kernel, k.version AS version, k.arch AS arch, "
@@ -365,7 +395,7 @@ def cmd_kernels(args) -> int:
 
 
 COMMANDS = {"load": cmd_load, "whatif": cmd_whatif, "query": cmd_query, "usage": cmd_usage, "check": cmd_check,
-            "diff": cmd_diff, "export": cmd_export, "kernels": cmd_kernels}
+            "diff": cmd_diff, "export": cmd_export, "explore": cmd_explore, "kernels": cmd_kernels}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -33,7 +33,8 @@ from ksymgraph.notebook import (broken_graph, by_subsystem, kernel_projection, m
                                 plot_by_subsystem, run_whatif, save_report, symbol_completions, to_cytoscape)
 from ksymgraph.queries.whatif import ChangeError, WhatIfResult
 
-__all__ = ["WhatIfExplorer", "sortable_table_html", "CHANGE_CHOICES", "MAX_DRAWN", "CYTOSCAPE_STYLE"]
+__all__ = ["WhatIfExplorer", "sortable_table_html", "offline_voila_template", "CHANGE_CHOICES", "MAX_DRAWN",
+           "CYTOSCAPE_STYLE"]
 
 #: (label, kind) pairs of the change picker.
 CHANGE_CHOICES = (("unexport", "unexport"), ("GPL-only", "gpl-only"), ("namespace", "namespace"),
@@ -250,3 +251,23 @@ class WhatIfExplorer(widgets.VBox):
         path = save_report(self.result, self.report_path(ext))
         self.saved.value = f"saved <code>{html.escape(str(path))}</code>"
         return path
+
+
+def offline_voila_template(root: str | Path) -> Path:
+    """Write a Voila template ``ksymgraph-offline`` under ``root`` and return ``root`` (a
+    ``JUPYTER_PATH`` entry): Voila's ``lab`` template without the two Font Awesome stylesheets it
+    links from a CDN, so the served explorer makes no request beyond the machine."""
+    import shutil
+
+    import voila.paths
+
+    root = Path(root)
+    lab = next(Path(d) for d in voila.paths.jupyter_path("voila", "templates", "lab") if Path(d).is_dir())
+    dest = root / "voila" / "templates" / "ksymgraph-offline"
+    if dest.exists():
+        shutil.rmtree(dest)
+    shutil.copytree(lab, dest)
+    page = dest / "index.html.j2"
+    page.write_text("".join(ln for ln in page.read_text().splitlines(keepends=True) if "cdn.jsdelivr.net" not in ln))
+    (dest / "conf.json").write_text('{"base_template": "lab"}\n')
+    return root

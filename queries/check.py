@@ -56,18 +56,28 @@ class CheckResult(NamedTuple):
 
 
 _USERS = """
-MATCH (f:Function)-[c:CALLS]->(t)
-WHERE f.kernel = $kernel AND t.name = $symbol
-MATCH (f)-[:DEFINED_IN]->(:File)-[:BUILT_INTO]->(m:Module)
-WHERE m.name <> 'vmlinux'
+MATCH (m:Module)<-[:BUILT_INTO]-(:File)<-[:DEFINED_IN]-(f:Function)-[c:CALLS]->(t)
+WHERE m.kernel = $kernel AND m.name <> 'vmlinux' AND t.name = $symbol
+RETURN DISTINCT m.name AS module, f.name AS function, f.file AS file, c.line AS line
+ORDER BY module, file, line
+"""
+_USERS_VIA_HEADERS = """
+MATCH (m:Module)<-[:BUILT_INTO]-(:File)<-[:DEFINED_IN]-(f:Function)-[c:CALLS]->(h:Function)-[:CALLS*1..3]->(t)
+WHERE m.kernel = $kernel AND m.name <> 'vmlinux' AND t.name = $symbol
+  AND h.static = true AND h.file ENDS WITH '.h'
 RETURN DISTINCT m.name AS module, f.name AS function, f.file AS file, c.line AS line
 ORDER BY module, file, line
 """
 
 
 def in_tree_modular_users(store: GraphStore, kernel: str, symbol: str) -> list[dict]:
-    """In-tree functions built into a module (not vmlinux) that call ``symbol``."""
-    return store.query(_USERS, {"kernel": kernel, "symbol": symbol}).dicts()
+    """In-tree functions built into a module (not vmlinux) that call ``symbol``, directly or
+    through a header's inline or macro."""
+    params = {"kernel": kernel, "symbol": symbol}
+    rows = store.query(_USERS, params).dicts()
+    seen = {(r["module"], r["file"], r["line"]) for r in rows}
+    rows += [r for r in store.query(_USERS_VIA_HEADERS, params).dicts() if (r["module"], r["file"], r["line"]) not in seen]
+    return sorted(rows, key=lambda r: (r["module"], r["file"], r["line"]))
 
 
 def _source_loaded(store: GraphStore, kernel: str) -> bool:

@@ -24,6 +24,8 @@ from urllib.parse import urlparse
 import nbformat
 import pytest
 
+from ksymgraph.explorer import offline_voila_template
+
 from test_notebooks import NOTEBOOKS, with_parameters
 from test_notebooks import fixture_db  # noqa: F401  (a fixture this module uses)
 
@@ -50,20 +52,6 @@ def _wait_listening(port: int, proc: subprocess.Popen, log: Path, timeout: float
     pytest.fail(f"voila did not listen on {port} within {timeout} s:\n{log.read_text()[-3000:]}")
 
 
-def offline_template(root: Path) -> Path:
-    """A Voila template ``ksymgraph-offline`` under ``root`` (a JUPYTER_PATH entry): Voila's ``lab``
-    template without the two Font Awesome stylesheets it links from cdn.jsdelivr.net."""
-    import voila.paths
-
-    lab = next(Path(d) for d in voila.paths.jupyter_path("voila", "templates", "lab") if Path(d).is_dir())
-    dest = root / "voila" / "templates" / "ksymgraph-offline"
-    shutil.copytree(lab, dest)
-    page = dest / "index.html.j2"
-    page.write_text("".join(ln for ln in page.read_text().splitlines(keepends=True) if "cdn.jsdelivr.net" not in ln))
-    (dest / "conf.json").write_text('{"base_template": "lab"}\n')
-    return root
-
-
 @pytest.fixture
 def voila_app(fixture_db, tmp_path):
     """(URL, save directory) of the explorer notebook served by Voila on the fixture kernel."""
@@ -84,7 +72,7 @@ def voila_app(fixture_db, tmp_path):
              "--show_tracebacks=True", "--template=ksymgraph-offline"],
             cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT,
             env={**os.environ, "JUPYTER_PATH": os.pathsep.join(
-                filter(None, [str(offline_template(tmp_path / "jupyter")), os.environ.get("JUPYTER_PATH")]))})
+                filter(None, [str(offline_voila_template(tmp_path / "jupyter")), os.environ.get("JUPYTER_PATH")]))})
     try:
         _wait_listening(port, proc, log)
         yield f"http://127.0.0.1:{port}/", save_dir, log

@@ -167,7 +167,8 @@ def test_01_lttng_story_on_debian(tmp_path, debian_kernel):
     release = debian_kernel.release
     nb = execute(with_parameters(NOTEBOOKS / "01-unbreak-lttng.ipynb", {
         "release": release, "upgrade_to": trixie_release(), "db": str(tmp_path / "lttng.lbdb"),
-        "symbol": "register_kprobe", "load": "missing", "with_source": True}), tmp_path, timeout=1800)
+        "symbol": "register_kprobe", "load": "missing", "with_source": True, "kernel_source": True}),
+        tmp_path, timeout=1800)
     nbformat.write(nb, tmp_path / "01-executed.ipynb")
     print(f"\nexecuted notebook: {tmp_path / '01-executed.ipynb'}")
     text = text_of(nb)
@@ -182,6 +183,10 @@ def test_01_lttng_story_on_debian(tmp_path, debian_kernel):
     m = re.search(rf"on {re.escape(release)}: (\d+) of (\d+) modules would load", text)
     assert m and m.group(1) == m.group(2) and int(m.group(1)) >= 40
     assert "symbols reached by name" in text or "none loaded yet" in text
-    if "source not loaded" not in text:  # LTTng's source indexed with its binaries: call sites and lookups
-        assert "direct: lttng_wrapper: unknown-symbol register_kprobe, called from do_get_kallsyms (" in text
-        assert "symbols reached by name" in text and "kallsyms_lookup_name" in text
+    assert "source not loaded" not in text
+    # LTTng's source indexed with its binaries: call sites and lookups
+    assert "direct: lttng_wrapper: unknown-symbol register_kprobe, called from do_get_kallsyms (" in text
+    assert "symbols reached by name" in text and "kallsyms_lookup_name" in text
+    # the kernel's own source: who in-tree uses what LTTng reaches by name (the reviewers' question)
+    assert "symbol looked up by name" in text and "in-tree modular callers" in text
+    assert re.search(r"task_prio\s+\d+", text), "task_prio's in-tree modular callers are counted"
