@@ -19,7 +19,7 @@ import pyarrow as pa
 
 from ksymgraph.graph.schema import NODES, arrow_type, node_id, node_table, rel_table
 from ksymgraph.loaders.elf import ModuleData
-from ksymgraph.loaders.records import Export, Import, ModuleInfo, Skipped
+from ksymgraph.loaders.records import Export, ModuleInfo, Skipped
 from ksymgraph.loaders.symvers import SymversEntry
 
 if TYPE_CHECKING:

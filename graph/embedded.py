@@ -14,7 +14,6 @@ process, so the builder guarantees unique ids and this module checks them before
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 

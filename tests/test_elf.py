@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import gzip
 import lzma
-import shutil
 
 import pytest
 import zstandard

@@ -13,7 +13,6 @@ the installed packages.
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import subprocess
 import sys

@@ -24,7 +24,7 @@ from ksymgraph.loaders import csource, debian, kbuild, trees
 
 pytestmark = pytest.mark.realdata
 
-RELEASE = os.environ.get("KSYMGRAPH_TEST_RELEASE", "6.1.0-50-amd64")
+
 
 #: Directories compared with ctags (a fixed, large subset: ~3,000 .c files).
 CTAGS_DIRS = ("kernel/", "mm/", "fs/", "net/core/", "drivers/base/")
@@ -43,8 +43,8 @@ def _need(program: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def kernel_tree() -> Path:
-    return trees.debian_source_tree(RELEASE)
+def kernel_tree(debian_kernel) -> Path:
+    return trees.debian_source_tree(debian_kernel.release)
 
 
 @pytest.fixture(scope="module")
@@ -227,19 +227,14 @@ def test_lttng_lookups(lttng_tree):
     }
 
 
-@pytest.fixture(scope="module")
-def debian_image():
-    unpacked, _ = debian.fetch_package(f"linux-image-{RELEASE}")
-    return unpacked
-
-
-def test_kbuild_coverage(kernel_tree, debian_image):
-    config = debian_image / "boot" / f"config-{RELEASE}"
-    kos = glob.glob(str(debian_image / "lib" / "modules" / "*" / "kernel" / "**" / "*.ko*"), recursive=True)
+def test_kbuild_coverage(kernel_tree, debian_kernel):
+    # The kernel conftest picks for every real-data test: its config drives Kbuild.
+    config = debian_kernel.config
+    kos = glob.glob(str(debian_kernel.modules_dir / "kernel" / "**" / "*.ko*"), recursive=True)
     records = list(kbuild.evaluate_kbuild(kernel_tree, config))
     share, unmapped = kbuild.kbuild_coverage(records, kos)
     builtin = sum(r.module == "vmlinux" for r in records)
-    print(f"\nKbuild on {kernel_tree.name} with config-{RELEASE}: {len(records)} file->module records, "
+    print(f"\nKbuild on {kernel_tree.name} with {config.name}: {len(records)} file->module records, "
           f"{builtin} built-in files, {len({r.module for r in records}) - 1} modules; coverage of "
           f"{len(kos)} .ko: {share:.2%}; unmapped: {unmapped}")
     assert len(kos) > 3_000
@@ -248,7 +243,7 @@ def test_kbuild_coverage(kernel_tree, debian_image):
     for r in records:
         by_module.setdefault(r.module, set()).add(r.file)
     # the ko paths Kbuild computes are the image's paths under kernel/
-    ko_paths = {os.path.relpath(k, next(iter(glob.glob(str(debian_image / "lib/modules/*/kernel"))))) for k in kos}
+    ko_paths = {os.path.relpath(k, debian_kernel.modules_dir / "kernel") for k in kos}
     ours = {r.ko for r in records if r.ko}
     assert len({p.split(".ko")[0] + ".ko" for p in ko_paths} - ours) <= len(unmapped) + 0.01 * len(kos)
     assert "fs/ext4/super.c" in by_module["ext4"]
