@@ -43,6 +43,8 @@ class LoadSummary(NamedTuple):
     """Everything not loaded, with reasons: sources, module files, Module.symvers lines, duplicates."""
     seconds: float
     """Wall time of the whole load."""
+    parse: object = None
+    """With source trees: their summed :class:`~ksymgraph.loaders.csource.ParseStats`."""
 
 
 def _progress(iterable, total: int, desc: str, enabled: bool):
@@ -162,4 +164,7 @@ def load_kernel(
     with _bulk_allocation():
         batch, report = build_kernel_graph(meta, modules, entries, lookups, trees)
     store.replace_kernel(batch)
-    return LoadSummary(meta.release, report, skipped + report.duplicates, time.perf_counter() - t0)
+    parse = None
+    for tree in trees:
+        parse = tree.stats if parse is None else parse + tree.stats
+    return LoadSummary(meta.release, report, skipped + report.duplicates, time.perf_counter() - t0, parse)

@@ -213,6 +213,9 @@ def cmd_load(args) -> int:
         print(f"source: {c.get('Function', 0)} functions, {c.get('CALLS->Function', 0) + c.get('CALLS->Symbol', 0)} "
               f"calls, {c.get('EXPORTED_AS', 0)} export sites, {c.get('LOOKS_UP', 0)} run-time lookups, "
               f"{c.get('BUILT_INTO', 0)} files attributed to modules ({c.get('unattributed_files', 0)} not)")
+        if s.parse is not None:
+            print(f"parsed {s.parse.files} files: parse errors touch {s.parse.function_error_share():.2%} of "
+                  f"{s.parse.functions} function definitions")
     if r.symvers_mismatches:
         print(f"{len(r.symvers_mismatches)} exports differ between module files and Module.symvers, e.g. "
               f"{r.symvers_mismatches[0]}")
