@@ -16,6 +16,7 @@ from collections import defaultdict
 from typing import TYPE_CHECKING, Iterable, NamedTuple
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from ksymgraph.graph.schema import NODES, arrow_type, node_id, node_table, rel_table
 from ksymgraph.loaders.elf import ModuleData
@@ -257,6 +258,11 @@ def build_kernel_graph(
         from ksymgraph.graph.source import source_tables
 
         st = source_tables(k, sources, mod_ids, set(sym_ids.values()))
+        # A symbol some non-static function implements is a function (the binaries cannot tell).
+        implemented = st.rels[("IMPLEMENTS", "Function", "Symbol")]["to"]
+        sym = nodes["Symbol"]
+        kind = pc.if_else(pc.is_in(sym["id"], implemented), pa.scalar("function"), sym["kind"])
+        nodes["Symbol"] = sym.set_column(sym.column_names.index("kind"), "kind", kind)
         _merge(nodes, st.nodes)
         _merge(rels, st.rels)
         source_counts = st.counts

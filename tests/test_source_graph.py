@@ -112,8 +112,10 @@ def test_export_sites_and_implements(store, built_tree):
         ("a_plain", False, "", line_of(src, r"^EXPORT_SYMBOL\(a_plain\)")),
     ]
     rows = q(store, "MATCH (f:Function)-[:IMPLEMENTS]->(s:Symbol)<-[:EXPORTS]-(m:Module) "
-                    "WHERE f.kernel = $k AND s.name = 'a_plain' RETURN f.file, m.name")
-    assert rows == [("fixture-src/core_a.c", "core_a")]
+                    "WHERE f.kernel = $k AND s.name = 'a_plain' RETURN f.file, m.name, s.kind")
+    assert rows == [("fixture-src/core_a.c", "core_a", "function")]
+    # a_data is a variable: nothing implements it, the binaries cannot tell its kind
+    assert q(store, "MATCH (s:Symbol) WHERE s.kernel = $k AND s.name = 'a_data' RETURN s.kind") == [("unknown",)]
 
 
 def test_lookups_become_looks_up_edges(store, built_tree):
