@@ -101,6 +101,8 @@ class KernelProjection:
         self.imports: dict[str, list[ImportEdge]] = defaultdict(list)
         self.lookups: dict[str, list[LookUp]] = defaultdict(list)
         self._importers: dict[str, set[str]] | None = None
+        #: Modules failing with no change, filled once by :func:`ksymgraph.queries.whatif.failing_modules`.
+        self.failing: dict | None = None
 
     @classmethod
     def from_store(cls, store: GraphStore, kernel: str) -> "KernelProjection":

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 import tempfile
 from pathlib import Path
@@ -194,8 +193,3 @@ def _system_suite() -> str | None:
         return None
     m = re.search(r"^VERSION_CODENAME=(\w+)", text, re.M)
     return m.group(1) if m else None
-
-
-def clear_cache() -> None:
-    """Remove the unpacked packages (not the private apt lists)."""
-    shutil.rmtree(cache_dir() / "debs", ignore_errors=True)

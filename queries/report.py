@@ -18,11 +18,8 @@ from ksymgraph.queries.diff import DIFF_KINDS, KernelDiff, UpgradeImpact
 from ksymgraph.queries.usage import UsageReport
 from ksymgraph.queries.whatif import WhatIfResult
 
-__all__ = ["FORMATS", "render_whatif", "render_usage", "render_check", "render_diff", "render_upgrade", "render_rows",
+__all__ = ["render_whatif", "render_usage", "render_check", "render_diff", "render_upgrade", "render_rows",
            "markdown_table", "to_html"]
-
-FORMATS = {"whatif": ("md", "json", "html"), "usage": ("md", "json", "html"), "check": ("md", "json", "html"),
-           "diff": ("pretty", "md", "json", "html"), "query": ("table", "csv", "json")}
 
 
 def _cell(v: Any) -> str:

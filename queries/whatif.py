@@ -241,11 +241,9 @@ class _Rules:
 
 def failing_modules(proj: KernelProjection) -> dict[str, list[Reason]]:
     """Modules of ``proj`` that fail to load as it is, with their reasons (computed once)."""
-    cached = getattr(proj, "_baseline_failed", None)
-    if cached is None:
-        cached = _Rules(proj, proj.exports, set()).fixpoint(sorted(proj.modules), {})
-        proj._baseline_failed = cached  # type: ignore[attr-defined]
-    return cached
+    if proj.failing is None:
+        proj.failing = _Rules(proj, proj.exports, set()).fixpoint(sorted(proj.modules), {})
+    return proj.failing
 
 
 def _apply(proj: KernelProjection, changes: list[Change]) -> tuple[dict[str, list[ExportEdge]], set[str], set[str], list[str]]:
