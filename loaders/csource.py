@@ -1192,7 +1192,7 @@ def _load_manifest(shard_dir: Path, root: Path, include_dirs: list[str]) -> dict
     empty = {"version": MANIFEST_VERSION, "loader": _loader_fingerprint(), "root": str(root),
              "include_dirs": include_dirs, "files": {}, "shards": {}, "next_shard": 0}
     try:
-        manifest = json.loads(path.read_text())
+        manifest = _json_loads(path.read_bytes())
     except (OSError, ValueError):
         return empty
     if (
@@ -1220,8 +1220,22 @@ def _loader_fingerprint() -> str:
 
 def _save_manifest(shard_dir: Path, manifest: dict) -> None:
     tmp = shard_dir / "manifest.json.tmp"
-    tmp.write_text(json.dumps(manifest, separators=(",", ":")))
+    tmp.write_bytes(_json_dumps(manifest))
     os.replace(tmp, shard_dir / "manifest.json")
+
+
+# The manifest of a kernel tree is 23 MB of JSON: orjson reads and writes it in a quarter of the
+# time, which is most of a one-file re-index; the standard library does the same job without it.
+try:
+    import orjson
+
+    _json_loads, _json_dumps = orjson.loads, orjson.dumps
+except ImportError:  # pragma: no cover - orjson is a declared dependency
+    def _json_loads(data: bytes):
+        return json.loads(data)
+
+    def _json_dumps(obj) -> bytes:
+        return json.dumps(obj, separators=(",", ":")).encode()
 
 
 def _drop_files(shard_dir: Path, manifest: dict, gone: dict[str, set[str]]) -> None:
