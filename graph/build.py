@@ -94,6 +94,8 @@ class BuildReport(NamedTuple):
     """Exports on which a module's ksymtab and Module.symvers disagree."""
     source: dict[str, int] = {}
     """Rows written from source trees, per table (empty without source)."""
+    unmapped: list[str] = []
+    """With source: the modules read from files that no source file is attributed to."""
 
 
 class GraphBatch(NamedTuple):
@@ -265,11 +267,12 @@ def build_kernel_graph(
         nodes["Symbol"] = sym.set_column(sym.column_names.index("kind"), "kind", kind)
         _merge(nodes, st.nodes)
         _merge(rels, st.rels)
-        source_counts = st.counts
+        source_counts = dict(st.counts, modules_with_source=len(set(chosen) & with_source))
     report = BuildReport(
         modules=len(mod_ids), exports=len(exports), imports=n_imports, depends=len(depends),
         symbols=nodes["Symbol"].num_rows if "Symbol" in nodes else 0, duplicates=duplicates,
-        symvers_mismatches=mismatches, source=source_counts)
+        symvers_mismatches=mismatches, source=source_counts,
+        unmapped=sorted(set(chosen) - with_source) if sources else [])
     return GraphBatch(meta, nodes, rels), report
 
 

@@ -213,6 +213,11 @@ def cmd_load(args) -> int:
         print(f"source: {c.get('Function', 0)} functions, {c.get('CALLS->Function', 0) + c.get('CALLS->Symbol', 0)} "
               f"calls, {c.get('EXPORTED_AS', 0)} export sites, {c.get('LOOKS_UP', 0)} run-time lookups, "
               f"{c.get('BUILT_INTO', 0)} files attributed to modules ({c.get('unattributed_files', 0)} not)")
+        mapped = c.get("modules_with_source", 0)
+        total = mapped + len(r.unmapped)
+        print(f"source covers {mapped} of {total} modules ({mapped / max(total, 1):.1%})"
+              + (f"; without source: {', '.join(r.unmapped[:10])}{' ...' if len(r.unmapped) > 10 else ''}"
+                 if r.unmapped else ""))
         if s.parse is not None:
             print(f"parsed {s.parse.files} files: parse errors touch {s.parse.function_error_share():.2%} of "
                   f"{s.parse.functions} function definitions")

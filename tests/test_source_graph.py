@@ -170,6 +170,7 @@ def test_source_counts_reported(loaded):
     assert (c["Function"], c["EXPORTED_AS"], c["LOOKS_UP"], c["BUILT_INTO"]) == (9 + len(macros) + 6, 4, 3, 6)
     assert c["unattributed_files"] == 1  # the header
     assert (summary.parse.files, summary.parse.functions, summary.parse.function_error_share()) == (7, 9, 0.0)
+    assert summary.report.unmapped == []  # every module read from a file has source
     calls = q(store, "MATCH (f:Function)-[:CALLS]->(g:Function) WHERE f.kernel = $k AND f.name = 'EXPORT_SYMBOL' "
                      "RETURN g.name ORDER BY g.name")
     assert calls == [("EXPORT_SYMBOL_CRC",)]
