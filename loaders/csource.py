@@ -1127,6 +1127,10 @@ def _file_signature(path: str | Path) -> tuple[int, int]:
     return st.st_size, st.st_mtime_ns
 
 
+#: ``lookup_sig`` of a file that gives the wrapper analysis nothing.
+_NO_LOOKUP_INPUT = hashlib.sha1(repr([[], [], []]).encode()).hexdigest()
+
+
 def _index_batch(job) -> tuple[str, list[dict], dict[str, int]]:
     """Worker: parse a batch of files and write one shard per table. Returns (shard id, one entry
     per file for the manifest, row count per table)."""
@@ -1157,7 +1161,13 @@ def _index_batch(job) -> tuple[str, list[dict], dict[str, int]]:
                 target = resolve_include(root, rel, inc[1:-1], inc[0] == "<", include_dirs)
                 if target is not None and target not in includes:
                     includes.append(target)
-        entry.update(error=result.error, includes=includes, stats=list(result.stats))
+        # What the whole-tree wrapper analysis reads from this file: when it is unchanged, a re-index
+        # need not resolve the lookups again.
+        # (sorted: the loader collects some of these through sets, in no fixed order)
+        lookup_input = repr([sorted(map(repr, rows)) for rows in (result.lookups, result.string_args,
+                                                                   result.arg_flows)]).encode()
+        entry.update(error=result.error, includes=includes, stats=list(result.stats),
+                     lookup_sig=hashlib.sha1(lookup_input).hexdigest())
         entries.append(entry)
         rows["functions"] += result.functions
         rows["calls"] += result.calls
@@ -1320,7 +1330,7 @@ def index_tree(
     wanted = list(files) if files is not None else _walk_c_files(root)
     seen: set[str] = set()
     parsed = 0
-    dropped = False
+    lookups_changed = False
     pool = None
     bar = None
     try:
@@ -1356,7 +1366,6 @@ def index_tree(
                     gone.setdefault(entry["shard"], set()).add(rel)
                 to_parse.append(rel)
             _drop_files(shard_dir, manifest, gone)
-            dropped = dropped or bool(gone)
             if to_parse:
                 batches = _batches(root, to_parse, batch_bytes, batch_files)
                 jobs = []
@@ -1377,6 +1386,9 @@ def index_tree(
                 for shard_id, entries, rows in results:
                     manifest["shards"][shard_id] = {"files": [e["file"] for e in entries], "rows": rows}
                     for e in entries:
+                        old = known.get(e["file"])
+                        if old is None or old.get("lookup_sig") != e.get("lookup_sig"):
+                            lookups_changed = True
                         known[e["file"]] = e
                         if headers:
                             next_todo += e["includes"]
@@ -1395,12 +1407,14 @@ def index_tree(
     gone = {}
     for rel in [f for f in known if f not in seen]:
         gone.setdefault(known[rel]["shard"], set()).add(rel)
+        if known[rel].get("lookup_sig") != _NO_LOOKUP_INPUT:
+            lookups_changed = True
         del known[rel]
     _drop_files(shard_dir, manifest, gone)
     _save_manifest(shard_dir, manifest)
 
     lookups_file = shard_dir / "lookups.parquet"
-    if parsed or gone or dropped or not lookups_file.is_file():
+    if lookups_changed or not lookups_file.is_file():
         lookups = _write_lookups(shard_dir)
     else:
         import pyarrow.parquet as pq

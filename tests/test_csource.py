@@ -363,3 +363,29 @@ def test_unpack_source_tarball(tmp_path):
     (out / "Makefile").write_text("reused")
     assert csource.unpack_source_tarball(tarball, tmp_path / "cache") == out
     assert (out / "Makefile").read_text() == "reused"
+
+
+def test_incremental_lookups_resolved_again_only_when_their_input_changes(tmp_path):
+    tree = tmp_path / "lttng"
+    shutil.copytree(LTTNG, tree)
+    shards = tmp_path / "idx"
+    csource.index_tree(tree, include_dirs=["include"], shard_dir=shards, progress=False)
+    lookups = shards / "lookups.parquet"
+    before = {r[0] for r in _rows(shards, "lookups")}
+    stamp = lookups.stat().st_mtime_ns
+
+    # an edit that leaves every lookup, string argument and argument flow as it was
+    users = tree / "src" / "users.c"
+    users.write_text(users.read_text() + "\n/* a comment */\n")
+    r = csource.index_tree(tree, include_dirs=["include"], shard_dir=shards, progress=False)
+    assert r.parsed == 1 and lookups.stat().st_mtime_ns == stamp and r.rows["lookups"] == len(before)
+
+    # an edit to a looked-up name: resolved again, the new name is there and the old one gone
+    old = next(iter(sorted(before)))
+    text = users.read_text()
+    assert f'"{old}"' in text
+    users.write_text(text.replace(f'"{old}"', '"renamed_symbol"'))
+    r = csource.index_tree(tree, include_dirs=["include"], shard_dir=shards, progress=False)
+    after = {row[0] for row in _rows(shards, "lookups")}
+    assert "renamed_symbol" in after and old not in after
+    assert r.rows["lookups"] == len(_rows(shards, "lookups"))
