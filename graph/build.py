@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Iterable, NamedTuple
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ksymgraph.graph.schema import NODES, arrow_type, node_id, node_table, rel_table
+from ksymgraph.graph.schema import NODES, arrow_schema, node_id
 from ksymgraph.loaders.elf import ModuleData
 from ksymgraph.loaders.records import Export, ModuleInfo, Skipped
 from ksymgraph.loaders.symvers import SymversEntry
@@ -132,28 +132,14 @@ class _Tables:
         return self.rels[(rtype, src_label, dst_label)]
 
     def arrow(self) -> tuple[dict[str, pa.Table], dict[tuple[str, str, str], pa.Table]]:
-        nodes = {}
-        for decl in NODES:
-            rows = self.nodes.get(decl.label)
-            if rows:
-                names = ["id", "kernel", *(p.name for p in decl.props)]
-                types = [pa.string(), pa.string(), *(arrow_type(p.type) for p in decl.props)]
-                nodes[decl.label] = _table(names, types, rows)
-        rels = {}
-        for key, rows in self.rels.items():
-            if not rows:
-                continue
-            decl = rel_table(key[0])
-            names = ["from", "to", "kernel", *(p.name for p in decl.props)]
-            types = [pa.string(), pa.string(), pa.string(), *(arrow_type(p.type) for p in decl.props)]
-            rels[key] = _table(names, types, rows)
+        nodes = {d.label: _table(arrow_schema(d.label), self.nodes[d.label]) for d in NODES if self.nodes.get(d.label)}
+        rels = {key: _table(arrow_schema(key), rows) for key, rows in self.rels.items() if rows}
         return nodes, rels
 
 
-def _table(names: list[str], types: list[pa.DataType], rows: list[tuple]) -> pa.Table:
+def _table(schema: pa.Schema, rows: list[tuple]) -> pa.Table:
     cols = list(zip(*rows))
-    return pa.table([pa.array(c, type=t) for c, t in zip(cols, types)],
-                    schema=pa.schema([pa.field(n, t) for n, t in zip(names, types)]))
+    return pa.table([pa.array(c, type=f.type) for c, f in zip(cols, schema)], schema=schema)
 
 
 def _pick_modules(modules: Iterable[ModuleData]) -> tuple[dict[str, ModuleData], list[Skipped]]:
@@ -281,11 +267,6 @@ def _merge(into: dict, more: dict) -> None:
     for key, table in more.items():
         if table.num_rows == 0:
             continue
-        if key in into:
-            into[key] = pa.concat_tables([into[key], table.select(into[key].column_names).cast(into[key].schema)])
-        else:
-            decl = rel_table(key[0]) if isinstance(key, tuple) else node_table(key)
-            head = ["from", "to", "kernel"] if isinstance(key, tuple) else ["id", "kernel"]
-            types = {p.name: arrow_type(p.type) for p in decl.props}
-            schema = pa.schema([pa.field(c, types.get(c, pa.string())) for c in head + [p.name for p in decl.props]])
-            into[key] = table.select(schema.names).cast(schema)
+        schema = arrow_schema(key)
+        table = table.select(schema.names).cast(schema)
+        into[key] = pa.concat_tables([into[key], table]) if key in into else table

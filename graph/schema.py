@@ -14,7 +14,8 @@ from typing import NamedTuple
 
 import pyarrow as pa
 
-__all__ = ["Prop", "NodeTable", "RelTable", "NODES", "RELS", "node_id", "node_table", "rel_table"]
+__all__ = ["Prop", "NodeTable", "RelTable", "NODES", "RELS", "node_id", "node_table", "rel_table", "arrow_schema",
+           "arrow_type"]
 
 
 class Prop(NamedTuple):
@@ -91,6 +92,16 @@ def rel_table(rtype: str) -> RelTable:
 def node_id(kernel: str, *key: str) -> str:
     """The primary key of a node: ``kernel|key...``."""
     return "|".join((kernel, *key))
+
+
+def arrow_schema(key: str | tuple[str, str, str]) -> pa.Schema:
+    """The Arrow schema of a node label (``id``, ``kernel``, props) or of a relationship key
+    ``(type, from, to)`` (``from``, ``to``, ``kernel``, props), as the stores take it."""
+    if isinstance(key, tuple):
+        head, props = ["from", "to", "kernel"], rel_table(key[0]).props
+    else:
+        head, props = ["id", "kernel"], node_table(key).props
+    return pa.schema([pa.field(c, pa.string()) for c in head] + [pa.field(p.name, arrow_type(p.type)) for p in props])
 
 
 def arrow_type(prop_type: str) -> pa.DataType:

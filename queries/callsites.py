@@ -54,15 +54,19 @@ class Replacement(NamedTuple):
     """1 for a direct caller, 2 for a caller of a caller, ..."""
 
 
+# Which modules to look in: the given ones, or every module (vmlinux's code never breaks). The
+# two clauses are constants of this module, never user text.
+_IN_MODULES = "m.name IN $modules"
+_ANY_MODULE = "m.name <> 'vmlinux'"
 _CALL_SITES = """
 MATCH (m:Module)<-[:BUILT_INTO]-(file:File)<-[:DEFINED_IN]-(f:Function)-[c:CALLS]->(t)
-WHERE m.kernel = $kernel AND m.name IN $modules AND t.name IN $symbols
+WHERE m.kernel = $kernel AND {modules} AND t.name IN $symbols
 RETURN DISTINCT m.name AS module, t.name AS symbol, f.name AS function, f.file AS file, c.line AS line
 ORDER BY module, symbol, file, line
 """
 _CALL_SITES_VIA_HEADERS = """
 MATCH (m:Module)<-[:BUILT_INTO]-(file:File)<-[:DEFINED_IN]-(f:Function)-[c:CALLS]->(h:Function)-[:CALLS*1..3]->(t)
-WHERE m.kernel = $kernel AND m.name IN $modules AND t.name IN $symbols
+WHERE m.kernel = $kernel AND {modules} AND t.name IN $symbols
   AND h.static = true AND h.file ENDS WITH '.h'
 RETURN DISTINCT m.name AS module, t.name AS symbol, f.name AS function, f.file AS file, c.line AS line,
        h.name AS via
@@ -91,16 +95,19 @@ def source_loaded(store: GraphStore, kernel: str) -> bool:
     return bool(rows.rows)
 
 
-def call_sites(store: GraphStore, kernel: str, modules: list[str], symbols: list[str]) -> list[CallSite]:
-    """Calls to any of ``symbols`` in the source files built into any of ``modules``: direct
-    ones, and calls of header inlines or macros that reach them within three more calls
-    (``module_usb_driver`` → ``module_driver`` → ``usb_register`` → ``usb_register_driver``)."""
-    if not modules or not symbols:
+def call_sites(store: GraphStore, kernel: str, modules: list[str] | None, symbols: list[str]) -> list[CallSite]:
+    """Calls to any of ``symbols`` in the source files built into any of ``modules`` (None: into
+    any module): direct ones, and calls of header inlines or macros that reach them within three
+    more calls (``module_usb_driver`` → ``module_driver`` → ``usb_register`` → ``usb_register_driver``)."""
+    if modules is not None and not modules or not symbols:
         return []
-    params = {"kernel": kernel, "modules": sorted(set(modules)), "symbols": sorted(set(symbols))}
-    direct = [CallSite(*r) for r in store.query(_CALL_SITES, params).rows]
+    params = {"kernel": kernel, "symbols": sorted(set(symbols))}
+    clause = _ANY_MODULE
+    if modules is not None:
+        params["modules"], clause = sorted(set(modules)), _IN_MODULES
+    direct = [CallSite(*r) for r in store.query(_CALL_SITES.format(modules=clause), params).rows]
     have = {(c.module, c.symbol, c.file, c.line) for c in direct}
-    via = [CallSite(*r) for r in store.query(_CALL_SITES_VIA_HEADERS, params).rows
+    via = [CallSite(*r) for r in store.query(_CALL_SITES_VIA_HEADERS.format(modules=clause), params).rows
            if (r[0], r[1], r[3], r[4]) not in have]
     return sorted(direct + via, key=lambda c: (c.module, c.symbol, c.file, c.line))
 

@@ -15,6 +15,7 @@ from typing import NamedTuple
 from ksymgraph.graph.projection import KernelProjection
 from ksymgraph.graph.store import GraphStore
 from ksymgraph.loaders.elf import ModuleData
+from ksymgraph.queries.callsites import call_sites, source_loaded
 from ksymgraph.queries.whatif import Reason, failing_modules
 
 __all__ = ["ModuleCheck", "CheckResult", "check_modules", "in_tree_modular_users"]
@@ -55,40 +56,17 @@ class CheckResult(NamedTuple):
         }
 
 
-_USERS = """
-MATCH (m:Module)<-[:BUILT_INTO]-(:File)<-[:DEFINED_IN]-(f:Function)-[c:CALLS]->(t)
-WHERE m.kernel = $kernel AND m.name <> 'vmlinux' AND t.name = $symbol
-RETURN DISTINCT m.name AS module, f.name AS function, f.file AS file, c.line AS line
-ORDER BY module, file, line
-"""
-_USERS_VIA_HEADERS = """
-MATCH (m:Module)<-[:BUILT_INTO]-(:File)<-[:DEFINED_IN]-(f:Function)-[c:CALLS]->(h:Function)-[:CALLS*1..3]->(t)
-WHERE m.kernel = $kernel AND m.name <> 'vmlinux' AND t.name = $symbol
-  AND h.static = true AND h.file ENDS WITH '.h'
-RETURN DISTINCT m.name AS module, f.name AS function, f.file AS file, c.line AS line
-ORDER BY module, file, line
-"""
-
-
 def in_tree_modular_users(store: GraphStore, kernel: str, symbol: str) -> list[dict]:
     """In-tree functions built into a module (not vmlinux) that call ``symbol``, directly or
     through a header's inline or macro."""
-    params = {"kernel": kernel, "symbol": symbol}
-    rows = store.query(_USERS, params).dicts()
-    seen = {(r["module"], r["file"], r["line"]) for r in rows}
-    rows += [r for r in store.query(_USERS_VIA_HEADERS, params).dicts() if (r["module"], r["file"], r["line"]) not in seen]
-    return sorted(rows, key=lambda r: (r["module"], r["file"], r["line"]))
-
-
-def _source_loaded(store: GraphStore, kernel: str) -> bool:
-    rows = store.query("MATCH (f:Function) WHERE f.kernel = $kernel RETURN f.name LIMIT 1", {"kernel": kernel})
-    return bool(rows.rows)
+    return [{"module": c.module, "function": c.function, "file": c.file, "line": c.line}
+            for c in call_sites(store, kernel, None, [symbol])]
 
 
 def check_modules(proj: KernelProjection, modules: list[ModuleData], store: GraphStore | None = None) -> CheckResult:
     """Check each of ``modules`` against ``proj``'s kernel (and each other)."""
     failing = failing_modules(proj.with_modules(modules))
-    source = store is not None and _source_loaded(store, proj.kernel)
+    source = store is not None and source_loaded(store, proj.kernel)
     out = []
     for m in modules:
         name = m.info.name
