@@ -110,36 +110,67 @@ class GraphBatch(NamedTuple):
 
 
 class _Tables:
-    """Rows per table, as tuples in schema order, turned into Arrow columns at the end."""
+    """Columns per table, turned into Arrow tables at the end.
+
+    Columns, not rows: the largest table (IMPORTS, 185k rows for a Debian kernel) is filled by
+    extending its columns a module at a time, with no tuple per row. Nodes and the ends of
+    relationships are held by name; Arrow makes the ids (``kernel|name``, :func:`node_id`) and the
+    ``kernel`` column at the end, rather than Python making half a million strings.
+    """
 
     def __init__(self, kernel: str):
         self.kernel = kernel
-        self.nodes: dict[str, list[tuple]] = defaultdict(list)
-        self.rels: dict[tuple[str, str, str], list[tuple]] = defaultdict(list)
+        self.columns: dict[str | tuple[str, str, str], list[list]] = {}
         self.seen: dict[str, set[str]] = defaultdict(set)
 
-    def node(self, label: str, key: tuple[str, ...], *values) -> str:
-        """Add a node once (by id); ``values`` are its properties in schema order. Returns its id."""
-        nid = node_id(self.kernel, *key)
-        seen = self.seen[label]
-        if nid not in seen:
-            seen.add(nid)
-            self.nodes[label].append((nid, self.kernel, *values))
-        return nid
+    def of(self, key: str | tuple[str, str, str]) -> list[list]:
+        """The columns of a node label (name, props...) or of a relationship key
+        (from name, to name, props...), props in :func:`arrow_schema` order."""
+        cols = self.columns.get(key)
+        if cols is None:
+            cols = self.columns[key] = [[] for _ in range(len(arrow_schema(key)) - 1)]
+        return cols
 
-    def rels_of(self, rtype: str, src_label: str, dst_label: str) -> list[tuple]:
-        """The row list of one relationship table: append ``(from_id, to_id, kernel, *props)``."""
-        return self.rels[(rtype, src_label, dst_label)]
+    def node(self, label: str, name: str, *values) -> None:
+        """Add a node once (by name); ``values`` are its properties in schema order."""
+        seen = self.seen[label]
+        if name not in seen:
+            seen.add(name)
+            for col, v in zip(self.of(label), (name, *values)):
+                col.append(v)
+
+    def extend(self, key: str | tuple[str, str, str], *columns: list) -> None:
+        """Add many rows at once, a list per column, as :meth:`of` orders them. Nodes added this way
+        must be new."""
+        if isinstance(key, str):
+            self.seen[key].update(columns[0])
+        for col, values in zip(self.of(key), columns):
+            col.extend(values)
+
+    def rel(self, rtype: str, src_label: str, dst_label: str, src: str, dst: str, *values) -> None:
+        """Add one relationship between the nodes named ``src`` and ``dst``."""
+        for col, v in zip(self.of((rtype, src_label, dst_label)), (src, dst, *values)):
+            col.append(v)
+
+    def count(self, key: str | tuple[str, str, str]) -> int:
+        """Rows added so far to one table."""
+        return len(self.columns[key][0]) if key in self.columns else 0
 
     def arrow(self) -> tuple[dict[str, pa.Table], dict[tuple[str, str, str], pa.Table]]:
-        nodes = {d.label: _table(arrow_schema(d.label), self.nodes[d.label]) for d in NODES if self.nodes.get(d.label)}
-        rels = {key: _table(arrow_schema(key), rows) for key, rows in self.rels.items() if rows}
+        kernel = pa.scalar(self.kernel)
+        tables = {}
+        for key, cols in self.columns.items():
+            if not cols[0]:
+                continue
+            schema = arrow_schema(key)
+            ends = 1 if isinstance(key, str) else 2  # id, or from and to
+            arrays = [pc.binary_join_element_wise(kernel, pa.array(c, pa.string()), "|") for c in cols[:ends]]
+            arrays.append(pa.repeat(kernel, len(cols[0])))
+            arrays += [pa.array(c, type=f.type) for c, f in zip(cols[ends:], list(schema)[ends + 1:])]
+            tables[key] = pa.table(arrays, schema=schema)
+        nodes = {d.label: tables[d.label] for d in NODES if d.label in tables}
+        rels = {key: t for key, t in tables.items() if isinstance(key, tuple)}
         return nodes, rels
-
-
-def _table(schema: pa.Schema, rows: list[tuple]) -> pa.Table:
-    cols = list(zip(*rows))
-    return pa.table([pa.array(c, type=f.type) for c, f in zip(cols, schema)], schema=schema)
 
 
 def _pick_modules(modules: Iterable[ModuleData]) -> tuple[dict[str, ModuleData], list[Skipped]]:
@@ -173,7 +204,7 @@ def build_kernel_graph(
     with_source = {m for tree in sources for m in tree.built_into.values()}
     k = meta.release
     t = _Tables(k)
-    t.node("Kernel", ("kernel",), k, meta.version, meta.arch, meta.source)
+    t.node("Kernel", "kernel", k, meta.version, meta.arch, meta.source)
     chosen, duplicates = _pick_modules(modules)
 
     # Exports: ksymtab of the .ko files; Module.symvers for vmlinux and absent modules.
@@ -197,55 +228,60 @@ def build_kernel_graph(
         exports.setdefault((e.module, e.symbol), e)
 
     # Modules: (name, path, license, gpl_compatible, vermagic, srcversion, intree, import_ns, in_tree_source).
-    mod_ids = {"vmlinux": t.node("Module", ("vmlinux",), "vmlinux", "", "GPL", True, "", "", True, [], None)}
+    t.node("Module", "vmlinux", "vmlinux", "", "GPL", True, "", "", True, [], None)
     for name in sorted(chosen):
         i: ModuleInfo = chosen[name].info
-        mod_ids[name] = t.node("Module", (name,), name, i.path, i.license, license_is_gpl_compatible(i.license),
-                               i.vermagic, i.srcversion, i.intree, list(i.import_ns), name in with_source)
-    for name in sorted(symvers_only - set(mod_ids)):
-        mod_ids[name] = t.node("Module", (name,), name, "", "", None, "", "", True, [], None)
+        t.node("Module", name, name, i.path, i.license, license_is_gpl_compatible(i.license),
+               i.vermagic, i.srcversion, i.intree, list(i.import_ns), name in with_source)
+    for name in sorted(symvers_only - t.seen["Module"]):
+        t.node("Module", name, name, "", "", None, "", "", True, [], None)
+    module_names = t.seen["Module"]
 
     # Symbols: everything exported, imported or looked up, once.
-    lookups = [lu for lu in lookups if lu.module in mod_ids]
+    lookups = [lu for lu in lookups if lu.module in module_names]
     names = {sym for _mod, sym in exports}
-    names.update(i.symbol for m in chosen.values() for i in m.imports)
+    for m in chosen.values():
+        names.update(m.imports.symbols)
     names.update(lu.symbol for lu in lookups)
-    sym_ids = {n: t.node("Symbol", (n,), n, "unknown") for n in sorted(names)}
+    names = sorted(names)
+    t.extend("Symbol", names, names, ["unknown"] * len(names))
 
-    exporters: dict[str, list[str]] = defaultdict(list)
-    rows = t.rels_of("EXPORTS", "Module", "Symbol")
-    for (mod, sym), e in sorted(exports.items()):
-        rows.append((mod_ids[mod], sym_ids[sym], k, e.gpl, e.namespace, e.crc))
-        exporters[sym].append(mod)
-        if e.namespace:
-            t.node("Namespace", (e.namespace,), e.namespace)
+    ordered = [e for _key, e in sorted(exports.items())]
+    t.extend(("EXPORTS", "Module", "Symbol"), [e.module for e in ordered], [e.symbol for e in ordered],
+             [e.gpl for e in ordered], [e.namespace for e in ordered], [e.crc for e in ordered])
+    for ns in sorted({e.namespace for e in ordered if e.namespace}):
+        t.node("Namespace", ns, ns)
+    # Who exports what, vmlinux aside: only these exports make one module depend on another.
+    module_exporters: dict[str, list[str]] = defaultdict(list)
+    for e in ordered:
+        if e.module != "vmlinux":
+            module_exporters[e.symbol].append(e.module)
 
     # Imports, and the DEPENDS_ON edges derived from them as depmod derives them.
-    rows = t.rels_of("IMPORTS", "Module", "Symbol")
     depends: dict[tuple[str, str], set[str]] = defaultdict(set)
     for name in sorted(chosen):
         m = chosen[name]
-        mid = mod_ids[name]
-        unique = {i.symbol: i for i in reversed(m.imports)}
-        rows.extend((mid, sym_ids[s], k, i.crc, i.weak) for s, i in unique.items())
-        for s in unique:
-            for owner in exporters.get(s, ()):
-                if owner != "vmlinux" and owner != name:
+        symbols = m.imports.symbols
+        t.extend(("IMPORTS", "Module", "Symbol"), [name] * len(symbols), symbols, m.imports.crcs, m.imports.weak)
+        for s in symbols:
+            for owner in module_exporters.get(s, ()):
+                if owner != name:
                     depends[(name, owner)].add(s)
         for ns in m.info.import_ns:
-            t.rels_of("IMPORTS_NS", "Module", "Namespace").append((mid, t.node("Namespace", (ns,), ns), k))
-    n_imports = len(rows)
-    t.rels_of("DEPENDS_ON", "Module", "Module").extend(
-        (mod_ids[a], mod_ids[b], k, sorted(syms)) for (a, b), syms in sorted(depends.items()))
-    t.rels_of("LOOKS_UP", "Module", "Symbol").extend(
-        (mod_ids[lu.module], sym_ids[lu.symbol], k, lu.how, lu.file, lu.line) for lu in lookups)
+            t.node("Namespace", ns, ns)
+            t.rel("IMPORTS_NS", "Module", "Namespace", name, ns)
+    n_imports = t.count(("IMPORTS", "Module", "Symbol"))
+    for (a, b), syms in sorted(depends.items()):
+        t.rel("DEPENDS_ON", "Module", "Module", a, b, sorted(syms))
+    for lu in lookups:
+        t.rel("LOOKS_UP", "Module", "Symbol", lu.module, lu.symbol, lu.how, lu.file, lu.line)
 
     nodes, rels = t.arrow()
     source_counts: dict[str, int] = {}
     if sources:
         from ksymgraph.graph.source import source_tables
 
-        st = source_tables(k, sources, mod_ids, set(sym_ids.values()))
+        st = source_tables(k, sources, {n: node_id(k, n) for n in module_names}, {node_id(k, n) for n in names})
         # A symbol some non-static function implements is a function (the binaries cannot tell).
         implemented = st.rels[("IMPLEMENTS", "Function", "Symbol")]["to"]
         sym = nodes["Symbol"]
@@ -255,7 +291,7 @@ def build_kernel_graph(
         _merge(rels, st.rels)
         source_counts = dict(st.counts, modules_with_source=len(set(chosen) & with_source))
     report = BuildReport(
-        modules=len(mod_ids), exports=len(exports), imports=n_imports, depends=len(depends),
+        modules=len(module_names), exports=len(exports), imports=n_imports, depends=len(depends),
         symbols=nodes["Symbol"].num_rows if "Symbol" in nodes else 0, duplicates=duplicates,
         symvers_mismatches=mismatches, source=source_counts,
         unmapped=sorted(set(chosen) - with_source) if sources else [])

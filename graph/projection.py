@@ -10,13 +10,14 @@ closures, drawing and other algorithms.
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Iterable, NamedTuple
-
-import networkx as nx
+from typing import TYPE_CHECKING, Iterable, NamedTuple
 
 from ksymgraph.graph.build import license_is_gpl_compatible
 from ksymgraph.graph.store import GraphStore
 from ksymgraph.loaders.elf import ModuleData
+
+if TYPE_CHECKING:
+    import networkx as nx
 
 __all__ = ["ModuleNode", "ExportEdge", "ImportEdge", "LookUp", "KernelProjection"]
 
@@ -140,9 +141,10 @@ class KernelProjection:
                                             frozenset(m.info.import_ns))
             for e in m.exports:
                 proj.exports[e.symbol].append(ExportEdge(name, e.gpl, e.namespace))
-            seen = set()
-            proj.imports[name] = [ImportEdge(i.symbol, i.weak) for i in m.imports
-                                  if not (i.symbol in seen or seen.add(i.symbol))]
+            edges: dict[str, ImportEdge] = {}  # a rename may map two imports onto one symbol
+            for s, w in zip(m.imports.symbols, m.imports.weak):
+                edges.setdefault(s, ImportEdge(s, w))
+            proj.imports[name] = list(edges.values())
             proj.lookups[name] = list((lookups or {}).get(name, []))
         return proj
 
@@ -160,8 +162,10 @@ class KernelProjection:
         """(symbol, export) pairs of one module."""
         return [(s, e) for s, es in self.exports.items() for e in es if e.module == module]
 
-    def to_networkx(self) -> nx.DiGraph:
+    def to_networkx(self) -> "nx.DiGraph":
         """Module dependency graph: edge A → B with ``symbols`` when A imports what B exports."""
+        import networkx as nx  # here, not at the top: the CLI's load and what-if never need it
+
         g = nx.DiGraph()
         for name, m in self.modules.items():
             g.add_node(name, intree=m.intree, license=m.license, path=m.path)

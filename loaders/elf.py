@@ -3,8 +3,8 @@
 The classes here mirror the ELF structures they read (header, section header, symbol,
 relocation) and read only what a module's interface needs. pyelftools builds a Python object for
 every section and symbol, which costs about 27 s for the 4,022 modules of a Debian 6.1 kernel;
-here the header and section table are unpacked with :mod:`struct` and the symbol and relocation
-tables are viewed as numpy record arrays, so only the few symbols that matter are ever decoded.
+here the header is unpacked with :mod:`struct` and the section, symbol and relocation tables are
+viewed as numpy record arrays, so only the few sections and symbols that matter are ever decoded.
 ``tests/test_elf.py`` checks this reader against pyelftools on real modules.
 
 Both ELF classes and both byte orders are read; the layout of ``__ksymtab`` is decided per file
@@ -30,16 +30,16 @@ CONFIG_MODULE_REL_CRCS") a symbol in ``__kcrctab[_gpl]`` whose 32-bit word is th
 
 from __future__ import annotations
 
+import functools
 import struct
 from typing import NamedTuple
 
 import numpy as np
 
-from ksymgraph.loaders.records import Export, Import, LoaderError, ModuleInfo
+from ksymgraph.loaders.records import Export, Import, Imports, LoaderError, ModuleInfo
 
 __all__ = [
     "ElfHeader",
-    "SectionHeader",
     "ModuleElf",
     "ModuleData",
     "parse_module",
@@ -90,25 +90,17 @@ class ElfHeader(NamedTuple):
     """Index of the section holding section names."""
 
 
-class SectionHeader(NamedTuple):
-    """One ELF section header (``Elf{32,64}_Shdr``), with its name resolved."""
-
-    name: str
-    """Section name from ``.shstrtab``."""
-    type: int
-    """``sh_type``: 2 SYMTAB, 4 RELA, 9 REL, 8 NOBITS, ..."""
-    offset: int
-    """File offset of the section's bytes."""
-    size: int
-    """Size of the section in bytes."""
-    link: int
-    """``sh_link``: the string table of a symbol table, the symbol table of a relocation section."""
-    info: int
-    """``sh_info``: for a relocation section, the index of the section it applies to."""
-    entsize: int
-    """Size of one entry for table sections."""
+@functools.lru_cache(maxsize=None)
+def _shdr_dtype(bits: int, little: bool) -> np.dtype:
+    """``Elf{32,64}_Shdr``, one record per section header."""
+    e = "<" if little else ">"
+    w = e + ("u8" if bits == 64 else "u4")
+    u4 = e + "u4"
+    return np.dtype([("name", u4), ("type", u4), ("flags", w), ("addr", w), ("offset", w), ("size", w),
+                     ("link", u4), ("info", u4), ("addralign", w), ("entsize", w)])
 
 
+@functools.lru_cache(maxsize=None)
 def _sym_dtype(bits: int, little: bool) -> np.dtype:
     e = "<" if little else ">"
     if bits == 64:  # Elf64_Sym
@@ -120,6 +112,7 @@ def _sym_dtype(bits: int, little: bool) -> np.dtype:
     return np.dtype(fields)
 
 
+@functools.lru_cache(maxsize=None)
 def _rel_dtype(bits: int, little: bool, rela: bool) -> np.dtype:
     e = "<" if little else ">"
     w = "8" if bits == 64 else "4"
@@ -130,14 +123,19 @@ def _rel_dtype(bits: int, little: bool, rela: bool) -> np.dtype:
 
 
 class ModuleElf:
-    """A module's ELF image held in memory: header, sections, symbols, relocations."""
+    """A module's ELF image held in memory: header, section headers, symbols, relocations.
+
+    ``shdrs`` is the section header table viewed as a record array (fields as in ``Elf64_Shdr``
+    without the ``sh_`` prefix); a module has 40 to 100 sections and the interface needs about six,
+    so names are looked up in ``.shstrtab`` only for the sections asked for.
+    """
 
     def __init__(self, data: bytes, path: str = "<memory>"):
         self.data = data
         self.path = path
         self.header = self._read_header()
-        self.sections = self._read_sections()
-        self._by_name = {s.name: i for i, s in enumerate(self.sections)}
+        self.shdrs, self.shstrtab = self._read_section_headers()
+        self._name_offsets = self.shdrs["name"].tolist()
 
     def _fail(self, reason: str) -> LoaderError:
         return LoaderError(self.path, reason)
@@ -169,57 +167,74 @@ class ModuleElf:
             raise self._fail(f"section name table index {shstrndx} out of range")
         return ElfHeader(bits, little, etype, machine, shoff, shentsize, shnum, shstrndx)
 
-    def _read_sections(self) -> list[SectionHeader]:
+    def _read_section_headers(self) -> tuple[np.ndarray, bytes]:
         h = self.header
-        e = "<" if h.little else ">"
-        fmt = e + ("IIQQQQIIQQ" if h.bits == 64 else "IIIIIIIIII")
-        raw = list(struct.iter_unpack(fmt, self.data[h.shoff : h.shoff + h.shnum * h.shentsize]))
-        names = raw[h.shstrndx]
-        strtab = self._bytes(names[4], names[5], "section name table")
-        out = []
-        for r in raw:
-            name_off, stype, _flags, _addr, offset, size, link, info, _align, entsize = r
-            if stype != SHT_NOBITS and offset + size > len(self.data):
-                raise self._fail(f"truncated: a section ends at byte {offset + size}, file has {len(self.data)}")
-            out.append(SectionHeader(_cstr(strtab, name_off), stype, offset, size, link, info, entsize))
-        return out
+        # A copy of the table, not a view: a view would pin a memory-mapped file open.
+        table = self._bytes(h.shoff, h.shnum * h.shentsize, "section header table")
+        shdrs = np.frombuffer(table, _shdr_dtype(h.bits, h.little))
+        ends = shdrs["offset"].astype(np.uint64) + shdrs["size"]
+        past = (shdrs["type"] != SHT_NOBITS) & (ends > len(self.data))
+        if past.any():
+            end = int(ends[np.argmax(past)])
+            raise self._fail(f"truncated: a section ends at byte {end}, file has {len(self.data)}")
+        names = shdrs[h.shstrndx]
+        return shdrs, bytes(self._bytes(int(names["offset"]), int(names["size"]), "section name table"))
 
     def _bytes(self, offset: int, size: int, what: str) -> bytes:
         if offset + size > len(self.data):
             raise self._fail(f"truncated: {what} ends at byte {offset + size}, file has {len(self.data)}")
         return self.data[offset : offset + size]
 
+    def section_name(self, index: int) -> str:
+        """The name of section ``index``."""
+        return _cstr(self.shstrtab, int(self.shdrs["name"][index]))
+
     def index(self, name: str) -> int | None:
-        """Index of the section called ``name``, or None."""
-        return self._by_name.get(name)
+        """Index of the section called ``name``, or None.
+
+        The name may sit inside a longer one in ``.shstrtab`` (``.rela__ksymtab`` holds
+        ``__ksymtab``: linkers share string tails), so every place it ends with a NUL is a candidate.
+        """
+        want = name.encode() + b"\0"
+        at = self.shstrtab.find(want)
+        while at >= 0:
+            if at in self._name_offsets:
+                return self._name_offsets.index(at)
+            at = self.shstrtab.find(want, at + 1)
+        return None
 
     def section_bytes(self, index: int) -> bytes:
         """The bytes of section ``index`` (empty for NOBITS)."""
-        s = self.sections[index]
-        if s.type == SHT_NOBITS:
+        s = self.shdrs[index]
+        if s["type"] == SHT_NOBITS:
             return b""
-        return self._bytes(s.offset, s.size, f"section {s.name}")
+        return self._bytes(int(s["offset"]), int(s["size"]), f"section {self.section_name(index)}")
 
     def symtab(self) -> tuple[np.ndarray, bytes]:
         """The symbol table as a record array, and its string table."""
-        for s in self.sections:
-            if s.type == SHT_SYMTAB:
-                if s.link >= len(self.sections):
-                    raise self._fail("symbol table links to a missing string table")
-                dt = _sym_dtype(self.header.bits, self.header.little)
-                raw = self._bytes(s.offset, s.size - s.size % dt.itemsize, ".symtab")
-                return np.frombuffer(raw, dtype=dt), self.section_bytes(s.link)
-        raise self._fail("no symbol table (.symtab)")
+        found = np.flatnonzero(self.shdrs["type"] == SHT_SYMTAB)
+        if not len(found):
+            raise self._fail("no symbol table (.symtab)")
+        s = self.shdrs[found[0]]
+        if s["link"] >= len(self.shdrs):
+            raise self._fail("symbol table links to a missing string table")
+        dt = _sym_dtype(self.header.bits, self.header.little)
+        size = int(s["size"])
+        raw = self._bytes(int(s["offset"]), size - size % dt.itemsize, ".symtab")
+        return np.frombuffer(raw, dtype=dt), self.section_bytes(int(s["link"]))
 
     def relocations_for(self, target: int) -> tuple[np.ndarray, bool] | None:
         """The relocation entries applying to section ``target`` and whether they carry addends."""
-        for s in self.sections:
-            if s.type in (SHT_RELA, SHT_REL) and s.info == target:
-                rela = s.type == SHT_RELA
-                dt = _rel_dtype(self.header.bits, self.header.little, rela)
-                raw = self._bytes(s.offset, s.size - s.size % dt.itemsize, s.name)
-                return np.frombuffer(raw, dtype=dt), rela
-        return None
+        t = self.shdrs["type"]
+        found = np.flatnonzero(((t == SHT_RELA) | (t == SHT_REL)) & (self.shdrs["info"] == target))
+        if not len(found):
+            return None
+        s = self.shdrs[found[0]]
+        rela = s["type"] == SHT_RELA
+        dt = _rel_dtype(self.header.bits, self.header.little, rela)
+        size = int(s["size"])
+        raw = self._bytes(int(s["offset"]), size - size % dt.itemsize, self.section_name(int(found[0])))
+        return np.frombuffer(raw, dtype=dt), bool(rela)
 
 
 def _cstr(buf: bytes, offset: int) -> str:
@@ -236,8 +251,12 @@ class ModuleData(NamedTuple):
     """The module and its modinfo."""
     exports: list[Export]
     """Its ksymtab entries."""
-    imports: list[Import]
-    """Its undefined symbols, with the CRCs of ``__versions``."""
+    imports: Imports
+    """Its undefined symbols, with the CRCs of ``__versions``, as columns."""
+
+    def import_records(self) -> list[Import]:
+        """Its imports as one :class:`~ksymgraph.loaders.records.Import` record each."""
+        return self.imports.records(self.info.name)
 
 
 def module_name_from_path(path: str) -> str:
@@ -254,11 +273,18 @@ def _read_modinfo(elf: ModuleElf) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     if idx is None:
         return out
-    for item in elf.section_bytes(idx).split(b"\0"):
-        key, sep, value = item.partition(b"=")
+    # NUL and "=" are single bytes in UTF-8: decoding the section once equals decoding each item.
+    for item in elf.section_bytes(idx).decode("utf-8", "replace").split("\0"):
+        key, sep, value = item.partition("=")
         if sep:
-            out.setdefault(key.decode("utf-8", "replace"), []).append(value.decode("utf-8", "replace"))
+            out.setdefault(key, []).append(value)
     return out
+
+
+@functools.lru_cache(maxsize=None)
+def _versions_dtype(bits: int, little: bool) -> np.dtype:
+    w = bits // 8
+    return np.dtype([("crc", f"{'<' if little else '>'}u{w}"), ("name", f"S{64 - w}")])
 
 
 def _read_versions(elf: ModuleElf) -> dict[str, int]:
@@ -267,16 +293,33 @@ def _read_versions(elf: ModuleElf) -> dict[str, int]:
     if idx is None:
         return {}
     raw = elf.section_bytes(idx)
+    raw = raw[: len(raw) - len(raw) % 64]
+    recs = np.frombuffer(raw, dtype=_versions_dtype(elf.header.bits, elf.header.little))
+    crcs = (recs["crc"] & 0xFFFFFFFF).tolist()
     w = elf.header.bits // 8
-    e = "<" if elf.header.little else ">"
-    dt = np.dtype([("crc", f"{e}u{w}"), ("name", f"S{64 - w}")])
-    recs = np.frombuffer(raw[: len(raw) - len(raw) % 64], dtype=dt)
-    names = [n.split(b"\0", 1)[0].decode("utf-8", "replace") for n in recs["name"].tolist()]
-    return dict(zip(names, (recs["crc"] & 0xFFFFFFFF).tolist()))
+    if raw.isascii():  # decode once and slice, as in _names
+        text = raw.decode("ascii")
+        find = text.find
+        names = []
+        for o in range(w, len(text), 64):
+            end = find("\0", o, o + 64 - w)
+            names.append(text[o : end if end >= 0 else o + 64 - w])
+    else:
+        names = [n.split(b"\0", 1)[0].decode("utf-8", "replace") for n in recs["name"].tolist()]
+    return dict(zip(names, crcs))
 
 
 def _names(syms: np.ndarray, strtab: bytes) -> list[str]:
-    return [_cstr(strtab, int(n)) for n in syms["name"]]
+    """The names of ``syms``. Symbol names are nearly always ASCII: then the table is decoded once
+    and sliced, rather than decoded name by name."""
+    offsets = syms["name"].tolist()
+    if not strtab.endswith(b"\0"):
+        strtab += b"\0"
+    if strtab.isascii():
+        text = strtab.decode("ascii")
+        find = text.find
+        return [text[o : find("\0", o)] if o < len(text) else "" for o in offsets]
+    return [_cstr(strtab, o) for o in offsets]
 
 
 def _namespace_by_relocation(elf: ModuleElf, ksym_idx: int, entry_offsets: dict[str, int],
@@ -352,9 +395,13 @@ def _parse(elf: ModuleElf, path: str) -> ModuleData:
     # Imports: undefined global or weak symbols with a name.
     und = syms[(shndx == SHN_UNDEF) & ((bind == STB_GLOBAL) | (bind == STB_WEAK)) & (syms["name"] != 0)]
     und_names = _names(und, strtab)
+    weak = ((und["info"] >> 4) == STB_WEAK).tolist()
+    if len(set(und_names)) != len(und_names):  # the same name twice: keep the first
+        first = {n: i for i, n in reversed(list(enumerate(und_names)))}
+        keep = sorted(first.values())
+        und_names, weak = [und_names[i] for i in keep], [weak[i] for i in keep]
     versions = _read_versions(elf)
-    imports = [Import(info.name, n, versions.get(n), bool(b == STB_WEAK))
-               for n, b in zip(und_names, und["info"] >> 4)]
+    imports = Imports(und_names, list(map(versions.get, und_names)), weak)
 
     # Exports: __ksymtab_<sym> symbols in __ksymtab / __ksymtab_gpl.
     exports: list[Export] = []
@@ -364,7 +411,7 @@ def _parse(elf: ModuleElf, path: str) -> ModuleData:
         if idx is not None:
             ksym_sections[idx] = gpl
     if ksym_sections:
-        crc_sections = {i for i, s in enumerate(elf.sections) if s.name.startswith("__kcrctab")}
+        crc_sections = {i for i in (elf.index("__kcrctab"), elf.index("__kcrctab_gpl")) if i is not None}
         strings_idx = elf.index("__ksymtab_strings")
         interesting = np.isin(shndx, list(ksym_sections) + list(crc_sections) + [SHN_ABS]
                               + ([strings_idx] if strings_idx is not None else []))
@@ -372,18 +419,18 @@ def _parse(elf: ModuleElf, path: str) -> ModuleData:
         entries: dict[int, dict[str, int]] = {i: {} for i in ksym_sections}
         crcs: dict[str, int] = {}
         ns_syms: dict[str, int] = {}
-        for sym, n in zip(cand, _names(cand, strtab)):
-            si = int(sym["shndx"])
+        crc_words = {i: elf.section_bytes(i) for i in crc_sections}
+        word = "<I" if elf.header.little else ">I"
+        for n, si, value in zip(_names(cand, strtab), cand["shndx"].tolist(), cand["value"].tolist()):
             if si in ksym_sections and n.startswith("__ksymtab_"):
-                entries[si][n[10:]] = int(sym["value"])
+                entries[si][n[10:]] = value
             elif n.startswith("__crc_"):
                 if si == SHN_ABS:
-                    crcs[n[6:]] = int(sym["value"]) & 0xFFFFFFFF
-                elif si in crc_sections:
-                    fmt = "<I" if elf.header.little else ">I"
-                    (crcs[n[6:]],) = struct.unpack_from(fmt, elf.section_bytes(si), int(sym["value"]))
+                    crcs[n[6:]] = value & 0xFFFFFFFF
+                elif si in crc_words:
+                    (crcs[n[6:]],) = struct.unpack_from(word, crc_words[si], value)
             elif si == strings_idx and n.startswith("__kstrtabns_"):
-                ns_syms[n[12:]] = int(sym["value"])
+                ns_syms[n[12:]] = value
         strings = elf.section_bytes(strings_idx) if strings_idx is not None else b""
         for si, gpl in ksym_sections.items():
             if ns_syms:

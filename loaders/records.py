@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-__all__ = ["ModuleInfo", "Export", "Import", "Skipped", "LoaderError"]
+__all__ = ["ModuleInfo", "Export", "Import", "Imports", "Skipped", "LoaderError"]
 
 
 class LoaderError(Exception):
@@ -67,6 +67,34 @@ class Import(NamedTuple):
     """The CRC recorded in the module's ``__versions`` section, if any."""
     weak: bool = False
     """A weak undefined symbol: left unresolved, it does not stop the module from loading."""
+
+
+class Imports(NamedTuple):
+    """A module's undefined symbols as three parallel columns, in symbol-table order, each name once.
+
+    Columns rather than one :class:`Import` per symbol: the modules of a Debian kernel import 185k
+    symbols, and a record each would cost more to build and to send between processes than reading
+    the files does. :meth:`records` gives the records.
+    """
+
+    symbols: list[str]
+    """Linker names of the undefined symbols."""
+    crcs: list[int | None]
+    """For each, the CRC recorded in ``__versions``, or None."""
+    weak: list[bool]
+    """For each, True when it is a weak undefined symbol (it does not stop the module loading)."""
+
+    def records(self, module: str) -> list[Import]:
+        """The same imports as :class:`Import` records of ``module``."""
+        return [Import(module, s, c, w) for s, c, w in zip(self.symbols, self.crcs, self.weak)]
+
+    @classmethod
+    def from_records(cls, imports: "list[Import]") -> "Imports":
+        """Columns from records (the first record of a repeated symbol wins)."""
+        seen: dict[str, Import] = {}
+        for i in imports:
+            seen.setdefault(i.symbol, i)
+        return cls(list(seen), [i.crc for i in seen.values()], [i.weak for i in seen.values()])
 
 
 class Skipped(NamedTuple):

@@ -191,12 +191,12 @@ def upgrade_impact(store: GraphStore, a: str, b: str, files: list[ModuleData] = 
     lookups = {m.info.name: pa.lookups.get(m.info.name, []) for m in subset}
     # Renames: an import that vanished behind a kept API is taken as satisfied by its new export.
     eb = {sym for sym in pb.exports}
-    vanished = sorted({i.symbol for m in subset for i in m.imports if i.symbol not in eb and not i.weak})
+    vanished = sorted({i.symbol for m in subset for i in m.import_records() if i.symbol not in eb and not i.weak})
     renames = {}
     if vanished and headers_loaded(store, a) and headers_loaded(store, b):
         renames = find_renames(store, a, b, vanished)
-    rebuilt = [m._replace(imports=[i._replace(symbol=renames[i.symbol][0].now_via) if i.symbol in renames else i
-                                   for i in m.imports]) for m in subset]
+    rebuilt = [m._replace(imports=m.imports._replace(
+        symbols=[renames[s][0].now_via if s in renames else s for s in m.imports.symbols])) for m in subset]
     failing = failing_modules(pb.with_modules(rebuilt, lookups))
     wanted = sorted({lu.symbol for lus in lookups.values() for lu in lus})
     present = _still_there(store, b, wanted) if wanted else set()
@@ -213,19 +213,20 @@ def upgrade_impact(store: GraphStore, a: str, b: str, files: list[ModuleData] = 
                 for lu in lookups[name] if lu.symbol not in present]
         reasons = sorted(failing.get(name, []), key=lambda r: (r.rule == "dependency", r.rule, r.symbol))
         rebuild = [{"symbol": i.symbol, "api": renames[i.symbol][0].api, "now_via": renames[i.symbol][0].now_via,
-                    "how": renames[i.symbol][0].how} for i in m.imports if i.symbol in renames]
+                    "how": renames[i.symbol][0].how} for i in m.import_records() if i.symbol in renames]
         out.append(ModuleImpact(name, m.info.path, not reasons and not gone, reasons, gone, rebuild,
                                 sites.get(name, [])))
     return UpgradeImpact(diff_kernels(store, a, b), out)
 
 
 def _as_module_data(proj: KernelProjection, name: str) -> ModuleData:
-    from ksymgraph.loaders.records import Export, Import
+    from ksymgraph.loaders.records import Export, Imports
 
     node = proj.modules[name]
     info = _module_info(node)
     exports = [Export(name, s, e.gpl, e.namespace, None) for s, e in proj.exported_by(name)]
-    imports = [Import(name, i.symbol, None, i.weak) for i in proj.imports.get(name, [])]
+    edges = proj.imports.get(name, [])
+    imports = Imports([i.symbol for i in edges], [None] * len(edges), [i.weak for i in edges])
     return ModuleData(info, exports, imports)
 
 

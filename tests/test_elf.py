@@ -33,7 +33,7 @@ def test_exports_imports_every_layout_and_arch(tmp_path, arch, layout):
     if layout == "absolute":  # before 5.4 there are no namespaces
         want["a_ns"] = (True, "", 0x44440000)
     assert got == want
-    assert {(i.symbol, i.crc, i.weak) for i in m.imports} == {("kfree", 0x037A0CBA, False), ("_printk", 0x92997ED8, False)}
+    assert {(i.symbol, i.crc, i.weak) for i in m.import_records()} == {("kfree", 0x037A0CBA, False), ("_printk", 0x92997ED8, False)}
     assert m.info.name == "core_a"
     assert m.info.license == "GPL"
     assert m.info.intree is True
@@ -47,12 +47,12 @@ def test_modinfo_fields(tmp_path):
     assert m.info.depends == ("core_a",)
     assert m.info.license == "GPL v2"
     assert [(e.symbol, e.gpl) for e in m.exports] == [("b_fn", True)]
-    assert {i.symbol for i in m.imports} == {"a_plain", "a_ns"}
+    assert {i.symbol for i in m.import_records()} == {"a_plain", "a_ns"}
 
 
 def test_weak_import_flagged(tmp_path):
     m = read_module_file(str(compile_module(MODULE_SOURCES / "weak_e.c", tmp_path / "weak_e.ko")))
-    assert {(i.symbol, i.weak) for i in m.imports} == {("maybe_there", True), ("_printk", False)}
+    assert {(i.symbol, i.weak) for i in m.import_records()} == {("maybe_there", True), ("_printk", False)}
     assert m.exports == []
 
 
@@ -104,4 +104,4 @@ def test_agrees_with_pyelftools(tmp_path, arch):
         m = read_module_file(str(ko))
         exports, imports = pyelftools_interface(str(ko))
         assert {(e.symbol, e.gpl) for e in m.exports} == exports, src.name
-        assert {i.symbol for i in m.imports} == imports, src.name
+        assert {i.symbol for i in m.import_records()} == imports, src.name

@@ -195,7 +195,7 @@ def test_lookups_and_oot_modules(store, extra_modules):
     assert table.empty and list(table.columns) == ["module", "symbol", "how", "file", "line", "exported"]
     data = nb.oot_module_data(extra_modules)
     assert [m.info.name for m in data] == ["prop_d"]
-    assert sorted(i.symbol for i in data[0].imports) == ["a_plain", "kfree"]
+    assert sorted(i.symbol for i in data[0].import_records()) == ["a_plain", "kfree"]
 
 
 def test_explorer_widget(store, tmp_path):

@@ -115,7 +115,7 @@ def test_lttng_loads_with_the_kernel_and_register_kprobe_whatif(lttng_build, deb
     # Every LTTng module's imports resolve on the kernel it was built for.
     assert not names & set(failing_modules(proj))
 
-    importers = {m.info.name for m in lttng if any(i.symbol == "register_kprobe" for i in m.imports)}
+    importers = {m.info.name for m in lttng if any(i.symbol == "register_kprobe" for i in m.import_records())}
     assert {"lttng_kprobes", "lttng_wrapper"} <= importers
     # Everything that reaches an importer through module dependencies fails with it.
     g = proj.to_networkx()

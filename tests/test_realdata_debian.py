@@ -134,4 +134,4 @@ def test_elf_reader_agrees_with_pyelftools(debian_kernel):
         m = read_module_file(path)
         exports, imports = pyelftools_interface(path)
         assert {(e.symbol, e.gpl) for e in m.exports} == exports, path
-        assert {i.symbol for i in m.imports} == imports, path
+        assert {i.symbol for i in m.import_records()} == imports, path
