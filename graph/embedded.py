@@ -62,10 +62,23 @@ class EmbeddedStore(GraphStore):
             raise StoreError(f"cannot open {self.path}: {msg}") from e
         self._conn = ladybug.Connection(self._db)
         self.read_only = read_only
-        if not read_only:
-            for stmt in schema_statements():
-                self._conn.execute(stmt)
-            self._migrate()
+        self._schema_ready = read_only  # a read-only handle takes the tables as they are
+
+    def _ensure_schema(self) -> None:
+        """Create the tables (and add new properties to old ones) before the first statement."""
+        if self._schema_ready:
+            return
+        self._schema_ready = True
+        for stmt in schema_statements():
+            self._conn.execute(stmt)
+        self._migrate()
+
+    def prepare_write(self) -> None:
+        self._ensure_schema()
+        # LadybugDB imports pandas the first time it is given an Arrow table to COPY (to tell a
+        # DataFrame from a table), which takes 0.2 s; importing it here does that while the caller
+        # waits for its worker processes instead of after.
+        import pandas  # noqa: F401
 
     def describe(self) -> str:
         return str(self.path)
@@ -87,6 +100,7 @@ class EmbeddedStore(GraphStore):
         self._db.close()
 
     def query(self, cypher: str, params: dict[str, Any] | None = None) -> Rows:
+        self._ensure_schema()
         try:
             res = self._conn.execute(cypher, params or {})
         except RuntimeError as e:
@@ -98,9 +112,11 @@ class EmbeddedStore(GraphStore):
 
     def execute(self, cypher: str, params: dict[str, Any] | None = None) -> None:
         """Run a statement that returns nothing of interest."""
+        self._ensure_schema()
         self._conn.execute(cypher, params or {}).close()
 
     def delete_kernel(self, kernel: str) -> bool:
+        self._ensure_schema()
         had = kernel in self.kernels()
         self._conn.execute("BEGIN TRANSACTION")
         try:
@@ -118,6 +134,7 @@ class EmbeddedStore(GraphStore):
 
     def replace_kernel(self, batch: GraphBatch) -> None:
         _check_unique(batch)
+        self._ensure_schema()
         conn = self._conn
         conn.execute("BEGIN TRANSACTION")
         try:

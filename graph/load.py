@@ -14,13 +14,13 @@ import gc
 import sys
 import time
 from pathlib import Path
-from typing import Iterable, NamedTuple
+from typing import Callable, Iterable, NamedTuple
 
 from ksymgraph.graph.build import BuildReport, KernelMeta, LookUpEdge, build_kernel_graph
 from ksymgraph.graph.store import GraphStore
 from ksymgraph.loaders.elf import ModuleData
 from ksymgraph.loaders.kernel import KernelSource, arch_from_release, resolve_source
-from ksymgraph.loaders.modules import for_each_module
+from ksymgraph.loaders.modules import reading_modules
 from ksymgraph.loaders.records import LoaderError, Skipped
 from ksymgraph.loaders.symvers import SymversEntry, for_each_symvers_entry
 from ksymgraph.loaders.trees import debian_headers_tree, debian_source_tree, index_source_tree
@@ -61,9 +61,14 @@ def read_kernel(
     symvers: str | None = None,
     workers: int | None = None,
     progress: bool = False,
+    meanwhile: Callable[[], None] | None = None,
 ) -> tuple[KernelMeta, list[ModuleData], list[SymversEntry], list[Skipped], Path | None]:
     """Read every source: the kernel's metadata, module data in source order, symvers entries,
-    skips, and the kernel's ``.config`` when a source provides one."""
+    skips, and the kernel's ``.config`` when a source provides one.
+
+    Module files are read by worker processes; meanwhile this process reads the Module.symvers
+    files and then calls ``meanwhile`` (the load uses it to get the store ready).
+    """
     skipped: list[Skipped] = []
     resolved: list[KernelSource] = []
     specs = list(sources)
@@ -80,22 +85,24 @@ def read_kernel(
         for path in src.module_files:
             order.setdefault(path, i)
     data: dict[str, ModuleData] = {}
-    for item in _progress(for_each_module(list(order), workers), len(order), "reading modules", progress):
-        if isinstance(item, Skipped):
-            skipped.append(item)
-        else:
-            data[item.info.path] = item
-    modules = [data[p] for p in sorted(data, key=lambda p: (order[p], p))]
-
     entries: list[SymversEntry] = []
-    for src in resolved:
-        if src.symvers is None:
-            continue
-        try:
-            for item in for_each_symvers_entry(src.symvers):
-                (skipped if isinstance(item, Skipped) else entries).append(item)
-        except OSError as e:
-            skipped.append(Skipped(str(src.symvers), e.strerror or str(e)))
+    with reading_modules(list(order), workers) as results:
+        for src in resolved:
+            if src.symvers is None:
+                continue
+            try:
+                for item in for_each_symvers_entry(src.symvers):
+                    (skipped if isinstance(item, Skipped) else entries).append(item)
+            except OSError as e:
+                skipped.append(Skipped(str(src.symvers), e.strerror or str(e)))
+        if meanwhile is not None:
+            meanwhile()
+        for item in _progress(results, len(order), "reading modules", progress):
+            if isinstance(item, Skipped):
+                skipped.append(item)
+            else:
+                data[item.info.path] = item
+    modules = [data[p] for p in sorted(data, key=lambda p: (order[p], p))]
 
     release = kernel or next((s.release for s in resolved if s.release), "")
     if not release:
@@ -144,7 +151,8 @@ def load_kernel(
     """
     t0 = time.perf_counter()
     with _bulk_allocation():
-        meta, modules, entries, skipped, found_config = read_kernel(sources, kernel, symvers, workers, progress)
+        meta, modules, entries, skipped, found_config = read_kernel(sources, kernel, symvers, workers, progress,
+                                                                    meanwhile=store.prepare_write)
     trees = []
     for spec in source_dirs:
         try:

@@ -49,6 +49,11 @@ class GraphStore(abc.ABC):
     def replace_kernel(self, batch: GraphBatch) -> None:
         """Write one kernel's graph, replacing any kernel of the same name as a unit."""
 
+    def prepare_write(self) -> None:
+        """Get ready for :meth:`replace_kernel` (create tables, connect, warm up) while the caller
+        does other work: :func:`ksymgraph.graph.load.load_kernel` calls it while worker processes
+        read the module files. Optional; the writing methods prepare by themselves when needed."""
+
     @abc.abstractmethod
     def delete_kernel(self, kernel: str) -> bool:
         """Remove a kernel; True if it was there."""

@@ -208,7 +208,11 @@ class ModuleElf:
         s = self.shdrs[index]
         if s["type"] == SHT_NOBITS:
             return b""
-        return self._bytes(int(s["offset"]), int(s["size"]), f"section {self.section_name(index)}")
+        offset, size = int(s["offset"]), int(s["size"])
+        if offset + size > len(self.data):
+            raise self._fail(f"truncated: section {self.section_name(index)} ends at byte {offset + size}, "
+                             f"file has {len(self.data)}")
+        return self.data[offset : offset + size]
 
     def symtab(self) -> tuple[np.ndarray, bytes]:
         """The symbol table as a record array, and its string table."""
@@ -296,16 +300,10 @@ def _read_versions(elf: ModuleElf) -> dict[str, int]:
     raw = raw[: len(raw) - len(raw) % 64]
     recs = np.frombuffer(raw, dtype=_versions_dtype(elf.header.bits, elf.header.little))
     crcs = (recs["crc"] & 0xFFFFFFFF).tolist()
-    w = elf.header.bits // 8
-    if raw.isascii():  # decode once and slice, as in _names
-        text = raw.decode("ascii")
-        find = text.find
-        names = []
-        for o in range(w, len(text), 64):
-            end = find("\0", o, o + 64 - w)
-            names.append(text[o : end if end >= 0 else o + 64 - w])
-    else:
-        names = [n.split(b"\0", 1)[0].decode("utf-8", "replace") for n in recs["name"].tolist()]
+    fields = recs["name"].tolist()  # bytes without the trailing NULs
+    names = b"\0".join(fields).decode("utf-8", "replace").split("\0")  # decoded at once
+    if len(names) != len(fields):  # a name with a NUL inside, and bytes after it
+        names = [n.split(b"\0", 1)[0].decode("utf-8", "replace") for n in fields]
     return dict(zip(names, crcs))
 
 
@@ -318,7 +316,8 @@ def _names(syms: np.ndarray, strtab: bytes) -> list[str]:
     if strtab.isascii():
         text = strtab.decode("ascii")
         find = text.find
-        return [text[o : find("\0", o)] if o < len(text) else "" for o in offsets]
+        n = len(text)
+        return [text[o : find("\0", o)] if o < n else "" for o in offsets]
     return [_cstr(strtab, o) for o in offsets]
 
 
@@ -390,10 +389,11 @@ def _parse(elf: ModuleElf, path: str) -> ModuleData:
     )
     syms, strtab = elf.symtab()
     shndx = syms["shndx"]
-    bind = syms["info"] >> 4
 
     # Imports: undefined global or weak symbols with a name.
-    und = syms[(shndx == SHN_UNDEF) & ((bind == STB_GLOBAL) | (bind == STB_WEAK)) & (syms["name"] != 0)]
+    und = syms[(shndx == SHN_UNDEF) & (syms["name"] != 0)]
+    bind = und["info"] >> 4
+    und = und[(bind == STB_GLOBAL) | (bind == STB_WEAK)]
     und_names = _names(und, strtab)
     weak = ((und["info"] >> 4) == STB_WEAK).tolist()
     if len(set(und_names)) != len(und_names):  # the same name twice: keep the first
@@ -413,8 +413,9 @@ def _parse(elf: ModuleElf, path: str) -> ModuleData:
     if ksym_sections:
         crc_sections = {i for i in (elf.index("__kcrctab"), elf.index("__kcrctab_gpl")) if i is not None}
         strings_idx = elf.index("__ksymtab_strings")
-        interesting = np.isin(shndx, list(ksym_sections) + list(crc_sections) + [SHN_ABS]
-                              + ([strings_idx] if strings_idx is not None else []))
+        interesting = shndx == SHN_ABS
+        for i in (*ksym_sections, *crc_sections, *([strings_idx] if strings_idx is not None else [])):
+            interesting |= shndx == i
         cand = syms[interesting]
         entries: dict[int, dict[str, int]] = {i: {} for i in ksym_sections}
         crcs: dict[str, int] = {}

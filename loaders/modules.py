@@ -8,6 +8,7 @@ naming it and the reason, and the others go on.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import lzma
 import mmap
@@ -19,7 +20,8 @@ from typing import Iterator
 from ksymgraph.loaders.elf import ModuleData, parse_module
 from ksymgraph.loaders.records import LoaderError, Skipped
 
-__all__ = ["MODULE_SUFFIXES", "is_module_file", "find_module_files", "read_module_file", "for_each_module"]
+__all__ = ["MODULE_SUFFIXES", "is_module_file", "find_module_files", "read_module_file", "reading_modules",
+           "for_each_module"]
 
 MODULE_SUFFIXES = (".ko", ".ko.xz", ".ko.zst", ".ko.gz")
 
@@ -81,15 +83,26 @@ def _read_or_skip(path: str) -> ModuleData | Skipped:
         return Skipped(e.path, e.reason)
 
 
+@contextlib.contextmanager
+def reading_modules(paths: list[str], workers: int | None = None) -> Iterator[Iterator[ModuleData | Skipped]]:
+    """Start reading ``paths`` on ``workers`` processes at once; the ``with`` body gets the results
+    (a :class:`ModuleData` or :class:`Skipped` per path, in completion order) as an iterator and
+    may do other work before it takes them. ``workers=1`` reads in this process, as the results are
+    taken. Leaving the body stops the workers.
+    """
+    workers = workers or os.cpu_count() or 1
+    if workers <= 1 or len(paths) < 64:
+        yield map(_read_or_skip, paths)
+        return
+    ctx = multiprocessing.get_context("fork" if hasattr(os, "fork") else "spawn")
+    with ctx.Pool(workers) as pool:
+        yield pool.imap_unordered(_read_or_skip, paths, chunksize=64)
+
+
 def for_each_module(paths: list[str], workers: int | None = None) -> Iterator[ModuleData | Skipped]:
     """Yield a :class:`ModuleData` or :class:`Skipped` for each path, reading on ``workers`` cores.
 
     Results come in completion order. ``workers=1`` reads in this process.
     """
-    workers = workers or os.cpu_count() or 1
-    if workers <= 1 or len(paths) < 64:
-        yield from map(_read_or_skip, paths)
-        return
-    ctx = multiprocessing.get_context("fork" if hasattr(os, "fork") else "spawn")
-    with ctx.Pool(workers) as pool:
-        yield from pool.imap_unordered(_read_or_skip, paths, chunksize=64)
+    with reading_modules(paths, workers) as results:
+        yield from results
