@@ -249,9 +249,12 @@ _ANNOTATION_KIND = {a.encode(): "blank" for a in ANNOTATIONS}
 _ANNOTATION_KIND.update({a.encode(): "inline" for a in INLINE_ANNOTATIONS})
 _ANNOTATION_KIND.update({a.encode(): "args" for a in ANNOTATIONS_WITH_ARGS})
 _ANNOTATION_KIND.update({a.encode(): "static" for a in STATIC_ANNOTATIONS})
-# One scan for every annotation: candidate words, then a dict look-up (an alternation of 150
-# words is several times slower in ``re``).
-_ANNOT_RE = re.compile(rb"\b(?:__\w+|asmlinkage|notrace|noinstr|noinline\w*|STATIC)\b")
+# Candidate words, then a dict look-up (an alternation of 150 words is several times slower in
+# ``re``). Each pattern starts with a literal, which ``re`` finds by a fast search, where a
+# leading ``\b`` or alternation makes it try every byte; the word boundary before is checked apart.
+_ANNOT_RES = [re.compile(re.escape(w) + rb"\w*") for w in (b"__", b"asmlinkage", b"notrace", b"noinstr",
+                                                            b"noinline", b"STATIC")]
+_WORD_BYTES = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_")
 _FOR_EACH_RE = re.compile(rb"for_each")
 _FUNC_MACRO_RE = re.compile(
     rb"^[ \t]*(" + b"|".join(m.encode() for m, _ in FUNCTION_MACROS) + rb")[ \t]*\([ \t]*([A-Za-z_]\w*)",
@@ -259,17 +262,16 @@ _FUNC_MACRO_RE = re.compile(
 )
 #: A type written as a macro argument: ``container_of(p, struct foo, list)``, ``min_t(unsigned
 #: long, a, b)``, ``va_arg(ap, const char *)``. The C grammar has no expression of that shape.
-_TYPE_ARG_START_RE = re.compile(
-    rb"[(,][ \t\n]*(?:(?:const|volatile)[ \t\n]+)*"
-    rb"(?:struct|union|enum|unsigned|signed|int|long|short|char|bool|_Bool|float|double|void)\b"
-)
-_TYPE_ARG_RE = re.compile(
+_TYPE = (
     rb"\s*(?:(?:const|volatile)\s+)*"
     rb"(?:(?:struct|union|enum)\s+\w+"
     rb"|(?:(?:unsigned|signed)\s+)?(?:char|short|int|long\s+long(?:\s+int)?|long(?:\s+int)?|bool|_Bool|float|double|void)"
     rb"|unsigned|signed)"
-    rb"(?:\s*(?:\*|const\b|volatile\b))*\s*\Z"
+    rb"(?:\s*(?:\*|const\b|volatile\b))*\s*"
 )
+#: A whole macro argument that is a type: it holds no brackets or commas, so it ends at the
+#: first ``,`` or ``)``.
+_TYPE_ARG_RE = re.compile(rb"[(,](" + _TYPE + rb")(?=[,)])")
 #: Built-ins that take a type and that tree-sitter-c already reads.
 _TYPE_TAKERS = {b"sizeof", b"typeof", b"__typeof__", b"__typeof", b"alignof", b"_Alignof", b"__alignof__",
                 b"offsetof", b"__builtin_offsetof", b"_Generic", b"__builtin_types_compatible_p"}
@@ -277,7 +279,35 @@ _TYPE_TAKERS = {b"sizeof", b"typeof", b"__typeof__", b"__typeof", b"alignof", b"
 #: (``*`` is not among them: ``struct page *alloc(void)`` is a definition.)
 _EXPRESSION_BEFORE = set(b"=(,;{}:?!&|+-/%<>[^~")
 
-_DIRECTIVE_RE = re.compile(rb"^[ \t]*#(?:[^\n]*\\\r?\n)*[^\n]*", re.M)
+_DIRECTIVE_BODY_RE = re.compile(rb"#(?:[^\n]*\\\r?\n)*[^\n]*")
+
+
+def _directives(src: bytes) -> list[tuple[int, int]]:
+    """(start, end) of every preprocessor directive: a line whose first non-blank is ``#``, with
+    its continuation lines. (Found from each ``#``: ``re`` is slow at ``^[ \t]*#`` over a file.)"""
+    out = []
+    i = src.find(b"#")
+    while i >= 0:
+        line_start = src.rfind(b"\n", 0, i) + 1
+        if src[line_start:i].strip(b" \t"):  # a "#" inside a line: not a directive
+            i = src.find(b"#", i + 1)
+            continue
+        end = _DIRECTIVE_BODY_RE.match(src, i).end()
+        out.append((line_start, end))
+        i = src.find(b"#", end)
+    return out
+
+
+def _annotation_words(src: bytes) -> list[tuple[int, int]]:
+    """(start, end) of each word that may be an annotation (``__x``, ``notrace``...), in order."""
+    found = []
+    for pattern in _ANNOT_RES:
+        for m in pattern.finditer(src):
+            start = m.start()
+            if start == 0 or src[start - 1] not in _WORD_BYTES:
+                found.append((start, m.end()))
+    found.sort()
+    return found
 _BLANK = bytes.maketrans(bytes(range(256)), b" " * 256)
 
 
@@ -363,34 +393,13 @@ def _open_paren_before(src: bytes, pos: int, limit: int = 4000) -> int:
     return -1
 
 
-def _arg_end(src: bytes, start: int) -> int:
-    """Offset of the ``,`` or ``)`` that ends the macro argument starting at ``start``, or -1."""
-    depth = 0
-    for i in range(start, min(len(src), start + 400)):
-        c = src[i]
-        if c in b"([{":
-            depth += 1
-        elif c in b")]}":
-            if depth == 0:
-                return i if c == 0x29 else -1
-            depth -= 1
-        elif c == 0x2C and depth == 0:
-            return i
-        elif c == 0x3B:
-            return -1
-    return -1
-
-
 def _neutralise_type_args(src: bytes, buf: bytearray, d_starts: list[int], d_ends: list[int]) -> None:
     """``container_of(p, struct foo, list)`` -> ``container_of(p, 0         , list)``: a type
     passed to a macro (``min_t``, ``list_entry``, ``va_arg``, ``DEFINE_PER_CPU``...) becomes ``0``
     when the macro is called in an expression or a statement."""
-    for m in _TYPE_ARG_START_RE.finditer(src):
-        start = m.start() + 1
-        if _in_spans(d_starts, d_ends, start):
-            continue
-        end = _arg_end(src, start)
-        if end < 0 or not _TYPE_ARG_RE.match(src, start, end) or src[start:end].strip() == b"void":
+    for m in _TYPE_ARG_RE.finditer(src):
+        start, end = m.span(1)
+        if _in_spans(d_starts, d_ends, start) or src[start:end].strip() == b"void":
             continue
         paren = m.start() if src[m.start()] == 0x28 else _open_paren_before(src, m.start())
         if paren <= 0:
@@ -458,27 +467,27 @@ def neutralise_kernel_macros(src: bytes) -> bytes:
     Preprocessor directives (``#define`` bodies included) are left alone.
     """
     buf = bytearray(src)
-    directives = [(m.start(), m.end()) for m in _DIRECTIVE_RE.finditer(src)]
+    directives = _directives(src)
     d_starts = [s for s, _ in directives]
     d_ends = [e for _, e in directives]
 
-    for m in _ANNOT_RE.finditer(src):
-        kind = _ANNOTATION_KIND.get(m.group())
-        if kind is None or _in_spans(d_starts, d_ends, m.start()):
+    for start, stop in _annotation_words(src):
+        kind = _ANNOTATION_KIND.get(src[start:stop])
+        if kind is None or _in_spans(d_starts, d_ends, start):
             continue
         if kind == "blank":
-            buf[m.start() : m.end()] = b" " * (m.end() - m.start())
+            buf[start:stop] = b" " * (stop - start)
         elif kind == "inline":
-            buf[m.start() : m.end()] = b"inline".ljust(m.end() - m.start())
+            buf[start:stop] = b"inline".ljust(stop - start)
         elif kind == "static":
-            buf[m.start() : m.end()] = b"static"
+            buf[start:stop] = b"static"
         else:
-            paren = m.end()
+            paren = stop
             while paren < len(src) and src[paren] in b" \t\n":
                 paren += 1
             end = _closing_paren(src, paren) if paren < len(src) and src[paren] == 0x28 else -1
             if end > 0:
-                _blank(buf, m.start(), end)
+                _blank(buf, start, end)
 
     for m in _FOR_EACH_RE.finditer(src):
         start, stop = m.start(), m.end()
@@ -509,7 +518,10 @@ def neutralise_kernel_macros(src: bytes) -> bytes:
     _neutralise_type_args(src, buf, d_starts, d_ends)
     _neutralise_else_guards(src, buf, directives)
 
-    for m in _FUNC_MACRO_RE.finditer(src):
+    # (The pattern is anchored at line starts, which ``re`` tries one by one: look only in files
+    # that name one of the macros.)
+    has_macro = any(w in src for w in (b"SYSCALL", b"BPF_CALL_", b"DEFINE_IDTENTRY", b"DEFINE_INTERRUPT_HANDLER"))
+    for m in _FUNC_MACRO_RE.finditer(src) if has_macro else ():
         if _in_spans(d_starts, d_ends, m.start(1)):
             continue
         paren = src.index(b"(", m.end(1))
@@ -549,12 +561,20 @@ def _dirs_for(file: str, include_dirs: list[str]) -> list[str]:
     return [_ARCH_DIR_RE.sub(f"arch/{m.group(1)}/", d) for d in include_dirs]
 
 
-def resolve_include(root: Path, file: str, target: str, system: bool, include_dirs: list[str]) -> str | None:
+def resolve_include(root: Path, file: str, target: str, system: bool, include_dirs: list[str],
+                    cache: dict | None = None) -> str | None:
     """The file an ``#include`` names, relative to ``root``, or None when not in the tree.
 
     ``#include "x.h"`` looks next to ``file`` first, then in ``include_dirs`` (as gcc does with
-    ``-I``); ``#include <x.h>`` looks only in ``include_dirs``.
+    ``-I``); ``#include <x.h>`` looks only in ``include_dirs``. ``cache``, a dict kept for one
+    pass over a tree, saves the file system look-ups for includes already resolved from the same
+    directory.
     """
+    if cache is not None:
+        key = (os.path.dirname(file), target, system)
+        if key not in cache:
+            cache[key] = resolve_include(root, file, target, system, include_dirs)
+        return cache[key]
     candidates = []
     if not system:
         candidates.append(os.path.normpath(os.path.join(os.path.dirname(file), target)))
@@ -583,9 +603,15 @@ QUERY = """
 (ERROR) @error
 """
 
-_EXPORT_RE = re.compile(
-    rb"(?<!" + _WORD + rb")EXPORT_(PER_CPU_)?(UNUSED_)?SYMBOL(_NS)?(_GPL)?(_FUTURE)?(?!" + _WORD + rb")"
-)
+# Literal first, for a fast search; the word boundary before is checked by _export_matches.
+_EXPORT_RE = re.compile(rb"EXPORT_(PER_CPU_)?(UNUSED_)?SYMBOL(_NS)?(_GPL)?(_FUTURE)?(?!" + _WORD + rb")")
+
+
+def _export_matches(text: bytes) -> Iterator[re.Match]:
+    """Every ``EXPORT_SYMBOL*`` macro name in ``text`` that is a whole word."""
+    for m in _EXPORT_RE.finditer(text):
+        if m.start() == 0 or text[m.start() - 1] not in _WORD_BYTES:
+            yield m
 _SYMBOL_LIKE = re.compile(r"[A-Za-z_$][A-Za-z0-9_.$]*\Z")
 _NOT_CODE = ("comment", "preproc_arg", "string_literal", "string_content", "char_literal",
              "system_lib_string", "escape_sequence", "preproc_def", "preproc_function_def")
@@ -769,7 +795,13 @@ def parse_source(src: bytes, file: str) -> FileResult:
 
     # A macro-defined function tree-sitter did not recognise: ``MACRO(args)`` at file scope
     # followed by a block (``TEST_F(fixture, name) { ... }``); ctags names it after the macro.
-    for node in caps.get("call", ()):
+    # Only calls outside every function found so far can be one.
+    funcs.freeze()
+    call_nodes = caps.get("call", ())
+    callers = [funcs.at(node.start_byte) for node in call_nodes]
+    for node, caller in zip(call_nodes, callers):
+        if caller is not None:
+            continue
         call = node.parent
         stmt = call.parent
         if (
@@ -788,7 +820,9 @@ def parse_source(src: bytes, file: str) -> FileResult:
             funcs.add(stmt.start_byte, body.end_byte, name)
             if body.has_error or call.has_error:
                 with_errors += 1
-    funcs.freeze()
+    if len(funcs.spans) != len(funcs.starts):  # macro-defined functions were added
+        funcs.freeze()
+        callers = [funcs.at(node.start_byte) for node in call_nodes]
 
     # String constants: ``const char *name = "sym";`` (per function, or file scope under None).
     string_vars: dict[tuple[str | None, str], str] = {}
@@ -828,7 +862,9 @@ def parse_source(src: bytes, file: str) -> FileResult:
     calls: list[Call] = []
     string_args: list[StringArg] = []
     arg_flows: list[ArgFlow] = []
-    for node in caps.get("call", ()):
+    for node, caller in zip(call_nodes, callers):
+        if caller is None:
+            continue
         callee_node = node
         while callee_node.type in ("parenthesized_expression", "pointer_expression"):
             inner = callee_node.named_children
@@ -845,11 +881,8 @@ def parse_source(src: bytes, file: str) -> FileResult:
                 continue
         else:
             continue
-        caller = funcs.at(node.start_byte)
         callee = _text(name_node)
         line = name_node.start_point[0] + 1
-        if caller is None:
-            continue
         calls.append(Call(caller, callee, file, line, via_member))
         if via_member:
             continue
@@ -938,7 +971,7 @@ def _exports(text: bytes, file: str, root, defined: set[str]) -> list[ExportSite
     inside a comment, a string or a ``#define`` body. Only the smallest node around the name is
     asked: error recovery can wrap real code in odd ancestors (a ``concatenated_string``)."""
     out = []
-    for m in _EXPORT_RE.finditer(text):
+    for m in _export_matches(text):
         if root is not None:
             node = root.descendant_for_byte_range(m.start(), m.end())
             if node is not None and (
@@ -987,9 +1020,9 @@ def _braceless_header(text: bytes, file: str, error: str | None) -> FileResult:
     beyond its includes and exports, so it is not parsed."""
     includes = [m.group(1).decode("utf-8", "replace") for m in _INCLUDE_RE.finditer(text)]
     exports = []
-    directives = [(m.start(), m.end()) for m in _DIRECTIVE_RE.finditer(text)]
+    directives = _directives(text)
     starts, ends = [s for s, _ in directives], [e for _, e in directives]
-    for m in _EXPORT_RE.finditer(text):
+    for m in _export_matches(text):
         if not _in_spans(starts, ends, m.start()):
             site = _export_site(text, m, file, set())
             if site is not None:
@@ -1138,6 +1171,7 @@ def _index_batch(job) -> tuple[str, list[dict], dict[str, int]]:
     root = Path(root)
     rows: dict[str, list] = {t: [] for t in TABLES}
     entries = []
+    resolved: dict = {}
     for rel in files:
         path = root / rel
         entry = {"file": rel, "shard": shard_id}
@@ -1158,7 +1192,7 @@ def _index_batch(job) -> tuple[str, list[dict], dict[str, int]]:
         includes = []
         for inc in result.includes:
             if len(inc) >= 2 and inc[0] in "<\"":
-                target = resolve_include(root, rel, inc[1:-1], inc[0] == "<", include_dirs)
+                target = resolve_include(root, rel, inc[1:-1], inc[0] == "<", include_dirs, resolved)
                 if target is not None and target not in includes:
                     includes.append(target)
         # What the whole-tree wrapper analysis reads from this file: when it is unchanged, a re-index

@@ -190,7 +190,7 @@ def test_export_fixture_covers_every_tree_shape():
     parser, _ = csource._tree_sitter()
     tree = parser.parse(src)
     shapes = {}
-    for m in csource._EXPORT_RE.finditer(src):
+    for m in csource._export_matches(src):
         node = tree.root_node.descendant_for_byte_range(m.start(), m.end())
         chain = []
         while node is not None:
