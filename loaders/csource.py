@@ -660,7 +660,7 @@ def _char_params(func_declarator) -> dict[str, int]:
     """``{name: index}`` of a function's ``char *`` parameters."""
     params = func_declarator.child_by_field_name("parameters")
     out: dict[str, int] = {}
-    if params is None:
+    if params is None or b"char" not in params.text:
         return out
     index = 0
     for p in params.named_children:
@@ -832,16 +832,18 @@ def parse_source(src: bytes, file: str) -> FileResult:
         if value is not None and name is not None and _SYMBOL_LIKE.match(value):
             string_vars[(funcs.at(node.start_byte), _text(name))] = value
 
-    def string_of(ident, at: int) -> str | None:
+    def string_of(ident, function: str | None) -> str | None:
+        """The string constant an identifier names, seen from ``function`` (None: file scope)."""
         name = _text(ident)
-        return string_vars.get((funcs.at(at), name)) or string_vars.get((None, name))
+        return string_vars.get((function, name)) or string_vars.get((None, name))
 
     # Struct fields initialised with strings: ``.save_func_name = "save_stack_trace"``.
     field_strings: dict[str, list[str]] = {}
     lookups: list[LookUp] = []
     for kind in ("field.init", "field.initvar", "field.assign", "field.assignvar"):
         for node in caps.get(kind, ()):
-            value = _string_value(node) if kind in ("field.init", "field.assign") else string_of(node, node.start_byte)
+            value = (_string_value(node) if kind in ("field.init", "field.assign")
+                     else string_of(node, funcs.at(node.start_byte)))
             if value is None or not _SYMBOL_LIKE.match(value):
                 continue
             if kind.startswith("field.init"):
@@ -886,16 +888,17 @@ def parse_source(src: bytes, file: str) -> FileResult:
         calls.append(Call(caller, callee, file, line, via_member))
         if via_member:
             continue
+        lookup = callee in IDENTIFIER_LOOKUPS
+        params = char_params.get(caller)
+        if not (lookup or params or string_vars or field_strings):
+            continue  # nothing in this call's arguments can name a symbol
         args = node.parent.child_by_field_name("arguments")
         if args is None or args.named_child_count == 0:
             continue
-        if callee in IDENTIFIER_LOOKUPS:
+        if lookup:
             first = args.named_children[0]
             if first.type == "identifier":
                 lookups.append(LookUp(_text(first), callee, file, line, caller))
-            continue
-        params = char_params.get(caller)
-        if not (params or string_vars or field_strings):
             continue
         index = -1
         for arg in args.named_children:
@@ -907,7 +910,7 @@ def parse_source(src: bytes, file: str) -> FileResult:
                 if params and ident in params:
                     arg_flows.append(ArgFlow(caller, params[ident], callee, index, file, line))
                     continue
-                value = string_of(arg, arg.start_byte)
+                value = string_of(arg, caller)
                 if value is not None:
                     string_args.append(StringArg(caller, callee, index, value, file, line))
             elif arg.type == "field_expression":
