@@ -5,7 +5,8 @@ Run as a script (not collected by pytest)::
     python tests/bench/bench_source.py [--workers 2] [--skip gtags,...]
 
 All tools run in the same process tree, one after the other, on the same unpacked tree (taken from
-the Debian ``linux-source-6.1`` package, cached in ``$KSYMGRAPH_CACHE``). Each tool runs as a child
+the Debian ``linux-source-6.1`` package, cached in ``$KSYMGRAPH_CACHE``). A row times tree-sitter's
+parse alone over the files the index read: the floor for any tree-sitter index. Each tool runs as a child
 under ``/usr/bin/time`` for its wall time and peak resident set size (the largest single process:
 for ksymgraph the parent or one worker). ksymgraph's index is built cold into a temporary
 directory, then one file is changed and re-indexed (the incremental path).
@@ -33,6 +34,25 @@ print(f"files={r.stats.files} functions={r.rows['functions']} calls={r.rows['cal
 """
 
 
+# tree-sitter's own parse of the same files, with nothing around it: the floor of any tree-sitter
+# index on this machine (headers without a brace are skipped, as the index skips them).
+PARSE_ONLY = """
+import json, multiprocessing, sys
+from pathlib import Path
+from ksymgraph.loaders import csource
+root = Path(sys.argv[1])
+files = sorted(json.loads((Path(sys.argv[2]) / "manifest.json").read_bytes())["files"])
+def parse(rel):
+    src = (root / rel).read_bytes()
+    if rel.endswith(".c") or b"{" in src:
+        csource._tree_sitter()[0].parse(src)
+    return len(src)
+with multiprocessing.get_context("fork").Pool(int(sys.argv[3])) as pool:
+    total = sum(pool.imap_unordered(parse, files, chunksize=64))
+print(f"files={len(files)} bytes={total >> 20} MiB")
+"""
+
+
 def kernel_tree() -> Path:
     unpacked, _ = debian.fetch_package("linux-source-6.1")
     tarball = next(iter(sorted(unpacked.glob("usr/src/linux-source-*.tar.xz"))))
@@ -55,7 +75,7 @@ def timed(cmd: list[str], cwd: Path) -> tuple[float, int, str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--skip", default="", help="comma-separated tools to skip: ctags,gtags,cscope")
+    parser.add_argument("--skip", default="", help="comma-separated rows to skip: parse,ctags,gtags,cscope")
     args = parser.parse_args()
     skip = set(filter(None, args.skip.split(",")))
 
@@ -92,6 +112,11 @@ def main() -> None:
         res = csource.index_tree(root, workers=args.workers, shard_dir=shard_dir, progress=False)
         back = time.monotonic() - started
         rows.append(("ksymgraph one-file re-index", one, 0, f"parsed {1}; restore: {back:.2f} s"))
+
+        if "parse" not in skip:
+            wall, rss, out = timed([sys.executable, "-c", PARSE_ONLY, str(root), str(shard_dir), str(args.workers)],
+                                   root)
+            rows.append((f"tree-sitter parse alone ({args.workers} procs)", wall, rss, out))
 
         if "ctags" not in skip and shutil.which("ctags"):
             wall, rss, _ = timed(["ctags", "-R", "--languages=C", "--langmap=C:.c.h", "-f", str(tmp / "tags"), "."], root)
