@@ -15,6 +15,7 @@ process may write it: root on a machine that allows it) and warm.
 from __future__ import annotations
 
 import argparse
+import compileall
 import os
 import shutil
 import statistics
@@ -57,6 +58,15 @@ def main() -> None:
     args = ap.parse_args()
 
     pk = fetch_kernel(args.release)
+    # An installed ksymgraph has its bytecode compiled (pip does it); an editable checkout where
+    # PYTHONDONTWRITEBYTECODE is set would compile every module again at each start, so compile once.
+    import ksymgraph.graph
+    import ksymgraph.loaders
+    import ksymgraph.queries
+
+    for package in (ksymgraph, ksymgraph.graph, ksymgraph.loaders, ksymgraph.queries):
+        for path in package.__path__:
+            compileall.compile_dir(path, quiet=1)
     depmod = shutil.which("depmod") or "/usr/sbin/depmod"
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "root"
