@@ -56,6 +56,29 @@ def test_reload_is_idempotent_and_kernels_coexist(fixture_store, fixture_tree):
     assert fixture_store.kernels() == [FIXTURE_RELEASE]
 
 
+def test_reloading_the_only_kernel_recreates_the_tables(db_path, fixture_tree, monkeypatch):
+    """With one kernel stored, a reload drops and recreates the tables (deleting row by row is
+    slow in LadybugDB) and gives the same graph; with two, it deletes the old kernel's rows."""
+    recreated = []
+    real = EmbeddedStore._recreate_tables
+
+    def spy(self):
+        recreated.append(self.kernels())
+        real(self)
+
+    monkeypatch.setattr(EmbeddedStore, "_recreate_tables", spy)
+    with open_store(db_path) as store:
+        load_kernel(store, [str(fixture_tree)], kernel="one", workers=1)
+        before = counts(store, "one")
+        load_kernel(store, [str(fixture_tree)], kernel="one", workers=1)
+        assert recreated == [[], ["one"]]
+        assert store.kernels() == ["one"] and counts(store, "one") == before
+        load_kernel(store, [str(fixture_tree)], kernel="two", workers=1)
+        load_kernel(store, [str(fixture_tree)], kernel="two", workers=1)
+        assert len(recreated) == 2  # "one" is there too: rows deleted, tables kept
+        assert store.kernels() == ["one", "two"] and counts(store, "one") == counts(store, "two") == before
+
+
 def test_failed_write_leaves_old_kernel_whole(fixture_store, fixture_tree, monkeypatch):
     before = counts(fixture_store, FIXTURE_RELEASE)
     calls = []
