@@ -70,9 +70,12 @@ class EmbeddedStore(GraphStore):
         if self._schema_ready:
             return
         self._schema_ready = True
+        self._create_tables()
+        self._migrate()
+
+    def _create_tables(self) -> None:
         for stmt in schema_statements():
             self._conn.execute(stmt)
-        self._migrate()
 
     def prepare_write(self) -> None:
         self._ensure_schema()
@@ -143,8 +146,7 @@ class EmbeddedStore(GraphStore):
             self._conn.execute(f"DROP TABLE {r.type}")
         for n in NODES:
             self._conn.execute(f"DROP TABLE {n.label}")
-        for stmt in schema_statements():
-            self._conn.execute(stmt)
+        self._create_tables()
 
     def replace_kernel(self, batch: GraphBatch) -> None:
         _check_unique(batch)

@@ -260,6 +260,8 @@ _FUNC_MACRO_RE = re.compile(
     rb"^[ \t]*(" + b"|".join(m.encode() for m, _ in FUNCTION_MACROS) + rb")[ \t]*\([ \t]*([A-Za-z_]\w*)",
     re.M,
 )
+#: The literal start of each :data:`FUNCTION_MACROS` name, to skip files that name none of them.
+_FUNC_MACRO_WORDS = tuple(re.match(r"\w+?(?=\\|$)", m).group().encode() for m, _ in FUNCTION_MACROS)
 #: A type written as a macro argument: ``container_of(p, struct foo, list)``, ``min_t(unsigned
 #: long, a, b)``, ``va_arg(ap, const char *)``. The C grammar has no expression of that shape.
 _TYPE = (
@@ -520,7 +522,7 @@ def neutralise_kernel_macros(src: bytes) -> bytes:
 
     # (The pattern is anchored at line starts, which ``re`` tries one by one: look only in files
     # that name one of the macros.)
-    has_macro = any(w in src for w in (b"SYSCALL", b"BPF_CALL_", b"DEFINE_IDTENTRY", b"DEFINE_INTERRUPT_HANDLER"))
+    has_macro = any(w in src for w in _FUNC_MACRO_WORDS)
     for m in _FUNC_MACRO_RE.finditer(src) if has_macro else ():
         if _in_spans(d_starts, d_ends, m.start(1)):
             continue

@@ -88,14 +88,6 @@ class Imports(NamedTuple):
         """The same imports as :class:`Import` records of ``module``."""
         return [Import(module, s, c, w) for s, c, w in zip(self.symbols, self.crcs, self.weak)]
 
-    @classmethod
-    def from_records(cls, imports: "list[Import]") -> "Imports":
-        """Columns from records (the first record of a repeated symbol wins)."""
-        seen: dict[str, Import] = {}
-        for i in imports:
-            seen.setdefault(i.symbol, i)
-        return cls(list(seen), [i.crc for i in seen.values()], [i.weak for i in seen.values()])
-
 
 class Skipped(NamedTuple):
     """An input that was not loaded, with the reason, for the final summary."""

@@ -191,7 +191,8 @@ def upgrade_impact(store: GraphStore, a: str, b: str, files: list[ModuleData] = 
     lookups = {m.info.name: pa.lookups.get(m.info.name, []) for m in subset}
     # Renames: an import that vanished behind a kept API is taken as satisfied by its new export.
     eb = {sym for sym in pb.exports}
-    vanished = sorted({i.symbol for m in subset for i in m.import_records() if i.symbol not in eb and not i.weak})
+    vanished = sorted({s for m in subset for s, weak in zip(m.imports.symbols, m.imports.weak)
+                       if s not in eb and not weak})
     renames = {}
     if vanished and headers_loaded(store, a) and headers_loaded(store, b):
         renames = find_renames(store, a, b, vanished)
@@ -212,8 +213,8 @@ def upgrade_impact(store: GraphStore, a: str, b: str, files: list[ModuleData] = 
         gone = [{"symbol": lu.symbol, "how": lu.how, "file": lu.file, "line": lu.line}
                 for lu in lookups[name] if lu.symbol not in present]
         reasons = sorted(failing.get(name, []), key=lambda r: (r.rule == "dependency", r.rule, r.symbol))
-        rebuild = [{"symbol": i.symbol, "api": renames[i.symbol][0].api, "now_via": renames[i.symbol][0].now_via,
-                    "how": renames[i.symbol][0].how} for i in m.import_records() if i.symbol in renames]
+        rebuild = [{"symbol": s, "api": renames[s][0].api, "now_via": renames[s][0].now_via, "how": renames[s][0].how}
+                   for s in m.imports.symbols if s in renames]
         out.append(ModuleImpact(name, m.info.path, not reasons and not gone, reasons, gone, rebuild,
                                 sites.get(name, [])))
     return UpgradeImpact(diff_kernels(store, a, b), out)

@@ -47,6 +47,9 @@ def test_neutralise_keeps_length_and_lines():
         (b"x = container_of(p, struct foo, list);", b"x = container_of(p, 0         , list);"),
         (b"\treturn min_t(unsigned long, a, 7);", b"\treturn min_t(0            , a, 7);"),
         (b"BPF_CALL_1(bpf_f, u64, a)", b"int bpf_f()              "),
+        # a directive indented by blanks ends at its line; the code after it is rewritten
+        (b"  #define X 1\nint __init f;", b"  #define X 1\nint        f;"),
+        (b"s = \"#\"; int notrace f;", b"s = \"#\"; int         f;"),  # a "#" inside a line is no directive
     ],
 )
 def test_neutralise_rewrites(before, after):
@@ -62,6 +65,8 @@ def test_neutralise_rewrites(before, after):
         b"#define __init __section(\".init.text\")",  # a directive is left alone
         b"#define for_each_x(p) for (p = 0; p < 4; p++)",
         b"u32 __user_thing;",  # only whole words
+        b"int x__init, my_notrace, xSTATIC;",  # ... that start where a word starts
+        b"s = \"#\";\n#define Y __init",  # a "#" inside a line does not hide the next directive
         b"int foo(struct bar *, int);",  # a prototype, not a macro call
         b"y = (struct foo *)p + sizeof(struct x);",  # a cast, a built-in
         b"#ifdef X\n\telse if (a)\n#else\n\telse\n#endif\n",  # alternatives: left alone
@@ -69,6 +74,12 @@ def test_neutralise_rewrites(before, after):
 )
 def test_neutralise_leaves_alone(src):
     assert csource.neutralise_kernel_macros(src) == src
+
+
+def test_export_macro_names_are_whole_words():
+    text = b"MY_EXPORT_SYMBOL(a);\nEXPORT_SYMBOL_GPL(b);\nEXPORT_SYMBOL_GPLX(c);\nEXPORT_SYMBOL(d);"
+    assert [(m.group(), m.start()) for m in csource._export_matches(text)] == [
+        (b"EXPORT_SYMBOL_GPL", 21), (b"EXPORT_SYMBOL", 66)]
 
 
 # ------------------------------------------------------------------------------------------------
