@@ -13,14 +13,14 @@ Where both describe a module, the differences are counted in the report.
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import TYPE_CHECKING, Iterable, NamedTuple
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, NamedTuple
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ksymgraph.graph.schema import NODES, arrow_schema, node_id
+from ksymgraph.graph.schema import TableKey, arrow_schema, node_id
 from ksymgraph.loaders.elf import ModuleData
-from ksymgraph.loaders.records import Export, ModuleInfo, Skipped
+from ksymgraph.loaders.records import Export, KernelMeta, LookUpEdge, ModuleInfo, Skipped
 from ksymgraph.loaders.symvers import SymversEntry
 
 if TYPE_CHECKING:
@@ -29,8 +29,6 @@ if TYPE_CHECKING:
 __all__ = [
     "GPL_COMPATIBLE_LICENSES",
     "license_is_gpl_compatible",
-    "KernelMeta",
-    "LookUpEdge",
     "BuildReport",
     "GraphBatch",
     "build_kernel_graph",
@@ -45,34 +43,6 @@ GPL_COMPATIBLE_LICENSES = frozenset(
 def license_is_gpl_compatible(license: str) -> bool:
     """True when the kernel lets a module with this ``MODULE_LICENSE`` use GPL-only exports."""
     return license in GPL_COMPATIBLE_LICENSES
-
-
-class KernelMeta(NamedTuple):
-    """What a store keeps about one kernel."""
-
-    release: str
-    """The name the kernel is stored under (its release string unless ``--kernel`` says otherwise)."""
-    version: str
-    """Package or source version (``6.1.176-1``), ``""`` when unknown."""
-    arch: str
-    """Architecture (``amd64``, ``x86_64``, ...), ``""`` when unknown."""
-    source: str
-    """The sources it was loaded from, as given on the command line."""
-
-
-class LookUpEdge(NamedTuple):
-    """A symbol a module reaches by name at run time (``kallsyms_lookup_name``, kprobe, symbol_get)."""
-
-    module: str
-    """The module doing the lookup."""
-    symbol: str
-    """The symbol named."""
-    how: str
-    """The mechanism: ``kallsyms_lookup_name``, ``kprobe``, ``symbol_get``, ..."""
-    file: str
-    """Source file of the lookup."""
-    line: int
-    """Line of the lookup."""
 
 
 class BuildReport(NamedTuple):
@@ -108,22 +78,28 @@ class GraphBatch(NamedTuple):
     rels: dict[tuple[str, str, str], pa.Table]
     """(type, from label, to label) → table with ``from``, ``to``, ``kernel`` and properties."""
 
+    def tables(self) -> Iterator[tuple[TableKey, pa.Table]]:
+        """Every non-empty table in writing order: node tables, then relationship tables."""
+        for key, table in (*self.nodes.items(), *self.rels.items()):
+            if table.num_rows:
+                yield key, table
+
 
 class _Tables:
-    """Columns per table, turned into Arrow tables at the end.
+    """Columns per table, each turned into an Arrow table once it is complete.
 
     Columns, not rows: the largest table (IMPORTS, 185k rows for a Debian kernel) is filled by
     extending its columns a module at a time, with no tuple per row. Nodes and the ends of
     relationships are held by name; Arrow makes the ids (``kernel|name``, :func:`node_id`) and the
-    ``kernel`` column at the end, rather than Python making half a million strings.
+    ``kernel`` column, rather than Python making half a million strings.
     """
 
     def __init__(self, kernel: str):
         self.kernel = kernel
-        self.columns: dict[str | tuple[str, str, str], list[list]] = {}
+        self.columns: dict[TableKey, list[list]] = {}
         self.seen: dict[str, set[str]] = defaultdict(set)
 
-    def of(self, key: str | tuple[str, str, str]) -> list[list]:
+    def of(self, key: TableKey) -> list[list]:
         """The columns of a node label (name, props...) or of a relationship key
         (from name, to name, props...), props in :func:`arrow_schema` order."""
         cols = self.columns.get(key)
@@ -139,7 +115,7 @@ class _Tables:
             for col, v in zip(self.of(label), (name, *values)):
                 col.append(v)
 
-    def extend(self, key: str | tuple[str, str, str], *columns: list) -> None:
+    def extend(self, key: TableKey, *columns: list) -> None:
         """Add many rows at once, a list per column, as :meth:`of` orders them. Nodes added this way
         must be new."""
         if isinstance(key, str):
@@ -152,25 +128,20 @@ class _Tables:
         for col, v in zip(self.of((rtype, src_label, dst_label)), (src, dst, *values)):
             col.append(v)
 
-    def count(self, key: str | tuple[str, str, str]) -> int:
+    def count(self, key: TableKey) -> int:
         """Rows added so far to one table."""
         return len(self.columns[key][0]) if key in self.columns else 0
 
-    def arrow(self) -> tuple[dict[str, pa.Table], dict[tuple[str, str, str], pa.Table]]:
+    def table(self, key: TableKey) -> pa.Table:
+        """One table as Arrow, with its ids (``kernel|name``) and ``kernel`` column."""
         kernel = pa.scalar(self.kernel)
-        tables = {}
-        for key, cols in self.columns.items():
-            if not cols[0]:
-                continue
-            schema = arrow_schema(key)
-            ends = 1 if isinstance(key, str) else 2  # id, or from and to
-            arrays = [pc.binary_join_element_wise(kernel, pa.array(c, pa.string()), "|") for c in cols[:ends]]
-            arrays.append(pa.repeat(kernel, len(cols[0])))
-            arrays += [pa.array(c, type=f.type) for c, f in zip(cols[ends:], list(schema)[ends + 1:])]
-            tables[key] = pa.table(arrays, schema=schema)
-        nodes = {d.label: tables[d.label] for d in NODES if d.label in tables}
-        rels = {key: t for key, t in tables.items() if isinstance(key, tuple)}
-        return nodes, rels
+        cols = self.columns[key]
+        schema = arrow_schema(key)
+        ends = 1 if isinstance(key, str) else 2  # id, or from and to
+        arrays = [pc.binary_join_element_wise(kernel, pa.array(c, pa.string()), "|") for c in cols[:ends]]
+        arrays.append(pa.repeat(kernel, len(cols[0])))
+        arrays += [pa.array(c, type=f.type) for c, f in zip(cols[ends:], list(schema)[ends + 1:])]
+        return pa.table(arrays, schema=schema)
 
 
 def _pick_modules(modules: Iterable[ModuleData]) -> tuple[dict[str, ModuleData], list[Skipped]]:
@@ -192,6 +163,7 @@ def build_kernel_graph(
     symvers: Iterable[SymversEntry] = (),
     lookups: Iterable[LookUpEdge] = (),
     sources: Iterable["SourceTree"] = (),
+    ready: Callable[[TableKey, pa.Table], None] | None = None,
 ) -> tuple[GraphBatch, BuildReport]:
     """Resolve one kernel's records into a :class:`GraphBatch` and a :class:`BuildReport`.
 
@@ -199,20 +171,92 @@ def build_kernel_graph(
     list them in source order, later sources override earlier ones. ``sources`` are indexed
     source trees (:mod:`ksymgraph.graph.source`) whose functions, calls, export sites and
     lookups join the binary graph.
+
+    ``ready``, when given, is called with each table as soon as it is complete: every node table
+    first, then the relationship tables, so a store can write the first tables while the last are
+    still being resolved (:meth:`ksymgraph.graph.store.GraphStore.writing_kernel`).
     """
     sources = list(sources)
     with_source = {m for tree in sources for m in tree.built_into.values()}
     k = meta.release
     t = _Tables(k)
-    t.node("Kernel", "kernel", k, meta.version, meta.arch, meta.source)
-    chosen, duplicates = _pick_modules(modules)
+    nodes: dict[str, pa.Table] = {}
+    rels: dict[tuple[str, str, str], pa.Table] = {}
 
-    # Exports: ksymtab of the .ko files; Module.symvers for vmlinux and absent modules.
+    def done(key: TableKey, table: pa.Table | None) -> None:
+        if table is None or table.num_rows == 0:
+            return
+        (nodes if isinstance(key, str) else rels)[key] = table
+        if ready is not None:
+            ready(key, table)
+
+    def ours(key: TableKey) -> pa.Table | None:
+        return t.table(key) if t.count(key) else None
+
+    # Nodes first, each handed over when complete, so the store writes it while the rest is
+    # resolved. Source trees add no Kernel, Module or Namespace nodes.
+    t.node("Kernel", "kernel", k, meta.version, meta.arch, meta.source)
+    done("Kernel", t.table("Kernel"))
+    chosen, duplicates = _pick_modules(modules)
+    symvers = list(symvers)
+    # Module.symvers supplies vmlinux's exports and those of modules not given as files (the first
+    # line wins where one repeats an export).
+    symvers_only: dict[tuple[str, str], Export] = {}
+    for entry in symvers:
+        e = entry.export
+        if e.module not in chosen:
+            symvers_only.setdefault((e.module, e.symbol), e)
+
+    # Modules: (name, path, license, gpl_compatible, vermagic, srcversion, intree, import_ns, in_tree_source).
+    t.node("Module", "vmlinux", "vmlinux", "", "GPL", True, "", "", True, [], None)
+    for name in sorted(chosen):
+        i: ModuleInfo = chosen[name].info
+        t.node("Module", name, name, i.path, i.license, license_is_gpl_compatible(i.license),
+               i.vermagic, i.srcversion, i.intree, list(i.import_ns), name in with_source)
+    for name in sorted({e.module for e in symvers_only.values()} - t.seen["Module"]):
+        t.node("Module", name, name, "", "", None, "", "", True, [], None)
+    module_names = t.seen["Module"]
+    done("Module", t.table("Module"))
+
+    # Symbols: everything exported, imported or looked up, once.
+    lookups = [lu for lu in lookups if lu.module in module_names]
+    names = {symbol for _module, symbol in symvers_only}
+    namespaces = {e.namespace for e in symvers_only.values() if e.namespace}
+    for m in chosen.values():
+        names.update(e.symbol for e in m.exports)
+        names.update(m.imports.symbols)
+        namespaces.update(e.namespace for e in m.exports if e.namespace)
+        namespaces.update(m.info.import_ns)
+    names.update(lu.symbol for lu in lookups)
+    names = sorted(names)
+    t.extend("Symbol", names, names, ["unknown"] * len(names))
+    for ns in sorted(namespaces):
+        t.node("Namespace", ns, ns)
+    done("Namespace", ours("Namespace"))
+
+    # Source trees add functions, files and symbols, and tell which symbols are functions.
+    st = None
+    if sources:
+        from ksymgraph.graph.source import source_tables
+
+        st = source_tables(k, sources, {n: node_id(k, n) for n in module_names}, {node_id(k, n) for n in names})
+    sym = t.table("Symbol")
+    if st is not None:
+        # A symbol some non-static function implements is a function (the binaries cannot tell).
+        implemented = st.rels[("IMPLEMENTS", "Function", "Symbol")]["to"]
+        kind = pc.if_else(pc.is_in(sym["id"], implemented), pa.scalar("function"), sym["kind"])
+        sym = sym.set_column(sym.column_names.index("kind"), "kind", kind)
+    done("Symbol", _merged("Symbol", sym, st.nodes.get("Symbol") if st else None))
+    for label, table in st.nodes.items() if st is not None else ():
+        if label != "Symbol":
+            done(label, _merged(label, None, table))
+
+    # Exports: ksymtab of the .ko files; Module.symvers for vmlinux and absent modules. Where
+    # both describe a module, the differences are reported.
     exports: dict[tuple[str, str], Export] = {}
     for m in chosen.values():
         for e in m.exports:
             exports[(e.module, e.symbol)] = e
-    symvers_only: set[str] = set()
     mismatches: list[str] = []
     for entry in symvers:
         e = entry.export
@@ -223,34 +267,15 @@ def build_kernel_graph(
             elif (have.gpl, have.namespace, have.crc) != (e.gpl, e.namespace, e.crc) and have.crc is not None:
                 mismatches.append(f"{e.symbol}: {e.module} ksymtab says gpl={have.gpl} ns={have.namespace!r} "
                                   f"crc={have.crc:#x}, Module.symvers gpl={e.gpl} ns={e.namespace!r} crc={e.crc:#x}")
-            continue
-        symvers_only.add(e.module)
-        exports.setdefault((e.module, e.symbol), e)
-
-    # Modules: (name, path, license, gpl_compatible, vermagic, srcversion, intree, import_ns, in_tree_source).
-    t.node("Module", "vmlinux", "vmlinux", "", "GPL", True, "", "", True, [], None)
-    for name in sorted(chosen):
-        i: ModuleInfo = chosen[name].info
-        t.node("Module", name, name, i.path, i.license, license_is_gpl_compatible(i.license),
-               i.vermagic, i.srcversion, i.intree, list(i.import_ns), name in with_source)
-    for name in sorted(symvers_only - t.seen["Module"]):
-        t.node("Module", name, name, "", "", None, "", "", True, [], None)
-    module_names = t.seen["Module"]
-
-    # Symbols: everything exported, imported or looked up, once.
-    lookups = [lu for lu in lookups if lu.module in module_names]
-    names = {sym for _mod, sym in exports}
-    for m in chosen.values():
-        names.update(m.imports.symbols)
-    names.update(lu.symbol for lu in lookups)
-    names = sorted(names)
-    t.extend("Symbol", names, names, ["unknown"] * len(names))
-
+    exports.update(symvers_only)
     ordered = [e for _key, e in sorted(exports.items())]
+
+    def rel_done(key: tuple[str, str, str]) -> None:
+        done(key, _merged(key, ours(key), st.rels.get(key) if st else None))
+
     t.extend(("EXPORTS", "Module", "Symbol"), [e.module for e in ordered], [e.symbol for e in ordered],
              [e.gpl for e in ordered], [e.namespace for e in ordered], [e.crc for e in ordered])
-    for ns in sorted({e.namespace for e in ordered if e.namespace}):
-        t.node("Namespace", ns, ns)
+    rel_done(("EXPORTS", "Module", "Symbol"))
     # Who exports what, vmlinux aside: only these exports make one module depend on another.
     module_exporters: dict[str, list[str]] = defaultdict(list)
     for e in ordered:
@@ -263,32 +288,29 @@ def build_kernel_graph(
         m = chosen[name]
         symbols = m.imports.symbols
         t.extend(("IMPORTS", "Module", "Symbol"), [name] * len(symbols), symbols, m.imports.crcs, m.imports.weak)
-        for s in symbols:
-            for owner in module_exporters.get(s, ()):
+        for ns in m.info.import_ns:
+            t.rel("IMPORTS_NS", "Module", "Namespace", name, ns)
+    rel_done(("IMPORTS", "Module", "Symbol"))
+    rel_done(("IMPORTS_NS", "Module", "Namespace"))
+    n_imports = t.count(("IMPORTS", "Module", "Symbol"))
+    for name in sorted(chosen):
+        # Most imports are vmlinux's: look up only those some module exports.
+        for s in module_exporters.keys() & chosen[name].imports.symbols:
+            for owner in module_exporters[s]:
                 if owner != name:
                     depends[(name, owner)].add(s)
-        for ns in m.info.import_ns:
-            t.node("Namespace", ns, ns)
-            t.rel("IMPORTS_NS", "Module", "Namespace", name, ns)
-    n_imports = t.count(("IMPORTS", "Module", "Symbol"))
     for (a, b), syms in sorted(depends.items()):
         t.rel("DEPENDS_ON", "Module", "Module", a, b, sorted(syms))
+    rel_done(("DEPENDS_ON", "Module", "Module"))
     for lu in lookups:
         t.rel("LOOKS_UP", "Module", "Symbol", lu.module, lu.symbol, lu.how, lu.file, lu.line)
+    rel_done(("LOOKS_UP", "Module", "Symbol"))
+    for key in st.rels if st is not None else ():
+        if key not in rels:
+            rel_done(key)
 
-    nodes, rels = t.arrow()
     source_counts: dict[str, int] = {}
-    if sources:
-        from ksymgraph.graph.source import source_tables
-
-        st = source_tables(k, sources, {n: node_id(k, n) for n in module_names}, {node_id(k, n) for n in names})
-        # A symbol some non-static function implements is a function (the binaries cannot tell).
-        implemented = st.rels[("IMPLEMENTS", "Function", "Symbol")]["to"]
-        sym = nodes["Symbol"]
-        kind = pc.if_else(pc.is_in(sym["id"], implemented), pa.scalar("function"), sym["kind"])
-        nodes["Symbol"] = sym.set_column(sym.column_names.index("kind"), "kind", kind)
-        _merge(nodes, st.nodes)
-        _merge(rels, st.rels)
+    if st is not None:
         source_counts = dict(st.counts, modules_with_source=len(set(chosen) & with_source))
     report = BuildReport(
         modules=len(module_names), exports=len(exports), imports=n_imports, depends=len(depends),
@@ -298,11 +320,11 @@ def build_kernel_graph(
     return GraphBatch(meta, nodes, rels), report
 
 
-def _merge(into: dict, more: dict) -> None:
-    """Append ``more``'s tables to ``into``'s, cast to the schema's column types."""
-    for key, table in more.items():
-        if table.num_rows == 0:
-            continue
-        schema = arrow_schema(key)
-        table = table.select(schema.names).cast(schema)
-        into[key] = pa.concat_tables([into[key], table]) if key in into else table
+def _merged(key: TableKey, table: pa.Table | None, more: pa.Table | None) -> pa.Table | None:
+    """``table`` with the rows of ``more`` (a source table) appended, cast to the schema of ``key``;
+    either may be None."""
+    if more is None or more.num_rows == 0:
+        return table
+    schema = arrow_schema(key)
+    more = more.select(schema.names).cast(schema)
+    return more if table is None else pa.concat_tables([table, more])

@@ -5,7 +5,8 @@ Arrow tables inside one transaction that first deletes the kernel's old nodes (o
 only kernel stored, drops and recreates the tables), so a reader sees the old kernel or the new
 one, never half of either (read-only handles in other processes keep the snapshot they opened).
 Row-by-row ``MERGE`` would run at a few thousand rows a second; ``COPY`` loads a whole Debian
-kernel in about half a second.
+kernel in about half a second, on a writer thread that takes each table as soon as the builder
+has it (:meth:`EmbeddedStore.writing_kernel`).
 
 LadybugDB allows one writer at a time; a second writer gets a clear :class:`StoreError`.
 Two quirks shape the code: ``COPY ... FROM name`` reads a Python variable of that name from the
@@ -15,15 +16,20 @@ process, so the builder guarantees unique ids and this module checks them before
 
 from __future__ import annotations
 
+import contextlib
+import queue
+import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
-import pyarrow as pa
-import pyarrow.compute as pc
-
-from ksymgraph.graph.build import GraphBatch
-from ksymgraph.graph.schema import NODES, RELS
+from ksymgraph.graph.schema import NODES, RELS, TableKey, rel_table
 from ksymgraph.graph.store import GraphStore, Rows, StoreError
+
+if TYPE_CHECKING:  # the tables come from ksymgraph.graph.build, which imports pyarrow
+    import pyarrow as pa
+
+    from ksymgraph.graph.build import GraphBatch
+    from ksymgraph.loaders.records import KernelMeta
 
 __all__ = ["EmbeddedStore", "schema_statements"]
 
@@ -149,33 +155,93 @@ class EmbeddedStore(GraphStore):
         self._create_tables()
 
     def replace_kernel(self, batch: GraphBatch) -> None:
-        _check_unique(batch)
+        with self.writing_kernel(batch.kernel) as put:
+            for key, table in batch.tables():
+                put(key, table)
+
+    @contextlib.contextmanager
+    def writing_kernel(self, kernel: KernelMeta) -> Iterator[Callable[[TableKey, pa.Table], None]]:
+        """Write each table as it is handed over, on a writer thread, in one transaction.
+
+        ``COPY`` runs in LadybugDB's C++ code without the GIL, so the tables already handed over
+        are written while the caller resolves the next ones. The transaction first empties the
+        kernel's old nodes; it commits when the ``with`` body ends, and rolls back if the body
+        or a write fails.
+        """
         self._ensure_schema()
         conn = self._conn
+        # Statements here rather than on the writer thread: each one there would wait for the GIL
+        # while the caller resolves, and emptying the old kernel takes 30 of them.
         conn.execute("BEGIN TRANSACTION")
         try:
-            if set(self.kernels()) <= {batch.kernel.release}:
+            if set(self.kernels()) <= {kernel.release}:
                 self._recreate_tables()
             else:
-                self._delete(batch.kernel.release)
-            for n in NODES:
-                if n.label in batch.nodes:
-                    self._copy(n.label, batch.nodes[n.label], "")
-            for r in RELS:
-                for a, b in r.pairs:
-                    table = batch.rels.get((r.type, a, b))
-                    if table is None or table.num_rows == 0:
-                        continue
-                    opts = f" (from='{a}', to='{b}')" if len(r.pairs) > 1 else ""
-                    self._copy(r.type, table, opts)
-            conn.execute("COMMIT")
+                self._delete(kernel.release)
         except BaseException:
             _rollback(conn)
             raise
+        todo: queue.SimpleQueue = queue.SimpleQueue()
+        failed: list[BaseException] = []
+        writer = threading.Thread(target=self._write_tables, args=(kernel.release, todo, failed),
+                                  name="ksymgraph-store-writer", daemon=True)
+        writer.start()
+
+        def put(key: TableKey, table: pa.Table) -> None:
+            if failed:  # stop resolving as soon as the write has failed
+                raise failed[0]
+            todo.put((key, table))
+
+        try:
+            yield put
+        except BaseException:
+            todo.put(_ABORT)
+            writer.join()
+            raise
+        todo.put(_COMMIT)
+        writer.join()
+        if failed:
+            raise failed[0]
+
+    def _write_tables(self, kernel: str, todo: queue.SimpleQueue, failed: list[BaseException]) -> None:
+        """The writer thread: COPY each table as it comes, then commit (or roll back)."""
+        conn = self._conn
+        try:
+            while (item := todo.get()) is not _COMMIT:
+                if item is _ABORT:
+                    _rollback(conn)
+                    return
+                self._copy_table(*item)
+            conn.execute("COMMIT")
+        except BaseException as e:  # the caller's thread raises it
+            if isinstance(e, RuntimeError):  # LadybugDB's errors
+                wrapped = StoreError(f"writing kernel {kernel} to {self.path} failed, the store is unchanged: {e}")
+                wrapped.__cause__ = e
+                e = wrapped
+            failed.append(e)
+            with contextlib.suppress(RuntimeError):
+                _rollback(conn)
+
+    def _copy_table(self, key: TableKey, batch: pa.Table) -> None:
+        import pyarrow.compute as pc
+
+        if isinstance(key, str):
+            ids = batch.column("id")
+            if pc.count_distinct(ids).as_py() != len(ids):
+                raise StoreError(f"internal error: duplicate {key} ids in the batch")
+            self._copy(key, batch, "")
+            return
+        rtype, a, b = key
+        self._copy(rtype, batch, f" (from='{a}', to='{b}')" if len(rel_table(rtype).pairs) > 1 else "")
 
     def _copy(self, table_name: str, batch: pa.Table, options: str) -> None:
         # LadybugDB resolves `FROM batch` to the local variable of that name.
         self._conn.execute(f"COPY {table_name} FROM batch{options}")
+
+
+#: What the caller's thread tells the writer thread when the tables end.
+_COMMIT = object()
+_ABORT = object()
 
 
 def _rollback(conn) -> None:
@@ -185,10 +251,3 @@ def _rollback(conn) -> None:
     except RuntimeError as e:
         if "No active transaction" not in str(e):
             raise
-
-
-def _check_unique(batch: GraphBatch) -> None:
-    for label, table in batch.nodes.items():
-        ids = table.column("id")
-        if pc.count_distinct(ids).as_py() != len(ids):
-            raise StoreError(f"internal error: duplicate {label} ids in the batch for {batch.kernel.release}")

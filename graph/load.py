@@ -14,16 +14,18 @@ import gc
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Iterable, NamedTuple
+from typing import TYPE_CHECKING, Callable, Iterable, NamedTuple
 
-from ksymgraph.graph.build import BuildReport, KernelMeta, LookUpEdge, build_kernel_graph
-from ksymgraph.graph.store import GraphStore
 from ksymgraph.loaders.elf import ModuleData
 from ksymgraph.loaders.kernel import KernelSource, arch_from_release, resolve_source
 from ksymgraph.loaders.modules import reading_modules
-from ksymgraph.loaders.records import LoaderError, Skipped
+from ksymgraph.loaders.records import KernelMeta, LoaderError, LookUpEdge, Skipped
 from ksymgraph.loaders.symvers import SymversEntry, for_each_symvers_entry
 from ksymgraph.loaders.trees import debian_headers_tree, debian_source_tree, index_source_tree
+
+if TYPE_CHECKING:
+    from ksymgraph.graph.build import BuildReport
+    from ksymgraph.graph.store import GraphStore
 
 __all__ = ["LoadError", "LoadSummary", "read_kernel", "load_kernel"]
 
@@ -150,9 +152,16 @@ def load_kernel(
     (default: the one a ``debian:`` source provides).
     """
     t0 = time.perf_counter()
+
+    def meanwhile() -> None:
+        # While the workers read: open the store's tables, and import pyarrow (0.1 s) with the
+        # resolve step. This module does not import them at the top so that the workers start first.
+        store.prepare_write()
+        import ksymgraph.graph.build  # noqa: F401
+
     with _bulk_allocation():
         meta, modules, entries, skipped, found_config = read_kernel(sources, kernel, symvers, workers, progress,
-                                                                    meanwhile=store.prepare_write)
+                                                                    meanwhile=meanwhile)
     trees = []
     for spec in source_dirs:
         try:
@@ -169,9 +178,11 @@ def load_kernel(
             continue
         trees.append(tree)
         skipped.extend(tree.skipped)
-    with _bulk_allocation():
-        batch, report = build_kernel_graph(meta, modules, entries, lookups, trees)
-    store.replace_kernel(batch)
+    # Resolve and write at once: the store writes each table while the next ones are resolved.
+    from ksymgraph.graph.build import build_kernel_graph
+
+    with _bulk_allocation(), store.writing_kernel(meta) as write:
+        _batch, report = build_kernel_graph(meta, modules, entries, lookups, trees, ready=write)
     parse = None
     for tree in trees:
         parse = tree.stats if parse is None else parse + tree.stats

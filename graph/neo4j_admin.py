@@ -31,7 +31,8 @@ from typing import Any, Iterable, NamedTuple
 
 import pyarrow as pa
 
-from ksymgraph.graph.build import GraphBatch, KernelMeta
+from ksymgraph.graph.build import GraphBatch
+from ksymgraph.loaders.records import KernelMeta
 from ksymgraph.graph.neo4j_store import schema_statements
 from ksymgraph.graph.schema import NODES, RELS, arrow_type
 from ksymgraph.graph.store import GraphStore, StoreError

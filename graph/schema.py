@@ -10,11 +10,13 @@ primary key ``id`` is ``<kernel>|<name>`` (``<kernel>|<path>`` for files,
 
 from __future__ import annotations
 
-from typing import NamedTuple
+import functools
+from typing import TYPE_CHECKING, NamedTuple, Union
 
-import pyarrow as pa
+if TYPE_CHECKING:  # imported when an Arrow schema is first asked for: opening a store needs none
+    import pyarrow as pa
 
-__all__ = ["Prop", "NodeTable", "RelTable", "NODES", "RELS", "node_id", "node_table", "rel_table", "arrow_schema",
+__all__ = ["Prop", "NodeTable", "RelTable", "TableKey", "NODES", "RELS", "node_id", "node_table", "rel_table", "arrow_schema",
            "arrow_type"]
 
 
@@ -76,7 +78,9 @@ RELS = (
     RelTable("IMPORTS_NS", (("Module", "Namespace"),), ()),
 )
 
-_ARROW = {"STRING": pa.string(), "INT64": pa.int64(), "BOOLEAN": pa.bool_(), "STRING[]": pa.list_(pa.string())}
+#: A table of one kernel's graph: a node label (``"Module"``), or a relationship type with the labels
+#: it connects (``("IMPORTS", "Module", "Symbol")``).
+TableKey = Union[str, tuple[str, str, str]]
 
 
 def node_table(label: str) -> NodeTable:
@@ -94,9 +98,12 @@ def node_id(kernel: str, *key: str) -> str:
     return "|".join((kernel, *key))
 
 
-def arrow_schema(key: str | tuple[str, str, str]) -> pa.Schema:
+@functools.lru_cache(maxsize=None)
+def arrow_schema(key: TableKey) -> pa.Schema:
     """The Arrow schema of a node label (``id``, ``kernel``, props) or of a relationship key
     ``(type, from, to)`` (``from``, ``to``, ``kernel``, props), as the stores take it."""
+    import pyarrow as pa
+
     if isinstance(key, tuple):
         head, props = ["from", "to", "kernel"], rel_table(key[0]).props
     else:
@@ -106,4 +113,7 @@ def arrow_schema(key: str | tuple[str, str, str]) -> pa.Schema:
 
 def arrow_type(prop_type: str) -> pa.DataType:
     """The Arrow type that holds a property of type ``prop_type``."""
-    return _ARROW[prop_type]
+    import pyarrow as pa
+
+    return {"STRING": pa.string(), "INT64": pa.int64(), "BOOLEAN": pa.bool_(),
+            "STRING[]": pa.list_(pa.string())}[prop_type]

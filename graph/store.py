@@ -8,11 +8,17 @@ always passed as a parameter, never formatted into a statement.
 from __future__ import annotations
 
 import abc
+import contextlib
 import os
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, Callable, Iterator, NamedTuple
 
-from ksymgraph.graph.build import GraphBatch
+if TYPE_CHECKING:  # pyarrow is imported by whoever builds tables, not to open a store
+    import pyarrow as pa
+
+    from ksymgraph.graph.build import GraphBatch
+    from ksymgraph.graph.schema import TableKey
+    from ksymgraph.loaders.records import KernelMeta
 
 __all__ = ["StoreError", "Rows", "GraphStore", "default_db_path", "open_store"]
 
@@ -48,6 +54,30 @@ class GraphStore(abc.ABC):
     @abc.abstractmethod
     def replace_kernel(self, batch: GraphBatch) -> None:
         """Write one kernel's graph, replacing any kernel of the same name as a unit."""
+
+    @contextlib.contextmanager
+    def writing_kernel(self, kernel: KernelMeta) -> Iterator[Callable[[TableKey, pa.Table], None]]:
+        """Replace ``kernel`` with tables handed over one at a time, as a unit.
+
+        The ``with`` body gets a function to call with each table (node tables before the
+        relationship tables that join them, as :func:`~ksymgraph.graph.build.build_kernel_graph`
+        hands them to its ``ready``). The kernel is replaced when the body ends; if it raises,
+        the store is left as it was. This default collects the tables and calls
+        :meth:`replace_kernel`; a store may write each table as it comes.
+        """
+        nodes: dict[str, pa.Table] = {}
+        rels: dict[tuple[str, str, str], pa.Table] = {}
+
+        def put(key: TableKey, table: pa.Table) -> None:
+            if isinstance(key, str):
+                nodes[key] = table
+            else:
+                rels[key] = table
+
+        yield put
+        from ksymgraph.graph.build import GraphBatch
+
+        self.replace_kernel(GraphBatch(kernel, nodes, rels))
 
     def prepare_write(self) -> None:
         """Get ready for :meth:`replace_kernel` (create tables, connect, warm up) while the caller

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import functools
 import struct
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 import numpy as np
 
@@ -40,6 +40,7 @@ from ksymgraph.loaders.records import Export, Import, Imports, LoaderError, Modu
 
 __all__ = [
     "ElfHeader",
+    "FileImage",
     "ModuleElf",
     "ModuleData",
     "parse_module",
@@ -122,15 +123,26 @@ def _rel_dtype(bits: int, little: bool, rela: bool) -> np.dtype:
     return np.dtype(fields)
 
 
+class FileImage(Protocol):
+    """A file's bytes, read where sliced (:class:`ksymgraph.loaders.modules.ModuleFile`)."""
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, where: slice) -> bytes: ...
+
+
 class ModuleElf:
-    """A module's ELF image held in memory: header, section headers, symbols, relocations.
+    """A module's ELF image: header, section headers, symbols, relocations.
+
+    ``data`` is the whole image as bytes, or a :class:`FileImage` that reads only the slices
+    asked for.
 
     ``shdrs`` is the section header table viewed as a record array (fields as in ``Elf64_Shdr``
     without the ``sh_`` prefix); a module has 40 to 100 sections and the interface needs about six,
     so names are looked up in ``.shstrtab`` only for the sections asked for.
     """
 
-    def __init__(self, data: bytes, path: str = "<memory>"):
+    def __init__(self, data: bytes | FileImage, path: str = "<memory>"):
         self.data = data
         self.path = path
         self.header = self._read_header()
@@ -141,9 +153,9 @@ class ModuleElf:
         return LoaderError(self.path, reason)
 
     def _read_header(self) -> ElfHeader:
-        d = self.data
-        if len(d) == 0:
+        if len(self.data) == 0:
             raise self._fail("empty file")
+        d = bytes(self.data[:64])  # e_ident and the rest of Elf64_Ehdr (Elf32_Ehdr is 52 bytes)
         if len(d) < 16 or d[:4] != b"\x7fELF":
             raise self._fail("not an ELF file (bad magic)")
         bits = {1: 32, 2: 64}.get(d[4])
@@ -161,15 +173,15 @@ class ModuleElf:
         want = 64 if bits == 64 else 40
         if shentsize != want:
             raise self._fail(f"bad section header size {shentsize}, expected {want}")
-        if shoff + shnum * shentsize > len(d) or shnum == 0:
-            raise self._fail(f"truncated: section table ends at {shoff + shnum * shentsize}, file has {len(d)} bytes")
+        if shoff + shnum * shentsize > len(self.data) or shnum == 0:
+            raise self._fail(f"truncated: section table ends at {shoff + shnum * shentsize}, "
+                             f"file has {len(self.data)} bytes")
         if shstrndx >= shnum:
             raise self._fail(f"section name table index {shstrndx} out of range")
         return ElfHeader(bits, little, etype, machine, shoff, shentsize, shnum, shstrndx)
 
     def _read_section_headers(self) -> tuple[np.ndarray, bytes]:
         h = self.header
-        # A copy of the table, not a view: a view would pin a memory-mapped file open.
         table = self._bytes(h.shoff, h.shnum * h.shentsize, "section header table")
         shdrs = np.frombuffer(table, _shdr_dtype(h.bits, h.little))
         ends = shdrs["offset"].astype(np.uint64) + shdrs["size"]

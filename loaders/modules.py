@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import gzip
 import lzma
-import mmap
 import multiprocessing
 import os
 from pathlib import Path
@@ -20,8 +19,8 @@ from typing import Iterator
 from ksymgraph.loaders.elf import ModuleData, parse_module
 from ksymgraph.loaders.records import LoaderError, Skipped
 
-__all__ = ["MODULE_SUFFIXES", "is_module_file", "find_module_files", "read_module_file", "reading_modules",
-           "for_each_module"]
+__all__ = ["MODULE_SUFFIXES", "ModuleFile", "is_module_file", "find_module_files", "read_module_file",
+           "reading_modules", "for_each_module"]
 
 MODULE_SUFFIXES = (".ko", ".ko.xz", ".ko.zst", ".ko.gz")
 
@@ -57,21 +56,46 @@ def _decompress(path: str, raw: bytes) -> bytes:
     return raw
 
 
+class ModuleFile:
+    """An uncompressed module file whose bytes are read where sliced (``os.pread``).
+
+    A module's interface is its header, section table, symbol table and a few small sections;
+    code and data are most of the file and are never read. Slices past the end are cut short,
+    as they are of bytes.
+    """
+
+    def __init__(self, fd: int, size: int):
+        self.fd = fd
+        self.size = size
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __getitem__(self, where: slice) -> bytes:
+        start, stop, step = where.indices(self.size)
+        if step != 1:
+            raise ValueError("a module file is read in contiguous slices")
+        return os.pread(self.fd, stop - start, start) if stop > start else b""
+
+
 def read_module_file(path: str) -> ModuleData:
     """Read and parse one module file. Raises :class:`LoaderError` naming the file and the reason.
 
-    An uncompressed module is mapped, not read: only the pages holding the header, the tables
-    and the few sections the interface needs are ever touched (code and data stay on disk).
+    An uncompressed module is read in place (:class:`ModuleFile`): only the header, the tables
+    and the few sections the interface needs are read from disk.
     """
     try:
+        if path.endswith(".ko"):
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                size = os.fstat(fd).st_size
+                if size:  # else read it whole below: an empty file, or one like /proc/... with no size
+                    return parse_module(ModuleFile(fd, size), path)
+            finally:
+                os.close(fd)
         with open(path, "rb") as f:
-            if path.endswith(".ko"):
-                size = os.fstat(f.fileno()).st_size
-                if size > 0:
-                    with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
-                        return parse_module(mapped, path)
             raw = f.read()
-    except OSError as e:
+    except OSError as e:  # cannot open, or a read error halfway (EIO)
         raise LoaderError(path, e.strerror or str(e)) from e
     return parse_module(_decompress(path, raw), path)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-__all__ = ["ModuleInfo", "Export", "Import", "Imports", "Skipped", "LoaderError"]
+__all__ = ["KernelMeta", "ModuleInfo", "Export", "Import", "Imports", "LookUpEdge", "Skipped", "LoaderError"]
 
 
 class LoaderError(Exception):
@@ -18,6 +18,19 @@ class LoaderError(Exception):
         super().__init__(f"{path}: {reason}")
         self.path = str(path)
         self.reason = reason
+
+
+class KernelMeta(NamedTuple):
+    """What a store keeps about one kernel."""
+
+    release: str
+    """The name the kernel is stored under (its release string unless ``--kernel`` says otherwise)."""
+    version: str
+    """Package or source version (``6.1.176-1``), ``""`` when unknown."""
+    arch: str
+    """Architecture (``amd64``, ``x86_64``, ...), ``""`` when unknown."""
+    source: str
+    """The sources it was loaded from, as given on the command line."""
 
 
 class ModuleInfo(NamedTuple):
@@ -87,6 +100,21 @@ class Imports(NamedTuple):
     def records(self, module: str) -> list[Import]:
         """The same imports as :class:`Import` records of ``module``."""
         return [Import(module, s, c, w) for s, c, w in zip(self.symbols, self.crcs, self.weak)]
+
+
+class LookUpEdge(NamedTuple):
+    """A symbol a module reaches by name at run time (``kallsyms_lookup_name``, kprobe, symbol_get)."""
+
+    module: str
+    """The module doing the lookup."""
+    symbol: str
+    """The symbol named."""
+    how: str
+    """The mechanism: ``kallsyms_lookup_name``, ``kprobe``, ``symbol_get``, ..."""
+    file: str
+    """Source file of the lookup."""
+    line: int
+    """Line of the lookup."""
 
 
 class Skipped(NamedTuple):

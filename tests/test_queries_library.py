@@ -8,7 +8,8 @@ import pyarrow as pa
 import pytest
 
 from conftest import FIXTURE_RELEASE, MODULE_SOURCES, compile_module
-from ksymgraph.graph.build import GraphBatch, KernelMeta, LookUpEdge
+from ksymgraph.graph.build import GraphBatch
+from ksymgraph.loaders.records import KernelMeta, LookUpEdge
 from ksymgraph.graph.load import load_kernel
 from ksymgraph.graph.schema import NODES, arrow_type, node_id, node_table, rel_table
 from ksymgraph.graph.store import StoreError

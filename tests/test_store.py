@@ -8,8 +8,9 @@ import sys
 import pytest
 
 from conftest import FIXTURE_RELEASE
+from ksymgraph.graph.build import build_kernel_graph
 from ksymgraph.graph.embedded import EmbeddedStore
-from ksymgraph.graph.load import load_kernel
+from ksymgraph.graph.load import load_kernel, read_kernel
 from ksymgraph.graph.projection import KernelProjection
 from ksymgraph.graph.store import StoreError, open_store
 
@@ -91,11 +92,38 @@ def test_failed_write_leaves_old_kernel_whole(fixture_store, fixture_tree, monke
         return real_copy(self, table_name, batch, options)
 
     monkeypatch.setattr(EmbeddedStore, "_copy", failing_copy)
-    with pytest.raises(RuntimeError, match="injected"):
+    with pytest.raises(StoreError, match=r"writing kernel .* failed, the store is unchanged: disk full \(injected\)"):
         load_kernel(fixture_store, [str(fixture_tree)], kernel=FIXTURE_RELEASE, workers=1)
     assert "EXPORTS" in calls
     monkeypatch.undo()
     assert counts(fixture_store, FIXTURE_RELEASE) == before
+
+
+def test_failure_while_resolving_leaves_old_kernel_whole(fixture_store, fixture_tree, monkeypatch):
+    """The store writes each table while the next ones are resolved; when resolving fails after
+    some tables were written, the transaction is rolled back and the old kernel stays whole."""
+    before = counts(fixture_store, FIXTURE_RELEASE)
+    written = []
+    real_copy = EmbeddedStore._copy
+
+    def spy(self, table_name, batch, options):
+        written.append(table_name)
+        return real_copy(self, table_name, batch, options)
+
+    def ready_then_fail(key, table):
+        put(key, table)
+        if key == ("EXPORTS", "Module", "Symbol"):
+            raise ValueError("resolving failed (injected)")
+
+    monkeypatch.setattr(EmbeddedStore, "_copy", spy)
+    meta, modules, entries, _skipped, _config = read_kernel([str(fixture_tree)], kernel=FIXTURE_RELEASE, workers=1)
+    with pytest.raises(ValueError, match="injected"):
+        with fixture_store.writing_kernel(meta) as put:
+            build_kernel_graph(meta, modules, entries, ready=ready_then_fail)
+    assert written[:4] == ["Kernel", "Module", "Namespace", "Symbol"]  # the writer got that far
+    monkeypatch.undo()
+    assert counts(fixture_store, FIXTURE_RELEASE) == before
+    assert fixture_store.kernels() == [FIXTURE_RELEASE]
 
 
 def test_reader_in_other_process_sees_whole_kernel(db_path, fixture_tree):

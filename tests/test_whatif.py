@@ -7,7 +7,8 @@ import json
 
 import pytest
 
-from ksymgraph.graph.build import KernelMeta, LookUpEdge, build_kernel_graph
+from ksymgraph.graph.build import build_kernel_graph
+from ksymgraph.loaders.records import KernelMeta, LookUpEdge
 from ksymgraph.graph.projection import KernelProjection
 from ksymgraph.graph.store import open_store
 from ksymgraph.loaders.modules import find_module_files, read_module_file
