@@ -118,19 +118,54 @@ def read_kernel(
 
 
 @contextlib.contextmanager
-def _bulk_allocation():
-    """Pause the cyclic garbage collector while hundreds of thousands of records are built.
+def _bulk_allocation(collect: bool = False):
+    """Pause the cyclic garbage collector while hundreds of thousands of records are built
+    (``collect=True``: run it as usual within a paused stretch).
 
-    Records are tuples without cycles; a collection pass every few hundred allocations
-    would more than double the time of the resolve step and gain nothing.
+    Records are tuples without cycles; a collection pass every few hundred allocations would more
+    than double the time of the resolve step and gain nothing, and the first pass after a pause
+    walks every record read so far (0.05 s for a Debian kernel), so the pause spans reading,
+    resolving and writing.
     """
     enabled = gc.isenabled()
-    gc.disable()
+    if collect:
+        gc.enable()
+    else:
+        gc.disable()
     try:
         yield
     finally:
         if enabled:
             gc.enable()
+        else:
+            gc.disable()
+
+
+def _index_trees(specs: Iterable[str], release: str, config: Path | None, workers: int | None, progress: bool,
+                 skipped: list[Skipped]) -> list:
+    """Index each source tree ``--source`` names; one that cannot be found is added to ``skipped``.
+
+    The garbage collector runs as usual meanwhile: indexing takes minutes and makes other objects.
+    """
+    trees = []
+    specs = list(specs)
+    with _bulk_allocation(collect=True) if specs else contextlib.nullcontext():
+        for spec in specs:
+            try:
+                files = None
+                if spec == "debian":
+                    root = debian_source_tree(release)
+                elif spec == "debian-headers":
+                    root, files = debian_headers_tree(release)
+                else:
+                    root = Path(spec)
+                tree = index_source_tree(root, config, workers, progress, files)
+            except LoaderError as e:
+                skipped.append(Skipped(e.path, e.reason))
+                continue
+            trees.append(tree)
+            skipped.extend(tree.skipped)
+    return trees
 
 
 def load_kernel(
@@ -162,27 +197,15 @@ def load_kernel(
     with _bulk_allocation():
         meta, modules, entries, skipped, found_config = read_kernel(sources, kernel, symvers, workers, progress,
                                                                     meanwhile=meanwhile)
-    trees = []
-    for spec in source_dirs:
-        try:
-            files = None
-            if spec == "debian":
-                root = debian_source_tree(meta.release)
-            elif spec == "debian-headers":
-                root, files = debian_headers_tree(meta.release)
-            else:
-                root = Path(spec)
-            tree = index_source_tree(root, Path(config) if config else found_config, workers, progress, files)
-        except LoaderError as e:
-            skipped.append(Skipped(e.path, e.reason))
-            continue
-        trees.append(tree)
-        skipped.extend(tree.skipped)
-    # Resolve and write at once: the store writes each table while the next ones are resolved.
-    from ksymgraph.graph.build import build_kernel_graph
+        trees = _index_trees(source_dirs, meta.release, Path(config) if config else found_config, workers,
+                             progress, skipped)
+        # Resolve and write at once: the store writes each table while the next ones are resolved.
+        from ksymgraph.graph.build import build_kernel_graph
 
-    with _bulk_allocation(), store.writing_kernel(meta) as write:
-        _batch, report = build_kernel_graph(meta, modules, entries, lookups, trees, ready=write)
+        with store.writing_kernel(meta) as write:
+            _batch, report = build_kernel_graph(meta, modules, entries, lookups, trees, ready=write)
+            # Free the records while the store commits, and before the collector resumes.
+            del modules, entries, _batch
     parse = None
     for tree in trees:
         parse = tree.stats if parse is None else parse + tree.stats
