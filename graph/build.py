@@ -172,9 +172,10 @@ def build_kernel_graph(
     source trees (:mod:`ksymgraph.graph.source`) whose functions, calls, export sites and
     lookups join the binary graph.
 
-    ``ready``, when given, is called with each table as soon as it is complete: every node table
-    first, then the relationship tables, so a store can write the first tables while the last are
-    still being resolved (:meth:`ksymgraph.graph.store.GraphStore.writing_kernel`).
+    ``ready``, when given, is called with each table as soon as it is complete (each node table
+    before the relationship tables that join it, the big ones first and the small ones last), so a
+    store can write the first tables while the last are still being resolved
+    (:meth:`ksymgraph.graph.store.GraphStore.writing_kernel`).
     """
     sources = list(sources)
     with_source = {m for tree in sources for m in tree.built_into.values()}
@@ -193,10 +194,10 @@ def build_kernel_graph(
     def ours(key: TableKey) -> pa.Table | None:
         return t.table(key) if t.count(key) else None
 
-    # Nodes first, each handed over when complete, so the store writes it while the rest is
-    # resolved. Source trees add no Kernel, Module or Namespace nodes.
+    # The big tables are handed over first, each when complete, so the store writes it while the
+    # rest is resolved; the small ones last, when writing them no longer competes with resolving.
+    # Source trees add no Kernel, Module or Namespace nodes.
     t.node("Kernel", "kernel", k, meta.version, meta.arch, meta.source)
-    done("Kernel", t.table("Kernel"))
     chosen, duplicates = _pick_modules(modules)
     symvers = list(symvers)
     # Module.symvers supplies vmlinux's exports and those of modules not given as files (the first
@@ -232,7 +233,6 @@ def build_kernel_graph(
     t.extend("Symbol", names, names, ["unknown"] * len(names))
     for ns in sorted(namespaces):
         t.node("Namespace", ns, ns)
-    done("Namespace", ours("Namespace"))
 
     # Source trees add functions, files and symbols, and tell which symbols are functions.
     st = None
@@ -291,7 +291,6 @@ def build_kernel_graph(
         for ns in m.info.import_ns:
             t.rel("IMPORTS_NS", "Module", "Namespace", name, ns)
     rel_done(("IMPORTS", "Module", "Symbol"))
-    rel_done(("IMPORTS_NS", "Module", "Namespace"))
     n_imports = t.count(("IMPORTS", "Module", "Symbol"))
     for name in sorted(chosen):
         # Most imports are vmlinux's: look up only those some module exports.
@@ -308,6 +307,9 @@ def build_kernel_graph(
     for key in st.rels if st is not None else ():
         if key not in rels:
             rel_done(key)
+    done("Kernel", t.table("Kernel"))
+    done("Namespace", ours("Namespace"))
+    rel_done(("IMPORTS_NS", "Module", "Namespace"))
 
     source_counts: dict[str, int] = {}
     if st is not None:
