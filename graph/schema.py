@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, NamedTuple, Union
 if TYPE_CHECKING:  # imported when an Arrow schema is first asked for: opening a store needs none
     import pyarrow as pa
 
-__all__ = ["Prop", "NodeTable", "RelTable", "TableKey", "NODES", "RELS", "node_id", "node_table", "rel_table", "arrow_schema",
-           "arrow_type"]
+__all__ = ["Prop", "NodeTable", "RelTable", "TableKey", "NODES", "RELS", "node_id", "node_table", "rel_table",
+           "arrow_schema", "arrow_type"]
 
 
 class Prop(NamedTuple):
