@@ -118,27 +118,20 @@ def read_kernel(
 
 
 @contextlib.contextmanager
-def _bulk_allocation(collect: bool = False):
-    """Pause the cyclic garbage collector while hundreds of thousands of records are built
-    (``collect=True``: run it as usual within a paused stretch).
+def _collector(running: bool):
+    """Run or pause the cyclic garbage collector within the block; restore its state after.
 
-    Records are tuples without cycles; a collection pass every few hundred allocations would more
-    than double the time of the resolve step and gain nothing, and the first pass after a pause
-    walks every record read so far (0.05 s for a Debian kernel), so the pause spans reading,
-    resolving and writing.
+    A load pauses it from reading to writing: records are tuples without cycles, a collection
+    pass every few hundred allocations would more than double the time of the resolve step and
+    gain nothing, and the first pass after a pause walks every record read so far (0.04 s for a
+    Debian kernel).
     """
     enabled = gc.isenabled()
-    if collect:
-        gc.enable()
-    else:
-        gc.disable()
+    (gc.enable if running else gc.disable)()
     try:
         yield
     finally:
-        if enabled:
-            gc.enable()
-        else:
-            gc.disable()
+        (gc.enable if enabled else gc.disable)()
 
 
 def _index_trees(specs: Iterable[str], release: str, config: Path | None, workers: int | None, progress: bool,
@@ -149,7 +142,9 @@ def _index_trees(specs: Iterable[str], release: str, config: Path | None, worker
     """
     trees = []
     specs = list(specs)
-    with _bulk_allocation(collect=True) if specs else contextlib.nullcontext():
+    if not specs:
+        return trees
+    with _collector(running=True):
         for spec in specs:
             try:
                 files = None
@@ -194,7 +189,7 @@ def load_kernel(
         store.prepare_write()
         import ksymgraph.graph.build  # noqa: F401
 
-    with _bulk_allocation():
+    with _collector(running=False):
         meta, modules, entries, skipped, found_config = read_kernel(sources, kernel, symvers, workers, progress,
                                                                     meanwhile=meanwhile)
         trees = _index_trees(source_dirs, meta.release, Path(config) if config else found_config, workers,
