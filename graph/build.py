@@ -283,7 +283,6 @@ def build_kernel_graph(
             module_exporters[e.symbol].append(e.module)
 
     # Imports, and the DEPENDS_ON edges derived from them as depmod derives them.
-    depends: dict[tuple[str, str], set[str]] = defaultdict(set)
     for name in sorted(chosen):
         m = chosen[name]
         symbols = m.imports.symbols
@@ -292,6 +291,7 @@ def build_kernel_graph(
             t.rel("IMPORTS_NS", "Module", "Namespace", name, ns)
     rel_done(("IMPORTS", "Module", "Symbol"))
     n_imports = t.count(("IMPORTS", "Module", "Symbol"))
+    depends: dict[tuple[str, str], set[str]] = defaultdict(set)
     for name in sorted(chosen):
         # Most imports are vmlinux's: look up only those some module exports.
         for s in module_exporters.keys() & chosen[name].imports.symbols:

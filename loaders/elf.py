@@ -405,9 +405,10 @@ def _parse(elf: ModuleElf, path: str) -> ModuleData:
     # Imports: undefined global or weak symbols with a name.
     und = syms[(shndx == SHN_UNDEF) & (syms["name"] != 0)]
     bind = und["info"] >> 4
-    und = und[(bind == STB_GLOBAL) | (bind == STB_WEAK)]
+    wanted = (bind == STB_GLOBAL) | (bind == STB_WEAK)
+    und = und[wanted]
     und_names = _names(und, strtab)
-    weak = ((und["info"] >> 4) == STB_WEAK).tolist()
+    weak = (bind[wanted] == STB_WEAK).tolist()
     if len(set(und_names)) != len(und_names):  # the same name twice: keep the first
         first = {n: i for i, n in reversed(list(enumerate(und_names)))}
         keep = sorted(first.values())

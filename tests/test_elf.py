@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import lzma
+import struct
 
 import pytest
 import zstandard
@@ -54,6 +55,28 @@ def test_weak_import_flagged(tmp_path):
     m = read_module_file(str(compile_module(MODULE_SOURCES / "weak_e.c", tmp_path / "weak_e.ko")))
     assert {(i.symbol, i.weak) for i in m.import_records()} == {("maybe_there", True), ("_printk", False)}
     assert m.exports == []
+
+
+def test_duplicate_undefined_name_keeps_the_first(tmp_path):
+    """ld never writes one undefined name twice, but a hand-edited file can: the first entry wins,
+    with its own binding. Here the second undefined symbol is renamed to the first and made weak."""
+    ko = compile_module(MODULE_SOURCES / "core_a.c", tmp_path / "core_a.ko")
+    data = bytearray(ko.read_bytes())
+    with open(ko, "rb") as f:
+        symtab = ELFFile(f).get_section_by_name(".symtab")
+        base, size = symtab["sh_offset"], symtab["sh_entsize"]
+        und = [(i, sym) for i, sym in enumerate(symtab.iter_symbols())
+               if sym["st_shndx"] == "SHN_UNDEF" and sym.name]
+    assert sorted(sym.name for _i, sym in und) == ["_printk", "kfree"]
+    (_i, first), (second, _sym) = und
+    at = base + second * size  # Elf64_Sym: st_name (u32), then st_info (bind << 4 | type)
+    struct.pack_into("<I", data, at, first["st_name"])
+    data[at + 4] = (2 << 4) | (data[at + 4] & 0xF)  # STB_WEAK
+    patched = tmp_path / "core_a_dup.ko"
+    patched.write_bytes(data)
+    crcs = {"kfree": 0x037A0CBA, "_printk": 0x92997ED8}
+    assert [(i.symbol, i.crc, i.weak) for i in read_module_file(str(patched)).import_records()] == [
+        (first.name, crcs[first.name], False)]
 
 
 def test_module_name_from_path():
