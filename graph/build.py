@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Callable, Iterable, Iterator, NamedTuple
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ksymgraph.graph.columns import column, string_scalar, strings
 from ksymgraph.graph.schema import TableKey, arrow_schema, node_id
 from ksymgraph.loaders.elf import ModuleData
 from ksymgraph.loaders.records import Export, KernelMeta, LookUpEdge, ModuleInfo, Skipped
@@ -27,23 +28,10 @@ if TYPE_CHECKING:
     from ksymgraph.loaders.trees import SourceTree
 
 __all__ = [
-    "GPL_COMPATIBLE_LICENSES",
-    "license_is_gpl_compatible",
     "BuildReport",
     "GraphBatch",
     "build_kernel_graph",
 ]
-
-#: include/linux/license.h: license_is_gpl_compatible().
-GPL_COMPATIBLE_LICENSES = frozenset(
-    ["GPL", "GPL v2", "GPL and additional rights", "Dual BSD/GPL", "Dual MIT/GPL", "Dual MPL/GPL"]
-)
-
-
-def license_is_gpl_compatible(license: str) -> bool:
-    """True when the kernel lets a module with this ``MODULE_LICENSE`` use GPL-only exports."""
-    return license in GPL_COMPATIBLE_LICENSES
-
 
 class BuildReport(NamedTuple):
     """Counts and findings of the resolve step, for the load summary."""
@@ -83,6 +71,10 @@ class GraphBatch(NamedTuple):
         for key, table in (*self.nodes.items(), *self.rels.items()):
             if table.num_rows:
                 yield key, table
+
+
+#: Between the kernel and the name in an id (:func:`~ksymgraph.graph.schema.node_id`).
+_SEPARATOR = string_scalar("|")
 
 
 class _Tables:
@@ -134,13 +126,13 @@ class _Tables:
 
     def table(self, key: TableKey) -> pa.Table:
         """One table as Arrow, with its ids (``kernel|name``) and ``kernel`` column."""
-        kernel = pa.scalar(self.kernel)
+        kernel = string_scalar(self.kernel)
         cols = self.columns[key]
         schema = arrow_schema(key)
         ends = 1 if isinstance(key, str) else 2  # id, or from and to
-        arrays = [pc.binary_join_element_wise(kernel, pa.array(c, pa.string()), "|") for c in cols[:ends]]
+        arrays = [pc.binary_join_element_wise(kernel, strings(c), _SEPARATOR) for c in cols[:ends]]
         arrays.append(pa.repeat(kernel, len(cols[0])))
-        arrays += [pa.array(c, type=f.type) for c, f in zip(cols[ends:], list(schema)[ends + 1:])]
+        arrays += [column(c, f.type) for c, f in zip(cols[ends:], list(schema)[ends + 1:])]
         return pa.table(arrays, schema=schema)
 
 
@@ -212,7 +204,7 @@ def build_kernel_graph(
     t.node("Module", "vmlinux", "vmlinux", "", "GPL", True, "", "", True, [], None)
     for name in sorted(chosen):
         i: ModuleInfo = chosen[name].info
-        t.node("Module", name, name, i.path, i.license, license_is_gpl_compatible(i.license),
+        t.node("Module", name, name, i.path, i.license, i.gpl_compatible,
                i.vermagic, i.srcversion, i.intree, list(i.import_ns), name in with_source)
     for name in sorted({e.module for e in symvers_only.values()} - t.seen["Module"]):
         t.node("Module", name, name, "", "", None, "", "", True, [], None)

@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import TYPE_CHECKING, Iterable, NamedTuple
 
-from ksymgraph.graph.build import license_is_gpl_compatible
 from ksymgraph.graph.store import GraphStore
 from ksymgraph.loaders.elf import ModuleData
 
@@ -137,7 +136,7 @@ class KernelProjection:
                 for sym in list(proj.exports):
                     proj.exports[sym] = [e for e in proj.exports[sym] if e.module != name]
             proj.modules[name] = ModuleNode(name, m.info.path, m.info.license,
-                                            license_is_gpl_compatible(m.info.license), m.info.intree,
+                                            m.info.gpl_compatible, m.info.intree,
                                             frozenset(m.info.import_ns))
             for e in m.exports:
                 proj.exports[e.symbol].append(ExportEdge(name, e.gpl, e.namespace))

@@ -1,5 +1,5 @@
 """``python -m ksymgraph`` runs the command-line interface."""
 
-from ksymgraph.cli import main
+from ksymgraph.cli import run
 
-raise SystemExit(main())
+run()

@@ -8,7 +8,14 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-__all__ = ["KernelMeta", "ModuleInfo", "Export", "Import", "Imports", "LookUpEdge", "Skipped", "LoaderError"]
+__all__ = ["GPL_COMPATIBLE_LICENSES", "KernelMeta", "ModuleInfo", "Export", "Import", "Imports", "LookUpEdge",
+           "Skipped", "LoaderError"]
+
+
+#: include/linux/license.h: license_is_gpl_compatible().
+GPL_COMPATIBLE_LICENSES = frozenset(
+    ["GPL", "GPL v2", "GPL and additional rights", "Dual BSD/GPL", "Dual MIT/GPL", "Dual MPL/GPL"]
+)
 
 
 class LoaderError(Exception):
@@ -52,6 +59,12 @@ class ModuleInfo(NamedTuple):
     """``depends`` modinfo list, as modpost computed it at build time."""
     import_ns: tuple[str, ...]
     """Namespaces named by ``MODULE_IMPORT_NS``."""
+
+    @property
+    def gpl_compatible(self) -> bool:
+        """True when the kernel lets a module with this licence use GPL-only exports
+        (``license_is_gpl_compatible()``)."""
+        return self.license in GPL_COMPATIBLE_LICENSES
 
 
 class Export(NamedTuple):

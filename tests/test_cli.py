@@ -119,3 +119,16 @@ def test_check_out_of_tree_modules(db, tmp_path):
 def test_kernels(db):
     p = ksymgraph("kernels", "--db", db, check_rc=0)
     assert FIXTURE_RELEASE in p.stdout
+
+
+def test_output_larger_than_a_pipe_arrives_whole_before_the_fast_exit(db):
+    """The command ends with os._exit after flushing (ksymgraph.cli.run): nothing may be lost."""
+    p = ksymgraph("query", "--db", db, "UNWIND range(1, 30000) AS i RETURN i", "--format", "csv", check_rc=0)
+    lines = p.stdout.splitlines()
+    assert lines[0] == "i" and lines[1:] == [str(i) for i in range(1, 30001)]
+
+
+def test_output_into_a_closed_pipe_is_not_an_error(db):
+    p = subprocess.run(f"{sys.executable} -m ksymgraph query --db {db} 'UNWIND range(1, 30000) AS i RETURN i' "
+                       "--format csv | head -2", shell=True, capture_output=True, text=True)
+    assert p.stdout.splitlines() == ["i", "1"] and "Traceback" not in p.stderr

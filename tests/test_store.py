@@ -85,11 +85,11 @@ def test_failed_write_leaves_old_kernel_whole(fixture_store, fixture_tree, monke
     calls = []
     real_copy = EmbeddedStore._copy
 
-    def failing_copy(self, table_name, batch, options):
+    def failing_copy(self, table_name, path, options):
         calls.append(table_name)
         if table_name == "IMPORTS":  # after nodes and EXPORTS are written
             raise RuntimeError("disk full (injected)")
-        return real_copy(self, table_name, batch, options)
+        return real_copy(self, table_name, path, options)
 
     monkeypatch.setattr(EmbeddedStore, "_copy", failing_copy)
     with pytest.raises(StoreError, match=r"writing kernel .* failed, the store is unchanged: disk full \(injected\)"):
@@ -106,9 +106,9 @@ def test_failure_while_resolving_leaves_old_kernel_whole(fixture_store, fixture_
     written = []
     real_copy = EmbeddedStore._copy
 
-    def spy(self, table_name, batch, options):
+    def spy(self, table_name, path, options):
         written.append(table_name)
-        return real_copy(self, table_name, batch, options)
+        return real_copy(self, table_name, path, options)
 
     def ready_then_fail(key, table):
         put(key, table)
