@@ -15,10 +15,11 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator, NamedTuple
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ksymgraph.graph.columns import column, string_scalar, strings
+from ksymgraph.graph.columns import column, int64s, string_scalar, strings
 from ksymgraph.graph.schema import TableKey, arrow_schema, node_id
 from ksymgraph.loaders.elf import ModuleData
 from ksymgraph.loaders.records import Export, KernelMeta, LookUpEdge, ModuleInfo, Skipped
@@ -83,13 +84,15 @@ class _Tables:
     Columns, not rows: the largest table (IMPORTS, 185k rows for a Debian kernel) is filled by
     extending its columns a module at a time, with no tuple per row. Nodes and the ends of
     relationships are held by name; Arrow makes the ids (``kernel|name``, :func:`node_id`) and the
-    ``kernel`` column, rather than Python making half a million strings.
+    ``kernel`` column, rather than Python making half a million strings. The ends of a
+    relationship are taken from the ids of node tables already made, by row.
     """
 
     def __init__(self, kernel: str):
         self.kernel = kernel
         self.columns: dict[TableKey, list[list]] = {}
         self.seen: dict[str, set[str]] = defaultdict(set)
+        self.made: dict[str, tuple[pa.Array, dict[str, int]]] = {}  # label -> (ids, row of each name)
 
     def of(self, key: TableKey) -> list[list]:
         """The columns of a node label (name, props...) or of a relationship key
@@ -129,11 +132,24 @@ class _Tables:
         kernel = string_scalar(self.kernel)
         cols = self.columns[key]
         schema = arrow_schema(key)
-        ends = 1 if isinstance(key, str) else 2  # id, or from and to
-        arrays = [pc.binary_join_element_wise(kernel, strings(c), _SEPARATOR) for c in cols[:ends]]
+        if isinstance(key, str):
+            ids = pc.binary_join_element_wise(kernel, strings(cols[0]), _SEPARATOR)
+            self.made[key] = (ids, {name: row for row, name in enumerate(cols[0])})
+            arrays = [ids]
+        else:
+            arrays = [self._ids(label, names) for label, names in zip(key[1:], cols[:2])]
+        ends = len(arrays)  # id, or from and to
         arrays.append(pa.repeat(kernel, len(cols[0])))
         arrays += [column(c, f.type) for c, f in zip(cols[ends:], list(schema)[ends + 1:])]
         return pa.table(arrays, schema=schema)
+
+    def _ids(self, label: str, names: list[str]) -> pa.Array:
+        """The ids of the nodes called ``names``: taken by row from the node table's ids once it
+        is made (a dict lookup per name costs less than joining each id again)."""
+        if label in self.made:
+            ids, row_of = self.made[label]
+            return ids.take(int64s(np.fromiter(map(row_of.__getitem__, names), dtype=np.int64, count=len(names))))
+        return pc.binary_join_element_wise(string_scalar(self.kernel), strings(names), _SEPARATOR)
 
 
 def _pick_modules(modules: Iterable[ModuleData]) -> tuple[dict[str, ModuleData], list[Skipped]]:

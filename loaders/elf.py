@@ -140,7 +140,8 @@ class ModuleElf:
 
     ``shdrs`` is the section header table viewed as a record array (fields as in ``Elf64_Shdr``
     without the ``sh_`` prefix); a module has 40 to 100 sections and the interface needs about six,
-    so names are looked up in ``.shstrtab`` only for the sections asked for.
+    so names are looked up in ``.shstrtab`` only for the sections asked for. The fields read per
+    section are also kept as lists, where indexing costs less than a numpy scalar.
     """
 
     def __init__(self, data: bytes | FileImage, path: str = "<memory>"):
@@ -149,6 +150,9 @@ class ModuleElf:
         self.header = self._read_header()
         self.shdrs, self.shstrtab = self._read_section_headers()
         self._name_offsets = self.shdrs["name"].tolist()
+        self._types = self.shdrs["type"].tolist()
+        self._offsets = self.shdrs["offset"].tolist()
+        self._sizes = self.shdrs["size"].tolist()
 
     def _fail(self, reason: str) -> LoaderError:
         return LoaderError(self.path, reason)
@@ -200,7 +204,7 @@ class ModuleElf:
 
     def section_name(self, index: int) -> str:
         """The name of section ``index``."""
-        return _cstr(self.shstrtab, int(self.shdrs["name"][index]))
+        return _cstr(self.shstrtab, self._name_offsets[index])
 
     def index(self, name: str) -> int | None:
         """Index of the section called ``name``, or None.
@@ -218,10 +222,9 @@ class ModuleElf:
 
     def section_bytes(self, index: int) -> bytes:
         """The bytes of section ``index`` (empty for NOBITS)."""
-        s = self.shdrs[index]
-        if s["type"] == SHT_NOBITS:
+        if self._types[index] == SHT_NOBITS:
             return b""
-        offset, size = int(s["offset"]), int(s["size"])
+        offset, size = self._offsets[index], self._sizes[index]
         if offset + size > len(self.data):
             raise self._fail(f"truncated: section {self.section_name(index)} ends at byte {offset + size}, "
                              f"file has {len(self.data)}")
@@ -229,16 +232,16 @@ class ModuleElf:
 
     def symtab(self) -> tuple[np.ndarray, bytes]:
         """The symbol table as a record array, and its string table."""
-        found = np.flatnonzero(self.shdrs["type"] == SHT_SYMTAB)
-        if not len(found):
+        if SHT_SYMTAB not in self._types:
             raise self._fail("no symbol table (.symtab)")
-        s = self.shdrs[found[0]]
-        if s["link"] >= len(self.shdrs):
+        index = self._types.index(SHT_SYMTAB)
+        link = int(self.shdrs["link"][index])
+        if link >= len(self._types):
             raise self._fail("symbol table links to a missing string table")
         dt = _sym_dtype(self.header.bits, self.header.little)
-        size = int(s["size"])
-        raw = self._bytes(int(s["offset"]), size - size % dt.itemsize, ".symtab")
-        return np.frombuffer(raw, dtype=dt), self.section_bytes(int(s["link"]))
+        size = self._sizes[index]
+        raw = self._bytes(self._offsets[index], size - size % dt.itemsize, ".symtab")
+        return np.frombuffer(raw, dtype=dt), self.section_bytes(link)
 
     def relocations_for(self, target: int) -> tuple[np.ndarray, bool] | None:
         """The relocation entries applying to section ``target`` and whether they carry addends."""
@@ -320,10 +323,10 @@ def _read_versions(elf: ModuleElf) -> dict[str, int]:
     return dict(zip(names, crcs))
 
 
-def _names(syms: np.ndarray, strtab: bytes) -> list[str]:
-    """The names of ``syms``. Symbol names are nearly always ASCII: then the table is decoded once
-    and sliced, rather than decoded name by name."""
-    offsets = syms["name"].tolist()
+def _names(name_offsets: np.ndarray, strtab: bytes) -> list[str]:
+    """The names at ``name_offsets`` (``st_name`` values) in ``strtab``. Symbol names are nearly
+    always ASCII: then the table is decoded once and sliced, rather than decoded name by name."""
+    offsets = name_offsets.tolist()
     if not strtab.endswith(b"\0"):
         strtab += b"\0"
     if strtab.isascii():
@@ -404,14 +407,12 @@ def _parse(elf: ModuleElf, path: str) -> ModuleData:
     shndx = syms["shndx"]
 
     # Imports: undefined global or weak symbols with a name.
-    und = syms[(shndx == SHN_UNDEF) & (syms["name"] != 0)]
-    bind = und["info"] >> 4
-    wanted = (bind == STB_GLOBAL) | (bind == STB_WEAK)
-    und = und[wanted]
+    bind = syms["info"] >> 4
+    und = np.flatnonzero((shndx == SHN_UNDEF) & (syms["name"] != 0) & ((bind == STB_GLOBAL) | (bind == STB_WEAK)))
     # Interned: most modules import the same few hundred names, and a worker pickles each
     # interned name once per batch of results, and the parent unpickles them in half the time.
-    und_names = list(map(sys.intern, _names(und, strtab)))
-    weak = (bind[wanted] == STB_WEAK).tolist()
+    und_names = list(map(sys.intern, _names(syms["name"][und], strtab)))
+    weak = (bind[und] == STB_WEAK).tolist()
     if len(set(und_names)) != len(und_names):  # the same name twice: keep the first
         first = {n: i for i, n in reversed(list(enumerate(und_names)))}
         keep = sorted(first.values())
@@ -438,7 +439,7 @@ def _parse(elf: ModuleElf, path: str) -> ModuleData:
         ns_syms: dict[str, int] = {}
         crc_words = {i: elf.section_bytes(i) for i in crc_sections}
         word = "<I" if elf.header.little else ">I"
-        for n, si, value in zip(_names(cand, strtab), cand["shndx"].tolist(), cand["value"].tolist()):
+        for n, si, value in zip(_names(cand["name"], strtab), cand["shndx"].tolist(), cand["value"].tolist()):
             if si in ksym_sections and n.startswith("__ksymtab_"):
                 entries[si][n[10:]] = value
             elif n.startswith("__crc_"):
