@@ -187,14 +187,20 @@ class EmbeddedStore(GraphStore):
         todo: queue.SimpleQueue = queue.SimpleQueue()
         failed: list[BaseException] = []
         staging = tempfile.TemporaryDirectory(prefix="ksymgraph-copy-")
-        writer = threading.Thread(target=self._write_tables, args=(kernel.release, todo, failed, staging.name),
+        writer = threading.Thread(target=self._write_tables, args=(kernel.release, todo, failed),
                                   name="ksymgraph-store-writer", daemon=True)
         writer.start()
 
         def put(key: TableKey, table: pa.Table) -> None:
             if failed:  # stop resolving as soon as the write has failed
                 raise failed[0]
-            todo.put((key, table))
+            # Staged here, not on the writer thread: there each step of writing the file would
+            # wait for the GIL while this thread resolves the next table.
+            try:
+                todo.put(self._stage(key, table, staging.name))
+            except OSError as e:
+                raise StoreError(f"writing kernel {kernel.release} to {self.path} failed, the store is unchanged: "
+                                 f"cannot stage table {key} in {staging.name}: {e}") from e
 
         with staging:
             try:
@@ -208,15 +214,19 @@ class EmbeddedStore(GraphStore):
         if failed:
             raise failed[0]
 
-    def _write_tables(self, kernel: str, todo: queue.SimpleQueue, failed: list[BaseException], staging: str) -> None:
-        """The writer thread: COPY each table as it comes, then commit (or roll back)."""
+    def _write_tables(self, kernel: str, todo: queue.SimpleQueue, failed: list[BaseException]) -> None:
+        """The writer thread: COPY each staged table as it comes, then commit (or roll back)."""
         conn = self._conn
         try:
             while (item := todo.get()) is not _COMMIT:
                 if item is _ABORT:
                     _rollback(conn)
                     return
-                self._copy_table(*item, staging)
+                table_name, path, options = item
+                try:
+                    self._copy(table_name, path, options)
+                finally:
+                    os.unlink(path)
             conn.execute("COMMIT")
         except BaseException as e:  # the caller's thread raises it
             if isinstance(e, RuntimeError):  # LadybugDB's errors
@@ -227,7 +237,9 @@ class EmbeddedStore(GraphStore):
             with contextlib.suppress(RuntimeError):
                 _rollback(conn)
 
-    def _copy_table(self, key: TableKey, batch: pa.Table, staging: str) -> None:
+    def _stage(self, key: TableKey, batch: pa.Table, staging: str) -> tuple[str, str, str]:
+        """Write ``batch`` as a Parquet file in ``staging``; the table name, file and ``COPY``
+        options to load it with."""
         import pyarrow.compute as pc
         import pyarrow.parquet as pq
 
@@ -243,10 +255,7 @@ class EmbeddedStore(GraphStore):
         # Uncompressed, and in row groups that LadybugDB reads on several threads.
         pq.write_table(batch, path, compression="none", use_dictionary=False, write_statistics=False,
                        row_group_size=_ROW_GROUP)
-        try:
-            self._copy(name, path, options)
-        finally:
-            os.unlink(path)
+        return name, path, options
 
     def _copy(self, table_name: str, path: str, options: str) -> None:
         self._conn.execute(f"COPY {table_name} FROM {_string_literal(path)}{options}")
