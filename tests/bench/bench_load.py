@@ -99,13 +99,17 @@ def main() -> None:
     print(f"{n} modules of {args.release} ({pk.version}), {args.runs} runs each, median wall time, {os.cpu_count()} cores")
     if not cold:
         print("(page cache could not be dropped here: warm runs only)")
-    print(f"{'tool':<24} {'wall s':>8} {'peak RSS MiB':>13} {'vs depmod':>10}")
+    # "vs depmod" divides the medians. This machine's speed drifts within minutes, so each round's
+    # own ratio (the tool against the depmod run just before it) is given too: median and worst.
+    print(f"{'tool':<24} {'wall s':>8} {'peak RSS MiB':>13} {'vs depmod':>10} {'per round: median':>18} {'worst':>6}")
     for tool, rs in results.items():
         cache = tool.rsplit("(", 1)[1]
-        base = statistics.median(w for w, _ in results[f"depmod -e ({cache}"])
+        dep_runs = [w for w, _ in results[f"depmod -e ({cache}"]]
         wall = statistics.median(w for w, _ in rs)
         rss = max(m for _, m in rs)
-        print(f"{tool:<24} {wall:>8.2f} {rss:>13} {wall / base:>9.1f}x")
+        rounds = [w / d for (w, _), d in zip(rs, dep_runs)]
+        print(f"{tool:<24} {wall:>8.2f} {rss:>13} {wall / statistics.median(dep_runs):>9.1f}x "
+              f"{statistics.median(rounds):>17.1f}x {max(rounds):>5.1f}x")
 
 
 if __name__ == "__main__":
