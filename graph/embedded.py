@@ -8,8 +8,8 @@ would run at a few thousand rows a second; ``COPY`` loads a whole Debian kernel 
 second, on a writer thread that takes each table as soon as the builder has it
 (:meth:`EmbeddedStore.writing_kernel`).
 
-Each Arrow table is staged as an uncompressed Parquet file in a temporary directory and copied
-from there, not from the Python object: to tell a pandas DataFrame from an Arrow table, LadybugDB
+Each Arrow table is staged as an uncompressed Parquet file in a directory next to the database
+and copied from there, not from the Python object: to tell a pandas DataFrame from an Arrow table, LadybugDB
 imports pandas before the first ``COPY`` from an object (0.27 s, a seventh of a load), and writing
 and reading the file costs less than that.
 
@@ -91,7 +91,7 @@ class EmbeddedStore(GraphStore):
 
     def prepare_write(self) -> None:
         self._ensure_schema()
-        import pyarrow.parquet  # noqa: F401  (what _copy writes with)
+        import pyarrow.parquet  # noqa: F401  (what _stage writes with)
 
     def describe(self) -> str:
         return str(self.path)
@@ -166,10 +166,12 @@ class EmbeddedStore(GraphStore):
     def writing_kernel(self, kernel: KernelMeta) -> Iterator[Callable[[TableKey, pa.Table], None]]:
         """Write each table as it is handed over, on a writer thread, in one transaction.
 
-        ``COPY`` runs in LadybugDB's C++ code without the GIL, so the tables already handed over
-        are written while the caller resolves the next ones. The transaction first empties the
-        kernel's old nodes; it commits when the ``with`` body ends, and rolls back if the body
-        or a write fails.
+        Each table is staged as a Parquet file when handed over, in a directory next to the
+        database (``graph.lbdb.staging-*``, removed at the end); a writer thread ``COPY``s the
+        files in order. ``COPY`` runs in LadybugDB's C++ code without the GIL, so the tables already
+        handed over are written while the caller resolves the next ones. The transaction first
+        empties the kernel's old nodes; it commits when the ``with`` body ends, and rolls back if
+        the body or a write fails.
         """
         self._ensure_schema()
         conn = self._conn
@@ -186,7 +188,9 @@ class EmbeddedStore(GraphStore):
             raise
         todo: queue.SimpleQueue = queue.SimpleQueue()
         failed: list[BaseException] = []
-        staging = tempfile.TemporaryDirectory(prefix="ksymgraph-copy-")
+        # Next to the database: on the disk that must hold the data anyway (a source graph stages
+        # hundreds of MB, too much for a /tmp in memory).
+        staging = tempfile.TemporaryDirectory(prefix=f"{self.path.name}.staging-", dir=self.path.parent)
         writer = threading.Thread(target=self._write_tables, args=(kernel.release, todo, failed),
                                   name="ksymgraph-store-writer", daemon=True)
         writer.start()

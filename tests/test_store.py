@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -81,12 +81,9 @@ def test_reloading_the_only_kernel_recreates_the_tables(db_path, fixture_tree, m
         assert store.kernels() == ["one", "two"] and counts(store, "one") == counts(store, "two") == before
 
 
-def test_failed_write_leaves_old_kernel_whole(fixture_store, fixture_tree, monkeypatch, tmp_path):
+def test_failed_write_leaves_old_kernel_whole(fixture_store, fixture_tree, monkeypatch):
     before = counts(fixture_store, FIXTURE_RELEASE)
     calls = []
-    staging = tmp_path / "staging"
-    staging.mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(staging))  # where the tables are staged for COPY
     real_copy = EmbeddedStore._copy
 
     def failing_copy(self, table_name, path, options):
@@ -101,10 +98,14 @@ def test_failed_write_leaves_old_kernel_whole(fixture_store, fixture_tree, monke
     assert "EXPORTS" in calls
     monkeypatch.undo()
     assert counts(fixture_store, FIXTURE_RELEASE) == before
-    assert list(staging.iterdir()) == []  # no staged table left behind
+    assert staging_dirs(fixture_store) == []  # no staged table left behind
 
 
-def test_staged_tables_are_removed(fixture_store, fixture_tree, monkeypatch, tmp_path):
+def staging_dirs(store) -> list[Path]:
+    return sorted(store.path.parent.glob(f"{store.path.name}.staging-*"))
+
+
+def test_staged_tables_are_removed(fixture_store, fixture_tree, monkeypatch):
     staged = []
     real_copy = EmbeddedStore._copy
 
@@ -112,13 +113,11 @@ def test_staged_tables_are_removed(fixture_store, fixture_tree, monkeypatch, tmp
         staged.append(path)
         return real_copy(self, table_name, path, options)
 
-    staging = tmp_path / "staging"
-    staging.mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(staging))
     monkeypatch.setattr(EmbeddedStore, "_copy", spy)
     load_kernel(fixture_store, [str(fixture_tree)], kernel=FIXTURE_RELEASE, workers=1)
-    assert staged and all(p.startswith(str(staging)) and p.endswith(".parquet") for p in staged)
-    assert list(staging.iterdir()) == []
+    here = fixture_store.path.parent
+    assert staged and all(Path(p).parent.parent == here and p.endswith(".parquet") for p in staged)
+    assert all(not Path(p).exists() for p in staged) and staging_dirs(fixture_store) == []
 
 
 def test_failure_while_resolving_leaves_old_kernel_whole(fixture_store, fixture_tree, monkeypatch):
