@@ -58,24 +58,38 @@ class EmbeddedStore(GraphStore):
 
     dialect = "ladybug"
 
-    def __init__(self, path: Path, read_only: bool = False):
-        import ladybug
-
+    def __init__(self, path: Path, read_only: bool = False, lazy: bool = False):
+        """Open the database at ``path``; with ``lazy``, at the first statement instead (a load
+        starts its workers first: importing and opening LadybugDB takes 0.04 s)."""
         self.path = Path(path)
         if read_only and not self.path.exists():
             raise StoreError(f"no database at {self.path}: run `ksymgraph load SOURCE --db {self.path}` first")
+        self.read_only = read_only
+        self._schema_ready = read_only  # a read-only handle takes the tables as they are
+        self._db = self._connection = None
+        if not lazy:
+            self._open()
+
+    def _open(self) -> None:
+        import ladybug
+
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self._db = ladybug.Database(str(self.path), read_only=read_only)
+            self._db = ladybug.Database(str(self.path), read_only=self.read_only)
         except RuntimeError as e:
             msg = str(e)
             if "lock" in msg.lower():
                 raise StoreError(f"{self.path} is being written by another process ({msg}); "
                                  "wait for it to finish or use another --db") from e
             raise StoreError(f"cannot open {self.path}: {msg}") from e
-        self._conn = ladybug.Connection(self._db)
-        self.read_only = read_only
-        self._schema_ready = read_only  # a read-only handle takes the tables as they are
+        self._connection = ladybug.Connection(self._db)
+
+    @property
+    def _conn(self):
+        """The connection, opening the database first if it is not open yet."""
+        if self._connection is None:
+            self._open()
+        return self._connection
 
     def _ensure_schema(self) -> None:
         """Create the tables (and add new properties to old ones) before the first statement."""
@@ -109,8 +123,10 @@ class EmbeddedStore(GraphStore):
                     self._conn.execute(f"ALTER TABLE {name} ADD {p.name} {p.type}")
 
     def close(self) -> None:
-        self._conn.close()
-        self._db.close()
+        if self._connection is not None:
+            self._connection.close()
+            self._db.close()
+            self._db = self._connection = None
 
     def query(self, cypher: str, params: dict[str, Any] | None = None) -> Rows:
         self._ensure_schema()

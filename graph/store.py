@@ -134,10 +134,13 @@ def default_db_path() -> Path:
     return Path(base) / "ksymgraph" / "graph.lbdb"
 
 
-def open_store(db: str | os.PathLike | None = None, neo4j: str | None = None, read_only: bool = False) -> GraphStore:
+def open_store(db: str | os.PathLike | None = None, neo4j: str | None = None, read_only: bool = False,
+               lazy: bool = False) -> GraphStore:
     """Open the embedded store at ``db`` (default :func:`default_db_path`), or Neo4j at ``neo4j``.
 
     ``neo4j`` defaults to ``$NEO4J_URI`` only when no ``db`` is given and that variable is set.
+    ``lazy`` opens the embedded store at its first statement (an error such as another writer
+    holding it is then raised there).
     """
     if neo4j is None and db is None:
         neo4j = os.environ.get("NEO4J_URI") or None
@@ -147,4 +150,4 @@ def open_store(db: str | os.PathLike | None = None, neo4j: str | None = None, re
         return Neo4jStore(neo4j)
     from ksymgraph.graph.embedded import EmbeddedStore
 
-    return EmbeddedStore(Path(db) if db else default_db_path(), read_only=read_only)
+    return EmbeddedStore(Path(db) if db else default_db_path(), read_only=read_only, lazy=lazy)

@@ -178,10 +178,10 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _open(args, read_only: bool = True):
+def _open(args, read_only: bool = True, lazy: bool = False):
     from ksymgraph.graph.store import open_store
 
-    return open_store(args.db, args.neo4j, read_only=read_only)
+    return open_store(args.db, args.neo4j, read_only=read_only, lazy=lazy)
 
 
 def _emit(text: str, output: str | None) -> None:
@@ -201,7 +201,8 @@ def _projection(store, kernel):
 def cmd_load(args) -> int:
     from ksymgraph.graph.load import load_kernel
 
-    with _open(args, read_only=False) as store:
+    # Opened at its first statement, once the workers that read the modules have started.
+    with _open(args, read_only=False, lazy=True) as store:
         s = load_kernel(store, args.sources, kernel=args.kernel, symvers=args.symvers, workers=args.workers,
                         progress=not args.no_progress and sys.stderr.isatty(), source_dirs=args.source,
                         config=args.config)

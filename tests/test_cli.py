@@ -132,3 +132,14 @@ def test_output_into_a_closed_pipe_is_not_an_error(db):
     p = subprocess.run(f"{sys.executable} -m ksymgraph query --db {db} 'UNWIND range(1, 30000) AS i RETURN i' "
                        "--format csv | head -2", shell=True, capture_output=True, text=True)
     assert p.stdout.splitlines() == ["i", "1"] and "Traceback" not in p.stderr
+
+
+def test_load_into_a_store_another_process_writes_is_a_clear_error(tmp_path, fixture_tree):
+    """`load` opens the store once its workers run; another writer still gets one clear line."""
+    from ksymgraph.graph.store import open_store
+
+    path = tmp_path / "busy.lbdb"
+    with open_store(path):
+        p = ksymgraph("load", fixture_tree, "--db", path, check_rc=2)
+    assert p.stderr.startswith(f"ksymgraph load: error: {path} is being written by another process")
+    assert "Traceback" not in p.stderr
