@@ -79,6 +79,8 @@ def read_kernel(
             resolved.append(resolve_source(spec, symvers))
         except LoaderError as e:
             skipped.append(Skipped(e.path, e.reason))
+            continue
+        skipped.extend(resolved[-1].skipped)
     if not resolved:
         raise LoadError("no source could be read: " + "; ".join(f"{s.path}: {s.reason}" for s in skipped))
 

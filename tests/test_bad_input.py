@@ -169,3 +169,26 @@ def test_fuzz_elf_reader(good_ko):
     check()
     assert count >= 10_000
     assert hot  # the section table offset is inside the file
+
+
+def test_unlistable_directory_is_reported_and_the_rest_found(tmp_path, good_ko, monkeypatch):
+    """A directory of modules that cannot be listed is a skip with its reason, not a silent gap.
+    (Root lists any directory, so the failure is injected at os.scandir.)"""
+    from ksymgraph.graph.load import read_kernel
+
+    (tmp_path / "kernel" / "ok").mkdir(parents=True)
+    (tmp_path / "kernel" / "locked").mkdir()
+    (tmp_path / "kernel" / "ok" / "good.ko").write_bytes(good_ko)
+    (tmp_path / "kernel" / "locked" / "hidden.ko").write_bytes(good_ko)
+    real_scandir = os.scandir
+
+    def scandir(path):
+        if os.fspath(path).endswith("locked"):
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    _meta, modules, _entries, skipped, _config = read_kernel([str(tmp_path / "kernel")], kernel="k", workers=1)
+    assert [m.info.name for m in modules] == ["good"]
+    assert [(s.path, s.reason) for s in skipped] == [
+        (str(tmp_path / "kernel" / "locked"), "cannot list directory: Permission denied")]
