@@ -45,7 +45,7 @@ def find_module_files(root: str | Path, unreadable: list[Skipped] | None = None)
                 for entry in entries:
                     if entry.is_dir(follow_symlinks=False):
                         scan(entry.path)
-                    elif entry.name.endswith(MODULE_SUFFIXES):
+                    elif is_module_file(entry.name):
                         out.append(entry.path)
         except OSError as e:
             if unreadable is not None:
