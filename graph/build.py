@@ -144,12 +144,11 @@ class _Tables:
         return pa.table(arrays, schema=schema)
 
     def _ids(self, label: str, names: list[str]) -> pa.Array:
-        """The ids of the nodes called ``names``: taken by row from the node table's ids once it
-        is made (a dict lookup per name costs less than joining each id again)."""
-        if label in self.made:
-            ids, row_of = self.made[label]
-            return ids.take(int64s(np.fromiter(map(row_of.__getitem__, names), dtype=np.int64, count=len(names))))
-        return pc.binary_join_element_wise(string_scalar(self.kernel), strings(names), _SEPARATOR)
+        """The ids of the nodes called ``names``, taken by row from the ids of ``label``'s table (a
+        dict lookup per name costs less than joining each id again). The builder makes each node
+        table before the relationship tables that join it."""
+        ids, row_of = self.made[label]
+        return ids.take(int64s(np.fromiter(map(row_of.__getitem__, names), dtype=np.int64, count=len(names))))
 
 
 def _pick_modules(modules: Iterable[ModuleData]) -> tuple[dict[str, ModuleData], list[Skipped]]:

@@ -191,6 +191,13 @@ class EmbeddedStore(GraphStore):
         """
         self._ensure_schema()
         conn = self._conn
+        failure = f"writing kernel {kernel.release} to {self.path} failed, the store is unchanged"
+        # Next to the database: on the disk that must hold the data anyway (a source graph stages
+        # hundreds of MB, too much for a /tmp in memory). Made before the transaction begins.
+        try:
+            staging = tempfile.TemporaryDirectory(prefix=f"{self.path.name}.staging-", dir=self.path.parent)
+        except OSError as e:
+            raise StoreError(f"{failure}: cannot make a staging directory in {self.path.parent}: {e}") from e
         # Statements here rather than on the writer thread: each one there would wait for the GIL
         # while the caller resolves, and emptying the old kernel takes 30 of them.
         conn.execute("BEGIN TRANSACTION")
@@ -201,12 +208,10 @@ class EmbeddedStore(GraphStore):
                 self._delete(kernel.release)
         except BaseException:
             _rollback(conn)
+            staging.cleanup()
             raise
         todo: queue.SimpleQueue = queue.SimpleQueue()
         failed: list[BaseException] = []
-        # Next to the database: on the disk that must hold the data anyway (a source graph stages
-        # hundreds of MB, too much for a /tmp in memory).
-        staging = tempfile.TemporaryDirectory(prefix=f"{self.path.name}.staging-", dir=self.path.parent)
         writer = threading.Thread(target=self._write_tables, args=(kernel.release, todo, failed),
                                   name="ksymgraph-store-writer", daemon=True)
         writer.start()
@@ -219,8 +224,7 @@ class EmbeddedStore(GraphStore):
             try:
                 todo.put(self._stage(key, table, staging.name))
             except OSError as e:
-                raise StoreError(f"writing kernel {kernel.release} to {self.path} failed, the store is unchanged: "
-                                 f"cannot stage table {key} in {staging.name}: {e}") from e
+                raise StoreError(f"{failure}: cannot stage table {key} in {staging.name}: {e}") from e
 
         with staging:
             try:

@@ -186,8 +186,9 @@ def load_kernel(
     t0 = time.perf_counter()
 
     def meanwhile() -> None:
-        # While the workers read: open the store's tables, and import pyarrow (0.1 s) with the
-        # resolve step. This module does not import them at the top so that the workers start first.
+        # While the workers read: open the store (when opened lazily) and create its tables, and
+        # import pyarrow (0.1 s) with the resolve step. This module imports neither at the top, so
+        # that the workers start first.
         store.prepare_write()
         import ksymgraph.graph.build  # noqa: F401
 

@@ -101,6 +101,24 @@ def test_failed_write_leaves_old_kernel_whole(fixture_store, fixture_tree, monke
     assert staging_dirs(fixture_store) == []  # no staged table left behind
 
 
+def test_failure_to_stage_a_table_is_a_store_error_and_leaves_old_kernel_whole(fixture_store, fixture_tree,
+                                                                              monkeypatch):
+    before = counts(fixture_store, FIXTURE_RELEASE)
+    real_stage = EmbeddedStore._stage
+
+    def full_disk(self, key, batch, staging):
+        if key == ("IMPORTS", "Module", "Symbol"):
+            raise OSError(28, "No space left on device (injected)")
+        return real_stage(self, key, batch, staging)
+
+    monkeypatch.setattr(EmbeddedStore, "_stage", full_disk)
+    with pytest.raises(StoreError, match=r"the store is unchanged: cannot stage table \('IMPORTS'.*No space left"):
+        load_kernel(fixture_store, [str(fixture_tree)], kernel=FIXTURE_RELEASE, workers=1)
+    monkeypatch.undo()
+    assert counts(fixture_store, FIXTURE_RELEASE) == before
+    assert staging_dirs(fixture_store) == []
+
+
 def staging_dirs(store) -> list[Path]:
     return sorted(store.path.parent.glob(f"{store.path.name}.staging-*"))
 
