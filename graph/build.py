@@ -19,14 +19,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ksymgraph.graph.columns import column, int64s, string_scalar, strings
-from ksymgraph.graph.schema import TableKey, arrow_schema, node_id
-from ksymgraph.loaders.elf import ModuleData
-from ksymgraph.loaders.records import Export, KernelMeta, LookUpEdge, ModuleInfo, Skipped
-from ksymgraph.loaders.symvers import SymversEntry
+from ..loaders.elf import ModuleData
+from ..loaders.records import Export, KernelMeta, LookUpEdge, ModuleInfo, Skipped
+from ..loaders.symvers import SymversEntry
+from .columns import column, int64s, string_scalar, strings
+from .schema import TableKey, arrow_schema, node_id
 
 if TYPE_CHECKING:
-    from ksymgraph.loaders.trees import SourceTree
+    from ..loaders.trees import SourceTree
 
 __all__ = [
     "BuildReport",
@@ -244,7 +244,7 @@ def build_kernel_graph(
     # Source trees add functions, files and symbols, and tell which symbols are functions.
     st = None
     if sources:
-        from ksymgraph.graph.source import source_tables
+        from .source import source_tables
 
         st = source_tables(k, sources, {n: node_id(k, n) for n in module_names}, {node_id(k, n) for n in names})
     sym = t.table("Symbol")

@@ -28,14 +28,14 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
-from ksymgraph.graph.schema import NODES, RELS, TableKey, rel_table
-from ksymgraph.graph.store import GraphStore, Rows, StoreError
+from .schema import NODES, RELS, TableKey, rel_table
+from .store import GraphStore, Rows, StoreError
 
 if TYPE_CHECKING:  # the tables come from ksymgraph.graph.build, which imports pyarrow
     import pyarrow as pa
 
-    from ksymgraph.graph.build import GraphBatch
-    from ksymgraph.loaders.records import KernelMeta
+    from ..loaders.records import KernelMeta
+    from .build import GraphBatch
 
 __all__ = ["EmbeddedStore", "schema_statements"]
 

@@ -16,21 +16,22 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable, NamedTuple
 
-from ksymgraph.loaders.elf import ModuleData
-from ksymgraph.loaders.kernel import KernelSource, arch_from_release, resolve_source
-from ksymgraph.loaders.modules import reading_modules
-from ksymgraph.loaders.records import KernelMeta, LoaderError, LookUpEdge, Skipped
-from ksymgraph.loaders.symvers import SymversEntry, for_each_symvers_entry
-from ksymgraph.loaders.trees import debian_headers_tree, debian_source_tree, index_source_tree
+from ..errors import KsymgraphError
+from ..loaders.elf import ModuleData
+from ..loaders.kernel import KernelSource, arch_from_release, resolve_source
+from ..loaders.modules import reading_modules
+from ..loaders.records import KernelMeta, LoaderError, LookUpEdge, Skipped
+from ..loaders.symvers import SymversEntry, for_each_symvers_entry
+from ..loaders.trees import debian_headers_tree, debian_source_tree, index_source_tree
 
 if TYPE_CHECKING:
-    from ksymgraph.graph.build import BuildReport
-    from ksymgraph.graph.store import GraphStore
+    from .build import BuildReport
+    from .store import GraphStore
 
 __all__ = ["LoadError", "LoadSummary", "read_kernel", "load_kernel"]
 
 
-class LoadError(Exception):
+class LoadError(KsymgraphError):
     """Nothing could be loaded (every source failed, or the kernel cannot be named)."""
 
 
@@ -190,7 +191,7 @@ def load_kernel(
         # import pyarrow (0.1 s) with the resolve step. This module imports neither at the top, so
         # that the workers start first.
         store.prepare_write()
-        import ksymgraph.graph.build  # noqa: F401
+        from . import build  # noqa: F401
 
     with _collector(running=False):
         meta, modules, entries, skipped, found_config = read_kernel(sources, kernel, symvers, workers, progress,
@@ -198,7 +199,7 @@ def load_kernel(
         trees = _index_trees(source_dirs, meta.release, Path(config) if config else found_config, workers,
                              progress, skipped)
         # Resolve and write at once: the store writes each table while the next ones are resolved.
-        from ksymgraph.graph.build import build_kernel_graph
+        from .build import build_kernel_graph
 
         with store.writing_kernel(meta) as write:
             _batch, report = build_kernel_graph(meta, modules, entries, lookups, trees, ready=write)

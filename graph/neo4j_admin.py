@@ -31,11 +31,11 @@ from typing import Any, Iterable, NamedTuple
 
 import pyarrow as pa
 
-from ksymgraph.graph.build import GraphBatch
-from ksymgraph.loaders.records import KernelMeta
-from ksymgraph.graph.neo4j_store import schema_statements
-from ksymgraph.graph.schema import NODES, RELS, arrow_type
-from ksymgraph.graph.store import GraphStore, StoreError
+from ..loaders.records import KernelMeta
+from .build import GraphBatch
+from .neo4j_store import schema_statements
+from .schema import NODES, RELS, arrow_type
+from .store import GraphStore, StoreError
 
 __all__ = ["ARRAY_DELIMITER", "AdminExport", "read_statements", "read_kernel_batch", "export_neo4j_admin",
            "header_fields"]

@@ -46,9 +46,9 @@ from urllib.parse import urlsplit, urlunsplit
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ksymgraph.graph.build import GraphBatch
-from ksymgraph.graph.schema import NODES, RELS
-from ksymgraph.graph.store import GraphStore, Rows, StoreError
+from .build import GraphBatch
+from .schema import NODES, RELS
+from .store import GraphStore, Rows, StoreError
 
 __all__ = [
     "BATCH_ROWS",

@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import TYPE_CHECKING, Iterable, NamedTuple
 
-from ksymgraph.graph.store import GraphStore
-from ksymgraph.loaders.elf import ModuleData
+from ..loaders.elf import ModuleData
+from .store import GraphStore
 
 if TYPE_CHECKING:
     import networkx as nx

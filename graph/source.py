@@ -28,8 +28,8 @@ from typing import Iterable, NamedTuple
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ksymgraph.loaders.macros import FILE_SCOPE
-from ksymgraph.loaders.trees import SourceTree
+from ..loaders.macros import FILE_SCOPE
+from ..loaders.trees import SourceTree
 
 __all__ = ["SourceTables", "source_tables"]
 
@@ -57,7 +57,7 @@ def _str(n: int, value: str) -> pa.Array:
 def _read(tree: SourceTree, table: str) -> pa.Table:
     import pyarrow.parquet as pq
 
-    from ksymgraph.loaders.csource import read_table
+    from ..loaders.csource import read_table
 
     t = read_table(tree.shard_dir, table)
     if table == "functions":

@@ -2,28 +2,29 @@
 
 A store holds several kernels. Writing one replaces that kernel as a unit: readers see either the
 old kernel or the new one, never a mix. Reading is Cypher with ``$parameters``; user text is
-always passed as a parameter, never formatted into a statement.
+always passed as a parameter, never formatted into a statement. How to open one, by path or
+URI, is :mod:`ksymgraph.graph.connect`.
 """
 
 from __future__ import annotations
 
 import abc
 import contextlib
-import os
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, NamedTuple
+
+from ..errors import KsymgraphError
 
 if TYPE_CHECKING:  # pyarrow is imported by whoever builds tables, not to open a store
     import pyarrow as pa
 
-    from ksymgraph.graph.build import GraphBatch
-    from ksymgraph.graph.schema import TableKey
-    from ksymgraph.loaders.records import KernelMeta
+    from ..loaders.records import KernelMeta
+    from .build import GraphBatch
+    from .schema import TableKey
 
-__all__ = ["StoreError", "Rows", "GraphStore", "default_db_path", "open_store"]
+__all__ = ["StoreError", "Rows", "GraphStore"]
 
 
-class StoreError(Exception):
+class StoreError(KsymgraphError):
     """A store could not be opened, written or queried; the message says why and what to do."""
 
 
@@ -75,7 +76,7 @@ class GraphStore(abc.ABC):
                 rels[key] = table
 
         yield put
-        from ksymgraph.graph.build import GraphBatch
+        from .build import GraphBatch
 
         self.replace_kernel(GraphBatch(kernel, nodes, rels))
 
@@ -123,31 +124,3 @@ class GraphStore(abc.ABC):
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
-def default_db_path() -> Path:
-    """``$KSYMGRAPH_DB``, else ``~/.local/share/ksymgraph/graph.lbdb``."""
-    env = os.environ.get("KSYMGRAPH_DB")
-    if env:
-        return Path(env)
-    base = os.environ.get("XDG_DATA_HOME") or os.path.expanduser("~/.local/share")
-    return Path(base) / "ksymgraph" / "graph.lbdb"
-
-
-def open_store(db: str | os.PathLike | None = None, neo4j: str | None = None, read_only: bool = False,
-               lazy: bool = False) -> GraphStore:
-    """Open the embedded store at ``db`` (default :func:`default_db_path`), or Neo4j at ``neo4j``.
-
-    ``neo4j`` defaults to ``$NEO4J_URI`` only when no ``db`` is given and that variable is set.
-    ``lazy`` opens the embedded store at its first statement (an error such as another writer
-    holding it is then raised there).
-    """
-    if neo4j is None and db is None:
-        neo4j = os.environ.get("NEO4J_URI") or None
-    if neo4j:
-        from ksymgraph.graph.neo4j_store import Neo4jStore
-
-        return Neo4jStore(neo4j)
-    from ksymgraph.graph.embedded import EmbeddedStore
-
-    return EmbeddedStore(Path(db) if db else default_db_path(), read_only=read_only, lazy=lazy)

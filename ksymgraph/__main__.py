@@ -1,5 +1,5 @@
 """``python -m ksymgraph`` runs the command-line interface."""
 
-from ksymgraph.cli import run
+from .cli import run
 
 run()

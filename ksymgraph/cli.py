@@ -13,6 +13,8 @@ import sys
 from pathlib import Path
 from typing import NoReturn
 
+from .errors import KsymgraphError
+
 __all__ = ["main", "run", "build_parser"]
 
 EPILOG = """\
@@ -33,7 +35,7 @@ Downloads are cached in $KSYMGRAPH_CACHE (default ~/.cache/ksymgraph).
 """
 
 
-class CliError(Exception):
+class CliError(KsymgraphError):
     """An error to print as one line, exiting 2."""
 
 
@@ -54,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="A graph of Linux kernel exports, imports and modules that answers "
                     "'what breaks if this export changes?'",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    from ksymgraph import __version__
+    from . import __version__
 
     p.add_argument("--version", action="version", version=f"ksymgraph {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
@@ -179,7 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _open(args, read_only: bool = True, lazy: bool = False):
-    from ksymgraph.graph.store import open_store
+    from .graph.connect import open_store
 
     return open_store(args.db, args.neo4j, read_only=read_only, lazy=lazy)
 
@@ -193,13 +195,13 @@ def _emit(text: str, output: str | None) -> None:
 
 
 def _projection(store, kernel):
-    from ksymgraph.graph.projection import KernelProjection
+    from .graph.projection import KernelProjection
 
     return KernelProjection.from_store(store, store.resolve_kernel(kernel))
 
 
 def cmd_load(args) -> int:
-    from ksymgraph.graph.load import load_kernel
+    from .graph.load import load_kernel
 
     # Opened at its first statement, once the workers that read the modules have started.
     with _open(args, read_only=False, lazy=True) as store:
@@ -238,13 +240,13 @@ def cmd_load(args) -> int:
 
 
 def cmd_whatif(args) -> int:
-    from ksymgraph.queries.report import render_whatif
-    from ksymgraph.queries.whatif import parse_changes, what_if
+    from .queries.report import render_whatif
+    from .queries.whatif import parse_changes, what_if
 
     changes = parse_changes(args.unexport, args.gpl_only, args.namespace, args.remove_module)
     if not changes:
         raise CliError("nothing to try: give at least one --unexport, --gpl-only, --namespace or --remove-module")
-    from ksymgraph.queries.callsites import add_source_evidence
+    from .queries.callsites import add_source_evidence
 
     with _open(args) as store:
         result = what_if(_projection(store, args.kernel), changes)
@@ -266,8 +268,8 @@ def _param(item: str) -> tuple[str, object]:
 
 
 def cmd_query(args) -> int:
-    from ksymgraph.queries import library
-    from ksymgraph.queries.report import render_rows
+    from .queries import library
+    from .queries.report import render_rows
 
     if args.list:
         for q in library.list_queries():
@@ -283,7 +285,7 @@ def cmd_query(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from ksymgraph.graph.neo4j_admin import export_neo4j_admin, read_kernel_batch
+    from .graph.neo4j_admin import export_neo4j_admin, read_kernel_batch
 
     with _open(args) as store:
         kernels = [store.resolve_kernel(k) for k in args.kernel] if args.kernel else store.kernels()
@@ -294,8 +296,8 @@ def cmd_export(args) -> int:
 
 
 def cmd_usage(args) -> int:
-    from ksymgraph.queries.report import render_usage
-    from ksymgraph.queries.usage import export_usage
+    from .queries.report import render_usage
+    from .queries.usage import export_usage
 
     with _open(args) as store:
         report = export_usage(_projection(store, args.kernel))
@@ -304,10 +306,10 @@ def cmd_usage(args) -> int:
 
 
 def cmd_check(args) -> int:
-    from ksymgraph.loaders.modules import read_module_file
-    from ksymgraph.loaders.records import LoaderError
-    from ksymgraph.queries.check import check_modules
-    from ksymgraph.queries.report import render_check
+    from .loaders.modules import read_module_file
+    from .loaders.records import LoaderError
+    from .queries.check import check_modules
+    from .queries.report import render_check
 
     mods, bad = [], 0
     for path in args.modules:
@@ -328,8 +330,8 @@ def cmd_check(args) -> int:
 
 def _module_set(items: list[str]) -> tuple[list, list[str]]:
     """Split --modules values into module files (read now) and module names."""
-    from ksymgraph.loaders.modules import find_module_files, is_module_file, read_module_file
-    from ksymgraph.loaders.records import LoaderError
+    from .loaders.modules import find_module_files, is_module_file, read_module_file
+    from .loaders.records import LoaderError
 
     files, names = [], []
     for item in items:
@@ -353,17 +355,14 @@ def _module_set(items: list[str]) -> tuple[list, list[str]]:
 
 
 def cmd_diff(args) -> int:
-    from ksymgraph.queries.diff import diff_kernels, upgrade_impact
-    from ksymgraph.queries.report import render_diff, render_upgrade
+    from .queries.diff import diff_kernels, upgrade_impact
+    from .queries.report import render_diff, render_upgrade
 
     with _open(args) as store:
         a, b = store.resolve_kernel(args.a), store.resolve_kernel(args.b)
         if args.modules:
             files, names = _module_set(args.modules)
-            try:
-                impact = upgrade_impact(store, a, b, files, names)
-            except ValueError as e:
-                raise CliError(str(e)) from e
+            impact = upgrade_impact(store, a, b, files, names)
             _emit(render_upgrade(impact, args.format), args.output)
             return 1 if args.exit_code and any(not m.loads for m in impact.modules) else 0
         d = diff_kernels(store, a, b)
@@ -376,7 +375,7 @@ def cmd_explore(args) -> int:
     import subprocess
     import tempfile
 
-    from ksymgraph.explorer import offline_voila_template
+    from .explorer import offline_voila_template
 
     notebook = Path(args.notebook) if args.notebook else (
         Path(__file__).resolve().parent.parent / "notebooks" / "02-whatif-explorer.ipynb")
@@ -398,7 +397,7 @@ def cmd_kernels(args) -> int:
     with _open(args) as store:
         rows = store.query("MATCH (k:Kernel) RETURN k.release AS kernel, k.version AS version, k.arch AS arch, "
                            "k.source AS source ORDER BY kernel")
-    from ksymgraph.queries.report import render_rows
+    from .queries.report import render_rows
 
     print(render_rows(rows, "table"))
     return 0
@@ -415,14 +414,9 @@ def main(argv: list[str] | None = None) -> int:
     if not args.command:
         parser.print_help()
         return 2
-    from ksymgraph.graph.load import LoadError
-    from ksymgraph.graph.store import StoreError
-    from ksymgraph.queries.library import QueryError
-    from ksymgraph.queries.whatif import ChangeError
-
     try:
         return COMMANDS[args.command](args)
-    except (CliError, LoadError, StoreError, ChangeError, QueryError) as e:
+    except KsymgraphError as e:
         print(f"ksymgraph {args.command}: error: {e}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # `ksymgraph ... | head`

@@ -28,12 +28,23 @@ from typing import Any
 
 import ipywidgets as widgets
 
-from ksymgraph.graph.store import GraphStore, StoreError
-from ksymgraph.notebook import (broken_graph, by_subsystem, kernel_projection, module_completions,
-                                plot_by_subsystem, run_whatif, save_report, symbol_completions, to_cytoscape)
-from ksymgraph.queries.whatif import ChangeError, WhatIfResult
+from .graph.store import GraphStore, StoreError
+from .notebook import (
+    active_store,
+    broken_graph,
+    by_subsystem,
+    kernel_projection,
+    module_completions,
+    plot_by_subsystem,
+    run_whatif,
+    save_report,
+    symbol_completions,
+    to_cytoscape,
+)
+from .queries.whatif import ChangeError, WhatIfResult
 
-__all__ = ["WhatIfExplorer", "sortable_table_html", "offline_voila_template", "CHANGE_CHOICES", "MAX_DRAWN",
+__all__ = ["whatif_explorer", "WhatIfExplorer", "sortable_table_html", "offline_voila_template", "CHANGE_CHOICES",
+           "MAX_DRAWN",
            "CYTOSCAPE_STYLE"]
 
 #: (label, kind) pairs of the change picker.
@@ -271,3 +282,9 @@ def offline_voila_template(root: str | Path) -> Path:
     page.write_text("".join(ln for ln in page.read_text().splitlines(keepends=True) if "cdn.jsdelivr.net" not in ln))
     (dest / "conf.json").write_text('{"base_template": "lab"}\n')
     return root
+
+
+def whatif_explorer(store: GraphStore | None = None, kernel: str | None = None, **options) -> WhatIfExplorer:
+    """The what-if explorer app on ``store`` (default: the notebook's active store); see
+    :class:`WhatIfExplorer` for the options."""
+    return WhatIfExplorer(store if store is not None else active_store(), kernel, **options)

@@ -22,7 +22,8 @@ The notebooks in ``notebooks/`` only call what is here, so everything they show 
   a result with node and relationship columns. The value is a pandas DataFrame. User values are
   only ever passed as parameters, never formatted into the query.
 
-The interactive explorer lives in :mod:`ksymgraph.explorer` (:func:`whatif_explorer`, re-exported here).
+The interactive explorer, built on these, lives in :mod:`ksymgraph.explorer`
+(:func:`~ksymgraph.explorer.whatif_explorer`).
 """
 
 from __future__ import annotations
@@ -37,9 +38,10 @@ from typing import Any, Iterable
 
 import networkx as nx
 
-from ksymgraph.graph.projection import KernelProjection
-from ksymgraph.graph.store import GraphStore, Rows, open_store
-from ksymgraph.queries.whatif import CHANGE_KINDS, Change, ChangeError, WhatIfResult, what_if
+from .graph.connect import open_store
+from .graph.projection import KernelProjection
+from .graph.store import GraphStore, Rows
+from .queries.whatif import CHANGE_KINDS, Change, ChangeError, WhatIfResult, what_if
 
 __all__ = [
     "CHANGE_KINDS",
@@ -67,7 +69,6 @@ __all__ = [
     "parse_param",
     "cypher",
     "load_ipython_extension",
-    "whatif_explorer",
 ]
 
 #: Columns of the table :func:`run_whatif` returns, in order.
@@ -187,7 +188,7 @@ def make_changes(kind: str, targets: str | Iterable[str], namespace: str = "") -
 def _call_sites(store: GraphStore, extra: dict, kernel: str, pairs: set[tuple[str, str]]) -> dict[tuple[str, str], list[str]]:
     """(module, symbol) → ``function (file:line)`` strings, when the kernel's source graph is loaded
     (:mod:`ksymgraph.queries.callsites`; whether it is, is asked once per kernel)."""
-    from ksymgraph.queries.callsites import call_sites, source_loaded
+    from .queries.callsites import call_sites, source_loaded
 
     if not pairs:
         return {}
@@ -357,7 +358,7 @@ def plot_by_subsystem(table, ax=None, top: int = 20):
 
 def save_report(result: WhatIfResult, path: str | os.PathLike) -> Path:
     """Write the what-if report to ``path`` as Markdown, JSON or HTML, chosen by its suffix."""
-    from ksymgraph.queries.report import render_whatif
+    from .queries.report import render_whatif
 
     path = Path(path)
     fmt = {".md": "md", ".markdown": "md", ".json": "json", ".html": "html", ".htm": "html"}.get(path.suffix.lower())
@@ -374,8 +375,8 @@ def save_report(result: WhatIfResult, path: str | os.PathLike) -> Path:
 
 def oot_module_data(directory: str | os.PathLike) -> list:
     """The module files below ``directory`` read as the loaders read them (ModuleData, by name)."""
-    from ksymgraph.loaders.modules import find_module_files, for_each_module
-    from ksymgraph.loaders.records import Skipped
+    from .loaders.modules import find_module_files, for_each_module
+    from .loaders.records import Skipped
 
     files = find_module_files(Path(directory))
     data = [m for m in for_each_module(files, 1) if not isinstance(m, Skipped)]
@@ -519,10 +520,3 @@ def cypher(line: str, cell: str):
 def load_ipython_extension(ipython) -> None:
     """``%load_ext ksymgraph.notebook``: registers ``%%cypher``."""
     ipython.register_magic_function(cypher, magic_kind="cell", magic_name="cypher")
-
-
-def whatif_explorer(store: GraphStore | None = None, kernel: str | None = None, **options):
-    """The what-if explorer app (see :class:`ksymgraph.explorer.WhatIfExplorer`)."""
-    from ksymgraph.explorer import WhatIfExplorer
-
-    return WhatIfExplorer(store if store is not None else active_store(), kernel, **options)

@@ -20,6 +20,8 @@ import tempfile
 from pathlib import Path
 from typing import NamedTuple
 
+from ..errors import KsymgraphError
+
 __all__ = [
     "DebianError",
     "KernelPackages",
@@ -34,7 +36,7 @@ __all__ = [
 SUITES = {"11": "bullseye", "12": "bookworm", "13": "trixie", "14": "forky"}
 
 
-class DebianError(Exception):
+class DebianError(KsymgraphError):
     """A package could not be found, downloaded or unpacked."""
 
 

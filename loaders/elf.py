@@ -37,7 +37,7 @@ from typing import NamedTuple, Protocol
 
 import numpy as np
 
-from ksymgraph.loaders.records import Export, Import, Imports, LoaderError, ModuleInfo
+from .records import Export, Import, Imports, LoaderError, ModuleInfo
 
 __all__ = [
     "ElfHeader",

@@ -15,9 +15,9 @@ import re
 from pathlib import Path
 from typing import NamedTuple
 
-from ksymgraph.loaders import debian
-from ksymgraph.loaders.modules import find_module_files, is_module_file
-from ksymgraph.loaders.records import LoaderError, Skipped
+from . import debian
+from .modules import find_module_files, is_module_file
+from .records import LoaderError, Skipped
 
 __all__ = ["KernelSource", "resolve_source", "arch_from_release"]
 

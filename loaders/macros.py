@@ -22,7 +22,7 @@ import re
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from ksymgraph.loaders.csource import Call, FunctionDef
+from .csource import Call, FunctionDef
 
 __all__ = ["for_each_macro", "for_each_file_scope_call", "index_macros", "header_files", "FILE_SCOPE"]
 

@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import Iterator, NamedTuple
 
-from ksymgraph.loaders.elf import module_name_from_path
+from .elf import module_name_from_path
 
 __all__ = ["ModObject", "for_each_mod_object", "files_by_module"]
 

@@ -41,7 +41,8 @@ import time
 from pathlib import Path
 from typing import Callable, NamedTuple, Sequence
 
-from ksymgraph.loaders import debian
+from ..errors import KsymgraphError
+from . import debian
 
 __all__ = [
     "OotError",
@@ -59,7 +60,7 @@ __all__ = [
 _CACHE_FORMAT = 1
 
 
-class OotError(Exception):
+class OotError(KsymgraphError):
     """An out-of-tree build could not be prepared or failed; the message says why (and the log's tail)."""
 
 

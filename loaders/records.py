@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+from ..errors import KsymgraphError
+
 __all__ = ["GPL_COMPATIBLE_LICENSES", "KernelMeta", "ModuleInfo", "Export", "Import", "Imports", "LookUpEdge",
            "Skipped", "LoaderError"]
 
@@ -18,7 +20,7 @@ GPL_COMPATIBLE_LICENSES = frozenset(
 )
 
 
-class LoaderError(Exception):
+class LoaderError(KsymgraphError):
     """A file could not be read; the message names the file and the reason."""
 
     def __init__(self, path: object, reason: str):

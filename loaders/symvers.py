@@ -19,8 +19,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterator, NamedTuple
 
-from ksymgraph.loaders.elf import module_name_from_path
-from ksymgraph.loaders.records import Export, Skipped
+from .elf import module_name_from_path
+from .records import Export, Skipped
 
 __all__ = ["SymversEntry", "parse_symvers_line", "for_each_symvers_entry", "read_symvers"]
 

@@ -17,8 +17,8 @@ import re
 from pathlib import Path
 from typing import NamedTuple
 
-from ksymgraph.loaders import debian
-from ksymgraph.loaders.records import LoaderError, Skipped
+from . import debian
+from .records import LoaderError, Skipped
 
 __all__ = ["SourceTree", "is_kernel_tree", "debian_source_tree", "debian_headers_tree", "index_dir", "index_source_tree"]
 
@@ -52,7 +52,7 @@ def is_kernel_tree(root: Path) -> bool:
 
 def debian_source_tree(release: str) -> Path:
     """Debian's kernel source for ``release`` (``6.1.0-50-amd64`` → ``linux-source-6.1``), unpacked once."""
-    from ksymgraph.loaders.csource import unpack_source_tarball
+    from .csource import unpack_source_tarball
 
     m = re.match(r"(\d+\.\d+)", release)
     if not m:
@@ -72,8 +72,8 @@ def debian_headers_tree(release: str) -> tuple[Path, list[str]]:
     """Debian's ``linux-headers-<abi>-common`` of ``release`` and the headers a build of its
     architecture sees (``include/`` and ``arch/<arch>/include/``): enough to tell renames
     behind kept APIs (:mod:`ksymgraph.queries.renames`) without the whole source."""
-    from ksymgraph.loaders.kernel import arch_from_release
-    from ksymgraph.loaders.macros import header_files
+    from .kernel import arch_from_release
+    from .macros import header_files
 
     flavour = arch_from_release(release)
     if not flavour:
@@ -115,15 +115,15 @@ def index_source_tree(root: str | Path, config: Path | None = None, workers: int
     ``files`` limits the index to those files (relative to ``root``); by default every ``.c``
     file with the headers it includes, or every header of a tree without ``.c`` files.
     """
-    from ksymgraph.loaders.csource import index_tree
-    from ksymgraph.loaders.kbuild import evaluate_kbuild
-    from ksymgraph.loaders.modobjects import files_by_module
+    from .csource import index_tree
+    from .kbuild import evaluate_kbuild
+    from .modobjects import files_by_module
 
     root = Path(root).resolve()
     if not root.is_dir():
         raise LoaderError(str(root), "not a directory")
     shard_dir = index_dir(root)
-    from ksymgraph.loaders.macros import header_files, index_macros
+    from .macros import header_files, index_macros
 
     headers = header_files(root) if files is None else [f for f in files if f.endswith(".h")]
     has_c = files is None and any(root.rglob("*.c"))

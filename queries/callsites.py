@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from ksymgraph.graph.store import GraphStore
-from ksymgraph.queries.whatif import WhatIfResult
+from ..graph.store import GraphStore
+from .whatif import WhatIfResult
 
 __all__ = ["CallSite", "Replacement", "source_loaded", "call_sites", "exported_callers", "add_source_evidence"]
 

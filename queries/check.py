@@ -12,11 +12,11 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from ksymgraph.graph.projection import KernelProjection
-from ksymgraph.graph.store import GraphStore
-from ksymgraph.loaders.elf import ModuleData
-from ksymgraph.queries.callsites import call_sites, source_loaded
-from ksymgraph.queries.whatif import Reason, failing_modules
+from ..graph.projection import KernelProjection
+from ..graph.store import GraphStore
+from ..loaders.elf import ModuleData
+from .callsites import call_sites, source_loaded
+from .whatif import Reason, failing_modules
 
 __all__ = ["ModuleCheck", "CheckResult", "check_modules", "in_tree_modular_users"]
 

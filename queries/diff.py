@@ -16,12 +16,13 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from ksymgraph.graph.projection import KernelProjection
-from ksymgraph.graph.store import GraphStore
-from ksymgraph.loaders.elf import ModuleData
-from ksymgraph.queries.callsites import call_sites
-from ksymgraph.queries.renames import find_renames, headers_loaded
-from ksymgraph.queries.whatif import Reason, failing_modules
+from ..graph.projection import KernelProjection
+from ..graph.store import GraphStore
+from ..loaders.elf import ModuleData
+from .callsites import call_sites
+from .library import QueryError
+from .renames import find_renames, headers_loaded
+from .whatif import Reason, failing_modules
 
 __all__ = ["ExportState", "DiffEntry", "KernelDiff", "ModuleImpact", "UpgradeImpact", "diff_kernels",
            "upgrade_impact", "DIFF_KINDS"]
@@ -184,7 +185,7 @@ def upgrade_impact(store: GraphStore, a: str, b: str, files: list[ModuleData] = 
     pb = KernelProjection.from_store(store, b)
     missing = [n for n in names if n not in pa.modules]
     if missing:
-        raise ValueError(f"not modules of kernel {a}: {', '.join(missing)}")
+        raise QueryError(f"not modules of kernel {a}: {', '.join(missing)}")
     # Modules of A taken by name carry their imports and exports over to B as they are.
     from_a = [_as_module_data(pa, n) for n in names]
     subset = list(files) + from_a
@@ -221,7 +222,7 @@ def upgrade_impact(store: GraphStore, a: str, b: str, files: list[ModuleData] = 
 
 
 def _as_module_data(proj: KernelProjection, name: str) -> ModuleData:
-    from ksymgraph.loaders.records import Export, Imports
+    from ..loaders.records import Export, Imports
 
     node = proj.modules[name]
     info = _module_info(node)
@@ -232,6 +233,6 @@ def _as_module_data(proj: KernelProjection, name: str) -> ModuleData:
 
 
 def _module_info(node):
-    from ksymgraph.loaders.records import ModuleInfo
+    from ..loaders.records import ModuleInfo
 
     return ModuleInfo(node.name, node.path, node.license, "", "", node.intree, (), tuple(sorted(node.import_ns)))

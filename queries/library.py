@@ -28,7 +28,8 @@ from functools import lru_cache
 from importlib import resources
 from typing import Any, NamedTuple
 
-from ksymgraph.graph.store import GraphStore, Rows
+from ..errors import KsymgraphError
+from ..graph.store import GraphStore, Rows
 
 __all__ = ["QueryParam", "NamedQuery", "QueryError", "list_queries", "get_query", "run_named", "check_params"]
 
@@ -38,8 +39,9 @@ _PARAM_LINE = re.compile(r"^\$(?P<name>\w+)\s*\((?P<type>\w+)\)\s*(?:=\s*(?P<def
 _ONLY = object()
 
 
-class QueryError(ValueError):
-    """A named query does not exist, or its parameters are wrong; the message says what to give."""
+class QueryError(KsymgraphError, ValueError):
+    """A question cannot be asked as put: a named query that does not exist, wrong parameters, a
+    module or kernel the store lacks. The message says what to give instead."""
 
 
 class QueryParam(NamedTuple):

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from ksymgraph.graph.store import GraphStore
+from ..graph.store import GraphStore
 
 __all__ = ["Rename", "find_renames", "headers_loaded"]
 

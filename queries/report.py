@@ -12,11 +12,11 @@ import io
 import json
 from typing import Any
 
-from ksymgraph.graph.store import Rows
-from ksymgraph.queries.check import CheckResult
-from ksymgraph.queries.diff import DIFF_KINDS, KernelDiff, UpgradeImpact
-from ksymgraph.queries.usage import UsageReport
-from ksymgraph.queries.whatif import WhatIfResult
+from ..graph.store import Rows
+from .check import CheckResult
+from .diff import DIFF_KINDS, KernelDiff, UpgradeImpact
+from .usage import UsageReport
+from .whatif import WhatIfResult
 
 __all__ = ["render_whatif", "render_usage", "render_check", "render_diff", "render_upgrade", "render_rows",
            "markdown_table", "to_html"]

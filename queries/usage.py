@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import NamedTuple
 
-from ksymgraph.graph.projection import KernelProjection
+from ..graph.projection import KernelProjection
 
 __all__ = ["ExportUsage", "ModuleDeps", "UsageReport", "export_usage"]
 

@@ -23,7 +23,8 @@ import re
 from collections import Counter
 from typing import Iterable, NamedTuple
 
-from ksymgraph.graph.projection import ExportEdge, KernelProjection
+from ..errors import KsymgraphError
+from ..graph.projection import ExportEdge, KernelProjection
 
 __all__ = ["Change", "Reason", "Broken", "WhatIfResult", "ChangeError", "parse_changes", "what_if",
            "RULES", "supports_symbol_get_rule", "failing_modules"]
@@ -32,7 +33,7 @@ RULES = ("unknown-symbol", "gpl-only", "namespace", "symbol-get", "dependency")
 CHANGE_KINDS = ("unexport", "gpl-only", "namespace", "remove-module")
 
 
-class ChangeError(ValueError):
+class ChangeError(KsymgraphError, ValueError):
     """A change names something the kernel does not have, or is malformed."""
 
 

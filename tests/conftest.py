@@ -89,7 +89,7 @@ def db_path(tmp_path) -> Path:
 def fixture_store(db_path, fixture_tree, extra_modules):
     """An embedded store holding the fixture kernel plus the out-of-tree module."""
     from ksymgraph.graph.load import load_kernel
-    from ksymgraph.graph.store import open_store
+    from ksymgraph.graph.connect import open_store
 
     store = open_store(db_path)
     load_kernel(store, [str(fixture_tree), str(extra_modules)], workers=1)
@@ -131,7 +131,7 @@ def debian_kernel():
 def debian_loaded(tmp_path_factory, debian_kernel):
     """(store, load summary) of an embedded store with the real Debian kernel loaded."""
     from ksymgraph.graph.load import load_kernel
-    from ksymgraph.graph.store import open_store
+    from ksymgraph.graph.connect import open_store
 
     store = open_store(tmp_path_factory.mktemp("real") / "graph.lbdb")
     summary = load_kernel(store, [f"debian:{debian_kernel.release}"])

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from conftest import MODULE_SOURCES, compile_module
 from ksymgraph.cli import main
 from ksymgraph.graph.load import LoadError, load_kernel
-from ksymgraph.graph.store import open_store
+from ksymgraph.graph.connect import open_store
 from ksymgraph.loaders.elf import parse_module
 from ksymgraph.loaders.modules import read_module_file
 from ksymgraph.loaders.records import LoaderError

@@ -136,7 +136,7 @@ def test_output_into_a_closed_pipe_is_not_an_error(db):
 
 def test_load_into_a_store_another_process_writes_is_a_clear_error(tmp_path, fixture_tree):
     """`load` opens the store once its workers run; another writer still gets one clear line."""
-    from ksymgraph.graph.store import open_store
+    from ksymgraph.graph.connect import open_store
 
     path = tmp_path / "busy.lbdb"
     with open_store(path):

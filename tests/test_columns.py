@@ -83,7 +83,7 @@ def test_binary_load_never_imports_pandas(fixture_tree, tmp_path):
     script = textwrap.dedent(f"""
         import sys
         from ksymgraph.graph.load import load_kernel
-        from ksymgraph.graph.store import open_store
+        from ksymgraph.graph.connect import open_store
         with open_store({str(tmp_path / 'g.lbdb')!r}) as store:
             summary = load_kernel(store, [{str(fixture_tree)!r}], kernel="fixture", workers=2)
         print(summary.report.imports, "pandas" in sys.modules)

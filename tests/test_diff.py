@@ -11,7 +11,7 @@ import pytest
 
 from conftest import FIXTURE_RELEASE as A, FIXTURE_RELEASE_B as B
 from ksymgraph.graph.load import load_kernel
-from ksymgraph.graph.store import open_store
+from ksymgraph.graph.connect import open_store
 from ksymgraph.queries.renames import find_renames
 from ksymgraph.loaders.modules import read_module_file
 from ksymgraph.queries.diff import DIFF_KINDS, diff_kernels, upgrade_impact

@@ -21,7 +21,8 @@ from ksymgraph.graph.build import GraphBatch, build_kernel_graph
 from ksymgraph.graph.load import read_kernel
 from ksymgraph.graph.neo4j_store import Neo4jStore, delete_statements, store_error, write_plan
 from ksymgraph.graph.schema import NODES
-from ksymgraph.graph.store import StoreError, open_store
+from ksymgraph.graph.store import StoreError
+from ksymgraph.graph.connect import open_store
 from ksymgraph.queries.library import list_queries, run_named
 
 PASSWORD = "s3cret-Pa55word"

@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 
 from ksymgraph import notebook as nb
+from ksymgraph.explorer import whatif_explorer
 from ksymgraph.queries.whatif import ChangeError
 
 K = "6.1.0-fixture"
@@ -201,7 +202,7 @@ def test_lookups_and_oot_modules(store, extra_modules):
 def test_explorer_widget(store, tmp_path):
     from ksymgraph.explorer import WhatIfExplorer
 
-    app = nb.whatif_explorer(store, K, save_dir=tmp_path)
+    app = whatif_explorer(store, K, save_dir=tmp_path)
     assert isinstance(app, WhatIfExplorer)
     assert list(app.kernel.options) == [K]
     app.symbol.value = "a_p"
@@ -236,10 +237,10 @@ def test_explorer_widget(store, tmp_path):
 
 
 def test_explorer_datagrid(store):
-    app = nb.whatif_explorer(store, K, table="datagrid", symbol="a_plain", run=True, draw=False)
+    app = whatif_explorer(store, K, table="datagrid", symbol="a_plain", run=True, draw=False)
     assert rows(app.table.data) == rows(app.frame) and len(app.frame) == 3
     with pytest.raises(ValueError, match="'html' or 'datagrid'"):
-        nb.whatif_explorer(store, K, table="csv")
+        whatif_explorer(store, K, table="csv")
 
 
 def test_sortable_table_escapes_text():

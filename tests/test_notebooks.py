@@ -64,7 +64,7 @@ def images_of(nb: nbformat.NotebookNode) -> int:
 def fixture_db(tmp_path_factory, fixture_tree, fixture_tree_b, extra_modules) -> Path:
     """A closed embedded store with fixture kernels A (+ out-of-tree prop_d) and B, for other processes."""
     from ksymgraph.graph.load import load_kernel
-    from ksymgraph.graph.store import open_store
+    from ksymgraph.graph.connect import open_store
 
     path = tmp_path_factory.mktemp("nbstore") / "graph.lbdb"
     store = open_store(path)
@@ -103,7 +103,7 @@ def test_02_explorer_runs_headless(fixture_db, tmp_path):
 
 def test_02_explorer_needs_a_kernel(tmp_path):
     """An empty store is an error that says what to do, not a broken widget."""
-    from ksymgraph.graph.store import open_store
+    from ksymgraph.graph.connect import open_store
 
     empty = tmp_path / "empty.lbdb"
     open_store(empty).close()

@@ -96,7 +96,7 @@ def test_lttng_loads_with_the_kernel_and_register_kprobe_whatif(lttng_build, deb
     from ksymgraph import notebook as nb
     from ksymgraph.graph.load import load_kernel
     from ksymgraph.graph.projection import KernelProjection
-    from ksymgraph.graph.store import open_store
+    from ksymgraph.graph.connect import open_store
     from ksymgraph.queries.whatif import failing_modules, parse_changes, what_if
 
     out, _build = lttng_build

@@ -99,7 +99,7 @@ def test_modules_by_license(fixture_store):
 
 
 def test_lookups(db_path, fixture_tree, extra_modules):
-    from ksymgraph.graph.store import open_store
+    from ksymgraph.graph.connect import open_store
 
     edges = [LookUpEdge("prop_d", "kallsyms_lookup_name", "kallsyms_lookup_name", "prop_d.c", 12),
              LookUpEdge("prop_d", "register_kprobe", "symbol_get", "prop_d.c", 30)]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from ksymgraph.graph.load import load_kernel
-from ksymgraph.graph.store import open_store
+from ksymgraph.graph.connect import open_store
 from ksymgraph.queries.diff import diff_kernels
 
 pytestmark = pytest.mark.realdata

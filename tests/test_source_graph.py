@@ -12,7 +12,7 @@ import pytest
 from conftest import FIXTURE_RELEASE, MODULE_SOURCES, compile_module
 from ksymgraph.graph.load import load_kernel
 from ksymgraph.graph.projection import KernelProjection
-from ksymgraph.graph.store import open_store
+from ksymgraph.graph.connect import open_store
 from ksymgraph.queries.callsites import add_source_evidence, exported_callers
 from ksymgraph.queries.whatif import parse_changes, what_if
 

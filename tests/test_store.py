@@ -13,7 +13,8 @@ from ksymgraph.graph.build import build_kernel_graph
 from ksymgraph.graph.embedded import EmbeddedStore
 from ksymgraph.graph.load import load_kernel, read_kernel
 from ksymgraph.graph.projection import KernelProjection
-from ksymgraph.graph.store import StoreError, open_store
+from ksymgraph.graph.store import StoreError
+from ksymgraph.graph.connect import open_store
 
 COUNTS = """
 MATCH (m:Module) WHERE m.kernel = $k
@@ -168,7 +169,7 @@ def test_failure_while_resolving_leaves_old_kernel_whole(fixture_store, fixture_
 def test_reader_in_other_process_sees_whole_kernel(db_path, fixture_tree):
     with open_store(db_path) as store:
         load_kernel(store, [str(fixture_tree)], workers=1)
-    code = ("from ksymgraph.graph.store import open_store\n"
+    code = ("from ksymgraph.graph.connect import open_store\n"
             f"s = open_store({str(db_path)!r}, read_only=True)\n"
             "print(s.query('MATCH (m:Module) RETURN count(m)').rows[0][0])\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -177,7 +178,7 @@ def test_reader_in_other_process_sees_whole_kernel(db_path, fixture_tree):
 
 def test_second_writer_gets_clear_error(db_path):
     with open_store(db_path):
-        code = ("from ksymgraph.graph.store import open_store, StoreError\n"
+        code = ("from ksymgraph.graph.connect import open_store\nfrom ksymgraph.graph.store import StoreError\n"
                 f"try:\n    open_store({str(db_path)!r})\nexcept StoreError as e:\n    print('ERR', e)\n")
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.stdout.startswith("ERR ")

@@ -10,7 +10,7 @@ import pytest
 from ksymgraph.graph.build import build_kernel_graph
 from ksymgraph.loaders.records import KernelMeta, LookUpEdge
 from ksymgraph.graph.projection import KernelProjection
-from ksymgraph.graph.store import open_store
+from ksymgraph.graph.connect import open_store
 from ksymgraph.loaders.modules import find_module_files, read_module_file
 from ksymgraph.loaders.symvers import read_symvers
 from ksymgraph.queries.whatif import RULES, ChangeError, failing_modules, parse_changes, what_if
