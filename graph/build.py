@@ -19,8 +19,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..loaders.elf import ModuleData
-from ..loaders.records import Export, KernelMeta, LookUpEdge, ModuleInfo, Skipped
+from ..loaders.records import Export, KernelMeta, LookUpEdge, ModuleData, ModuleInfo, Skipped
 from ..loaders.symvers import SymversEntry
 from .columns import column, int64s, string_scalar, strings
 from .schema import TableKey, arrow_schema, node_id

@@ -17,10 +17,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable, NamedTuple
 
 from ..errors import KsymgraphError
-from ..loaders.elf import ModuleData
 from ..loaders.kernel import KernelSource, arch_from_release, resolve_source
 from ..loaders.modules import reading_modules
-from ..loaders.records import KernelMeta, LoaderError, LookUpEdge, Skipped
+from ..loaders.records import KernelMeta, LoaderError, LookUpEdge, ModuleData, Skipped
 from ..loaders.symvers import SymversEntry, for_each_symvers_entry
 from ..loaders.trees import debian_headers_tree, debian_source_tree, index_source_tree
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import TYPE_CHECKING, Iterable, NamedTuple
 
-from ..loaders.elf import ModuleData
+from ..loaders.records import ModuleData
 from .store import GraphStore
 
 if TYPE_CHECKING:

@@ -37,13 +37,12 @@ from typing import NamedTuple, Protocol
 
 import numpy as np
 
-from .records import Export, Import, Imports, LoaderError, ModuleInfo
+from .records import Export, Imports, LoaderError, ModuleData, ModuleInfo
 
 __all__ = [
     "ElfHeader",
     "FileImage",
     "ModuleElf",
-    "ModuleData",
     "parse_module",
     "module_name_from_path",
 ]
@@ -262,21 +261,6 @@ def _cstr(buf: bytes, offset: int) -> str:
     if end < 0:
         end = len(buf)
     return buf[offset:end].decode("utf-8", "replace")
-
-
-class ModuleData(NamedTuple):
-    """Everything read from one module file."""
-
-    info: ModuleInfo
-    """The module and its modinfo."""
-    exports: list[Export]
-    """Its ksymtab entries."""
-    imports: Imports
-    """Its undefined symbols, with the CRCs of ``__versions``, as columns."""
-
-    def import_records(self) -> list[Import]:
-        """Its imports as one :class:`~ksymgraph.loaders.records.Import` record each."""
-        return self.imports.records(self.info.name)
 
 
 def module_name_from_path(path: str) -> str:

@@ -16,8 +16,8 @@ import os
 from pathlib import Path
 from typing import Iterator
 
-from .elf import ModuleData, parse_module
-from .records import LoaderError, Skipped
+from .elf import parse_module
+from .records import LoaderError, ModuleData, Skipped
 
 __all__ = ["MODULE_SUFFIXES", "ModuleFile", "is_module_file", "find_module_files", "read_module_file",
            "reading_modules", "for_each_module"]

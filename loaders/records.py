@@ -10,8 +10,8 @@ from typing import NamedTuple
 
 from ..errors import KsymgraphError
 
-__all__ = ["GPL_COMPATIBLE_LICENSES", "KernelMeta", "ModuleInfo", "Export", "Import", "Imports", "LookUpEdge",
-           "Skipped", "LoaderError"]
+__all__ = ["GPL_COMPATIBLE_LICENSES", "KernelMeta", "ModuleInfo", "Export", "Import", "Imports", "ModuleData",
+           "LookUpEdge", "Skipped", "LoaderError"]
 
 
 #: include/linux/license.h: license_is_gpl_compatible().
@@ -61,6 +61,12 @@ class ModuleInfo(NamedTuple):
     """``depends`` modinfo list, as modpost computed it at build time."""
     import_ns: tuple[str, ...]
     """Namespaces named by ``MODULE_IMPORT_NS``."""
+    modversions: bool = False
+    """The module carries symbol versions (a ``__versions`` or ``__version_ext_crcs`` section): it
+    was built with ``CONFIG_MODVERSIONS``. The kernel then skips the release in the vermagic check."""
+    layout_crc: int | None = None
+    """The CRC the module recorded for ``module_layout``, which the kernel checks before any symbol
+    (``check_modstruct_version()``); None when it recorded none."""
 
     @property
     def gpl_compatible(self) -> bool:
@@ -139,3 +145,18 @@ class Skipped(NamedTuple):
     """The file or line that was skipped (``file:line`` for a bad Module.symvers line)."""
     reason: str
     """Why, in words a person can act on."""
+
+
+class ModuleData(NamedTuple):
+    """Everything read from one module file."""
+
+    info: ModuleInfo
+    """The module and its modinfo."""
+    exports: list[Export]
+    """Its ksymtab entries."""
+    imports: Imports
+    """Its undefined symbols, with the CRCs of ``__versions``, as columns."""
+
+    def import_records(self) -> list[Import]:
+        """Its imports as one :class:`Import` record each."""
+        return self.imports.records(self.info.name)

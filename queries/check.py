@@ -14,7 +14,7 @@ from typing import NamedTuple
 
 from ..graph.projection import KernelProjection
 from ..graph.store import GraphStore
-from ..loaders.elf import ModuleData
+from ..loaders.records import ModuleData
 from .callsites import call_sites, source_loaded
 from .whatif import Reason, failing_modules
 

@@ -18,7 +18,7 @@ from typing import NamedTuple
 
 from ..graph.projection import KernelProjection
 from ..graph.store import GraphStore
-from ..loaders.elf import ModuleData
+from ..loaders.records import ModuleData
 from .callsites import call_sites
 from .library import QueryError
 from .renames import find_renames, headers_loaded
