@@ -19,7 +19,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..loaders.records import Export, KernelMeta, LookUpEdge, ModuleData, ModuleInfo, Skipped
+from ..loaders.records import BuildOptions, Export, KernelMeta, LookUpEdge, ModuleData, ModuleInfo, Skipped
 from ..loaders.symvers import SymversEntry
 from .columns import column, int64s, string_scalar, strings
 from .schema import TableKey, arrow_schema, node_id
@@ -203,7 +203,9 @@ def build_kernel_graph(
     # The big tables are handed over first, each when complete, so the store writes it while the
     # rest is resolved; the small ones last, when writing them no longer competes with resolving.
     # Source trees add no Kernel, Module or Namespace nodes.
-    t.node("Kernel", "kernel", k, meta.version, meta.arch, meta.source)
+    b = meta.build if meta.build is not None else BuildOptions.unknown()
+    t.node("Kernel", "kernel", k, meta.version, meta.arch, meta.source, b.vermagic, b.modversions, b.force_load,
+           b.missing_ns_allowed, b.source)
     chosen, duplicates = _pick_modules(modules)
     symvers = list(symvers)
     # Module.symvers supplies vmlinux's exports and those of modules not given as files (the first
@@ -215,13 +217,15 @@ def build_kernel_graph(
             symvers_only.setdefault((e.module, e.symbol), e)
 
     # Modules: (name, path, license, gpl_compatible, vermagic, srcversion, intree, import_ns, in_tree_source).
-    t.node("Module", "vmlinux", "vmlinux", "", "GPL", True, "", "", True, [], None)
+    # (..., modversions, layout_crc): what the modversions and vermagic rules check.
+    t.node("Module", "vmlinux", "vmlinux", "", "GPL", True, "", "", True, [], None, None, None)
     for name in sorted(chosen):
         i: ModuleInfo = chosen[name].info
         t.node("Module", name, name, i.path, i.license, i.gpl_compatible,
-               i.vermagic, i.srcversion, i.intree, list(i.import_ns), name in with_source)
+               i.vermagic, i.srcversion, i.intree, list(i.import_ns), name in with_source, i.modversions,
+               i.layout_crc)
     for name in sorted({e.module for e in symvers_only.values()} - t.seen["Module"]):
-        t.node("Module", name, name, "", "", None, "", "", True, [], None)
+        t.node("Module", name, name, "", "", None, "", "", True, [], None, None, None)
     module_names = t.seen["Module"]
     done("Module", t.table("Module"))
 
@@ -275,6 +279,10 @@ def build_kernel_graph(
                                   f"crc={have.crc:#x}, Module.symvers gpl={e.gpl} ns={e.namespace!r} crc={e.crc:#x}")
     exports.update(symvers_only)
     ordered = [e for _key, e in sorted(exports.items())]
+    if b.modversions is False:
+        # Built without CONFIG_MODVERSIONS (Debian's 7.2): Module.symvers writes 0x00000000 for every
+        # CRC; that is "no CRC", never a CRC that could change.
+        ordered = [e._replace(crc=None) for e in ordered]
 
     def rel_done(key: tuple[str, str, str]) -> None:
         done(key, _merged(key, ours(key), st.rels.get(key) if st else None))

@@ -19,19 +19,38 @@ from typing import TYPE_CHECKING, Callable, Iterable, NamedTuple
 from ..errors import KsymgraphError
 from ..loaders.kernel import KernelSource, arch_from_release, resolve_source
 from ..loaders.modules import reading_modules
-from ..loaders.records import KernelMeta, LoaderError, LookUpEdge, ModuleData, Skipped
+from ..loaders.records import BuildOptions, KernelMeta, LoaderError, LookUpEdge, ModuleData, Skipped
 from ..loaders.symvers import SymversEntry, for_each_symvers_entry
 from ..loaders.trees import debian_headers_tree, debian_source_tree, index_source_tree
+from .kernel_build import build_options
 
 if TYPE_CHECKING:
     from .build import BuildReport
     from .store import GraphStore
 
-__all__ = ["LoadError", "LoadSummary", "read_kernel", "load_kernel"]
+__all__ = ["LoadError", "KernelInput", "LoadSummary", "read_kernel", "load_kernel"]
 
 
 class LoadError(KsymgraphError):
-    """Nothing could be loaded (every source failed, or the kernel cannot be named)."""
+    """Nothing was loaded and the store is unchanged: every source failed, no module file could be
+    read, the kernel cannot be named, or the load would replace a stored kernel with fewer modules."""
+
+
+class KernelInput(NamedTuple):
+    """Everything read from a load's sources, before it is resolved."""
+
+    meta: KernelMeta
+    """The kernel's name, version, architecture and sources (``build`` not filled in yet)."""
+    modules: list[ModuleData]
+    """Module files read, in source order."""
+    symvers: list[SymversEntry]
+    """Module.symvers entries read."""
+    skipped: list[Skipped]
+    """Sources, files and lines not read, with the reason."""
+    config: Path | None
+    """The kernel's ``.config`` when a source provides one."""
+    module_files: int
+    """How many module files the sources named (read or not)."""
 
 
 class LoadSummary(NamedTuple):
@@ -47,6 +66,10 @@ class LoadSummary(NamedTuple):
     """Wall time of the whole load."""
     parse: object = None
     """With source trees: their summed :class:`~ksymgraph.loaders.csource.ParseStats`."""
+    build: BuildOptions | None = None
+    """The kernel's build options the load rules use (from its .config, or inferred)."""
+    notes: list[str] = []
+    """What could not be read or inferred about the kernel's build, and what the rules assume."""
 
 
 def _progress(iterable, total: int, desc: str, enabled: bool):
@@ -64,9 +87,12 @@ def read_kernel(
     workers: int | None = None,
     progress: bool = False,
     meanwhile: Callable[[], None] | None = None,
-) -> tuple[KernelMeta, list[ModuleData], list[SymversEntry], list[Skipped], Path | None]:
+) -> KernelInput:
     """Read every source: the kernel's metadata, module data in source order, symvers entries,
     skips, and the kernel's ``.config`` when a source provides one.
+
+    Raises :class:`LoadError` when no source can be read, or when module files were named and none
+    of them could be read (nothing would be loaded but an empty kernel).
 
     Module files are read by worker processes; meanwhile this process reads the Module.symvers
     files and then calls ``meanwhile`` (the load uses it to get the store ready).
@@ -107,6 +133,10 @@ def read_kernel(
             else:
                 data[item.info.path] = item
     modules = [data[p] for p in sorted(data, key=lambda p: (order[p], p))]
+    if order and not modules:
+        reasons = "; ".join(f"{s.path}: {s.reason}" for s in skipped[:3])
+        raise LoadError(f"none of the {len(order)} module files could be read ({reasons}"
+                        f"{' ...' if len(skipped) > 3 else ''}); nothing was loaded")
 
     release = kernel or next((s.release for s in resolved if s.release), "")
     if not release:
@@ -116,7 +146,7 @@ def read_kernel(
     version = next((s.version for s in resolved if s.version), "")
     meta = KernelMeta(release, version, arch_from_release(release), " ".join(specs))
     config = next((s.config for s in resolved if s.config), None)
-    return meta, modules, entries, skipped, config
+    return KernelInput(meta, modules, entries, skipped, config, len(order))
 
 
 @contextlib.contextmanager
@@ -175,13 +205,18 @@ def load_kernel(
     lookups: Iterable[LookUpEdge] = (),
     source_dirs: Iterable[str] = (),
     config: str | None = None,
+    allow_fewer: bool = False,
 ) -> LoadSummary:
     """Read ``sources`` as one kernel and write it to ``store``, replacing a kernel of that name.
 
     ``source_dirs`` are C source trees to index and join (``debian`` for Debian's
     ``linux-source`` package of the kernel, ``debian-headers`` for its ``linux-headers-*-common``
-    package alone: enough to tell renames behind kept APIs); ``config`` is the kernel's ``.config`` for Kbuild
-    (default: the one a ``debian:`` source provides).
+    package alone: enough to tell renames behind kept APIs); ``config`` is the kernel's ``.config``
+    for Kbuild and for the build options the load rules use (default: the one a source provides).
+
+    Nothing is lost silently: when module files were skipped and the store already holds this
+    kernel with more modules than were read, the load raises :class:`LoadError` and leaves the
+    stored kernel as it is, unless ``allow_fewer``.
     """
     t0 = time.perf_counter()
 
@@ -193,10 +228,14 @@ def load_kernel(
         from . import build  # noqa: F401
 
     with _collector(running=False):
-        meta, modules, entries, skipped, found_config = read_kernel(sources, kernel, symvers, workers, progress,
-                                                                    meanwhile=meanwhile)
-        trees = _index_trees(source_dirs, meta.release, Path(config) if config else found_config, workers,
-                             progress, skipped)
+        meta, modules, entries, skipped, found_config, n_files = read_kernel(sources, kernel, symvers, workers,
+                                                                             progress, meanwhile=meanwhile)
+        config_path = Path(config) if config else found_config
+        build, notes = build_options(config_path, modules, entries, meta.release, meta.arch)
+        meta = meta._replace(build=build)
+        if len(modules) < n_files and not allow_fewer:
+            _refuse_fewer(store, meta.release, len({m.info.name for m in modules}), n_files - len(modules))
+        trees = _index_trees(source_dirs, meta.release, config_path, workers, progress, skipped)
         # Resolve and write at once: the store writes each table while the next ones are resolved.
         from .build import build_kernel_graph
 
@@ -207,4 +246,18 @@ def load_kernel(
     parse = None
     for tree in trees:
         parse = tree.stats if parse is None else parse + tree.stats
-    return LoadSummary(meta.release, report, skipped + report.duplicates, time.perf_counter() - t0, parse)
+    return LoadSummary(meta.release, report, skipped + report.duplicates, time.perf_counter() - t0, parse, build,
+                       notes)
+
+
+def _refuse_fewer(store: GraphStore, release: str, reading: int, skipped_files: int) -> None:
+    """Raise :class:`LoadError` if ``store`` holds kernel ``release`` with more module files than
+    the ``reading`` this load read (``skipped_files`` of its files could not be read)."""
+    rows = store.query("MATCH (m:Module) WHERE m.kernel = $kernel AND m.path <> '' RETURN count(m)",
+                       {"kernel": release}).rows
+    stored = rows[0][0] if rows else 0
+    if stored > reading:
+        raise LoadError(f"kernel {release} is stored with {stored} modules; this load read {reading} "
+                        f"({skipped_files} module files could not be read), so replacing it would lose "
+                        f"{stored - reading}. The store is unchanged: fix the inputs, or pass --allow-fewer "
+                        "to replace it anyway")

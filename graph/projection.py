@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import TYPE_CHECKING, Iterable, NamedTuple
 
-from ..loaders.records import ModuleData
+from ..loaders.records import BuildOptions, ModuleData
 from .store import GraphStore
 
 if TYPE_CHECKING:
@@ -36,6 +36,12 @@ class ModuleNode(NamedTuple):
     """Built from the kernel tree."""
     import_ns: frozenset[str]
     """Namespaces it imports."""
+    vermagic: str = ""
+    """Its ``vermagic`` modinfo string (``""``: none)."""
+    modversions: bool = False
+    """It carries symbol versions (``__versions``): built with ``CONFIG_MODVERSIONS``."""
+    layout_crc: int | None = None
+    """The CRC it recorded for ``module_layout``."""
 
 
 class ExportEdge(NamedTuple):
@@ -47,6 +53,8 @@ class ExportEdge(NamedTuple):
     """GPL-only."""
     namespace: str
     """Namespace, ``""`` for none."""
+    crc: int | None = None
+    """Its modversions CRC; None when the kernel has none."""
 
 
 class ImportEdge(NamedTuple):
@@ -56,6 +64,8 @@ class ImportEdge(NamedTuple):
     """The imported symbol."""
     weak: bool
     """Weak undefined: may stay unresolved."""
+    crc: int | None = None
+    """The CRC the module recorded for it in ``__versions``; None when it recorded none."""
 
 
 class LookUp(NamedTuple):
@@ -71,18 +81,24 @@ class LookUp(NamedTuple):
     """Source line."""
 
 
+_KERNEL = """
+MATCH (k:Kernel) WHERE k.release = $kernel
+RETURN k.version AS version, k.vermagic AS vermagic, k.modversions AS modversions, k.force_load AS force_load,
+       k.missing_ns_allowed AS missing_ns_allowed, k.build_from AS build_from
+"""
 _MODULES = """
 MATCH (m:Module) WHERE m.kernel = $kernel
 RETURN m.name AS name, m.path AS path, m.license AS license, m.gpl_compatible AS gpl_compatible,
-       m.intree AS intree, m.import_ns AS import_ns
+       m.intree AS intree, m.import_ns AS import_ns, m.vermagic AS vermagic, m.modversions AS modversions,
+       m.layout_crc AS layout_crc
 """
 _EXPORTS = """
 MATCH (m:Module)-[e:EXPORTS]->(s:Symbol) WHERE m.kernel = $kernel
-RETURN s.name AS symbol, m.name AS module, e.gpl AS gpl, e.namespace AS namespace
+RETURN s.name AS symbol, m.name AS module, e.gpl AS gpl, e.namespace AS namespace, e.crc AS crc
 """
 _IMPORTS = """
 MATCH (m:Module)-[i:IMPORTS]->(s:Symbol) WHERE m.kernel = $kernel
-RETURN m.name AS module, s.name AS symbol, i.weak AS weak
+RETURN m.name AS module, s.name AS symbol, i.weak AS weak, i.crc AS crc
 """
 _LOOKUPS = """
 MATCH (m:Module)-[l:LOOKS_UP]->(s:Symbol) WHERE m.kernel = $kernel
@@ -93,9 +109,11 @@ RETURN m.name AS module, s.name AS symbol, l.how AS how, l.file AS file, l.line 
 class KernelProjection:
     """One kernel's modules, exports, imports and lookups as Python dictionaries."""
 
-    def __init__(self, kernel: str, version: str = ""):
+    def __init__(self, kernel: str, version: str = "", build: BuildOptions | None = None):
         self.kernel = kernel
         self.version = version
+        #: How the kernel was built, as far as the load rules care.
+        self.build = build if build is not None else BuildOptions.unknown()
         self.modules: dict[str, ModuleNode] = {}
         self.exports: dict[str, list[ExportEdge]] = defaultdict(list)
         self.imports: dict[str, list[ImportEdge]] = defaultdict(list)
@@ -108,15 +126,17 @@ class KernelProjection:
     def from_store(cls, store: GraphStore, kernel: str) -> "KernelProjection":
         """Read the projection of ``kernel`` from any store."""
         p = {"kernel": kernel}
-        ver = store.query("MATCH (k:Kernel) WHERE k.release = $kernel RETURN k.version", p).rows
-        proj = cls(kernel, ver[0][0] if ver else "")
-        for name, path, lic, gplc, intree, ns in store.query(_MODULES, p).rows:
+        k = store.query(_KERNEL, p).rows
+        version, vermagic, modversions, force, missing_ns, build_from = k[0] if k else ("", "", None, None, None, "")
+        proj = cls(kernel, version or "", BuildOptions(vermagic or "", modversions, force, missing_ns,
+                                                       build_from or "unknown (loaded by an older ksymgraph)"))
+        for name, path, lic, gplc, intree, ns, magic, mv, layout in store.query(_MODULES, p).rows:
             proj.modules[name] = ModuleNode(name, path or "", lic or "", bool(gplc) if gplc is not None else True,
-                                            bool(intree), frozenset(ns or ()))
-        for sym, mod, gpl, ns in store.query(_EXPORTS, p).rows:
-            proj.exports[sym].append(ExportEdge(mod, bool(gpl), ns or ""))
-        for mod, sym, weak in store.query(_IMPORTS, p).rows:
-            proj.imports[mod].append(ImportEdge(sym, bool(weak)))
+                                            bool(intree), frozenset(ns or ()), magic or "", bool(mv), layout)
+        for sym, mod, gpl, ns, crc in store.query(_EXPORTS, p).rows:
+            proj.exports[sym].append(ExportEdge(mod, bool(gpl), ns or "", crc))
+        for mod, sym, weak, crc in store.query(_IMPORTS, p).rows:
+            proj.imports[mod].append(ImportEdge(sym, bool(weak), crc))
         for mod, sym, how, file, line in store.query(_LOOKUPS, p).rows:
             proj.lookups[mod].append(LookUp(sym, how, file or "", line or 0))
         return proj
@@ -125,7 +145,7 @@ class KernelProjection:
                      lookups: dict[str, list[LookUp]] | None = None) -> "KernelProjection":
         """A copy with out-of-tree modules added (replacing same-named ones) and, optionally,
         the run-time lookups they make, for ``check`` and upgrade impact."""
-        proj = KernelProjection(self.kernel, self.version)
+        proj = KernelProjection(self.kernel, self.version, self.build)
         proj.modules = dict(self.modules)
         proj.exports = defaultdict(list, {k: list(v) for k, v in self.exports.items()})
         proj.imports = defaultdict(list, self.imports)
@@ -137,12 +157,13 @@ class KernelProjection:
                     proj.exports[sym] = [e for e in proj.exports[sym] if e.module != name]
             proj.modules[name] = ModuleNode(name, m.info.path, m.info.license,
                                             m.info.gpl_compatible, m.info.intree,
-                                            frozenset(m.info.import_ns))
+                                            frozenset(m.info.import_ns), m.info.vermagic, m.info.modversions,
+                                            m.info.layout_crc)
             for e in m.exports:
-                proj.exports[e.symbol].append(ExportEdge(name, e.gpl, e.namespace))
+                proj.exports[e.symbol].append(ExportEdge(name, e.gpl, e.namespace, e.crc))
             edges: dict[str, ImportEdge] = {}  # a rename may map two imports onto one symbol
-            for s, w in zip(m.imports.symbols, m.imports.weak):
-                edges.setdefault(s, ImportEdge(s, w))
+            for s, w, c in zip(m.imports.symbols, m.imports.weak, m.imports.crcs):
+                edges.setdefault(s, ImportEdge(s, w, c))
             proj.imports[name] = list(edges.values())
             proj.lookups[name] = list((lookups or {}).get(name, []))
         return proj

@@ -54,10 +54,12 @@ def _p(spec: str) -> tuple[Prop, ...]:
 
 
 NODES = (
-    NodeTable("Kernel", _p("release:STRING version:STRING arch:STRING source:STRING")),
+    NodeTable("Kernel", _p("release:STRING version:STRING arch:STRING source:STRING vermagic:STRING "
+                          "modversions:BOOLEAN force_load:BOOLEAN missing_ns_allowed:BOOLEAN build_from:STRING")),
     NodeTable("Module", _p(
         "name:STRING path:STRING license:STRING gpl_compatible:BOOLEAN vermagic:STRING "
-        "srcversion:STRING intree:BOOLEAN import_ns:STRING[] in_tree_source:BOOLEAN")),
+        "srcversion:STRING intree:BOOLEAN import_ns:STRING[] in_tree_source:BOOLEAN modversions:BOOLEAN "
+        "layout_crc:INT64")),
     NodeTable("Symbol", _p("name:STRING kind:STRING")),
     NodeTable("Function", _p(
         "name:STRING file:STRING line:INT64 end_line:INT64 static:BOOLEAN inline:BOOLEAN is_macro:BOOLEAN")),

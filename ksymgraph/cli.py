@@ -72,7 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
                        epilog="examples:\n  ksymgraph load debian:6.1.0-50-amd64\n"
                               "  ksymgraph load debian:6.12.57+deb13-amd64          # trixie, via a private apt config\n"
                               "  ksymgraph load /lib/modules/$(uname -r) --symvers /usr/src/linux-headers-$(uname -r)/Module.symvers\n"
-                              "  ksymgraph load debian:6.1.0-50-amd64 ./lttng-modules-2.13.9 --kernel 6.1-lttng")
+                              "  ksymgraph load debian:6.1.0-50-amd64 ./lttng-modules-2.13.9 --kernel 6.1-lttng\n\n"
+                              "exit status: 0 loaded everything; 3 loaded, but some inputs were skipped (listed on "
+                              "stderr);\n2 nothing was loaded and the store is unchanged (the reason on stderr).")
     s.add_argument("sources", nargs="+", metavar="SOURCE")
     s.add_argument("--symvers", metavar="PATH", help="Module.symvers to use for directory sources")
     s.add_argument("--source", action="append", default=[], metavar="DIR",
@@ -84,6 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--workers", type=int, metavar="N", help="processes reading modules (default: all cores)")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
     s.add_argument("--show-skipped", type=int, default=20, metavar="N", help="list at most N skipped inputs (default 20)")
+    s.add_argument("--allow-fewer", action="store_true",
+                   help="replace a stored kernel even when module files were skipped and it would end up with fewer "
+                        "modules than the store holds now (refused otherwise, leaving the store unchanged)")
     _store_args(s)
 
     s = sub.add_parser("whatif", help="which modules break if exports change",
@@ -100,7 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--remove-module", action="append", default=[], metavar="NAME", help="remove module NAME entirely")
     s.add_argument("--format", choices=("md", "json", "html"), default="md")
     s.add_argument("-o", "--output", metavar="FILE", help="write the report to FILE instead of stdout")
-    s.add_argument("--exit-code", action="store_true", help="exit 1 when any module breaks")
+    s.add_argument("--exit-code", action="store_true",
+                   help="exit 1 when any module breaks, 2 when a change names a symbol or module the kernel "
+                        "does not have")
     s.add_argument("--hops", type=int, default=2, metavar="N",
                    help="with source loaded: look for exported callers of a removed export up to N calls away "
                         "(default 2)")
@@ -207,7 +214,7 @@ def cmd_load(args) -> int:
     with _open(args, read_only=False, lazy=True) as store:
         s = load_kernel(store, args.sources, kernel=args.kernel, symvers=args.symvers, workers=args.workers,
                         progress=not args.no_progress and sys.stderr.isatty(), source_dirs=args.source,
-                        config=args.config)
+                        config=args.config, allow_fewer=args.allow_fewer)
         where = store.describe()
     r = s.report
     print(f"loaded kernel {s.kernel} into {where} in {s.seconds:.1f} s: {r.modules} modules (vmlinux included), "
@@ -225,6 +232,12 @@ def cmd_load(args) -> int:
         if s.parse is not None:
             print(f"parsed {s.parse.files} files: parse errors touch {s.parse.function_error_share():.2%} of "
                   f"{s.parse.functions} function definitions")
+    if s.build is not None:
+        b = s.build
+        print(f"load rules: vermagic {b.vermagic.strip()!r}, modversions {_yes_no(b.modversions)}, "
+              f"force-load {_yes_no(b.force_load)}, from {b.source}")
+    for note in s.notes:
+        print(f"note: {note}", file=sys.stderr)
     if r.symvers_mismatches:
         print(f"{len(r.symvers_mismatches)} exports differ between module files and Module.symvers, e.g. "
               f"{r.symvers_mismatches[0]}")
@@ -236,7 +249,11 @@ def cmd_load(args) -> int:
             print(f"  ... and {len(s.skipped) - args.show_skipped} more (--show-skipped N)", file=sys.stderr)
     else:
         print("skipped nothing")
-    return 0
+    return 3 if s.skipped else 0
+
+
+def _yes_no(flag: bool | None) -> str:
+    return "unknown" if flag is None else ("yes" if flag else "no")
 
 
 def cmd_whatif(args) -> int:
@@ -253,6 +270,9 @@ def cmd_whatif(args) -> int:
         result = add_source_evidence(result, store, args.hops)
     for w in result.warnings:
         print(f"warning: {w}", file=sys.stderr)
+    if args.exit_code and result.unknown:
+        names = ", ".join(u.name for u in result.unknown)
+        raise CliError(f"kernel {result.kernel} has no {names}: no report written (see the warnings above)")
     _emit(render_whatif(result, args.format), args.output)
     return 1 if args.exit_code and result.broken else 0
 
@@ -396,6 +416,7 @@ def cmd_explore(args) -> int:
 def cmd_kernels(args) -> int:
     with _open(args) as store:
         rows = store.query("MATCH (k:Kernel) RETURN k.release AS kernel, k.version AS version, k.arch AS arch, "
+                           "k.modversions AS modversions, k.vermagic AS vermagic, k.build_from AS rules_from, "
                            "k.source AS source ORDER BY kernel")
     from .queries.report import render_rows
 

@@ -403,6 +403,7 @@ def _parse(elf: ModuleElf, path: str) -> ModuleData:
         und_names, weak = [und_names[i] for i in keep], [weak[i] for i in keep]
     versions = _read_versions(elf)
     imports = Imports(und_names, list(map(versions.get, und_names)), weak)
+    info = info._replace(modversions=elf.index("__versions") is not None, layout_crc=versions.get("module_layout"))
 
     # Exports: __ksymtab_<sym> symbols in __ksymtab / __ksymtab_gpl.
     exports: list[Export] = []

@@ -10,7 +10,7 @@ from typing import NamedTuple
 
 from ..errors import KsymgraphError
 
-__all__ = ["GPL_COMPATIBLE_LICENSES", "KernelMeta", "ModuleInfo", "Export", "Import", "Imports", "ModuleData",
+__all__ = ["GPL_COMPATIBLE_LICENSES", "KernelMeta", "BuildOptions", "ModuleInfo", "Export", "Import", "Imports", "ModuleData",
            "LookUpEdge", "Skipped", "LoaderError"]
 
 
@@ -40,6 +40,34 @@ class KernelMeta(NamedTuple):
     """Architecture (``amd64``, ``x86_64``, ...), ``""`` when unknown."""
     source: str
     """The sources it was loaded from, as given on the command line."""
+    build: BuildOptions = None  # type: ignore[assignment]
+    """How the kernel was built, as far as the load rules care (None: not known yet)."""
+
+
+class BuildOptions(NamedTuple):
+    """The options of a kernel's build that decide whether a module loads (its ``.config``, or what
+    its own modules and Module.symvers show when there is none)."""
+
+    vermagic: str
+    """The kernel's ``VERMAGIC_STRING`` (``6.1.0-50-amd64 SMP preempt mod_unload modversions ``),
+    which it compares every module's ``vermagic`` with; ``""`` when unknown."""
+    modversions: bool | None
+    """``CONFIG_MODVERSIONS``: exports carry CRCs and imports are checked against them. None when
+    unknown."""
+    force_load: bool | None
+    """``CONFIG_MODULE_FORCE_LOAD``: a module with no vermagic, or no ``__versions``, loads (tainted)
+    instead of being refused. None when unknown (the rules then take the kernel's default, n)."""
+    missing_ns_allowed: bool | None
+    """``CONFIG_MODULE_ALLOW_MISSING_NAMESPACE_IMPORTS``: a missing ``MODULE_IMPORT_NS`` is only a
+    warning. None when unknown (the rules then take the kernel's default, n)."""
+    source: str
+    """Where these come from, in words: ``config-6.1.0-50-amd64``, or ``inferred from 4022
+    modules (no .config)``."""
+
+    @classmethod
+    def unknown(cls, why: str = "unknown") -> "BuildOptions":
+        """Nothing known: every rule that needs an option takes the kernel's default."""
+        return cls("", None, None, None, why)
 
 
 class ModuleInfo(NamedTuple):

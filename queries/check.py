@@ -16,7 +16,8 @@ from ..graph.projection import KernelProjection
 from ..graph.store import GraphStore
 from ..loaders.records import ModuleData
 from .callsites import call_sites, source_loaded
-from .whatif import Reason, failing_modules
+from .loadrules import Reason
+from .whatif import failing_modules
 
 __all__ = ["ModuleCheck", "CheckResult", "check_modules", "in_tree_modular_users"]
 
@@ -70,7 +71,7 @@ def check_modules(proj: KernelProjection, modules: list[ModuleData], store: Grap
     out = []
     for m in modules:
         name = m.info.name
-        reasons = sorted(failing.get(name, []), key=lambda r: (r.rule == "dependency", r.rule, r.symbol))
+        reasons = failing.get(name, [])
         missing = {}
         for r in reasons:
             if r.rule == "unknown-symbol":

@@ -21,8 +21,9 @@ from ..graph.store import GraphStore
 from ..loaders.records import ModuleData
 from .callsites import call_sites
 from .library import QueryError
+from .loadrules import Reason
 from .renames import find_renames, headers_loaded
-from .whatif import Reason, failing_modules
+from .whatif import failing_modules
 
 __all__ = ["ExportState", "DiffEntry", "KernelDiff", "ModuleImpact", "UpgradeImpact", "diff_kernels",
            "upgrade_impact", "DIFF_KINDS"]
@@ -147,6 +148,9 @@ class ModuleImpact(NamedTuple):
     call_sites: list[dict]
     """With the module's source loaded (under kernel A): the calls to its broken symbols,
     ``{symbol, function, file, line}`` — what to change."""
+    as_built: list[Reason]
+    """Why B refuses the module as it was built against A (vermagic, CRCs): a rebuild is needed
+    even where the source needs no change. Empty when the binary itself would load."""
 
 
 class UpgradeImpact(NamedTuple):
@@ -161,9 +165,11 @@ class UpgradeImpact(NamedTuple):
         return {"a": self.diff.a, "b": self.diff.b,
                 "modules": [{"module": m.module, "path": m.path, "loads": m.loads,
                              "reasons": [r._asdict() for r in m.reasons], "lookups_missing": m.lookups_missing,
-                             "rebuild": m.rebuild, "call_sites": m.call_sites}
+                             "rebuild": m.rebuild, "call_sites": m.call_sites,
+                             "as_built": [r._asdict() for r in m.as_built]}
                             for m in self.modules],
                 "summary": {"modules": len(self.modules), "fail": sum(not m.loads for m in self.modules),
+                            "rebuild_needed": sum(bool(m.as_built) for m in self.modules),
                             "rebuild_only": sum(m.loads and bool(m.rebuild) for m in self.modules)}}
 
 
@@ -197,9 +203,12 @@ def upgrade_impact(store: GraphStore, a: str, b: str, files: list[ModuleData] = 
     renames = {}
     if vanished and headers_loaded(store, a) and headers_loaded(store, b):
         renames = find_renames(store, a, b, vanished)
-    rebuilt = [m._replace(imports=m.imports._replace(
-        symbols=[renames[s][0].now_via if s in renames else s for s in m.imports.symbols])) for m in subset]
+    # Rebuilt against B's headers: B's vermagic and CRCs, with the renames followed.
+    rebuilt = [_rebuilt(m, pb, renames) for m in subset]
     failing = failing_modules(pb.with_modules(rebuilt, lookups))
+    # As built against A: what B's loader refuses in the binary itself (vermagic, CRCs), which a
+    # rebuild mends.
+    as_built = failing_modules(pb.with_modules(subset, lookups))
     wanted = sorted({lu.symbol for lus in lookups.values() for lu in lus})
     present = _still_there(store, b, wanted) if wanted else set()
     broken = {(n, r.symbol) for n, rs in failing.items() for r in rs if r.rule != "dependency"}
@@ -213,12 +222,26 @@ def upgrade_impact(store: GraphStore, a: str, b: str, files: list[ModuleData] = 
         name = m.info.name
         gone = [{"symbol": lu.symbol, "how": lu.how, "file": lu.file, "line": lu.line}
                 for lu in lookups[name] if lu.symbol not in present]
-        reasons = sorted(failing.get(name, []), key=lambda r: (r.rule == "dependency", r.rule, r.symbol))
+        reasons = failing.get(name, [])
         rebuild = [{"symbol": s, "api": renames[s][0].api, "now_via": renames[s][0].now_via, "how": renames[s][0].how}
                    for s in m.imports.symbols if s in renames]
+        binary = [r for r in as_built.get(name, []) if r.rule in _BINARY_RULES]
         out.append(ModuleImpact(name, m.info.path, not reasons and not gone, reasons, gone, rebuild,
-                                sites.get(name, [])))
+                                sites.get(name, []), binary))
     return UpgradeImpact(diff_kernels(store, a, b), out)
+
+
+#: The rules a rebuild against the new kernel satisfies by itself.
+_BINARY_RULES = ("vermagic", "modversions")
+
+
+def _rebuilt(m: ModuleData, kernel: KernelProjection, renames: dict) -> ModuleData:
+    """``m`` as a rebuild against ``kernel``'s headers would make it: the kernel's vermagic and
+    modversions, no CRC of its own (the build records the kernel's), renamed imports followed."""
+    b = kernel.build
+    info = m.info._replace(vermagic=b.vermagic or m.info.vermagic, modversions=bool(b.modversions), layout_crc=None)
+    symbols = [renames[s][0].now_via if s in renames else s for s in m.imports.symbols]
+    return m._replace(info=info, imports=m.imports._replace(symbols=symbols, crcs=[None] * len(symbols)))
 
 
 def _as_module_data(proj: KernelProjection, name: str) -> ModuleData:
@@ -226,13 +249,14 @@ def _as_module_data(proj: KernelProjection, name: str) -> ModuleData:
 
     node = proj.modules[name]
     info = _module_info(node)
-    exports = [Export(name, s, e.gpl, e.namespace, None) for s, e in proj.exported_by(name)]
+    exports = [Export(name, s, e.gpl, e.namespace, e.crc) for s, e in proj.exported_by(name)]
     edges = proj.imports.get(name, [])
-    imports = Imports([i.symbol for i in edges], [None] * len(edges), [i.weak for i in edges])
+    imports = Imports([i.symbol for i in edges], [i.crc for i in edges], [i.weak for i in edges])
     return ModuleData(info, exports, imports)
 
 
 def _module_info(node):
     from ..loaders.records import ModuleInfo
 
-    return ModuleInfo(node.name, node.path, node.license, "", "", node.intree, (), tuple(sorted(node.import_ns)))
+    return ModuleInfo(node.name, node.path, node.license, node.vermagic, "", node.intree, (),
+                      tuple(sorted(node.import_ns)), node.modversions, node.layout_crc)

@@ -3,33 +3,28 @@
 A change is a list of :class:`Change` edits — unexport a symbol, make it GPL-only, move it into a
 namespace, remove a whole module. :func:`what_if` applies them to a
 :class:`~ksymgraph.graph.projection.KernelProjection` and runs the kernel's load rules
-(DESIGN §3; ``kernel/module/main.c``: ``resolve_symbol()`` and ``verify_namespace_is_imported()``)
-to a fixpoint. A module fails when an import (not a weak one) is
-
-1. exported by nobody — ``unknown-symbol``;
-2. exported GPL-only while its licence is not GPL-compatible — ``gpl-only``;
-3. exported into a namespace it does not import — ``namespace``;
-4. exported only by modules that fail themselves — ``dependency``, the cascade;
-5. taken with ``symbol_get()`` but not exported GPL-only — ``symbol-get``; since 6.6,
-   9011e49d54dc ("modules: only allow symbol_get of EXPORT_SYMBOL_GPL modules").
+(:mod:`ksymgraph.queries.loadrules`: vermagic, unknown symbols, GPL-only, modversions CRCs,
+namespaces, ``symbol_get()``, and the cascade through failing dependencies) to a fixpoint.
 
 Modules that already fail before the change are reported apart and never counted as broken by it.
-Messages use modpost's wording, the one module authors know.
+A change that names a symbol or module the kernel does not have at all (a typo) is reported with
+the closest names the kernel has; the CLI's ``--exit-code`` turns that into exit status 2.
 """
 
 from __future__ import annotations
 
-import re
+import difflib
+import weakref
 from collections import Counter
 from typing import Iterable, NamedTuple
 
 from ..errors import KsymgraphError
 from ..graph.projection import ExportEdge, KernelProjection
+from .loadrules import RULES, LoadRules, Reason
 
-__all__ = ["Change", "Reason", "Broken", "WhatIfResult", "ChangeError", "parse_changes", "what_if",
-           "RULES", "supports_symbol_get_rule", "failing_modules"]
+__all__ = ["Change", "Broken", "UnknownName", "WhatIfResult", "ChangeError", "parse_changes", "what_if",
+           "failing_modules", "CHANGE_KINDS", "MECHANISMS"]
 
-RULES = ("unknown-symbol", "gpl-only", "namespace", "symbol-get", "dependency")
 CHANGE_KINDS = ("unexport", "gpl-only", "namespace", "remove-module")
 
 
@@ -54,19 +49,6 @@ class Change(NamedTuple):
         return d
 
 
-class Reason(NamedTuple):
-    """Why one module fails."""
-
-    rule: str
-    """One of :data:`RULES`."""
-    symbol: str
-    """The symbol concerned."""
-    via_module: str | None
-    """For ``dependency``: the failing module that exported the symbol."""
-    message: str
-    """The reason in modpost's words."""
-
-
 class Broken(NamedTuple):
     """A module that the change stops from loading."""
 
@@ -80,6 +62,26 @@ class Broken(NamedTuple):
     """Hit by the change itself (not only through a failing dependency)."""
     reasons: list[Reason]
     """Every reason, direct ones first."""
+
+
+class UnknownName(NamedTuple):
+    """A name a change gives that the kernel does not have at all (a typo, or another kernel's)."""
+
+    kind: str
+    """``symbol`` or ``module``."""
+    name: str
+    """The name as given."""
+    did_you_mean: list[str]
+    """The kernel's closest names (exported symbols, or modules), best first; may be empty."""
+
+    def message(self, kernel: str) -> str:
+        """The warning, with the suggestions."""
+        what = "no module exports or imports it" if self.kind == "symbol" else "no module of that name"
+        hint = f"; did you mean {', '.join(self.did_you_mean)}?" if self.did_you_mean else ""
+        return f"{self.name} is not in kernel {kernel}: {what}{hint}"
+
+    def to_json(self) -> dict:
+        return {"kind": self.kind, "name": self.name, "did_you_mean": self.did_you_mean}
 
 
 class WhatIfResult(NamedTuple):
@@ -97,10 +99,12 @@ class WhatIfResult(NamedTuple):
     """Run-time lookups hit by the change: symbols looked up by name that vanish, or lookups whose
     mechanism (``register_kprobe``, ``kallsyms_lookup_name``) the change removes."""
     warnings: list[str]
-    """Changes that changed nothing (a symbol nobody exports, ...)."""
-    call_sites: dict[str, list[dict]] = {}
+    """Changes that changed nothing (a symbol nobody exports, a name the kernel lacks, ...)."""
+    unknown: list[UnknownName]
+    """Names the changes give that the kernel does not have at all, with the closest it has."""
+    call_sites: dict[str, list[dict]]
     """With source loaded: broken module → calls to its broken symbols (symbol, function, file, line)."""
-    replacements: dict[str, list[dict]] = {}
+    replacements: dict[str, list[dict]]
     """With source loaded: removed export → still-exported functions that call it (within N hops)."""
 
     @property
@@ -133,6 +137,7 @@ class WhatIfResult(NamedTuple):
             "lookups": self.lookups,
             "already_broken": self.already_broken,
             "warnings": self.warnings,
+            "unknown": [u.to_json() for u in self.unknown],
             "summary": self.summary,
         }
 
@@ -151,111 +156,38 @@ def parse_changes(unexport: Iterable[str] = (), gpl_only: Iterable[str] = (), na
     return out
 
 
-def supports_symbol_get_rule(version: str) -> bool:
-    """True for kernels 6.6 and later, where symbol_get() takes only GPL exports."""
-    m = re.match(r"(\d+)\.(\d+)", version or "")
-    return bool(m) and (int(m.group(1)), int(m.group(2))) >= (6, 6)
-
-
-def _ko(module: str, path: str) -> str:
-    return path.rsplit("/", 1)[-1] if path else f"{module}.ko"
-
-
-class _Rules:
-    """The load rules over a projection with edited exports."""
-
-    def __init__(self, proj: KernelProjection, exports: dict[str, list[ExportEdge]], gone: set[str]):
-        self.proj = proj
-        self.exports = exports
-        self.gone = gone
-        self.symbol_get = supports_symbol_get_rule(proj.version) or supports_symbol_get_rule(proj.kernel)
-
-    def reasons(self, mod: str, failed: dict[str, list[Reason]]) -> list[Reason]:
-        m = self.proj.modules.get(mod)
-        if m is None:
-            return []
-        ko = _ko(mod, m.path)
-        out: list[Reason] = []
-        for imp in self.proj.imports.get(mod, ()):
-            provs = [e for e in self.exports.get(imp.symbol, ()) if e.module != mod]
-            alive = [e for e in provs if e.module not in failed and e.module not in self.gone]
-            if alive:
-                ok = [e for e in alive if (not e.gpl or m.gpl_compatible) and (not e.namespace or e.namespace in m.import_ns)]
-                if ok:
-                    continue
-                e = alive[0]
-                if e.gpl and not m.gpl_compatible:
-                    out.append(Reason("gpl-only", imp.symbol, None,
-                                      f"GPL-incompatible module {ko} uses GPL-only symbol '{imp.symbol}'"))
-                else:
-                    out.append(Reason("namespace", imp.symbol, None,
-                                      f"module {mod} uses symbol {imp.symbol} from namespace {e.namespace}, "
-                                      "but does not import it."))
-                continue
-            dead = [e for e in provs if e.module in failed]
-            if dead:
-                via = dead[0].module
-                out.append(Reason("dependency", imp.symbol, via,
-                                  f"{ko} needs \"{imp.symbol}\" from {via}, which fails to load"))
-            elif not imp.weak:
-                out.append(Reason("unknown-symbol", imp.symbol, None, f"\"{imp.symbol}\" [{ko}] undefined!"))
-        for lu in self.proj.lookups.get(mod, ()):
-            if lu.how != "symbol_get" or not self.symbol_get:
-                continue
-            provs = [e for e in self.exports.get(lu.symbol, ()) if e.module not in failed and e.module not in self.gone]
-            if provs and not any(e.gpl for e in provs):
-                out.append(Reason("symbol-get", lu.symbol, None,
-                                  f"{ko}: symbol_get({lu.symbol}) at {lu.file}:{lu.line}: "
-                                  f"{lu.symbol} is not an EXPORT_SYMBOL_GPL"))
-        return out
-
-    def fixpoint(self, start: Iterable[str], failed: dict[str, list[Reason]]) -> dict[str, list[Reason]]:
-        """Re-check ``start`` and everything that imports from a newly failing module, to a fixpoint."""
-        failed = dict(failed)
-        work = list(dict.fromkeys(start))
-        queued = set(work)
-        while work:
-            mod = work.pop()
-            queued.discard(mod)
-            if mod in failed or mod in self.gone:
-                continue
-            reasons = self.reasons(mod, failed)
-            if not reasons:
-                continue
-            failed[mod] = reasons
-            for sym, _e in self._exported_by(mod):
-                for user in self.proj.importers(sym):
-                    if user not in failed and user not in queued:
-                        work.append(user)
-                        queued.add(user)
-        return failed
-
-    def _exported_by(self, mod: str) -> list[tuple[str, ExportEdge]]:
-        if not hasattr(self, "_by_module"):
-            idx: dict[str, list] = {}
-            for s, es in self.exports.items():
-                for e in es:
-                    idx.setdefault(e.module, []).append((s, e))
-            self._by_module = idx
-        return self._by_module.get(mod, [])
+#: Projection → its modules that fail with no change, computed once per projection (the notebooks
+#: ask again with every what-if); dropped with the projection.
+_FAILING: "weakref.WeakKeyDictionary[KernelProjection, dict[str, list[Reason]]]" = weakref.WeakKeyDictionary()
 
 
 def failing_modules(proj: KernelProjection) -> dict[str, list[Reason]]:
-    """Modules of ``proj`` that fail to load as it is, with their reasons (computed once)."""
-    if proj.failing is None:
-        proj.failing = _Rules(proj, proj.exports, set()).fixpoint(sorted(proj.modules), {})
-    return proj.failing
+    """Modules of ``proj`` that fail to load as it is, with every reason (computed once)."""
+    hit = _FAILING.get(proj)
+    if hit is None:
+        hit = _FAILING[proj] = LoadRules(proj).failing(proj.modules)
+    return hit
 
 
-def _apply(proj: KernelProjection, changes: list[Change]) -> tuple[dict[str, list[ExportEdge]], set[str], set[str], list[str]]:
+def _close(name: str, candidates: Iterable[str]) -> list[str]:
+    return difflib.get_close_matches(name, list(candidates), n=3, cutoff=0.75)
+
+
+def _apply(proj: KernelProjection, changes: list[Change]
+           ) -> tuple[dict[str, list[ExportEdge]], set[str], set[str], list[str], list[UnknownName]]:
     exports = dict(proj.exports)
     touched: set[str] = set()
     gone: set[str] = set()
     warnings: list[str] = []
+    unknown: list[UnknownName] = []
     for c in changes:
+        if c.kind not in CHANGE_KINDS:
+            raise ChangeError(f"unknown change kind {c.kind!r}; expected one of {', '.join(CHANGE_KINDS)}")
         if c.kind == "remove-module":
             if c.target not in proj.modules:
-                warnings.append(f"module {c.target} is not in kernel {proj.kernel}")
+                u = UnknownName("module", c.target, _close(c.target, proj.modules))
+                unknown.append(u)
+                warnings.append(f"module {u.message(proj.kernel)}")
                 continue
             gone.add(c.target)
             for s, es in exports.items():
@@ -264,18 +196,23 @@ def _apply(proj: KernelProjection, changes: list[Change]) -> tuple[dict[str, lis
             continue
         have = exports.get(c.target)
         if not have:
-            warnings.append(f"{c.target} is not exported in kernel {proj.kernel}")
+            if proj.importers(c.target) or any(lu.symbol == c.target for lus in proj.lookups.values() for lu in lus):
+                n = len(proj.importers(c.target))
+                warnings.append(f"{c.target} is not exported in kernel {proj.kernel} "
+                                f"({n} module{' imports' if n == 1 else 's import'} it)")
+            else:
+                u = UnknownName("symbol", c.target, _close(c.target, (s for s, es in proj.exports.items() if es)))
+                unknown.append(u)
+                warnings.append(u.message(proj.kernel))
             continue
         touched.add(c.target)
         if c.kind == "unexport":
             exports[c.target] = []
         elif c.kind == "gpl-only":
             exports[c.target] = [e._replace(gpl=True) for e in have]
-        elif c.kind == "namespace":
-            exports[c.target] = [e._replace(namespace=c.namespace) for e in have]
         else:
-            raise ChangeError(f"unknown change kind {c.kind!r}; expected one of {', '.join(CHANGE_KINDS)}")
-    return exports, gone, touched, warnings
+            exports[c.target] = [e._replace(namespace=c.namespace) for e in have]
+    return exports, gone, touched, warnings, unknown
 
 
 #: Lookup mechanism → the export it needs at run time.
@@ -324,18 +261,17 @@ def _lookups_hit(proj: KernelProjection, changes: list[Change], touched: set[str
 def what_if(proj: KernelProjection, changes: list[Change]) -> WhatIfResult:
     """Apply ``changes`` to ``proj`` and return the modules that fail to load because of them."""
     base = failing_modules(proj)
-    exports, gone, touched, warnings = _apply(proj, changes)
-    rules = _Rules(proj, exports, gone)
+    exports, gone, touched, warnings, unknown = _apply(proj, changes)
+    rules = LoadRules(proj, exports, gone)
     start = {u for s in touched for u in proj.importers(s)}
     start |= {mod for mod, lus in proj.lookups.items() if any(lu.symbol in touched for lu in lus)}
-    failed = rules.fixpoint(sorted(start), base)
+    failed = rules.failing(start, base)
     broken = []
     for mod, reasons in failed.items():
         if mod in base:
             continue
         m = proj.modules[mod]
-        reasons = sorted(reasons, key=lambda r: (r.rule == "dependency", r.rule, r.symbol))
         broken.append(Broken(mod, m.path, m.intree, any(r.rule != "dependency" for r in reasons), reasons))
     broken.sort(key=lambda b: (not b.direct, b.module))
     lookups = _lookups_hit(proj, changes, touched, exports, failed, gone)
-    return WhatIfResult(proj.kernel, list(changes), broken, sorted(base), lookups, warnings)
+    return WhatIfResult(proj.kernel, list(changes), broken, sorted(base), lookups, warnings, unknown, {}, {})

@@ -109,7 +109,8 @@ def test_load_goes_on_and_counts_skips(bad_tree, tmp_path):
 
 
 def test_cli_load_prints_skips(bad_tree, tmp_path, capsys):
-    assert main(["load", str(bad_tree), "--kernel", "k", "--db", str(tmp_path / "db"), "--no-progress"]) == 0
+    # 3: loaded, but some inputs were skipped (documented in `ksymgraph load --help`)
+    assert main(["load", str(bad_tree), "--kernel", "k", "--db", str(tmp_path / "db"), "--no-progress"]) == 3
     out, err = capsys.readouterr()
     assert "loaded kernel k" in out and "2 modules" in out
     assert f"skipped {len(EXPECTED_REASONS) - 1 + 4} inputs" in err
@@ -188,7 +189,7 @@ def test_unlistable_directory_is_reported_and_the_rest_found(tmp_path, good_ko, 
         return real_scandir(path)
 
     monkeypatch.setattr(os, "scandir", scandir)
-    _meta, modules, _entries, skipped, _config = read_kernel([str(tmp_path / "kernel")], kernel="k", workers=1)
+    _meta, modules, _entries, skipped, _config, _n = read_kernel([str(tmp_path / "kernel")], kernel="k", workers=1)
     assert [m.info.name for m in modules] == ["good"]
     assert [(s.path, s.reason) for s in skipped] == [
         (str(tmp_path / "kernel" / "locked"), "cannot list directory: Permission denied")]

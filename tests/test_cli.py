@@ -98,7 +98,8 @@ def test_check_out_of_tree_modules(db, tmp_path):
     src.write_text('#include "fixture_module.h"\n'
                    "extern int a_gpl(int); extern int a_ns(int); extern int not_exported(int);\n"
                    "int n_fn(int x) { return a_gpl(x) + a_ns(x) + not_exported(x); }\n"
-                   'MODULE_LICENSE("Proprietary");\n')
+                   'MODULE_LICENSE("Proprietary");\n'
+                   "MODULE_VERSION_CRC(a_gpl, 0x22220000);\n")
     needy = compile_module(src, tmp_path / "needy.ko")
     ok = compile_module(MODULE_SOURCES / "weak_e.c", tmp_path / "weak_e.ko")
     p = ksymgraph("check", needy, ok, "--db", db, "--format", "json", "--exit-code", check_rc=1)

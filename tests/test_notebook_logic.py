@@ -92,7 +92,7 @@ def test_run_whatif_errors_and_warnings(store):
         nb.run_whatif(store, K, "unexport", " , ")
     result, frame = nb.run_whatif(store, K, "unexport", "no_such_symbol")
     assert frame.empty and list(frame.columns)[0] == "module"
-    assert result.warnings == [f"no_such_symbol is not exported in kernel {K}"]
+    assert result.warnings == [f"no_such_symbol is not in kernel {K}: no module exports or imports it"]
 
 
 def test_projection_is_cached_per_kernel(store):

@@ -61,7 +61,7 @@ def test_user_text_is_a_parameter_not_cypher(fixture_store):
 def test_importers(fixture_store):
     rows = run_named(fixture_store, "importers", {"symbol": "a_plain"})
     assert rows.columns == ["module", "license", "intree", "weak", "crc"]
-    assert rows.rows == [("prop_d", "Proprietary", False, False, None), ("user_b", "GPL v2", True, False, 0x11110000)]
+    assert rows.rows == [("prop_d", "Proprietary", False, False, 0x11110000), ("user_b", "GPL v2", True, False, 0x11110000)]
     weak = run_named(fixture_store, "importers", {"symbol": "maybe_there", "kernel": FIXTURE_RELEASE})
     assert weak.rows == [("weak_e", "GPL", False, True, None)]
 
