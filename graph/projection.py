@@ -12,13 +12,13 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import TYPE_CHECKING, Iterable, NamedTuple
 
-from ..loaders.records import BuildOptions, ModuleData
+from ..loaders.records import BuildOptions, LookUpEdge, ModuleData
 from .store import GraphStore
 
 if TYPE_CHECKING:
     import networkx as nx
 
-__all__ = ["ModuleNode", "ExportEdge", "ImportEdge", "LookUp", "KernelProjection"]
+__all__ = ["ModuleNode", "ExportEdge", "ImportEdge", "KernelProjection"]
 
 
 class ModuleNode(NamedTuple):
@@ -68,19 +68,6 @@ class ImportEdge(NamedTuple):
     """The CRC the module recorded for it in ``__versions``; None when it recorded none."""
 
 
-class LookUp(NamedTuple):
-    """A symbol a module reaches by name at run time."""
-
-    symbol: str
-    """The symbol looked up."""
-    how: str
-    """Mechanism: ``kallsyms_lookup_name``, ``kprobe``, ``symbol_get``, ..."""
-    file: str
-    """Source file."""
-    line: int
-    """Source line."""
-
-
 _KERNEL = """
 MATCH (k:Kernel) WHERE k.release = $kernel
 RETURN k.version AS version, k.vermagic AS vermagic, k.modversions AS modversions, k.force_load AS force_load,
@@ -117,7 +104,7 @@ class KernelProjection:
         self.modules: dict[str, ModuleNode] = {}
         self.exports: dict[str, list[ExportEdge]] = defaultdict(list)
         self.imports: dict[str, list[ImportEdge]] = defaultdict(list)
-        self.lookups: dict[str, list[LookUp]] = defaultdict(list)
+        self.lookups: dict[str, list[LookUpEdge]] = defaultdict(list)
         self._importers: dict[str, set[str]] | None = None
         #: Modules failing with no change, filled once by :func:`ksymgraph.queries.whatif.failing_modules`.
         self.failing: dict | None = None
@@ -138,11 +125,11 @@ class KernelProjection:
         for mod, sym, weak, crc in store.query(_IMPORTS, p).rows:
             proj.imports[mod].append(ImportEdge(sym, bool(weak), crc))
         for mod, sym, how, file, line in store.query(_LOOKUPS, p).rows:
-            proj.lookups[mod].append(LookUp(sym, how, file or "", line or 0))
+            proj.lookups[mod].append(LookUpEdge(mod, sym, how, file or "", line or 0))
         return proj
 
     def with_modules(self, extra: Iterable[ModuleData],
-                     lookups: dict[str, list[LookUp]] | None = None) -> "KernelProjection":
+                     lookups: dict[str, list[LookUpEdge]] | None = None) -> "KernelProjection":
         """A copy with out-of-tree modules added (replacing same-named ones) and, optionally,
         the run-time lookups they make, for ``check`` and upgrade impact."""
         proj = KernelProjection(self.kernel, self.version, self.build)

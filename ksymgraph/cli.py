@@ -8,7 +8,6 @@ Errors are one clear line on stderr and exit status 2; ``--exit-code`` makes ``w
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import NoReturn
@@ -201,12 +200,6 @@ def _emit(text: str, output: str | None) -> None:
         print(text)
 
 
-def _projection(store, kernel):
-    from .graph.projection import KernelProjection
-
-    return KernelProjection.from_store(store, store.resolve_kernel(kernel))
-
-
 def cmd_load(args) -> int:
     from .graph.load import load_kernel
 
@@ -216,58 +209,25 @@ def cmd_load(args) -> int:
                         progress=not args.no_progress and sys.stderr.isatty(), source_dirs=args.source,
                         config=args.config, allow_fewer=args.allow_fewer)
         where = store.describe()
-    r = s.report
-    print(f"loaded kernel {s.kernel} into {where} in {s.seconds:.1f} s: {r.modules} modules (vmlinux included), "
-          f"{r.exports} exports, {r.imports} imports, {r.depends} module dependencies, {r.symbols} symbols")
-    if r.source:
-        c = r.source
-        print(f"source: {c.get('Function', 0)} functions, {c.get('CALLS->Function', 0) + c.get('CALLS->Symbol', 0)} "
-              f"calls, {c.get('EXPORTED_AS', 0)} export sites, {c.get('LOOKS_UP', 0)} run-time lookups, "
-              f"{c.get('BUILT_INTO', 0)} files attributed to modules ({c.get('unattributed_files', 0)} not)")
-        mapped = c.get("modules_with_source", 0)
-        total = mapped + len(r.unmapped)
-        print(f"source covers {mapped} of {total} modules ({mapped / max(total, 1):.1%})"
-              + (f"; without source: {', '.join(r.unmapped[:10])}{' ...' if len(r.unmapped) > 10 else ''}"
-                 if r.unmapped else ""))
-        if s.parse is not None:
-            print(f"parsed {s.parse.files} files: parse errors touch {s.parse.function_error_share():.2%} of "
-                  f"{s.parse.functions} function definitions")
-    if s.build is not None:
-        b = s.build
-        print(f"load rules: vermagic {b.vermagic.strip()!r}, modversions {_yes_no(b.modversions)}, "
-              f"force-load {_yes_no(b.force_load)}, from {b.source}")
-    for note in s.notes:
-        print(f"note: {note}", file=sys.stderr)
-    if r.symvers_mismatches:
-        print(f"{len(r.symvers_mismatches)} exports differ between module files and Module.symvers, e.g. "
-              f"{r.symvers_mismatches[0]}")
-    if s.skipped:
-        print(f"skipped {len(s.skipped)} inputs:", file=sys.stderr)
-        for item in s.skipped[: args.show_skipped]:
-            print(f"  {item.path}: {item.reason}", file=sys.stderr)
-        if len(s.skipped) > args.show_skipped:
-            print(f"  ... and {len(s.skipped) - args.show_skipped} more (--show-skipped N)", file=sys.stderr)
-    else:
-        print("skipped nothing")
+    from .queries.report import render_load
+
+    out, err = render_load(s, where, args.show_skipped)
+    print(out)
+    if err:
+        print(err, file=sys.stderr)
     return 3 if s.skipped else 0
 
 
-def _yes_no(flag: bool | None) -> str:
-    return "unknown" if flag is None else ("yes" if flag else "no")
-
-
 def cmd_whatif(args) -> int:
+    from .queries import usecases
     from .queries.report import render_whatif
-    from .queries.whatif import parse_changes, what_if
+    from .queries.whatif import parse_changes
 
     changes = parse_changes(args.unexport, args.gpl_only, args.namespace, args.remove_module)
     if not changes:
         raise CliError("nothing to try: give at least one --unexport, --gpl-only, --namespace or --remove-module")
-    from .queries.callsites import add_source_evidence
-
     with _open(args) as store:
-        result = what_if(_projection(store, args.kernel), changes)
-        result = add_source_evidence(result, store, args.hops)
+        result = usecases.whatif(store, args.kernel, changes, args.hops)
     for w in result.warnings:
         print(f"warning: {w}", file=sys.stderr)
     if args.exit_code and result.unknown:
@@ -275,16 +235,6 @@ def cmd_whatif(args) -> int:
         raise CliError(f"kernel {result.kernel} has no {names}: no report written (see the warnings above)")
     _emit(render_whatif(result, args.format), args.output)
     return 1 if args.exit_code and result.broken else 0
-
-
-def _param(item: str) -> tuple[str, object]:
-    name, sep, value = item.partition("=")
-    if not sep or not name:
-        raise CliError(f"--param takes NAME=VALUE, got {item!r}")
-    try:
-        return name, json.loads(value)
-    except json.JSONDecodeError:
-        return name, value
 
 
 def cmd_query(args) -> int:
@@ -297,7 +247,7 @@ def cmd_query(args) -> int:
         return 0
     if not args.name and not args.cypher:
         raise CliError("give CYPHER, --name NAME or --list")
-    params = dict(_param(p) for p in args.param)
+    params = dict(library.parse_param(p) for p in args.param)
     with _open(args) as store:
         rows = library.run_named(store, args.name, params) if args.name else store.query(args.cypher, params)
     print(render_rows(rows, args.format))
@@ -316,11 +266,11 @@ def cmd_export(args) -> int:
 
 
 def cmd_usage(args) -> int:
+    from .queries import usecases
     from .queries.report import render_usage
-    from .queries.usage import export_usage
 
     with _open(args) as store:
-        report = export_usage(_projection(store, args.kernel))
+        report = usecases.usage(store, args.kernel)
     _emit(render_usage(report, args.format, args.limit), args.output)
     return 0
 
@@ -328,7 +278,7 @@ def cmd_usage(args) -> int:
 def cmd_check(args) -> int:
     from .loaders.modules import read_module_file
     from .loaders.records import LoaderError
-    from .queries.check import check_modules
+    from .queries import usecases
     from .queries.report import render_check
 
     mods, bad = [], 0
@@ -341,7 +291,7 @@ def cmd_check(args) -> int:
     if not mods:
         raise CliError("no module could be read")
     with _open(args) as store:
-        result = check_modules(_projection(store, args.kernel), mods, store)
+        result = usecases.check(store, args.kernel, mods)
     _emit(render_check(result, args.format), args.output)
     if bad:
         print(f"skipped {bad} unreadable files", file=sys.stderr)
@@ -375,17 +325,16 @@ def _module_set(items: list[str]) -> tuple[list, list[str]]:
 
 
 def cmd_diff(args) -> int:
-    from .queries.diff import diff_kernels, upgrade_impact
+    from .queries import usecases
     from .queries.report import render_diff, render_upgrade
 
     with _open(args) as store:
-        a, b = store.resolve_kernel(args.a), store.resolve_kernel(args.b)
         if args.modules:
             files, names = _module_set(args.modules)
-            impact = upgrade_impact(store, a, b, files, names)
+            impact = usecases.upgrade(store, args.a, args.b, files, names)
             _emit(render_upgrade(impact, args.format), args.output)
             return 1 if args.exit_code and any(not m.loads for m in impact.modules) else 0
-        d = diff_kernels(store, a, b)
+        d = usecases.diff(store, args.a, args.b)
     _emit(render_diff(d, args.format, args.limit), args.output)
     return 1 if args.exit_code and d.breaking else 0
 

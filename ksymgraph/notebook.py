@@ -41,7 +41,9 @@ import networkx as nx
 from .graph.connect import open_store
 from .graph.projection import KernelProjection
 from .graph.store import GraphStore, Rows
-from .queries.whatif import CHANGE_KINDS, Change, ChangeError, WhatIfResult, what_if
+from .queries import usecases
+from .queries.library import parse_param
+from .queries.whatif import CHANGE_KINDS, Change, ChangeError, WhatIfResult
 
 __all__ = [
     "CHANGE_KINDS",
@@ -66,7 +68,6 @@ __all__ = [
     "lookups_table",
     "rows_frame",
     "rows_graph",
-    "parse_param",
     "cypher",
     "load_ipython_extension",
 ]
@@ -75,11 +76,10 @@ __all__ = [
 WHATIF_COLUMNS = ("module", "rule", "symbol", "break", "in_tree", "call_sites")
 
 
-# The active store and the projection cache -------------------------------------------------------
+# The active store -------------------------------------------------------------------------------
 
 _active: GraphStore | None = None
 _opened: dict[tuple[str, str], GraphStore] = {}
-_projections: dict[tuple[int, str], tuple[GraphStore, KernelProjection, dict]] = {}
 
 
 def use_store(store: GraphStore | str | os.PathLike | None = None, neo4j: str | None = None,
@@ -117,26 +117,14 @@ def store_for(db: str | os.PathLike | None = None, neo4j: str | None = None, rea
 
 
 def kernel_projection(store: GraphStore, kernel: str | None = None) -> KernelProjection:
-    """The projection of ``kernel`` (default: the store's only kernel), read once and cached."""
-    return _cached(store, kernel)[1]
-
-
-def _cached(store: GraphStore, kernel: str | None) -> tuple[GraphStore, KernelProjection, dict]:
-    kernel = store.resolve_kernel(kernel)
-    key = (id(store), kernel)
-    hit = _projections.get(key)
-    if hit is None or hit[0] is not store:
-        proj = KernelProjection.from_store(store, kernel)
-        extra = {"exports": sorted(s for s, es in proj.exports.items() if es),
-                 "modules": sorted(proj.modules)}
-        hit = (store, proj, extra)
-        _projections[key] = hit
-    return hit
+    """The projection of ``kernel`` (default: the store's only kernel), read once and cached
+    (:func:`ksymgraph.queries.usecases.kernel_view`)."""
+    return usecases.kernel_view(store, kernel).projection
 
 
 def forget_projections() -> None:
     """Drop every cached projection (after loading a kernel again)."""
-    _projections.clear()
+    usecases.forget()
 
 
 def _complete(names: list[str], prefix: str, limit: int) -> list[str]:
@@ -157,12 +145,12 @@ def _complete(names: list[str], prefix: str, limit: int) -> list[str]:
 
 def symbol_completions(store: GraphStore, kernel: str | None, prefix: str, limit: int = 20) -> list[str]:
     """Exported symbols of ``kernel`` starting with ``prefix`` (sorted), then those containing it."""
-    return _complete(_cached(store, kernel)[2]["exports"], prefix, limit)
+    return _complete(usecases.kernel_view(store, kernel).exports, prefix, limit)
 
 
 def module_completions(store: GraphStore, kernel: str | None, prefix: str, limit: int = 20) -> list[str]:
     """Module names of ``kernel`` starting with ``prefix``, then those containing it."""
-    return _complete(_cached(store, kernel)[2]["modules"], prefix, limit)
+    return _complete(usecases.kernel_view(store, kernel).modules, prefix, limit)
 
 
 # What-if ----------------------------------------------------------------------------------------
@@ -185,49 +173,32 @@ def make_changes(kind: str, targets: str | Iterable[str], namespace: str = "") -
     return [Change(kind, n, namespace.strip() if kind == "namespace" else "") for n in names]
 
 
-def _call_sites(store: GraphStore, extra: dict, kernel: str, pairs: set[tuple[str, str]]) -> dict[tuple[str, str], list[str]]:
-    """(module, symbol) → ``function (file:line)`` strings, when the kernel's source graph is loaded
-    (:mod:`ksymgraph.queries.callsites`; whether it is, is asked once per kernel)."""
-    from .queries.callsites import call_sites, source_loaded
-
-    if not pairs:
-        return {}
-    if "source" not in extra:
-        extra["source"] = source_loaded(store, kernel)
-    if not extra["source"]:
-        return {}
-    out: dict[tuple[str, str], list[str]] = {}
-    for site in call_sites(store, kernel, [m for m, _ in pairs], [s for _, s in pairs]):
-        if (site.module, site.symbol) in pairs:
-            out.setdefault((site.module, site.symbol), []).append(f"{site.function} ({site.file}:{site.line})")
-    return out
-
-
-def whatif_table(result: WhatIfResult, call_sites: dict[tuple[str, str], list[str]] | None = None):
+def whatif_table(result: WhatIfResult):
     """One row per broken module and reason: module, rule, symbol, break (``direct`` / ``via X``),
-    in_tree, call_sites (``function (file:line)``, ``; ``-separated; empty without source)."""
+    in_tree, call_sites (``function (file:line)``, ``; ``-separated: the module's own calls to the
+    symbol, for its direct reasons; empty without source)."""
     import pandas as pd
 
+    sites: dict[tuple[str, str], list[str]] = {}
+    for mod, calls in result.call_sites.items():
+        for c in calls:
+            sites.setdefault((mod, c.symbol), []).append(f"{c.function} ({c.where})")
     rows = []
     for b in result.broken:
         for r in b.reasons:
-            sites = (call_sites or {}).get((b.module, r.symbol), [])
+            here = sites.get((b.module, r.symbol), []) if r.rule != "dependency" else []
             rows.append((b.module, r.rule, r.symbol, f"via {r.via_module}" if r.via_module else "direct",
-                         b.in_tree, "; ".join(sites)))
+                         b.in_tree, "; ".join(here)))
     return pd.DataFrame(rows, columns=list(WHATIF_COLUMNS))
 
 
 def run_whatif(store: GraphStore, kernel: str | None, kind: str, symbols: str | Iterable[str],
-               namespace: str = "") -> tuple[WhatIfResult, Any]:
-    """What if ``symbols`` change by ``kind`` in ``kernel``? The result and its :func:`whatif_table`.
-
-    The kernel's projection is cached (:func:`kernel_projection`): only the first call per kernel
-    reads the store.
-    """
-    _store, proj, extra = _cached(store, kernel)
-    result = what_if(proj, make_changes(kind, symbols, namespace))
-    pairs = {(b.module, r.symbol) for b in result.broken for r in b.reasons}
-    return result, whatif_table(result, _call_sites(store, extra, proj.kernel, pairs))
+               namespace: str = "", hops: int = 2) -> tuple[WhatIfResult, Any]:
+    """What if ``symbols`` change by ``kind`` in ``kernel``? The result
+    (:func:`ksymgraph.queries.usecases.whatif`, as ``ksymgraph whatif`` gives it) and its
+    :func:`whatif_table`. The kernel is read from the store once and cached."""
+    result = usecases.whatif(store, kernel, make_changes(kind, symbols, namespace), hops)
+    return result, whatif_table(result)
 
 
 def broken_graph(result: WhatIfResult, proj: KernelProjection | None = None) -> nx.DiGraph:
@@ -455,26 +426,6 @@ def rows_graph(rows: Rows) -> nx.MultiDiGraph:
             if a is not None and b is not None:
                 g.add_edge(a, b, label=str(v.get("_LABEL", "")))
     return g
-
-
-def parse_param(item: str, namespace: dict | None = None) -> tuple[str, Any]:
-    """``NAME=VALUE`` → (name, value), VALUE parsed as JSON when it can be (``3``, ``["a","b"]``).
-
-    A bare ``NAME`` takes the value of the Python variable ``NAME`` in ``namespace`` (the notebook's),
-    as it is: ``-p kernel`` passes the variable ``kernel``.
-    """
-    name, sep, text = item.partition("=")
-    if not name.strip().isidentifier():
-        raise ValueError(f"--param takes NAME=VALUE or NAME (a notebook variable), got {item!r}")
-    if not sep:
-        if namespace is None or name not in namespace:
-            raise ValueError(f"--param {name}: no variable {name!r} in the notebook; give NAME=VALUE")
-        return name, namespace[name]
-    try:
-        value = json.loads(text)
-    except ValueError:
-        value = text
-    return name.strip(), value
 
 
 def _magic_parser() -> argparse.ArgumentParser:

@@ -10,48 +10,16 @@ queries (fast on both engines, unlike one variable-length pattern over millions 
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Iterable
 
 from ..graph.store import GraphStore
+from .records import CallSite, Replacement
 from .whatif import WhatIfResult
 
-__all__ = ["CallSite", "Replacement", "source_loaded", "call_sites", "exported_callers", "add_source_evidence"]
+__all__ = ["source_loaded", "sites_by_module", "call_sites", "exported_callers", "add_source_evidence"]
 
 #: Frontier size past which the reverse walk stops widening (popular symbols have thousands of callers).
 MAX_FRONTIER = 5000
-
-
-class CallSite(NamedTuple):
-    """A call to a symbol in a module's source, directly or through a header's inline or macro."""
-
-    module: str
-    """The module the calling file is built into."""
-    symbol: str
-    """The symbol called."""
-    function: str
-    """The calling function."""
-    file: str
-    """Its file."""
-    line: int
-    """Line of the call."""
-    via: str | None = None
-    """The header inline or macro the call goes through (``usb_register`` for
-    ``usb_register_driver``), None for a direct call."""
-
-
-class Replacement(NamedTuple):
-    """A still-exported function that reaches a removed symbol."""
-
-    symbol: str
-    """The removed symbol."""
-    export: str
-    """The exported function that calls it (directly or through others)."""
-    gpl: bool
-    """Whether that export is GPL-only."""
-    file: str
-    """Where the export is defined."""
-    hops: int
-    """1 for a direct caller, 2 for a caller of a caller, ..."""
 
 
 # Which modules to look in: the given ones, or every module (vmlinux's code never breaks). The
@@ -137,14 +105,17 @@ def add_source_evidence(result: WhatIfResult, store: GraphStore, hops: int = 2) 
     if not source_loaded(store, result.kernel):
         return result
     direct = [(b.module, r.symbol) for b in result.broken for r in b.reasons if r.rule != "dependency"]
-    sites = call_sites(store, result.kernel, [m for m, _ in direct], [s for _, s in direct])
-    wanted = set(direct)
-    by_module: dict[str, list[dict]] = {}
-    for s in sites:
-        if (s.module, s.symbol) in wanted:
-            by_module.setdefault(s.module, []).append(
-                {"symbol": s.symbol, "function": s.function, "file": s.file, "line": s.line, "via": s.via})
     removed = frozenset(c.target for c in result.changes if c.kind == "unexport")
-    replacements = {sym: [r._asdict() for r in exported_callers(store, result.kernel, sym, hops, removed)]
-                    for sym in sorted(removed)}
-    return result._replace(call_sites=by_module, replacements=replacements)
+    replacements = {sym: exported_callers(store, result.kernel, sym, hops, removed) for sym in sorted(removed)}
+    return result._replace(call_sites=sites_by_module(store, result.kernel, direct), replacements=replacements)
+
+
+def sites_by_module(store: GraphStore, kernel: str, pairs: Iterable[tuple[str, str]]) -> dict[str, list[CallSite]]:
+    """module → the calls, in that module's files, to the symbols ``pairs`` names for it
+    (``(module, symbol)`` pairs)."""
+    wanted = set(pairs)
+    out: dict[str, list[CallSite]] = {}
+    for s in call_sites(store, kernel, [m for m, _ in wanted], [s for _, s in wanted]):
+        if (s.module, s.symbol) in wanted:
+            out.setdefault(s.module, []).append(s)
+    return out

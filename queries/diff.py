@@ -19,13 +19,13 @@ from typing import NamedTuple
 from ..graph.projection import KernelProjection
 from ..graph.store import GraphStore
 from ..loaders.records import ModuleData
-from .callsites import call_sites
+from .callsites import sites_by_module
 from .library import QueryError
-from .loadrules import Reason
+from .records import ModuleVerdict
 from .renames import find_renames, headers_loaded
 from .whatif import failing_modules
 
-__all__ = ["ExportState", "DiffEntry", "KernelDiff", "ModuleImpact", "UpgradeImpact", "diff_kernels",
+__all__ = ["ExportState", "DiffEntry", "KernelDiff", "UpgradeImpact", "diff_kernels",
            "upgrade_impact", "DIFF_KINDS"]
 
 #: JSON keys of a diff, in report order.
@@ -129,45 +129,18 @@ def diff_kernels(store: GraphStore, a: str, b: str) -> KernelDiff:
     return KernelDiff(a, b, changes)
 
 
-class ModuleImpact(NamedTuple):
-    """What kernel B does to one module of the set."""
-
-    module: str
-    """Module name."""
-    path: str
-    """Its file (``""`` for a module taken from the store by name)."""
-    loads: bool
-    """Would it load on B (rebuilt against B's headers, with its source unchanged)?"""
-    reasons: list[Reason]
-    """Why not: load rules against B, including the cascade inside the set."""
-    lookups_missing: list[dict]
-    """Symbols it looks up by name (``kallsyms_lookup_name``, kprobes, ...) that B lacks."""
-    rebuild: list[dict]
-    """Imports that vanished behind a kept API: ``{symbol, api, now_via, how}`` — "rebuild
-    needed, API kept (now via now_via)" rather than a break."""
-    call_sites: list[dict]
-    """With the module's source loaded (under kernel A): the calls to its broken symbols,
-    ``{symbol, function, file, line}`` — what to change."""
-    as_built: list[Reason]
-    """Why B refuses the module as it was built against A (vermagic, CRCs): a rebuild is needed
-    even where the source needs no change. Empty when the binary itself would load."""
-
-
 class UpgradeImpact(NamedTuple):
     """The upgrade impact of A → B on a set of modules."""
 
     diff: KernelDiff
     """The export diff A → B."""
-    modules: list[ModuleImpact]
-    """One entry per module of the set."""
+    modules: list[ModuleVerdict]
+    """One verdict per module of the set: ``loads`` once rebuilt against B's headers, ``as_built``
+    why B refuses the binary built against A."""
 
     def to_json(self) -> dict:
         return {"a": self.diff.a, "b": self.diff.b,
-                "modules": [{"module": m.module, "path": m.path, "loads": m.loads,
-                             "reasons": [r._asdict() for r in m.reasons], "lookups_missing": m.lookups_missing,
-                             "rebuild": m.rebuild, "call_sites": m.call_sites,
-                             "as_built": [r._asdict() for r in m.as_built]}
-                            for m in self.modules],
+                "modules": [m.to_json() for m in self.modules],
                 "summary": {"modules": len(self.modules), "fail": sum(not m.loads for m in self.modules),
                             "rebuild_needed": sum(bool(m.as_built) for m in self.modules),
                             "rebuild_only": sum(m.loads and bool(m.rebuild) for m in self.modules)}}
@@ -211,23 +184,17 @@ def upgrade_impact(store: GraphStore, a: str, b: str, files: list[ModuleData] = 
     as_built = failing_modules(pb.with_modules(subset, lookups))
     wanted = sorted({lu.symbol for lus in lookups.values() for lu in lus})
     present = _still_there(store, b, wanted) if wanted else set()
-    broken = {(n, r.symbol) for n, rs in failing.items() for r in rs if r.rule != "dependency"}
-    sites: dict[str, list[dict]] = {}
-    for c in call_sites(store, a, [n for n, _ in broken], [s for _, s in broken]):
-        if (c.module, c.symbol) in broken:
-            sites.setdefault(c.module, []).append({"symbol": c.symbol, "function": c.function, "file": c.file,
-                                                   "line": c.line, "via": c.via})
+    broken = [(n, r.symbol) for n, rs in failing.items() for r in rs if r.rule != "dependency"]
+    sites = sites_by_module(store, a, broken)
     out = []
     for m in subset:
         name = m.info.name
-        gone = [{"symbol": lu.symbol, "how": lu.how, "file": lu.file, "line": lu.line}
-                for lu in lookups[name] if lu.symbol not in present]
+        gone = [lu for lu in lookups[name] if lu.symbol not in present]
         reasons = failing.get(name, [])
-        rebuild = [{"symbol": s, "api": renames[s][0].api, "now_via": renames[s][0].now_via, "how": renames[s][0].how}
-                   for s in m.imports.symbols if s in renames]
+        rebuild = [renames[s][0] for s in m.imports.symbols if s in renames]
         binary = [r for r in as_built.get(name, []) if r.rule in _BINARY_RULES]
-        out.append(ModuleImpact(name, m.info.path, not reasons and not gone, reasons, gone, rebuild,
-                                sites.get(name, []), binary))
+        out.append(ModuleVerdict(name, m.info.path, not reasons and not gone, reasons, {}, gone, rebuild,
+                                 sites.get(name, []), binary))
     return UpgradeImpact(diff_kernels(store, a, b), out)
 
 

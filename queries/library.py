@@ -31,7 +31,7 @@ from typing import Any, NamedTuple
 from ..errors import KsymgraphError
 from ..graph.store import GraphStore, Rows
 
-__all__ = ["QueryParam", "NamedQuery", "QueryError", "list_queries", "get_query", "run_named", "check_params"]
+__all__ = ["parse_param", "QueryParam", "NamedQuery", "QueryError", "list_queries", "get_query", "run_named", "check_params"]
 
 #: Parameter types and the Python types their values must have.
 PARAM_TYPES = {"string": (str,), "kernel": (str,), "int": (int,), "bool": (bool,), "list": (list,)}
@@ -181,3 +181,27 @@ def run_named(store: GraphStore, name: str, params: dict[str, Any] | None = None
     """Run the named query ``name`` on ``store`` with ``params``, using the variant for ``store.dialect``."""
     query = get_query(name)
     return store.query(query.text(store.dialect), check_params(query, params or {}, store))
+
+
+def parse_param(item: str, namespace: dict | None = None) -> tuple[str, Any]:
+    """``NAME=VALUE`` → (name, value), VALUE parsed as JSON when it can be (``3``, ``["a","b"]``),
+    else taken as text: how ``--param`` (the CLI) and ``-p`` (``%%cypher``) read a query parameter.
+
+    With ``namespace`` (a notebook's variables), a bare ``NAME`` takes the value of the variable
+    ``NAME`` as it is: ``-p kernel`` passes the variable ``kernel``.
+    """
+    name, sep, text = item.partition("=")
+    name = name.strip()
+    if not name.isidentifier():
+        raise QueryError(f"--param takes NAME=VALUE{' or NAME (a notebook variable)' if namespace is not None else ''}, "
+                         f"got {item!r}")
+    if not sep:
+        if namespace is None:
+            raise QueryError(f"--param takes NAME=VALUE, got {item!r}")
+        if name not in namespace:
+            raise QueryError(f"--param {name}: no variable {name!r} in the notebook; give NAME=VALUE")
+        return name, namespace[name]
+    try:
+        return name, json.loads(text)
+    except ValueError:
+        return name, text

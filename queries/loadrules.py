@@ -47,11 +47,12 @@ not depend on the order of modules (a hypothesis test permutes them).
 from __future__ import annotations
 
 import re
-from typing import Iterable, NamedTuple
+from typing import Iterable
 
 from ..graph.projection import ExportEdge, KernelProjection, ModuleNode
+from .records import Reason
 
-__all__ = ["RULES", "Reason", "LoadRules", "module_namespace_admits", "supports_symbol_get_rule",
+__all__ = ["RULES", "LoadRules", "module_namespace_admits", "supports_symbol_get_rule",
            "sort_reasons"]
 
 #: Every rule, in the order reports list them.
@@ -59,19 +60,6 @@ RULES = ("vermagic", "unknown-symbol", "gpl-only", "modversions", "namespace", "
 
 #: ``MODULE_NS_PREFIX``: a namespace that names the modules allowed to use the export.
 MODULE_NS_PREFIX = "module:"
-
-
-class Reason(NamedTuple):
-    """Why one module fails."""
-
-    rule: str
-    """One of :data:`RULES`."""
-    symbol: str
-    """The symbol concerned (``module_layout`` for the module-structure check; ``""`` for vermagic)."""
-    via_module: str | None
-    """For ``dependency``: the failing module that exported the symbol."""
-    message: str
-    """The reason in the kernel's or modpost's words."""
 
 
 def sort_reasons(reasons: Iterable[Reason]) -> list[Reason]:
@@ -179,6 +167,10 @@ class LoadRules:
             return self.force_load
         return crc is None or crc == export.crc
 
+    def _usable(self, m: ModuleNode, name: str, e: ExportEdge, crc: int | None) -> bool:
+        """Does export ``e`` pass every check ``resolve_symbol()`` makes for module ``m``?"""
+        return (not e.gpl or m.gpl_compatible) and self._crc_ok(m, e, crc) and self._namespace_ok(m, name, e.namespace)
+
     def reasons(self, name: str, failed: set[str] | frozenset[str]) -> list[Reason]:
         """Every reason module ``name`` fails, with the modules in ``failed`` failing (not sorted)."""
         m = self.proj.modules.get(name)
@@ -189,34 +181,36 @@ class LoadRules:
         uses_gpl = False
         from_proprietary: list[tuple[str, str]] = []
         for imp in self.proj.imports.get(name, ()):
+            # find_symbol() looks in vmlinux first, then in the modules.
             provs = sorted((e for e in self.exports.get(imp.symbol, ()) if e.module != name and e.module not in self.gone),
-                           key=lambda e: e.module)
+                           key=lambda e: (e.module != "vmlinux", e.module))
             if not provs:
                 if not imp.weak:
                     out.append(Reason("unknown-symbol", imp.symbol, None, f"\"{imp.symbol}\" [{ko}] undefined!"))
                 continue
             alive = [e for e in provs if e.module not in failed]
-            # The checks run against the exports whether or not their owners load: a symbol moved into
-            # a namespace the module lacks is a reason of its own even when its exporter fails too.
-            # find_symbol() takes the first export it may use; then check_version(), then the namespace.
-            visible = [e for e in (alive or provs) if not e.gpl or m.gpl_compatible]
-            if not visible:
+            usable = next((e for e in alive if self._usable(m, name, e, imp.crc)), None)
+            if usable is not None:
+                uses_gpl |= usable.gpl
+                owner = self.proj.modules.get(usable.module)
+                if owner is not None and usable.module != "vmlinux" and not owner.gpl_compatible:
+                    from_proprietary.append((imp.symbol, usable.module))
+                continue
+            # Why not: the checks of resolve_symbol(), in its order, on the first export it would find —
+            # whether or not its owner loads, so a symbol moved into a namespace the module lacks is a
+            # reason of its own even when the exporter fails too.
+            e = next((x for x in (alive or provs) if not x.gpl or m.gpl_compatible), None)
+            if e is None:
                 out.append(Reason("gpl-only", imp.symbol, None,
                                   f"GPL-incompatible module {ko} uses GPL-only symbol '{imp.symbol}'"))
-            elif not self._crc_ok(m, visible[0], imp.crc):
+            elif not self._crc_ok(m, e, imp.crc):
                 text = (f"{name}: disagrees about version of symbol {imp.symbol}" if m.modversions else
                         f"{name}: Unknown symbol {imp.symbol} (err -22)")
                 out.append(Reason("modversions", imp.symbol, None, text))
-            elif not self._namespace_ok(m, name, visible[0].namespace):
+            elif not self._namespace_ok(m, name, e.namespace):
                 out.append(Reason("namespace", imp.symbol, None,
-                                  f"module {name} uses symbol {imp.symbol} from namespace {visible[0].namespace}, "
+                                  f"module {name} uses symbol {imp.symbol} from namespace {e.namespace}, "
                                   "but does not import it."))
-            elif alive:
-                e = visible[0]
-                uses_gpl |= e.gpl
-                owner = self.proj.modules.get(e.module)
-                if owner is not None and e.module != "vmlinux" and not owner.gpl_compatible:
-                    from_proprietary.append((imp.symbol, e.module))
             if not alive:
                 via = provs[0].module
                 out.append(Reason("dependency", imp.symbol, via,

@@ -18,24 +18,10 @@ leaves X a real break.
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 from ..graph.store import GraphStore
+from .records import Rename
 
-__all__ = ["Rename", "find_renames", "headers_loaded"]
-
-
-class Rename(NamedTuple):
-    """How a vanished export stays reachable through an unchanged API."""
-
-    symbol: str
-    """The export that vanished from kernel B."""
-    api: str
-    """The header inline or macro that modules call (``kmalloc``); may be ``symbol`` itself."""
-    now_via: str
-    """The export of B that the API reaches now (``__kmalloc_noprof``)."""
-    how: str
-    """The evidence: the path through B's headers, and where the API is defined in A and B."""
+__all__ = ["find_renames", "headers_loaded"]
 
 
 _A_WRAPPERS = """

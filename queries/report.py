@@ -10,7 +10,7 @@ import csv
 import html
 import io
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..graph.store import Rows
 from .check import CheckResult
@@ -18,7 +18,10 @@ from .diff import DIFF_KINDS, KernelDiff, UpgradeImpact
 from .usage import UsageReport
 from .whatif import WhatIfResult
 
-__all__ = ["render_whatif", "render_usage", "render_check", "render_diff", "render_upgrade", "render_rows",
+if TYPE_CHECKING:  # the load pipeline is not imported to render a what-if
+    from ..graph.load import LoadSummary
+
+__all__ = ["render_load", "render_whatif", "render_usage", "render_check", "render_diff", "render_upgrade", "render_rows",
            "markdown_table", "to_html"]
 
 
@@ -85,6 +88,48 @@ def _change_text(c) -> str:
     return f"{'unexport' if c.kind == 'unexport' else 'make GPL-only'} {c.target}"
 
 
+def _yes_no(flag: bool | None) -> str:
+    return "unknown" if flag is None else ("yes" if flag else "no")
+
+
+def render_load(s: LoadSummary, where: str, show_skipped: int = 20) -> tuple[str, str]:
+    """The summary of a load: what was written (for stdout), and the notes and skipped inputs (for
+    stderr), at most ``show_skipped`` of those listed."""
+    r = s.report
+    out = [f"loaded kernel {s.kernel} into {where} in {s.seconds:.1f} s: {r.modules} modules (vmlinux included), "
+           f"{r.exports} exports, {r.imports} imports, {r.depends} module dependencies, {r.symbols} symbols"]
+    err = []
+    if r.source:
+        c = r.source
+        out.append(f"source: {c.get('Function', 0)} functions, {c.get('CALLS->Function', 0) + c.get('CALLS->Symbol', 0)} "
+                   f"calls, {c.get('EXPORTED_AS', 0)} export sites, {c.get('LOOKS_UP', 0)} run-time lookups, "
+                   f"{c.get('BUILT_INTO', 0)} files attributed to modules ({c.get('unattributed_files', 0)} not)")
+        mapped = c.get("modules_with_source", 0)
+        total = mapped + len(r.unmapped)
+        out.append(f"source covers {mapped} of {total} modules ({mapped / max(total, 1):.1%})"
+                   + (f"; without source: {', '.join(r.unmapped[:10])}{' ...' if len(r.unmapped) > 10 else ''}"
+                      if r.unmapped else ""))
+        if s.parse is not None:
+            out.append(f"parsed {s.parse.files} files: parse errors touch {s.parse.function_error_share():.2%} of "
+                       f"{s.parse.functions} function definitions")
+    if s.build is not None:
+        b = s.build
+        out.append(f"load rules: vermagic {b.vermagic.strip()!r}, modversions {_yes_no(b.modversions)}, "
+                   f"force-load {_yes_no(b.force_load)}, from {b.source}")
+    err += [f"note: {note}" for note in s.notes]
+    if r.symvers_mismatches:
+        out.append(f"{len(r.symvers_mismatches)} exports differ between module files and Module.symvers, e.g. "
+                   f"{r.symvers_mismatches[0]}")
+    if s.skipped:
+        err.append(f"skipped {len(s.skipped)} inputs:")
+        err += [f"  {item.path}: {item.reason}" for item in s.skipped[:show_skipped]]
+        if len(s.skipped) > show_skipped:
+            err.append(f"  ... and {len(s.skipped) - show_skipped} more (--show-skipped N)")
+    else:
+        out.append("skipped nothing")
+    return "\n".join(out), "\n".join(err)
+
+
 def render_whatif(result: WhatIfResult, fmt: str = "md") -> str:
     """A what-if report: summary, then broken modules with their reasons."""
     s = result.summary
@@ -117,17 +162,17 @@ def render_whatif(result: WhatIfResult, fmt: str = "md") -> str:
     if result.call_sites:
         parts.append(("h2", "Call sites to change"))
         parts.append(("table", (["module", "symbol", "function", "where", "through"],
-                                [[mod, c["symbol"], c["function"], f"{c['file']}:{c['line']}", c.get("via") or ""]
+                                [[mod, c.symbol, c.function, c.where, c.via or ""]
                                  for mod, sites in sorted(result.call_sites.items()) for c in sites])))
     if any(result.replacements.values()):
         parts.append(("h2", "Still-exported functions that call a removed export (possible replacements)"))
         parts.append(("table", (["removed", "exported caller", "type", "defined in", "hops"],
-                                [[sym, r["export"], "GPL" if r["gpl"] else "plain", r["file"], r["hops"]]
+                                [[sym, r.export, "GPL" if r.gpl else "plain", r.file, r.hops]
                                  for sym, reps in sorted(result.replacements.items()) for r in reps[:20]])))
     if result.lookups:
         parts.append(("h2", "Run-time lookups hit"))
         parts.append(("table", (["module", "symbol", "how", "where", "why"],
-                                [[lu["module"], lu["symbol"], lu["how"], f"{lu['file']}:{lu['line']}", lu["why"]]
+                                [[lu.module, lu.symbol, lu.how, f"{lu.file}:{lu.line}", lu.why]
                                  for lu in result.lookups])))
     if result.already_broken:
         parts.append(("p", f"Already failing before the change (not counted): {', '.join(result.already_broken)}"))
@@ -171,7 +216,7 @@ def render_check(result: CheckResult, fmt: str = "md") -> str:
         if not result.source_loaded:
             parts.append(("p", "Load the kernel's source (ksymgraph load --source) to list their in-tree modular users."))
         parts.append(("table", (["module", "symbol", "in-tree modular users"],
-                                [[mod, sym, [f"{u['module']}: {u['function']} ({u['file']}:{u['line']})" for u in users]
+                                [[mod, sym, [f"{u.module}: {u.function} ({u.where})" for u in users]
                                   or "none found"] for mod, sym, users in missing])))
     return _render(fmt, f"ksymgraph check: {result.kernel}", parts, result.to_json())
 
@@ -266,22 +311,26 @@ def render_upgrade(u: UpgradeImpact, fmt: str = "pretty") -> str:
                     for m in u.modules for r in m.reasons] +
                    [[m.module, "yes", "", "", ""] for m in u.modules if m.loads])),
     ]
+    binary = [(m.module, r) for m in u.modules for r in m.as_built]
+    if binary:
+        parts.append(("h2", f"Rebuild needed: {u.diff.b} refuses the binaries built against {u.diff.a}"))
+        parts.append(("table", (["module", "rule", "symbol", "message"],
+                                [[mod, r.rule, r.symbol, r.message] for mod, r in binary])))
     sites = [(m.module, c) for m in u.modules for c in m.call_sites]
     if sites:
         parts.append(("h2", "Call sites to change"))
         parts.append(("table", (["module", "symbol", "function", "where", "through"],
-                                [[mod, c["symbol"], c["function"], f"{c['file']}:{c['line']}", c.get("via") or ""]
-                                 for mod, c in sites])))
+                                [[mod, c.symbol, c.function, c.where, c.via or ""] for mod, c in sites])))
     rebuild = [(m.module, r) for m in u.modules for r in m.rebuild]
     if rebuild:
         parts.append(("h2", "Rebuild needed, API kept"))
         parts.append(("table", (["module", "vanished export", "API", "now via", "how we know"],
-                                [[mod, r["symbol"], r["api"], r["now_via"], r["how"]] for mod, r in rebuild])))
+                                [[mod, r.symbol, r.api, r.now_via, r.how] for mod, r in rebuild])))
     gone = [(m.module, lu) for m in u.modules for lu in m.lookups_missing]
     if gone:
         parts.append(("h2", f"Symbols looked up by name that {u.diff.b} lacks"))
         parts.append(("table", (["module", "symbol", "how", "where"],
-                                [[mod, lu["symbol"], lu["how"], f"{lu['file']}:{lu['line']}"] for mod, lu in gone])))
+                                [[mod, lu.symbol, lu.how, f"{lu.file}:{lu.line}"] for mod, lu in gone])))
     s = u.diff.summary
     parts.append(("p", f"Export diff: {s['removed']} removed, {s['gpl_only']} turned GPL-only, "
                        f"{s['namespace']} changed namespace, {s['added']} added."))

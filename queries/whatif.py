@@ -20,7 +20,8 @@ from typing import Iterable, NamedTuple
 
 from ..errors import KsymgraphError
 from ..graph.projection import ExportEdge, KernelProjection
-from .loadrules import RULES, LoadRules, Reason
+from .loadrules import RULES, LoadRules
+from .records import CallSite, LookupHit, Reason, Replacement
 
 __all__ = ["Change", "Broken", "UnknownName", "WhatIfResult", "ChangeError", "parse_changes", "what_if",
            "failing_modules", "CHANGE_KINDS", "MECHANISMS"]
@@ -95,16 +96,16 @@ class WhatIfResult(NamedTuple):
     """Modules that fail because of the change, direct ones first, then by name."""
     already_broken: list[str]
     """Modules that fail before any change (not counted as broken)."""
-    lookups: list[dict]
+    lookups: list[LookupHit]
     """Run-time lookups hit by the change: symbols looked up by name that vanish, or lookups whose
     mechanism (``register_kprobe``, ``kallsyms_lookup_name``) the change removes."""
     warnings: list[str]
     """Changes that changed nothing (a symbol nobody exports, a name the kernel lacks, ...)."""
     unknown: list[UnknownName]
     """Names the changes give that the kernel does not have at all, with the closest it has."""
-    call_sites: dict[str, list[dict]]
+    call_sites: dict[str, list[CallSite]]
     """With source loaded: broken module → calls to its broken symbols (symbol, function, file, line)."""
-    replacements: dict[str, list[dict]]
+    replacements: dict[str, list[Replacement]]
     """With source loaded: removed export → still-exported functions that call it (within N hops)."""
 
     @property
@@ -128,13 +129,12 @@ class WhatIfResult(NamedTuple):
             "changes": [c.to_json() for c in self.changes],
             "broken": [
                 {"module": b.module, "path": b.path, "in_tree": b.in_tree, "direct": b.direct,
-                 "reasons": [{"rule": r.rule, "symbol": r.symbol, "via_module": r.via_module, "message": r.message}
-                             for r in b.reasons],
-                 "call_sites": self.call_sites.get(b.module, [])}
+                 "reasons": [r.to_json() for r in b.reasons],
+                 "call_sites": [c.to_json() for c in self.call_sites.get(b.module, [])]}
                 for b in self.broken
             ],
-            "replacements": self.replacements,
-            "lookups": self.lookups,
+            "replacements": {s: [r.to_json() for r in reps] for s, reps in self.replacements.items()},
+            "lookups": [lu.to_json() for lu in self.lookups],
             "already_broken": self.already_broken,
             "warnings": self.warnings,
             "unknown": [u.to_json() for u in self.unknown],
@@ -222,7 +222,7 @@ MECHANISMS = {"kprobe": "register_kprobe", "kretprobe": "register_kretprobe",
 
 
 def _lookups_hit(proj: KernelProjection, changes: list[Change], touched: set[str],
-                 exports: dict[str, list[ExportEdge]], failed: dict[str, list[Reason]], gone: set[str]) -> list[dict]:
+                 exports: dict[str, list[ExportEdge]], failed: dict[str, list[Reason]], gone: set[str]) -> list[LookupHit]:
     """Lookups that stop working: their symbol vanishes, or their mechanism is unexported.
 
     Since 5.7 ``kallsyms_lookup_name`` is not exported; LTTng and others find it with a kprobe.
@@ -253,8 +253,7 @@ def _lookups_hit(proj: KernelProjection, changes: list[Change], touched: set[str
                     e for e in exports.get(lu.symbol, ()) if e.module not in failed and e.module not in gone]:
                 why = f"{lu.symbol} is no longer exported, so {lu.how}() returns NULL"
             if why:
-                out.append({"module": mod, "symbol": lu.symbol, "how": lu.how, "file": lu.file, "line": lu.line,
-                            "why": why})
+                out.append(LookupHit(mod, lu.symbol, lu.how, lu.file, lu.line, why))
     return out
 
 

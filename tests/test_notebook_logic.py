@@ -15,6 +15,7 @@ import pytest
 
 from ksymgraph import notebook as nb
 from ksymgraph.explorer import whatif_explorer
+from ksymgraph.queries.library import QueryError, parse_param
 from ksymgraph.queries.whatif import ChangeError
 
 K = "6.1.0-fixture"
@@ -170,12 +171,14 @@ def test_cypher_magic(store, db_path):
 
 
 def test_parse_param():
-    assert nb.parse_param("n=3") == ("n", 3)
-    assert nb.parse_param('l=["a","b"]') == ("l", ["a", "b"])
-    assert nb.parse_param("k=6.1.0-fixture") == ("k", "6.1.0-fixture")
-    assert nb.parse_param("x", {"x": 1.5}) == ("x", 1.5)
-    with pytest.raises(ValueError):
-        nb.parse_param("1x=2")
+    assert parse_param("n=3") == ("n", 3)
+    assert parse_param('l=["a","b"]') == ("l", ["a", "b"])
+    assert parse_param("k=6.1.0-fixture") == ("k", "6.1.0-fixture")
+    assert parse_param("x", {"x": 1.5}) == ("x", 1.5)
+    with pytest.raises(QueryError):
+        parse_param("1x=2")
+    with pytest.raises(QueryError, match="NAME=VALUE"):
+        parse_param("x")  # a bare name needs the notebook's variables
 
 
 def test_rows_graph(store):

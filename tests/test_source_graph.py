@@ -132,13 +132,13 @@ def test_lookups_become_looks_up_edges(store, built_tree):
 def test_whatif_report_gains_call_sites_and_lookups(store, built_tree):
     proj = KernelProjection.from_store(store, FIXTURE_RELEASE)
     r = add_source_evidence(what_if(proj, parse_changes(unexport=["a_plain", "register_kprobe"])), store)
-    assert r.call_sites["user_b"] == [{"symbol": "a_plain", "function": "b_fn", "file": "fixture-src/user_b.c",
+    assert [c.to_json() for c in r.call_sites["user_b"]] == [{"symbol": "a_plain", "function": "b_fn", "file": "fixture-src/user_b.c",
                                        "line": line_of(built_tree / "user_b.c", r"return a_plain\(x\)"), "via": None}]
-    assert r.call_sites["prop_d"] == [{"symbol": "a_plain", "function": "d_fn", "file": "fixture-src/prop_d.c",
+    assert [c.to_json() for c in r.call_sites["prop_d"]] == [{"symbol": "a_plain", "function": "d_fn", "file": "fixture-src/prop_d.c",
                                        "line": line_of(built_tree / "prop_d.c", r"return a_plain\(x\)"), "via": None}]
-    probe = sorted((c["symbol"], c["function"], c["line"]) for c in r.call_sites["probe_f"])
+    probe = sorted((c.symbol, c.function, c.line) for c in r.call_sites["probe_f"])
     assert [p[:2] for p in probe] == [("register_kprobe", "f_init"), ("register_kprobe", "f_init")]
-    hits = {(h["symbol"], h["how"]): h["why"] for h in r.lookups}
+    hits = {(h.symbol, h.how): h.why for h in r.lookups}
     assert set(hits) == {("kallsyms_lookup_name", "kprobe"), ("do_sys_open", "kprobe"),
                          ("vfs_read", "wrapper:lookup_funcptr")}
     assert hits[("vfs_read", "wrapper:lookup_funcptr")].startswith("resolved through kallsyms_lookup_name")
@@ -151,7 +151,7 @@ def test_replacements_are_exported_callers(store):
     assert [x.export for x in exported_callers(store, FIXTURE_RELEASE, "_printk", hops=1)] == ["a_plain"]
     proj = KernelProjection.from_store(store, FIXTURE_RELEASE)
     r = add_source_evidence(what_if(proj, parse_changes(unexport=["a_ns"])), store, hops=1)
-    assert [x["export"] for x in r.replacements["a_ns"]] == ["b_fn"]
+    assert [x.export for x in r.replacements["a_ns"]] == ["b_fn"]
 
 
 def test_source_counts_reported(loaded):
@@ -184,7 +184,7 @@ def test_upgrade_impact_lists_call_sites(tmp_path, fixture_tree, fixture_tree_b,
         load_kernel(s, [str(fixture_tree), str(built_tree / "prop_d.ko")], workers=1, source_dirs=[str(built_tree)])
         load_kernel(s, [str(fixture_tree_b)], workers=1)
         u = upgrade_impact(s, FIXTURE_RELEASE, FIXTURE_RELEASE_B, names=["prop_d", "user_b"])
-    sites = {m.module: m.call_sites for m in u.modules}
+    sites = {m.module: [c.to_json() for c in m.call_sites] for m in u.modules}
     assert sites["prop_d"] == [{"symbol": "a_plain", "function": "d_fn", "file": "fixture-src/prop_d.c",
                                 "line": line_of(built_tree / "prop_d.c", r"return a_plain\(x\)"), "via": None}]
     assert sites["user_b"] == [{"symbol": "a_plain", "function": "b_fn", "file": "fixture-src/user_b.c",
@@ -205,7 +205,7 @@ def test_call_site_through_header_inline(tmp_path, fixture_tree):
         load_kernel(s, [str(fixture_tree), str(root / "api_user.ko")], workers=1, source_dirs=[str(root)])
         r = add_source_evidence(what_if(KernelProjection.from_store(s, FIXTURE_RELEASE),
                                         parse_changes(unexport=["a_plain"])), s)
-    assert r.call_sites["api_user"] == [{"symbol": "a_plain", "function": "u_fn", "file": "api-src/api_user.c",
+    assert [c.to_json() for c in r.call_sites["api_user"]] == [{"symbol": "a_plain", "function": "u_fn", "file": "api-src/api_user.c",
                                          "line": 6, "via": "a_api"}]
 
 
@@ -230,4 +230,5 @@ def test_check_lists_in_tree_modular_users_of_missing_symbols(tmp_path, fixture_
         result = check_modules(KernelProjection.from_store(s, FIXTURE_RELEASE), [needy_ko], s)
     (m,) = result.modules
     assert not m.loads and result.source_loaded
-    assert m.missing == {"hidden_fn": [{"module": "inuse", "function": "in_fn", "file": "intree/inuse.c", "line": 5}]}
+    assert m.to_json()["missing"] == {"hidden_fn": [{"module": "inuse", "symbol": "hidden_fn", "function": "in_fn",
+                                                     "file": "intree/inuse.c", "line": 5, "via": None}]}
