@@ -50,9 +50,9 @@ class BuildReport(NamedTuple):
     """Module files dropped because another file had the same module name."""
     symvers_mismatches: list[str]
     """Exports on which a module's ksymtab and Module.symvers disagree."""
-    source: dict[str, int] = {}
+    source: dict[str, int]
     """Rows written from source trees, per table (empty without source)."""
-    unmapped: list[str] = []
+    unmapped: list[str]
     """With source: the modules read from files that no source file is attributed to."""
 
 

@@ -64,11 +64,11 @@ class LoadSummary(NamedTuple):
     """Everything not loaded, with reasons: sources, module files, Module.symvers lines, duplicates."""
     seconds: float
     """Wall time of the whole load."""
-    parse: object = None
-    """With source trees: their summed :class:`~ksymgraph.loaders.csource.ParseStats`."""
-    build: BuildOptions | None = None
+    parse: object
+    """With source trees: their summed ``ParseStats``; None without source."""
+    build: BuildOptions
     """The kernel's build options the load rules use (from its .config, or inferred)."""
-    notes: list[str] = []
+    notes: list[str]
     """What could not be read or inferred about the kernel's build, and what the rules assume."""
 
 

@@ -1,4 +1,4 @@
-"""The property-graph schema (DESIGN §2): node and relationship tables and their properties.
+"""The property-graph schema (docs/design.md §2): node and relationship tables and their properties.
 
 One declaration serves every store: the embedded store turns it into ``CREATE NODE TABLE`` /
 ``CREATE REL TABLE`` statements, the Neo4j store into constraints and ``UNWIND … MERGE``

@@ -346,8 +346,11 @@ def cmd_explore(args) -> int:
 
     from .explorer import offline_voila_template
 
-    notebook = Path(args.notebook) if args.notebook else (
-        Path(__file__).resolve().parent.parent / "notebooks" / "02-whatif-explorer.ipynb")
+    from importlib import resources
+
+    # Shipped in the package (ksymgraph.notebooks), so an installed ksymgraph finds it too.
+    notebook = Path(args.notebook) if args.notebook else Path(
+        str(resources.files("ksymgraph.notebooks").joinpath("02-whatif-explorer.ipynb")))
     if not notebook.is_file():
         raise CliError(f"{notebook}: no such notebook (give --notebook PATH)")
     env = dict(os.environ)

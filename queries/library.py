@@ -1,7 +1,7 @@
 """The named read queries: ``queries/cypher/*.cypher`` files, run with parameters on any store.
 
 Each query is one file, ``NAME.cypher``, written in the Cypher subset both LadybugDB and Neo4j
-accept (DESIGN §8). Where the engines truly differ, ``NAME.DIALECT.cypher`` (``DIALECT`` being a
+accept (docs/design.md §4). Where the engines truly differ, ``NAME.DIALECT.cypher`` (``DIALECT`` being a
 store's :attr:`~ksymgraph.graph.store.GraphStore.dialect`: ``ladybug`` or ``neo4j``) replaces the
 portable text for that engine only, so there is one variant per engine, never two copies of all.
 

@@ -28,6 +28,7 @@ LAYERS = [
     "ksymgraph.graph",
     "ksymgraph.loaders",
     "ksymgraph.errors",
+    "ksymgraph.notebooks",
     "ksymgraph",
 ]
 
