@@ -155,6 +155,19 @@ class KernelProjection:
             proj.lookups[name] = list((lookups or {}).get(name, []))
         return proj
 
+    def module_data(self, name: str) -> ModuleData:
+        """Module ``name`` as the loaders' record (its exports and imports with their CRCs), for
+        checking it against another kernel."""
+        from ..loaders.records import Export, Imports, ModuleInfo
+
+        n = self.modules[name]
+        info = ModuleInfo(n.name, n.path, n.license, n.vermagic, "", n.intree, (), tuple(sorted(n.import_ns)),
+                          n.modversions, n.layout_crc)
+        exports = [Export(name, s, e.gpl, e.namespace, e.crc) for s, e in self.exported_by(name)]
+        edges = self.imports.get(name, [])
+        return ModuleData(info, exports, Imports([i.symbol for i in edges], [i.crc for i in edges],
+                                                 [i.weak for i in edges]))
+
     def importers(self, symbol: str) -> set[str]:
         """Modules that import ``symbol``."""
         if self._importers is None:

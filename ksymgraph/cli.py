@@ -165,6 +165,26 @@ def build_parser() -> argparse.ArgumentParser:
                    help="exit 1 on removed or tightened exports (with --modules: when a module would not load)")
     _store_args(s, kernel=False)
 
+    s = sub.add_parser("history", help="which kernel dropped, tightened or moved an export (or broke a module)",
+                       description="Follow exports along every kernel of the store, in version order (Debian's own "
+                                   "order for Debian kernels): exported or not, owner, GPL, namespace, CRC, in-tree "
+                                   "importers; then the transitions (appeared, vanished, turned GPL-only, lost "
+                                   "GPL-only, namespace changed, owner changed, CRC changed), each with the last "
+                                   "kernel before and the first after. With --module, where a module would stop "
+                                   "loading and by which rule.",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog="examples:\n  ksymgraph history kallsyms_lookup_name __kernel_fpu_begin\n"
+                              "  ksymgraph history find_module module_mutex --since 5.10.0-30-amd64 --format json\n"
+                              "  ksymgraph history --module ./lttng-build/lttng-wrapper.ko\n"
+                              "  ksymgraph history --module zram")
+    s.add_argument("symbols", nargs="*", metavar="SYMBOL")
+    s.add_argument("--module", metavar="MODULE", help="a module file, or the name of a module the store holds")
+    s.add_argument("--since", metavar="KERNEL", help="start the series at this kernel")
+    s.add_argument("--until", metavar="KERNEL", help="end the series at this kernel")
+    s.add_argument("--format", choices=("md", "json", "html"), default="md")
+    s.add_argument("-o", "--output", metavar="FILE")
+    _store_args(s, kernel=False)
+
     s = sub.add_parser("export", help="write stored kernels for `neo4j-admin database import`",
                        description="Write the CSV and header files that `neo4j-admin database import full` takes, "
                                    "plus import.sh with the exact command: the offline way to put very large graphs "
@@ -343,10 +363,9 @@ def cmd_explore(args) -> int:
     import os
     import subprocess
     import tempfile
+    from importlib import resources
 
     from .explorer import offline_voila_template
-
-    from importlib import resources
 
     # Shipped in the package (ksymgraph.notebooks), so an installed ksymgraph finds it too.
     notebook = Path(args.notebook) if args.notebook else Path(
@@ -376,7 +395,29 @@ def cmd_kernels(args) -> int:
     return 0
 
 
-COMMANDS = {"load": cmd_load, "whatif": cmd_whatif, "query": cmd_query, "usage": cmd_usage, "check": cmd_check,
+def cmd_history(args) -> int:
+    from .loaders.modules import is_module_file, read_module_file
+    from .queries import usecases
+    from .queries.report import render_history, render_module_history
+
+    if not args.symbols and not args.module:
+        raise CliError("name at least one SYMBOL, or --module MODULE")
+    with _open(args) as store:
+        if args.module:
+            target = read_module_file(args.module) if is_module_file(args.module) or Path(args.module).is_file() \
+                else args.module
+            text = render_module_history(usecases.module_history(store, target, args.since, args.until), args.format)
+        else:
+            h = usecases.history(store, args.symbols, args.since, args.until)
+            for sym, close in h.never_exported.items():
+                print(f"warning: {sym}: no kernel in the store exports it"
+                      + (f"; did you mean {', '.join(close)}?" if close else ""), file=sys.stderr)
+            text = render_history(h, args.format)
+    _emit(text, args.output)
+    return 0
+
+
+COMMANDS = {"load": cmd_load, "history": cmd_history, "whatif": cmd_whatif, "query": cmd_query, "usage": cmd_usage, "check": cmd_check,
             "diff": cmd_diff, "export": cmd_export, "explore": cmd_explore, "kernels": cmd_kernels}
 
 

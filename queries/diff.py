@@ -21,12 +21,12 @@ from ..graph.store import GraphStore
 from ..loaders.records import ModuleData
 from .callsites import sites_by_module
 from .library import QueryError
-from .records import ModuleVerdict
+from .records import ExportState, ModuleVerdict
 from .renames import find_renames, headers_loaded
 from .whatif import failing_modules
 
-__all__ = ["ExportState", "DiffEntry", "KernelDiff", "UpgradeImpact", "diff_kernels",
-           "upgrade_impact", "DIFF_KINDS"]
+__all__ = ["DiffEntry", "KernelDiff", "UpgradeImpact", "diff_kernels",
+           "upgrade_impact", "rebuilt_against", "DIFF_KINDS"]
 
 #: JSON keys of a diff, in report order.
 DIFF_KINDS = ("removed", "added", "gpl_only", "not_gpl_only", "namespace", "owner", "crc")
@@ -36,19 +36,6 @@ MATCH (m:Module)-[e:EXPORTS]->(s:Symbol) WHERE m.kernel = $kernel
 RETURN s.name AS symbol, m.name AS module, e.gpl AS gpl, e.namespace AS namespace, e.crc AS crc
 ORDER BY symbol, module
 """
-
-
-class ExportState(NamedTuple):
-    """How a kernel exports one symbol."""
-
-    module: str
-    """Owner: ``vmlinux`` or a module name."""
-    gpl: bool
-    """GPL-only."""
-    namespace: str
-    """Namespace, ``""`` for none."""
-    crc: int | None
-    """modversions CRC."""
 
 
 class DiffEntry(NamedTuple):
@@ -166,7 +153,7 @@ def upgrade_impact(store: GraphStore, a: str, b: str, files: list[ModuleData] = 
     if missing:
         raise QueryError(f"not modules of kernel {a}: {', '.join(missing)}")
     # Modules of A taken by name carry their imports and exports over to B as they are.
-    from_a = [_as_module_data(pa, n) for n in names]
+    from_a = [pa.module_data(n) for n in names]
     subset = list(files) + from_a
     lookups = {m.info.name: pa.lookups.get(m.info.name, []) for m in subset}
     # Renames: an import that vanished behind a kept API is taken as satisfied by its new export.
@@ -177,7 +164,7 @@ def upgrade_impact(store: GraphStore, a: str, b: str, files: list[ModuleData] = 
     if vanished and headers_loaded(store, a) and headers_loaded(store, b):
         renames = find_renames(store, a, b, vanished)
     # Rebuilt against B's headers: B's vermagic and CRCs, with the renames followed.
-    rebuilt = [_rebuilt(m, pb, renames) for m in subset]
+    rebuilt = [rebuilt_against(m, pb, renames) for m in subset]
     failing = failing_modules(pb.with_modules(rebuilt, lookups))
     # As built against A: what B's loader refuses in the binary itself (vermagic, CRCs), which a
     # rebuild mends.
@@ -202,28 +189,12 @@ def upgrade_impact(store: GraphStore, a: str, b: str, files: list[ModuleData] = 
 _BINARY_RULES = ("vermagic", "modversions")
 
 
-def _rebuilt(m: ModuleData, kernel: KernelProjection, renames: dict) -> ModuleData:
+def rebuilt_against(m: ModuleData, kernel: KernelProjection, renames: dict | None = None) -> ModuleData:
     """``m`` as a rebuild against ``kernel``'s headers would make it: the kernel's vermagic and
-    modversions, no CRC of its own (the build records the kernel's), renamed imports followed."""
+    modversions, no CRC of its own (the build records the kernel's), renamed imports followed
+    (``renames``: vanished symbol → its :class:`~ksymgraph.queries.records.Rename` list)."""
     b = kernel.build
+    renames = renames or {}
     info = m.info._replace(vermagic=b.vermagic or m.info.vermagic, modversions=bool(b.modversions), layout_crc=None)
     symbols = [renames[s][0].now_via if s in renames else s for s in m.imports.symbols]
     return m._replace(info=info, imports=m.imports._replace(symbols=symbols, crcs=[None] * len(symbols)))
-
-
-def _as_module_data(proj: KernelProjection, name: str) -> ModuleData:
-    from ..loaders.records import Export, Imports
-
-    node = proj.modules[name]
-    info = _module_info(node)
-    exports = [Export(name, s, e.gpl, e.namespace, e.crc) for s, e in proj.exported_by(name)]
-    edges = proj.imports.get(name, [])
-    imports = Imports([i.symbol for i in edges], [i.crc for i in edges], [i.weak for i in edges])
-    return ModuleData(info, exports, imports)
-
-
-def _module_info(node):
-    from ..loaders.records import ModuleInfo
-
-    return ModuleInfo(node.name, node.path, node.license, node.vermagic, "", node.intree, (),
-                      tuple(sorted(node.import_ns)), node.modversions, node.layout_crc)

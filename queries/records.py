@@ -12,7 +12,7 @@ from typing import NamedTuple
 
 from ..loaders.records import LookUpEdge
 
-__all__ = ["Reason", "CallSite", "Replacement", "Rename", "LookupHit", "ModuleVerdict"]
+__all__ = ["ExportState", "Reason", "CallSite", "Replacement", "Rename", "LookupHit", "ModuleVerdict"]
 
 
 class Reason(NamedTuple):
@@ -148,3 +148,16 @@ class ModuleVerdict(NamedTuple):
                 "rebuild": [r.to_json() for r in self.rebuild],
                 "call_sites": [c.to_json() for c in self.call_sites],
                 "as_built": [r.to_json() for r in self.as_built]}
+
+
+class ExportState(NamedTuple):
+    """How a kernel exports one symbol."""
+
+    module: str
+    """Owner: ``vmlinux`` or a module name."""
+    gpl: bool
+    """GPL-only."""
+    namespace: str
+    """Namespace, ``""`` for none."""
+    crc: int | None
+    """modversions CRC."""

@@ -15,13 +15,14 @@ from typing import TYPE_CHECKING, Any
 from ..graph.store import Rows
 from .check import CheckResult
 from .diff import DIFF_KINDS, KernelDiff, UpgradeImpact
+from .history import History, ModuleHistory
 from .usage import UsageReport
 from .whatif import WhatIfResult
 
 if TYPE_CHECKING:  # the load pipeline is not imported to render a what-if
     from ..graph.load import LoadSummary
 
-__all__ = ["render_load", "render_whatif", "render_usage", "render_check", "render_diff", "render_upgrade", "render_rows",
+__all__ = ["render_load", "render_history", "render_module_history", "render_whatif", "render_usage", "render_check", "render_diff", "render_upgrade", "render_rows",
            "markdown_table", "to_html"]
 
 
@@ -337,3 +338,63 @@ def render_upgrade(u: UpgradeImpact, fmt: str = "pretty") -> str:
     if fmt == "pretty":
         return _pretty(parts)
     return _render(fmt, f"ksymgraph upgrade {u.diff.a} -> {u.diff.b}", parts, u.to_json())
+
+
+_TRANSITION_TITLES = {"appeared": "appeared", "vanished": "vanished", "gpl_only": "turned GPL-only",
+                      "not_gpl_only": "no longer GPL-only", "namespace": "namespace changed", "owner": "owner changed",
+                      "crc": "CRC changed"}
+
+
+def render_history(h: History, fmt: str = "md") -> str:
+    """Export history: the kernels in order, one table per symbol (a row per kernel), then the
+    transitions."""
+    names = [k.kernel for k in h.kernels]
+    parts: list[tuple[str, Any]] = [("h1", f"Export history over {len(names)} kernels: {', '.join(h.states)}")]
+    if len(names) == 1:
+        parts.append(("p", f"The store holds one kernel ({names[0]}): load more (`ksymgraph load debian:RELEASE`) "
+                           "to see what changed between them."))
+    flagged = [k.kernel for k in h.kernels if k.placed_by_name]
+    if flagged:
+        parts.append(("p", f"Version unknown, placed last by name: {', '.join(flagged)}."))
+    for sym, close in h.never_exported.items():
+        parts.append(("p", f"{sym}: no kernel of the series exports it"
+                           + (f"; did you mean {', '.join(close)}?" if close else ".")))
+    for sym, states in h.states.items():
+        if sym in h.never_exported:
+            continue
+        parts.append(("h2", sym))
+        parts.append(("table", (["kernel", "exported", "owner", "type", "namespace", "CRC", "in-tree importers"],
+                                [[s.kernel, "yes" if s.export else "no", s.export.module if s.export else "",
+                                  ("EXPORT_SYMBOL_GPL" if s.export.gpl else "EXPORT_SYMBOL") if s.export else "",
+                                  s.export.namespace if s.export else "",
+                                  f"{s.export.crc:#010x}" if s.export and s.export.crc is not None else "",
+                                  s.importers] for s in states])))
+    if h.transitions:
+        parts.append(("h2", "Transitions"))
+        parts.append(("table", (["symbol", "what", "last before", "first after", "detail"],
+                                [[t.symbol, _TRANSITION_TITLES[t.kind], t.before, t.after, t.detail]
+                                 for t in h.transitions])))
+    elif len(names) > 1:
+        parts.append(("p", "No transitions: every kernel of the series exports them alike."))
+    return _render(fmt, "ksymgraph history", parts, h.to_json())
+
+
+def render_module_history(h: ModuleHistory, fmt: str = "md") -> str:
+    """A module along the series: where each import first stops it loading, and by which rule."""
+    names = [k.kernel for k in h.kernels]
+    breaking = [s for s in h.steps if s.first_refused]
+    loads = [k for k in names if h.loads[k]]
+    parts: list[tuple[str, Any]] = [
+        ("h1", f"Module {h.module} over {len(names)} kernels"),
+        ("p", f"Rebuilt against each, it loads on {len(loads)} of {len(names)}"
+              + (f" (last: {loads[-1]})" if loads else "") + f"; {len(breaking)} of its imports stop it somewhere."),
+    ]
+    if h.binary_refused_from:
+        parts.append(("p", f"As built, it is refused from {h.binary_refused_from} on: "
+                           + "; ".join(r.message for r in h.binary_reasons[:3])
+                           + (" ..." if len(h.binary_reasons) > 3 else "")))
+    if breaking:
+        parts.append(("table", (["symbol", "first refused", "last loading", "rule", "message"],
+                                [[s.symbol or "(module)", s.first_refused, s.last_loading or "", s.rule, s.message]
+                                 for s in breaking])))
+    return _render(fmt, f"ksymgraph history --module {h.module}", parts, h.to_json())

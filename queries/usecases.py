@@ -21,10 +21,13 @@ from ..loaders.records import ModuleData
 from .callsites import add_source_evidence, source_loaded
 from .check import CheckResult, check_modules
 from .diff import KernelDiff, UpgradeImpact, diff_kernels, upgrade_impact
+from .history import History, ModuleHistory, export_history, module_from_store
+from .history import module_history as _module_history
 from .usage import UsageReport, export_usage
 from .whatif import Change, WhatIfResult, what_if
 
-__all__ = ["KernelView", "kernel_view", "forget", "whatif", "check", "diff", "upgrade", "usage"]
+__all__ = ["KernelView", "kernel_view", "forget", "whatif", "check", "diff", "upgrade", "usage", "history",
+           "module_history"]
 
 
 class KernelView(NamedTuple):
@@ -94,3 +97,16 @@ def upgrade(store: GraphStore, a: str, b: str, files: Iterable[ModuleData] = (),
 def usage(store: GraphStore, kernel: str | None) -> UsageReport:
     """Every export with its users, every module with its dependencies (export_report.pl's report)."""
     return export_usage(kernel_view(store, kernel).projection)
+
+
+def history(store: GraphStore, symbols: Iterable[str], since: str | None = None, until: str | None = None) -> History:
+    """How ``symbols`` are exported along the store's kernels, in version order, and what changed when."""
+    return export_history(store, symbols, since, until)
+
+
+def module_history(store: GraphStore, module: ModuleData | str, since: str | None = None,
+                   until: str | None = None) -> ModuleHistory:
+    """Where, along the store's kernels, ``module`` (read from its file, or the name of a module the
+    store holds) would stop loading, and by which rule."""
+    data = module_from_store(store, module, since) if isinstance(module, str) else module
+    return _module_history(store, data, since, until, projection=lambda k: kernel_view(store, k).projection)
