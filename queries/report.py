@@ -89,6 +89,10 @@ def _change_text(c) -> str:
     return f"{'unexport' if c.kind == 'unexport' else 'make GPL-only'} {c.target}"
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def _yes_no(flag: bool | None) -> str:
     return "unknown" if flag is None else ("yes" if flag else "no")
 
@@ -205,12 +209,18 @@ def render_check(result: CheckResult, fmt: str = "md") -> str:
     bad = [m for m in result.modules if not m.loads]
     parts: list[tuple[str, Any]] = [
         ("h1", f"Check against kernel {result.kernel}"),
-        ("p", f"{len(result.modules)} modules checked: {len(result.modules) - len(bad)} would load, {len(bad)} would not."),
+        ("p", f"{_count(len(result.modules), 'module')} checked: {len(result.modules) - len(bad)} would load, "
+              f"{len(bad)} would not."),
         ("table", (["module", "loads", "rule", "symbol", "message"],
                    [[m.module, "yes" if m.loads else "no", r.rule, r.symbol, r.message]
                     for m in result.modules for r in (m.reasons or [None]) if r] +
                    [[m.module, "yes", "", "", ""] for m in result.modules if m.loads])),
     ]
+    abi = [m.module for m in bad if any(r.rule in ("modversions", "vermagic") for r in m.reasons)]
+    if abi:
+        parts.insert(2, ("p", f"{_count(len(abi), 'module')} ({', '.join(abi[:5])}{' ...' if len(abi) > 5 else ''}) "
+                              f"built for another kernel: the vermagic or the symbol CRCs differ from "
+                              f"{result.kernel}'s. Rebuild against its headers (linux-headers-{result.kernel})."))
     missing = [(m.module, sym, users) for m in result.modules for sym, users in m.missing.items()]
     if missing:
         parts.append(("h2", "Symbols it needs that the kernel does not export"))
