@@ -98,21 +98,13 @@ class Rename(NamedTuple):
 class LookupHit(NamedTuple):
     """A run-time lookup (``kallsyms_lookup_name``, kprobe, ``symbol_get``) that a change breaks."""
 
-    module: str
-    """The module making the lookup."""
-    symbol: str
-    """The symbol it looks up."""
-    how: str
-    """The mechanism (``kprobe``, ``kallsyms_lookup_name``, ``wrapper:…``)."""
-    file: str
-    """Source file of the lookup."""
-    line: int
-    """Its line."""
+    lookup: LookUpEdge
+    """The lookup: module, symbol, mechanism, file and line."""
     why: str
     """Why it stops working, in words."""
 
     def to_json(self) -> dict:
-        return self._asdict()
+        return {**self.lookup._asdict(), "why": self.why}
 
 
 class ModuleVerdict(NamedTuple):

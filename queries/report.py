@@ -16,6 +16,7 @@ from ..graph.store import Rows
 from .check import CheckResult
 from .diff import DIFF_KINDS, KernelDiff, UpgradeImpact
 from .history import History, ModuleHistory
+from .records import ModuleVerdict
 from .usage import UsageReport
 from .whatif import WhatIfResult
 
@@ -177,8 +178,8 @@ def render_whatif(result: WhatIfResult, fmt: str = "md") -> str:
     if result.lookups:
         parts.append(("h2", "Run-time lookups hit"))
         parts.append(("table", (["module", "symbol", "how", "where", "why"],
-                                [[lu.module, lu.symbol, lu.how, f"{lu.file}:{lu.line}", lu.why]
-                                 for lu in result.lookups])))
+                                [[h.lookup.module, h.lookup.symbol, h.lookup.how, f"{h.lookup.file}:{h.lookup.line}",
+                                  h.why] for h in result.lookups])))
     if result.already_broken:
         parts.append(("p", f"Already failing before the change (not counted): {', '.join(result.already_broken)}"))
     return _render(fmt, f"ksymgraph what-if: {changes}", parts, result.to_json())
@@ -204,6 +205,14 @@ def render_usage(report: UsageReport, fmt: str = "md", limit: int | None = None)
     return _render(fmt, f"ksymgraph usage: {report.kernel}", parts, report.to_json())
 
 
+def _verdicts_table(modules: list[ModuleVerdict]) -> tuple[str, Any]:
+    """One row per reason a module would not load, then one per module that loads."""
+    return ("table", (["module", "loads", "rule", "symbol", "message"],
+                      [[m.module, "yes" if m.loads else "no", r.rule, r.symbol, r.message]
+                       for m in modules for r in m.reasons] +
+                      [[m.module, "yes", "", "", ""] for m in modules if m.loads]))
+
+
 def render_check(result: CheckResult, fmt: str = "md") -> str:
     """The verdict on out-of-tree modules."""
     bad = [m for m in result.modules if not m.loads]
@@ -211,10 +220,7 @@ def render_check(result: CheckResult, fmt: str = "md") -> str:
         ("h1", f"Check against kernel {result.kernel}"),
         ("p", f"{_count(len(result.modules), 'module')} checked: {len(result.modules) - len(bad)} would load, "
               f"{len(bad)} would not."),
-        ("table", (["module", "loads", "rule", "symbol", "message"],
-                   [[m.module, "yes" if m.loads else "no", r.rule, r.symbol, r.message]
-                    for m in result.modules for r in (m.reasons or [None]) if r] +
-                   [[m.module, "yes", "", "", ""] for m in result.modules if m.loads])),
+        _verdicts_table(result.modules),
     ]
     abi = [m.module for m in bad if any(r.rule in ("modversions", "vermagic") for r in m.reasons)]
     if abi:
@@ -317,10 +323,7 @@ def render_upgrade(u: UpgradeImpact, fmt: str = "pretty") -> str:
         ("h1", f"Upgrade {u.diff.a} -> {u.diff.b}: {len(bad)} of {len(u.modules)} modules would not load"),
         ("p", f"{sum(m.loads and bool(m.rebuild) for m in u.modules)} load once rebuilt against {u.diff.b}'s headers "
               "(their vanished imports are renames behind a kept API)."),
-        ("table", (["module", "loads", "rule", "symbol", "message"],
-                   [[m.module, "yes" if m.loads else "no", r.rule, r.symbol, r.message]
-                    for m in u.modules for r in m.reasons] +
-                   [[m.module, "yes", "", "", ""] for m in u.modules if m.loads])),
+        _verdicts_table(u.modules),
     ]
     binary = [(m.module, r) for m in u.modules for r in m.as_built]
     if binary:

@@ -253,7 +253,7 @@ def _lookups_hit(proj: KernelProjection, changes: list[Change], touched: set[str
                     e for e in exports.get(lu.symbol, ()) if e.module not in failed and e.module not in gone]:
                 why = f"{lu.symbol} is no longer exported, so {lu.how}() returns NULL"
             if why:
-                out.append(LookupHit(mod, lu.symbol, lu.how, lu.file, lu.line, why))
+                out.append(LookupHit(lu, why))
     return out
 
 

@@ -138,7 +138,7 @@ def test_whatif_report_gains_call_sites_and_lookups(store, built_tree):
                                        "line": line_of(built_tree / "prop_d.c", r"return a_plain\(x\)"), "via": None}]
     probe = sorted((c.symbol, c.function, c.line) for c in r.call_sites["probe_f"])
     assert [p[:2] for p in probe] == [("register_kprobe", "f_init"), ("register_kprobe", "f_init")]
-    hits = {(h.symbol, h.how): h.why for h in r.lookups}
+    hits = {(h.lookup.symbol, h.lookup.how): h.why for h in r.lookups}
     assert set(hits) == {("kallsyms_lookup_name", "kprobe"), ("do_sys_open", "kprobe"),
                          ("vfs_read", "wrapper:lookup_funcptr")}
     assert hits[("vfs_read", "wrapper:lookup_funcptr")].startswith("resolved through kallsyms_lookup_name")

@@ -145,8 +145,8 @@ def test_lookups_hit_by_change(tmp_path, fixture_tree):
     with _lookup_store(tmp_path, fixture_tree, "6.1.0-fixture") as store:
         proj = KernelProjection.from_store(store, "6.1.0-fixture")
     r = run(proj, unexport=["a_gpl", "register_kprobe"])
-    hits = {(h.module, h.symbol, h.how) for h in r.lookups}
+    hits = {(h.lookup.module, h.lookup.symbol, h.lookup.how) for h in r.lookups}
     assert hits == {("weak_e", "a_gpl", "symbol_get"), ("user_c", "a_gpl", "kprobe")}
-    why = {h.how: h.why for h in r.lookups}
+    why = {h.lookup.how: h.why for h in r.lookups}
     assert why["kprobe"] == "kprobe needs register_kprobe, which the change unexports"
     assert why["symbol_get"] == "a_gpl is no longer exported, so symbol_get() returns NULL"
