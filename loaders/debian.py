@@ -25,7 +25,9 @@ Suites and their kernels
       ``linux-base-<release>``.
 
     Either way ``linux-headers-<release>`` holds ``Module.symvers`` and ``.config``, when the
-    archive still has it (bookworm-backports keeps only its newest one).
+    archive still has it (bookworm-backports keeps only its newest one). Without it, vmlinux's
+    exports are read from ``vmlinuz`` (:mod:`ksymgraph.loaders.vmlinux`) into a Module.symvers
+    kept in the cache (``vmlinux/<release>_<version>/``), and the kernel says so in its notes.
 
 User text stays data
     A release and a suite are checked against Debian's own character sets before anything is made
@@ -184,6 +186,9 @@ class KernelPackages(NamedTuple):
     """The packages fetched, ``name=version``."""
     vmlinuz: Path | None = None
     """The compressed kernel image, when fetched (always with the image layout)."""
+    notes: tuple[tuple[str, str], ...] = ()
+    """(what, why) for what the archive lacks and how it was made up for: without a headers
+    package, vmlinux's exports are read from vmlinuz into a Module.symvers in the cache."""
 
 
 def cache_dir() -> Path:
@@ -911,8 +916,32 @@ def fetch_kernel(release: str, suite: str | None = None, vmlinuz: bool = False) 
         if config is None and (root / src / ".config").is_file():
             config = root / src / ".config"
     binary = k.package("kernel")
-    if vmlinuz and kernel_image is None and binary is not None and binary is not mod_pkg:
+    if (vmlinuz or symvers is None) and kernel_image is None and binary is not None and binary is not mod_pkg:
         places = (f"usr/lib/modules/{release}/vmlinuz", f"boot/vmlinuz-{release}")
         root = get(binary, _holds(*places))
         kernel_image = next(root / p for p in places if (root / p).is_file())
-    return KernelPackages(release, k.version, modules_dir, symvers, config, k.suite, tuple(fetched), kernel_image)
+    notes: list[tuple[str, str]] = []
+    if symvers is None:
+        symvers, why = _symvers_from_vmlinuz(release, k, kernel_image)
+        notes.append((f"linux-headers-{release}", why))
+    return KernelPackages(release, k.version, modules_dir, symvers, config, k.suite, tuple(fetched), kernel_image,
+                          tuple(notes))
+
+
+def _symvers_from_vmlinuz(release: str, k: AvailableKernel, image: Path | None) -> tuple[Path | None, str]:
+    """A Module.symvers of vmlinux's exports read from ``image`` (:mod:`.vmlinux`), kept in the cache
+    under the release and version; and what to tell the user."""
+    from .records import LoaderError
+    from .vmlinux import vmlinuz_exports, write_symvers
+
+    missing = f"not in {k.suite} (the archive keeps no headers package for this kernel)"
+    if image is None:
+        return None, f"{missing}, and no vmlinuz either: vmlinux's exports are unknown"
+    out = cache_dir() / "vmlinux" / f"{release}_{k.version}" / "Module.symvers"
+    if not out.is_file():
+        try:
+            exports = vmlinuz_exports(image)
+        except LoaderError as e:
+            return None, f"{missing}; vmlinux's exports cannot be read from {image.name}: {e.reason}"
+        write_symvers(exports, out)
+    return out, f"{missing}: vmlinux's exports read from {image.name} instead (modules' from their .ko files)"

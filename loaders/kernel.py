@@ -39,7 +39,8 @@ class KernelSource(NamedTuple):
     version: str
     """Package version, ``""`` when unknown."""
     skipped: tuple[Skipped, ...] = ()
-    """Directories under it that could not be listed, with the reason."""
+    """Directories under it that could not be listed, with the reason; for ``debian:``, a headers
+    package the archive no longer has (and that vmlinux's exports were read from vmlinuz instead)."""
 
 
 _RELEASE_DIR = re.compile(r"^\d+\.\d+")
@@ -71,7 +72,7 @@ def _debian_source(spec: str, symvers: str | Path | None) -> KernelSource:
         pk = debian.fetch_kernel(release, suite if at else None)
     except debian.DebianError as e:
         raise LoaderError(shown, str(e)) from e
-    unreadable: list[Skipped] = []
+    unreadable: list[Skipped] = [Skipped(what, why) for what, why in pk.notes if not symvers]
     return KernelSource(spec, find_module_files(pk.modules_dir, unreadable),
                         Path(symvers) if symvers else pk.symvers, pk.config, release, pk.version,
                         tuple(unreadable))

@@ -193,3 +193,70 @@ def test_ko_export_gpl_equals_module_symvers(loaded, request):
     ours = {(m, s, gpl) for m, s, gpl, _ns, _crc in _module_exports(loaded)}
     assert any(g for _m, _s, g in want)
     assert ours == want
+
+
+# vmlinux's exports from the image itself (loaders/vmlinux.py) ------------------------------------
+
+@pytest.mark.parametrize("line", list(LINES))
+def test_vmlinuz_exports_equal_module_symvers(line):
+    """On kernels that have both, the exports read from vmlinuz equal Module.symvers's vmlinux part."""
+    from ksymgraph.loaders.vmlinux import vmlinuz_exports
+
+    pk = debian.fetch_kernel(LINES[line](), vmlinuz=True)
+    assert pk.vmlinuz is not None and pk.notes == ()
+    entries, _ = read_symvers(pk.symvers)
+    want = {(e.export.symbol, e.export.gpl, e.export.namespace, e.export.crc)
+            for e in entries if e.export.module == "vmlinux"}
+    t0 = time.perf_counter()
+    exports = vmlinuz_exports(pk.vmlinuz)
+    print(f"\n{pk.release}: {len(exports)} exports read from {pk.vmlinuz.name} in {time.perf_counter() - t0:.1f} s")
+    modversions = "CONFIG_MODVERSIONS=y\n" in pk.config.read_text()
+    assert all(e.crc is not None for e in exports) == modversions
+    ours = {(e.symbol, e.gpl, e.namespace, e.crc if modversions else 0) for e in exports}  # modpost writes 0
+    assert len(exports) == len(ours) > 9000
+    assert any(e.gpl for e in exports) and any(e.namespace for e in exports)
+    assert ours == want
+
+
+@pytest.fixture(scope="module")
+def without_headers(tmp_path_factory):
+    """The newest bookworm-backports kernel that has no headers package, loaded by name."""
+    found = [k for k in debian.suite_kernels("bookworm-backports")
+             if re.fullmatch(r"6\.12\.\d+\+deb12(?:\.\d+)?-amd64", k.release) and not k.headers]
+    if not found:
+        pytest.fail("bookworm-backports has no 6.12 kernel without headers any more: pick another line")
+    release = found[-1].release
+    root = tmp_path_factory.mktemp("no-headers")
+    store = open_store(root / "graph.lbdb")
+    t0 = time.perf_counter()
+    summary = load_kernel(store, [f"debian:{release}"])
+    print(f"\n{release} (no headers): fetched and loaded in {time.perf_counter() - t0:.1f} s")
+    yield debian.fetch_kernel(release), store, summary
+    store.close()
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def test_kernel_without_headers_loads_with_vmlinuz_exports(without_headers, tmp_path):
+    from ksymgraph.loaders.vmlinux import vmlinuz_exports
+
+    pk, store, summary = without_headers
+    assert pk.symvers.parent.parent.name == "vmlinux" and pk.vmlinuz is not None
+    # The load summary says where vmlinux's exports came from.
+    assert [(s.path, s.reason.split(":")[-1].strip()) for s in summary.skipped] == [
+        (f"linux-headers-{pk.release}", "vmlinux's exports read from "
+                                        f"{pk.vmlinuz.name} instead (modules' from their .ko files)")]
+    exports = vmlinuz_exports(pk.vmlinuz)
+    rows = store.query("MATCH (m:Module)-[e:EXPORTS]->(s:Symbol) WHERE m.kernel = $k AND m.name = 'vmlinux' "
+                       "RETURN s.name, e.gpl, e.namespace, e.crc", {"k": pk.release}).rows
+    assert set(rows) == {(e.symbol, e.gpl, e.namespace, e.crc) for e in exports}
+    # depmod, given these exports as Module.symvers, finds every symbol the modules need
+    # (no "needs unknown symbol") and the same dependencies.
+    dep = modules_dep(pk, tmp_path)
+    proj = KernelProjection.from_store(store, pk.release)
+    g = proj.to_networkx()
+
+    def rel(name: str) -> str:
+        return os.path.relpath(proj.modules[name].path, pk.modules_dir)
+
+    ours = {rel(name): {rel(d) for d in nx.descendants(g, name)} for name, m in proj.modules.items() if m.path}
+    assert ours == dep
