@@ -334,6 +334,17 @@ def suite_for_release(release: str) -> str | None:
     return suites[0] if suites else None
 
 
+def _system_suite() -> str | None:
+    """The system's own codename (``VERSION_CODENAME`` of /etc/os-release); loaders/oot.py reads
+    that suite's packages through the system's apt sources."""
+    try:
+        text = Path("/etc/os-release").read_text()
+    except OSError:
+        return None
+    m = re.search(r"^VERSION_CODENAME=(\w+)", text, re.M)
+    return m.group(1) if m else None
+
+
 def _system_mirror() -> tuple[str, str, str]:
     """(archive URI, security archive URI, Signed-By keyring) read from the system's apt sources."""
     main = security = keyring = ""
