@@ -342,3 +342,23 @@ def test_fetch_killed_while_unpacking_leaves_nothing_half_written(empty_cache, t
     root, version = debian.fetch_package(p.name, "sid", p.version, debian._holds(rel))
     assert (root / rel).is_file() and version == p.version
     assert list(debs.glob(".dl-*")) == []  # the next run removed what the killed one left
+
+
+@realdata
+def test_every_available_kernel_is_found_by_release_alone():
+    """Every kernel of every suite (216 on 2026-12-01: 5.10 to 7.3, amd64, cloud and rt) is found
+    by its release alone, in the suite its name points to first."""
+    kernels = debian.available_kernels()
+    where: dict[str, set[str]] = {}
+    for k in kernels:
+        where.setdefault(k.release, set()).add(k.suite)
+    assert {"bullseye", "bookworm", "bookworm-backports", "trixie", "trixie-backports", "forky", "sid"} <= {
+        k.suite for k in kernels}
+    for release, suites in where.items():
+        found = debian.find_kernel(release)
+        assert found.suite in suites, release
+        assert found.suite == next(s for s in suites_for_release(release) if s in suites), release
+    flavours = {debian.release_flavour(k.release) for k in kernels}
+    assert {"amd64", "cloud-amd64", "rt-amd64"} <= flavours
+    split = {k.release for k in kernels if k.package("modules").name.startswith("linux-modules-")}
+    assert split and all(r.startswith("7.") for r in split)
