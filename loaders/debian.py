@@ -288,7 +288,7 @@ def debian_version_key(text: str) -> tuple:
     ``VERSION[-ABI]`` (``6.1.0-50``: upstream ``6.1.0``, revision ``50``) with its flavour last.
     """
     flavour = ""
-    m = _RELEASE_SHAPE.fullmatch(text)
+    m = _RELEASE_SHAPE.fullmatch(text) if _ABI_RELEASE.fullmatch(text) else None  # "0.0-b" is a version
     if m:
         text, flavour = m.group("version"), m.group("flavour")
     epoch = 0
@@ -496,6 +496,12 @@ class _Apt:
         return "\n".join(stanzas)
 
     def _update(self, had_lists: bool) -> None:
+        # Readers (apt-cache, apt-get download) hold this lock shared: they see the lists and the
+        # sources of one update, whole.
+        with _locked(self.lock.with_suffix(".read")):
+            self._update_locked(had_lists)
+
+    def _update_locked(self, had_lists: bool) -> None:
         r = self.root
         for d in (r / "lists" / "partial", r / "cache" / "archives" / "partial", r / "preferences.d"):
             d.mkdir(parents=True, exist_ok=True)
@@ -521,18 +527,13 @@ class _Apt:
             raise DebianError(f"apt-get update for suite {self.suite} failed: "
                               f"{' / '.join(others or done.stderr.strip().splitlines()[-3:])}")
         kept = [(a, s) for a, s in pairs if s not in missing]
-        with _locked(self.lock.with_suffix(".read")):  # readers see the old sources or the new, whole
-            _write_atomic(r / "sources.sources", self._sources(kept))
+        _write_atomic(r / "sources.sources", self._sources(kept))
         _write_atomic(self.stamp, json.dumps({"time": time.time(), "suites": [s for _a, s in kept],
                                               "absent": sorted(missing)}))
 
-    def suites(self) -> list[str]:
-        """The archive suites read (the companions the mirror has)."""
-        s = self._stamp()
-        return list(s.get("suites", [])) if s else []
-
     def run(self, args: list[str], what: str, cwd: Path | None = None, check: bool = True):
-        """Run ``apt-get``/``apt-cache`` (``args[0]``) with this configuration (:meth:`ensure` first)."""
+        """Run ``apt-get``/``apt-cache`` (``args[0]``) with this configuration; the caller has
+        called :meth:`ensure` (not here: it holds the read lock, which an update takes exclusive)."""
         return _run([args[0], *self.options(), *args[1:]], what, cwd=cwd, check=check)
 
 

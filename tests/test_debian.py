@@ -132,7 +132,7 @@ def test_real_versions_order_as_dpkg(a, b):
 
 @pytest.mark.parametrize("a, b", [("0", "0~"), ("1.0", "1.0~"), ("1.0", "1.0.0"), ("1~", "1"),
                                   ("1~~", "1~"), ("1a", "1"), ("1+", "1.") , ("1.01", "1.1"), ("0:1", "1"),
-                                  ("1-1", "1-1~"), ("1-0", "1")])
+                                  ("1-1", "1-1~"), ("1-0", "1"), ("0.-1", "0.0-b")])
 def test_edge_versions_order_as_dpkg(a, b):
     for x, y in ((a, b), (b, a)):
         assert (debian_version_key(x) < debian_version_key(y)) == dpkg_lt(x, y), (x, y)
