@@ -201,7 +201,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--notebook", metavar="PATH", help="notebook to serve (default: the explorer)")
     _store_args(s, kernel=False)
 
-    s = sub.add_parser("kernels", help="list the kernels in the store")
+    s = sub.add_parser("kernels", help="list the kernels in the store, or those Debian's archive carries",
+                       description="List the kernels in the store; with --available, the Debian kernels that "
+                                   "`load debian:RELEASE` can fetch (of one SUITE, or of every suite the mirror "
+                                   "has), oldest first, with the suite to name after @ and the package version.",
+                       epilog="examples:\n  ksymgraph kernels\n  ksymgraph kernels --available\n"
+                              "  ksymgraph kernels --available bookworm-backports",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    s.add_argument("--available", nargs="?", const="", metavar="SUITE",
+                   help="list what Debian's archive carries instead (of SUITE: bookworm, trixie, sid, ...)")
     _store_args(s, kernel=False)
     return p
 
@@ -384,7 +392,24 @@ def cmd_explore(args) -> int:
                                 "--Voila.ip=127.0.0.1", "--template=ksymgraph-offline"], env=env)
 
 
+def _available_kernels(suite: str) -> int:
+    from .graph.store import Rows
+    from .loaders.debian import DebianError, available_kernels
+    from .queries.report import render_rows
+
+    try:
+        kernels = available_kernels(suite or None)
+    except DebianError as e:
+        raise CliError(str(e)) from e
+    rows = Rows(["release", "suite", "version", "archive", "headers"],
+                [(k.release, k.suite, k.version, k.archive, "yes" if k.headers else "no") for k in kernels])
+    print(render_rows(rows, "table"))
+    return 0
+
+
 def cmd_kernels(args) -> int:
+    if args.available is not None:
+        return _available_kernels(args.available)
     with _open(args) as store:
         rows = store.query("MATCH (k:Kernel) RETURN k.release AS kernel, k.version AS version, k.arch AS arch, "
                            "k.modversions AS modversions, k.vermagic AS vermagic, k.build_from AS rules_from, "

@@ -2,8 +2,9 @@
 
 A source is one of:
 
-* ``debian:<release>`` — a Debian kernel, fetched with ``apt-get download`` (see
-  :mod:`ksymgraph.loaders.debian`); ``debian:<release>@<suite>`` names the suite explicitly;
+* ``debian:<release>`` — a Debian kernel, fetched with ``apt-get download`` from the suite the
+  release names (see :mod:`ksymgraph.loaders.debian`); ``debian:<release>@<suite>`` names the
+  suite explicitly;
 * a directory: a build tree or ``/lib/modules/<release>`` (every module file below it), with the
   ``Module.symvers`` found in it or in its ``build/`` link, if any;
 * a single module file, or a ``Module.symvers`` file on its own.
@@ -38,7 +39,8 @@ class KernelSource(NamedTuple):
     version: str
     """Package version, ``""`` when unknown."""
     skipped: tuple[Skipped, ...] = ()
-    """Directories under it that could not be listed, with the reason."""
+    """Directories under it that could not be listed, with the reason; for ``debian:``, a headers
+    package the archive no longer has (and that vmlinux's exports were read from vmlinuz instead)."""
 
 
 _RELEASE_DIR = re.compile(r"^\d+\.\d+")
@@ -53,20 +55,33 @@ def arch_from_release(release: str) -> str:
     return m.group(1) if m else ""
 
 
+def _debian_source(spec: str, symvers: str | Path | None) -> KernelSource:
+    """``debian:RELEASE[@SUITE]``: the kernel's packages fetched (or reused) by :mod:`.debian`.
+
+    The release and suite are checked there before anything is made of them; the spec is shown
+    quoted in errors when it holds characters that do not print (a newline stays on its line).
+    """
+    shown = spec if spec.isprintable() else repr(spec)
+    release, at, suite = spec[len("debian:"):].partition("@")
+    if not release:
+        raise LoaderError(shown, "expected debian:RELEASE[@SUITE], e.g. debian:6.1.0-50-amd64 "
+                                 "(`ksymgraph kernels --available` lists the releases)")
+    if at and not suite:
+        raise LoaderError(shown, f"no suite after '@' (known suites: {', '.join(debian.SUITES)})")
+    try:
+        pk = debian.fetch_kernel(release, suite if at else None)
+    except debian.DebianError as e:
+        raise LoaderError(shown, str(e)) from e
+    unreadable: list[Skipped] = [Skipped(what, why) for what, why in pk.notes if not symvers]
+    return KernelSource(spec, find_module_files(pk.modules_dir, unreadable),
+                        Path(symvers) if symvers else pk.symvers, pk.config, release, pk.version,
+                        tuple(unreadable))
+
+
 def resolve_source(spec: str, symvers: str | Path | None = None) -> KernelSource:
     """Resolve one SOURCE argument; raises :class:`LoaderError` when it names nothing usable."""
     if spec.startswith("debian:"):
-        release, _, suite = spec[len("debian:"):].partition("@")
-        if not release:
-            raise LoaderError(spec, "expected debian:<release>, e.g. debian:6.1.0-50-amd64")
-        try:
-            pk = debian.fetch_kernel(release, suite or None)
-        except debian.DebianError as e:
-            raise LoaderError(spec, str(e)) from e
-        unreadable: list[Skipped] = []
-        return KernelSource(spec, find_module_files(pk.modules_dir, unreadable),
-                            Path(symvers) if symvers else pk.symvers, pk.config, release, pk.version,
-                            tuple(unreadable))
+        return _debian_source(spec, symvers)
     path = Path(spec)
     if not path.exists():
         raise LoaderError(spec, "no such file or directory")
