@@ -394,7 +394,8 @@ def cmd_explore(args) -> int:
 
 def _available_kernels(suite: str) -> int:
     from .graph.store import Rows
-    from .loaders.debian import DebianError, available_kernels
+    from .loaders.debian import available_kernels
+    from .loaders.debnames import DebianError
     from .queries.report import render_rows
 
     try:

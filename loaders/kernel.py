@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from . import debian
+from .debnames import DebianError
 from .modules import find_module_files, is_module_file
 from .records import LoaderError, Skipped
 
@@ -70,7 +71,7 @@ def _debian_source(spec: str, symvers: str | Path | None) -> KernelSource:
         raise LoaderError(shown, f"no suite after '@' (known suites: {', '.join(debian.SUITES)})")
     try:
         pk = debian.fetch_kernel(release, suite if at else None)
-    except debian.DebianError as e:
+    except DebianError as e:
         raise LoaderError(shown, str(e)) from e
     unreadable: list[Skipped] = [Skipped(what, why) for what, why in pk.notes if not symvers]
     return KernelSource(spec, find_module_files(pk.modules_dir, unreadable),

@@ -43,6 +43,7 @@ from typing import Callable, NamedTuple, Sequence
 
 from ..errors import KsymgraphError
 from . import debian
+from .debnames import system_suite
 
 __all__ = [
     "OotError",
@@ -140,7 +141,7 @@ def _oot_root() -> Path:
 
 def _suite(release: str) -> str | None:
     suite = debian.suite_for_release(release)
-    if suite and suite == debian._system_suite():  # the system's own suite needs no private apt config
+    if suite and suite == system_suite():  # the system's own suite needs no private apt config
         return None
     return suite
 

@@ -16,18 +16,18 @@ and the first kernel that refuses the binary as it was built (vermagic, CRCs).
 from __future__ import annotations
 
 import difflib
-import functools
 import re
 from typing import Iterable, NamedTuple
 
 from ..graph.projection import KernelProjection
 from ..graph.store import GraphStore
+from ..loaders.debnames import debian_version_key
 from ..loaders.records import ModuleData
 from .library import QueryError
 from .records import ExportState, Reason
 
 __all__ = ["KernelPoint", "KernelExport", "Transition", "History", "ModuleStep", "ModuleHistory",
-           "TRANSITION_KINDS", "compare_debian_versions", "ordered_kernels", "export_history", "module_history",
+           "TRANSITION_KINDS", "ordered_kernels", "export_history", "module_history",
            "module_from_store"]
 
 #: The kinds of transition, in report order.
@@ -102,59 +102,6 @@ class History(NamedTuple):
 
 # Kernel order ------------------------------------------------------------------------------------
 
-def _order(c: str) -> int:
-    """dpkg's order of one character of a non-digit part: ``~`` first, then the end, letters, others."""
-    if c == "~":
-        return -1
-    if c.isalpha():
-        return ord(c)
-    return ord(c) + 256
-
-
-def _compare_part(a: str, b: str) -> int:
-    """dpkg's ``verrevcmp()``: alternate non-digit and digit runs."""
-    i = j = 0
-    while i < len(a) or j < len(b):
-        first_diff = 0
-        while (i < len(a) and not a[i].isdigit()) or (j < len(b) and not b[j].isdigit()):
-            ac = _order(a[i]) if i < len(a) and not a[i].isdigit() else 0
-            bc = _order(b[j]) if j < len(b) and not b[j].isdigit() else 0
-            if ac != bc:
-                return -1 if ac < bc else 1
-            i += 1
-            j += 1
-        while i < len(a) and a[i] == "0":
-            i += 1
-        while j < len(b) and b[j] == "0":
-            j += 1
-        while i < len(a) and a[i].isdigit() and j < len(b) and b[j].isdigit():
-            if not first_diff:
-                first_diff = (a[i] > b[j]) - (a[i] < b[j])
-            i += 1
-            j += 1
-        if i < len(a) and a[i].isdigit():
-            return 1
-        if j < len(b) and b[j].isdigit():
-            return -1
-        if first_diff:
-            return first_diff
-    return 0
-
-
-def compare_debian_versions(a: str, b: str) -> int:
-    """Compare two Debian versions as ``dpkg --compare-versions`` does: -1, 0 or 1."""
-    def split(v: str) -> tuple[int, str, str]:
-        epoch, _, rest = v.rpartition(":") if ":" in v else ("0", "", v)
-        upstream, _, revision = rest.rpartition("-") if "-" in rest else (rest, "", "")
-        return int(epoch or 0), upstream, revision
-
-    ea, ua, ra = split(a)
-    eb, ub, rb = split(b)
-    if ea != eb:
-        return -1 if ea < eb else 1
-    return _compare_part(ua, ub) or _compare_part(ra, rb)
-
-
 _VERSION = re.compile(r"^\d+\.\d+")
 
 
@@ -164,9 +111,7 @@ def ordered_kernels(store: GraphStore) -> list[KernelPoint]:
     for kernel, version in store.query("MATCH (k:Kernel) RETURN k.release, k.version").rows:
         v = version if version and _VERSION.match(version) else kernel if _VERSION.match(kernel) else ""
         points.append(KernelPoint(kernel, v, not v))
-    known = sorted((p for p in points if not p.placed_by_name),
-                   key=functools.cmp_to_key(lambda x, y: compare_debian_versions(x.version, y.version)
-                                            or (x.kernel > y.kernel) - (x.kernel < y.kernel)))
+    known = sorted((p for p in points if not p.placed_by_name), key=lambda p: (debian_version_key(p.version), p.kernel))
     return known + sorted((p for p in points if p.placed_by_name), key=lambda p: p.kernel)
 
 

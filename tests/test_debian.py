@@ -18,16 +18,22 @@ import subprocess
 import sys
 import textwrap
 import time
-from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from ksymgraph.loaders import debian
-from ksymgraph.loaders.debian import (AvailableKernel, DebianError, KernelPackage, closest_kernels,
-                                      debian_version_key, index_from_apt, suites_for_release,
-                                      validate_release, validate_suite)
+from ksymgraph.loaders.apt import MissingSuiteError
+from ksymgraph.loaders.debian import AvailableKernel, KernelPackage, closest_kernels, index_from_apt
+from ksymgraph.loaders.debnames import (
+    DebianError,
+    debian_version_key,
+    release_flavour,
+    suite_for_release,
+    suites_for_release,
+    validate_release,
+    validate_suite,
+)
 from ksymgraph.loaders.kernel import resolve_source
 from ksymgraph.loaders.records import LoaderError
 
@@ -172,7 +178,7 @@ def test_flavour_orders_after_version():
 ])
 def test_suites_for_release(release, suites):
     assert suites_for_release(release) == suites
-    assert debian.suite_for_release(release) == (suites[0] if suites else None)
+    assert suite_for_release(release) == (suites[0] if suites else None)
 
 
 # The suite index, from apt output ----------------------------------------------------------------
@@ -264,11 +270,11 @@ def test_release_suite_reads_updates_and_security(empty_cache):
 
 @realdata
 def test_missing_suite_is_one_clear_error_and_remembered(empty_cache):
-    with pytest.raises(debian.MissingSuiteError, match="no Release file") as e:
+    with pytest.raises(MissingSuiteError, match="no Release file") as e:
         debian.suite_kernels("bullseye-backports")
     assert "\n" not in str(e.value)
     stamp = (empty_cache / "apt" / "bullseye-backports" / "updated.json").stat().st_mtime
-    with pytest.raises(debian.MissingSuiteError):
+    with pytest.raises(MissingSuiteError):
         debian.suite_kernels("bullseye-backports")
     assert (empty_cache / "apt" / "bullseye-backports" / "updated.json").stat().st_mtime == stamp
 
@@ -358,7 +364,7 @@ def test_every_available_kernel_is_found_by_release_alone():
         found = debian.find_kernel(release)
         assert found.suite in suites, release
         assert found.suite == next(s for s in suites_for_release(release) if s in suites), release
-    flavours = {debian.release_flavour(k.release) for k in kernels}
+    flavours = {release_flavour(k.release) for k in kernels}
     assert {"amd64", "cloud-amd64", "rt-amd64"} <= flavours
     split = {k.release for k in kernels if k.package("modules").name.startswith("linux-modules-")}
     assert split and all(r.startswith("7.") for r in split)

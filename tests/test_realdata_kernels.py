@@ -36,6 +36,8 @@ import pytest
 from ksymgraph.graph.connect import open_store
 from ksymgraph.graph.load import load_kernel
 from ksymgraph.graph.projection import KernelProjection
+from ksymgraph.queries.diff import diff_kernels
+from ksymgraph.queries.whatif import failing_modules, parse_changes, what_if
 from ksymgraph.loaders import debian
 from ksymgraph.loaders.kernel import resolve_source
 from ksymgraph.loaders.modules import find_module_files
@@ -73,24 +75,36 @@ class Loaded(NamedTuple):
     proj: KernelProjection
 
 
-@pytest.fixture(scope="module", params=list(LINES), ids=list(LINES))
-def loaded(request, tmp_path_factory):
-    release = LINES[request.param]()
-    found = debian.find_kernel(release)
-    t0 = time.perf_counter()
-    pk = debian.fetch_kernel(release)
-    t1 = time.perf_counter()
-    root = tmp_path_factory.mktemp(request.param)
-    store = open_store(root / "graph.lbdb")
-    summary = load_kernel(store, [f"debian:{release}"])
-    t2 = time.perf_counter()
-    proj = KernelProjection.from_store(store, summary.kernel)
-    size = sum(p.size for p in found.packages if p.name in {s.split("=")[0] for s in pk.packages})
-    print(f"\n{request.param}: {release} from {pk.suite} ({found.archive}), {len(pk.packages)} packages, "
-          f"{size / 1e6:.0f} MB download; fetch {t1 - t0:.1f} s, load {t2 - t1:.1f} s")
-    yield Loaded(release, pk, store, summary, proj)
-    store.close()
-    shutil.rmtree(root, ignore_errors=True)
+@pytest.fixture(scope="module")
+def kernels(tmp_path_factory):
+    """Each line's kernel, loaded once into a store of its own when a test first asks for it."""
+    opened: dict[str, Loaded] = {}
+
+    def get(line: str) -> Loaded:
+        if line not in opened:
+            release = LINES[line]()
+            found = debian.find_kernel(release)
+            t0 = time.perf_counter()
+            pk = debian.fetch_kernel(release)
+            t1 = time.perf_counter()
+            store = open_store(tmp_path_factory.mktemp(line) / "graph.lbdb")
+            summary = load_kernel(store, [f"debian:{release}"])
+            t2 = time.perf_counter()
+            proj = KernelProjection.from_store(store, summary.kernel)
+            size = sum(p.size for p in found.packages if p.name in {s.split("=")[0] for s in pk.packages})
+            print(f"\n{line}: {release} from {pk.suite} ({found.archive}), {len(pk.packages)} packages, "
+                  f"{size / 1e6:.0f} MB download; fetch {t1 - t0:.1f} s, load {t2 - t1:.1f} s")
+            opened[line] = Loaded(release, pk, store, summary, proj)
+        return opened[line]
+
+    yield get
+    for k in opened.values():
+        k.store.close()
+
+
+@pytest.fixture(params=list(LINES), ids=list(LINES))
+def loaded(request, kernels):
+    return kernels(request.param)
 
 
 def _depmod() -> tuple[str, str]:
@@ -163,6 +177,17 @@ def test_depends_on_closure_equals_modules_dep(loaded, tmp_path):
     mismatches = {m: ours[m] ^ dep[m] for m in dep if ours[m] != dep[m]}
     assert mismatches == {}, f"{len(mismatches)} modules differ from modules.dep"
     assert sum(map(len, dep.values())) > 5000
+
+
+def test_no_in_tree_module_already_fails(loaded):
+    """The kernel's own modules all load under its own load rules: vermagic, CRCs, namespaces
+    (7.2's ``module:`` namespaces among them), GPL-only exports."""
+    build = loaded.proj.build
+    config = loaded.packages.config.read_text()
+    assert build.modversions is ("CONFIG_MODVERSIONS=y\n" in config)
+    assert build.force_load is ("CONFIG_MODULE_FORCE_LOAD=y\n" in config)
+    assert build.vermagic.startswith(loaded.release + " SMP ")
+    assert failing_modules(loaded.proj) == {}
 
 
 def _module_exports(loaded) -> list[tuple]:
@@ -260,3 +285,33 @@ def test_kernel_without_headers_loads_with_vmlinuz_exports(without_headers, tmp_
 
     ours = {rel(name): {rel(d) for d in nx.descendants(g, name)} for name, m in proj.modules.items() if m.path}
     assert ours == dep
+
+
+# 7.2: module-restricted exports, one export table with flags, no modversions --------------------
+
+def test_module_namespace_export_breaks_only_the_modules_it_names(kernels):
+    k = kernels("sid-7.2")
+    users = sorted(k.proj.importers("write_ibpb"))
+    assert [e.namespace for e in k.proj.exports["write_ibpb"]] == ["module:kvm,kvm-amd,kvm-intel"]
+    r = what_if(k.proj, parse_changes(unexport=["write_ibpb"]))
+    direct = {b.module for b in r.broken if b.direct}
+    assert {"kvm_amd", "kvm_intel"} <= direct and direct == set(users)
+    assert r.already_broken == []
+
+
+@pytest.mark.xfail(strict=True, reason="needs __kflagstab (elf.py): 7.2's module-owned exports all read as non-GPL")
+def test_diff_61_to_72_crc_unknown_and_gpl_as_symvers(kernels, tmp_path):
+    a, b = kernels("bookworm-6.1.0-50"), kernels("sid-7.2")
+    with open_store(tmp_path / "two.lbdb") as store:
+        for k in (a, b):
+            load_kernel(store, [f"debian:{k.release}"])
+        d = diff_kernels(store, a.release, b.release)
+    assert d.changes["crc"] == []  # 7.2 has no CRCs: unknown, never "changed"
+
+    def symvers(k):
+        return {e.export.symbol: e.export for e in read_symvers(k.packages.symvers)[0]}
+
+    sa, sb = symvers(a), symvers(b)
+    both = sa.keys() & sb.keys()
+    assert {e.symbol for e in d.changes["gpl_only"]} == {s for s in both if sb[s].gpl and not sa[s].gpl}
+    assert {e.symbol for e in d.changes["not_gpl_only"]} == {s for s in both if sa[s].gpl and not sb[s].gpl}
