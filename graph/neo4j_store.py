@@ -40,6 +40,7 @@ returns how many rows found both endpoints; any shortfall aborts the transaction
 from __future__ import annotations
 
 import os
+import re
 from typing import Any, Iterator, NamedTuple
 from urllib.parse import urlsplit, urlunsplit
 
@@ -54,6 +55,7 @@ __all__ = [
     "BATCH_ROWS",
     "CONNECT_TIMEOUT",
     "COMPOSE_HINT",
+    "MIN_VERSION",
     "Statement",
     "Neo4jStore",
     "schema_statements",
@@ -63,6 +65,9 @@ __all__ = [
     "neo4j_statements",
     "write_plan",
     "store_error",
+    "server_version",
+    "check_version",
+    "missing_schema",
 ]
 
 #: Rows per ``UNWIND`` statement.
@@ -70,7 +75,10 @@ BATCH_ROWS = 5000
 #: Seconds to wait for a connection; an unreachable server fails within this (and :func:`store_error`).
 CONNECT_TIMEOUT = 4.0
 #: How to start the server, for error messages.
-COMPOSE_HINT = "start it with `docker compose -f docker/compose.yaml up -d` (see docker/README.md)"
+COMPOSE_HINT = ("start one with `ksymgraph neo4j start` (needs Java 17 and Maven) or "
+                "`docker compose -f docker/compose.yaml up -d` (see docker/README.md)")
+#: Oldest Neo4j this store works with: ``COUNT { }`` subqueries (5.3) and notification filters (5.7).
+MIN_VERSION = (5, 7)
 #: Properties that get an index, where a label has them (besides the ``id`` constraint).
 INDEXED = ("kernel", "name", "release", "path")
 
@@ -222,18 +230,47 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _plain(value: Any) -> Any:
-    """Driver values as plain Python: nodes and relationships become property maps, paths lists."""
+    """Driver values as plain Python, shaped as the embedded store returns them: a node is its property
+    map with ``_ID`` (element id) and ``_LABEL``; a relationship adds ``_SRC`` and ``_DST`` (its
+    endpoints' element ids); a path is ``{"_NODES": [...], "_RELS": [...]}``."""
     from neo4j.graph import Node, Path, Relationship
 
-    if isinstance(value, (Node, Relationship)):
-        return dict(value.items())
+    if isinstance(value, Node):
+        return {"_ID": value.element_id, "_LABEL": min(value.labels, default=""), **dict(value.items())}
+    if isinstance(value, Relationship):
+        return {"_SRC": value.start_node.element_id, "_DST": value.end_node.element_id, "_LABEL": value.type,
+                "_ID": value.element_id, **dict(value.items())}
     if isinstance(value, Path):
-        return [dict(n.items()) for n in value.nodes]
+        return {"_NODES": [_plain(n) for n in value.nodes], "_RELS": [_plain(r) for r in value.relationships]}
     if isinstance(value, list):
         return [_plain(v) for v in value]
     if isinstance(value, dict):
         return {k: _plain(v) for k, v in value.items()}
     return value
+
+
+def server_version(agent: str) -> tuple[int, ...] | None:
+    """The version in a server agent string (``Neo4j/5.26.29`` → ``(5, 26, 29)``), None if it has none."""
+    m = re.match(r"^Neo4j/(\d+)\.(\d+)(?:\.(\d+))?", agent or "")
+    return tuple(int(g) for g in m.groups() if g is not None) if m else None
+
+
+def check_version(agent: str, where: str) -> tuple[int, ...]:
+    """``agent``'s version if this store supports it, else a :class:`StoreError` saying which it is and what to run."""
+    version = server_version(agent)
+    if version is None or version[:2] < MIN_VERSION:
+        found = ".".join(map(str, version)) if version else repr(agent)
+        raise StoreError(f"Neo4j at {where} is version {found}; ksymgraph needs Neo4j "
+                         f"{'.'.join(map(str, MIN_VERSION))} or newer (5.26 LTS, or 2025.x and later): "
+                         f"{COMPOSE_HINT}")
+    return version
+
+
+def missing_schema(constraints: set[str], indexes: set[str]) -> list[str]:
+    """Names of the constraints and indexes of :func:`schema_statements` not among those given."""
+    want = [re.match(r"CREATE (CONSTRAINT|INDEX) (\w+) ", st).group(2) for st in schema_statements()]
+    have = constraints | indexes
+    return [name for name in want if name not in have]
 
 
 class Neo4jStore(GraphStore):
@@ -265,10 +302,18 @@ class Neo4jStore(GraphStore):
             raise store_error(e, uri, self.user, password) from None
         try:
             self._driver.verify_connectivity()
+            agent = self._driver.get_server_info().agent
         except Exception as e:
             self._driver.close()
             raise store_error(e, uri, self.user, password) from None
+        try:
+            #: The server's version, e.g. ``(5, 26, 29)``.
+            self.version = check_version(agent, self.describe())
+        except StoreError:
+            self._driver.close()
+            raise
         self._schema_ready = False
+        self._schema_checked = False
 
     def describe(self) -> str:
         return _public_uri(self.uri)
@@ -277,7 +322,12 @@ class Neo4jStore(GraphStore):
         self._driver.close()
 
     def _session(self):
-        return self._driver.session(database=self.database) if self.database else self._driver.session()
+        # Notifications ("this label does not exist yet", ...) stay on the server: a kernel without
+        # source has no CALLS, and every read of them would otherwise log a warning.
+        opts: dict[str, Any] = {"notifications_min_severity": "OFF"}
+        if self.database:
+            opts["database"] = self.database
+        return self._driver.session(**opts)
 
     def _fail(self, exc: BaseException) -> StoreError:
         return store_error(exc, self.uri, self.user, self._password)
@@ -294,6 +344,31 @@ class Neo4jStore(GraphStore):
         except (Neo4jError, DriverError) as e:
             raise self._fail(e) from None
         self._schema_ready = True
+
+    def check_schema(self) -> None:
+        """Raise a :class:`StoreError` naming what is missing when the database holds kernels but not
+        ksymgraph's constraints and indexes (e.g. after ``neo4j-admin database import`` without
+        ``schema.cypher``), or data that is not ksymgraph's; checked once per store by :meth:`kernels`."""
+        if self._schema_checked or self._schema_ready:
+            return
+        constraints = {r[0] for r in self.query("SHOW CONSTRAINTS YIELD name RETURN name").rows}
+        indexes = {r[0] for r in self.query("SHOW INDEXES YIELD name RETURN name").rows}
+        missing = missing_schema(constraints, indexes)
+        if missing:
+            labels = [r[0] for r in self.query("CALL db.labels() YIELD label RETURN label").rows]
+            if labels:
+                what = ("holds kernels but not all of ksymgraph's constraints and indexes"
+                        if "Kernel" in labels else
+                        f"holds other data than ksymgraph's (labels {', '.join(sorted(labels)[:6])}) and none of its "
+                        "constraints")
+                raise StoreError(f"Neo4j at {self.describe()} {what} (missing: {', '.join(missing)}): run "
+                                 f"`ksymgraph neo4j schema --neo4j {self.describe()}` to create them, or point "
+                                 "--neo4j / NEO4J_DATABASE at ksymgraph's own database")
+        self._schema_checked = True
+
+    def kernels(self) -> list[str]:
+        self.check_schema()
+        return super().kernels()
 
     def query(self, cypher: str, params: dict[str, Any] | None = None) -> Rows:
         from neo4j.exceptions import DriverError, Neo4jError
