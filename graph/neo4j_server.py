@@ -264,7 +264,8 @@ def bolt_answers(port: int, host: str = "127.0.0.1", timeout: float = 2.0) -> bo
                 if not chunk:
                     return False
                 reply += chunk
-            return reply != b"\0\0\0\0"
+            # The server picks one: 00 00 MINOR MAJOR; all zeros means none; anything else is not Bolt.
+            return reply[:2] == b"\0\0" and reply[3] in (4, 5)
     except OSError:
         return False
 
@@ -277,7 +278,10 @@ def free_port() -> int:
 
 
 def _port_taken(port: int) -> bool:
+    """True when something listens on 127.0.0.1:``port`` (connections left in TIME_WAIT by a server
+    just stopped do not count: SO_REUSEADDR, as the JVM binds)."""
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
         except OSError:

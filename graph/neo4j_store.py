@@ -210,9 +210,15 @@ def store_error(exc: BaseException, uri: str, user: str, password: str | None = 
     where = _public_uri(uri)
     if isinstance(exc, ne.AuthError) or getattr(exc, "code", "") == "Neo.ClientError.Security.Unauthorized":
         msg = (f"authentication failed for user {user!r} at {where}; set NEO4J_PASSWORD (and NEO4J_USER) "
-               "to the credentials the server was started with (NEO4J_AUTH in docker/compose.yaml)")
+               "to the credentials the server was started with (the NEO4J_PASSWORD of `ksymgraph neo4j start`, or "
+               "NEO4J_AUTH in docker/compose.yaml)")
     elif isinstance(exc, (ne.ServiceUnavailable, ne.SessionExpired, ConnectionError, TimeoutError)):
-        msg = f"cannot reach Neo4j at {where} ({_first_line(exc)}); {COMPOSE_HINT}"
+        reason = _root_reason(exc)
+        if "looks like HTTP" in reason:
+            msg = (f"{where} answers HTTP, not Bolt ({reason}): give the Bolt port (7687 by default; 7474 is the "
+                   "browser's), e.g. --neo4j bolt://localhost:7687")
+        else:
+            msg = f"cannot reach Neo4j at {where} ({reason}); {COMPOSE_HINT}"
     elif isinstance(exc, (ne.ConfigurationError, ValueError)):
         msg = f"bad Neo4j URI {where}: {_first_line(exc)}; use bolt://HOST:7687 or neo4j://HOST:7687"
     elif isinstance(exc, ne.Neo4jError):
@@ -222,6 +228,14 @@ def store_error(exc: BaseException, uri: str, user: str, password: str | None = 
     if password:
         msg = msg.replace(password, "***")
     return StoreError(msg)
+
+
+def _root_reason(exc: BaseException) -> str:
+    """The first line of the innermost cause: the driver wraps "connection refused" or "looks like
+    HTTP" in a "Couldn't connect to ..." of its own."""
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    return _first_line(exc)
 
 
 def _first_line(exc: BaseException) -> str:
