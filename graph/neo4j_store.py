@@ -17,14 +17,18 @@ transaction — as large as the load itself — so it buys no atomicity that one
 :meth:`Neo4jStore.replace_kernel` therefore runs ONE managed write transaction per kernel
 (``session.execute_write``): ``DETACH DELETE`` the kernel's nodes, then the ``UNWIND`` batches of
 :data:`BATCH_ROWS` rows, label by label and relationship table by relationship table. Neo4j makes a
-transaction's writes visible at commit only, so a reader sees the old kernel or the new one, never a
-mix; if anything fails (or the driver's retries run out on a transient error) the transaction rolls
-back and the old kernel is whole. The driver retries the whole function on transient errors, which is
+transaction's writes visible at commit only: while the load runs, readers see the old kernel whole;
+if anything fails (the server stopped or killed half-way included, or the driver's retries run out
+on a transient error) the transaction rolls back and the old kernel is whole. Neo4j Community reads
+at read-committed isolation without snapshots, though: a read that overlaps the commit itself can
+see part of the change (measured on 5.26: a count polled during replacements saw partial counts),
+unlike the embedded store, whose readers keep their snapshot. The driver retries the whole function on transient errors, which is
 safe because it starts by deleting the kernel.
 
 The cost: the server holds the whole kernel as transaction state until commit. A Debian kernel's
 binary graph (about 4k modules, 35k symbols, 150k relationships) needs a few hundred MB of heap;
-``docker/compose.yaml`` gives the server 2 GB and caps transaction memory at 1.5 GB. A source graph
+``ksymgraph neo4j start`` gives the server 2 GB (``--heap``) and no cap on transaction memory;
+``docker/compose.yaml`` gives it 2 GB and caps transaction memory at 1.5 GB. A source graph
 of millions of CALLS edges does not fit one transaction: load it offline with ``neo4j-admin database
 import`` (:mod:`ksymgraph.graph.neo4j_admin`), which is also minutes faster than ``MERGE``.
 
