@@ -134,6 +134,9 @@ def rel_create_statement(rtype: str, src_label: str, dst_label: str) -> str:
 
 _AWAIT_INDEXES = "CALL db.awaitIndexes(300)"
 _HAS_KERNEL = "MATCH (k:Kernel) WHERE k.release = $kernel RETURN count(k) AS n"
+_CONSTRAINTS = "SHOW CONSTRAINTS YIELD name RETURN name"
+_INDEXES = "SHOW INDEXES YIELD name RETURN name"
+_LABELS = "CALL db.labels() YIELD label RETURN label"
 
 
 def neo4j_statements() -> list[Statement]:
@@ -146,6 +149,7 @@ def neo4j_statements() -> list[Statement]:
     rel_rows = {"rows": [{"src": "k|a", "dst": "k|b", "props": {"kernel": "k"}}]}
     out += [Statement(rel_create_statement(r.type, a, b), rel_rows) for r in RELS for a, b in r.pairs]
     out.append(Statement(_HAS_KERNEL, kernel))
+    out += [Statement(q, {}) for q in (_CONSTRAINTS, _INDEXES, _LABELS)]
     return out
 
 
@@ -369,11 +373,11 @@ class Neo4jStore(GraphStore):
         ``schema.cypher``), or data that is not ksymgraph's; checked once per store by :meth:`kernels`."""
         if self._schema_checked or self._schema_ready:
             return
-        constraints = {r[0] for r in self.query("SHOW CONSTRAINTS YIELD name RETURN name").rows}
-        indexes = {r[0] for r in self.query("SHOW INDEXES YIELD name RETURN name").rows}
+        constraints = {r[0] for r in self.query(_CONSTRAINTS).rows}
+        indexes = {r[0] for r in self.query(_INDEXES).rows}
         missing = missing_schema(constraints, indexes)
         if missing:
-            labels = [r[0] for r in self.query("CALL db.labels() YIELD label RETURN label").rows]
+            labels = [r[0] for r in self.query(_LABELS).rows]
             if labels:
                 what = ("holds kernels but not all of ksymgraph's constraints and indexes"
                         if "Kernel" in labels else
