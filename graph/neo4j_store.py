@@ -17,14 +17,18 @@ transaction — as large as the load itself — so it buys no atomicity that one
 :meth:`Neo4jStore.replace_kernel` therefore runs ONE managed write transaction per kernel
 (``session.execute_write``): ``DETACH DELETE`` the kernel's nodes, then the ``UNWIND`` batches of
 :data:`BATCH_ROWS` rows, label by label and relationship table by relationship table. Neo4j makes a
-transaction's writes visible at commit only, so a reader sees the old kernel or the new one, never a
-mix; if anything fails (or the driver's retries run out on a transient error) the transaction rolls
-back and the old kernel is whole. The driver retries the whole function on transient errors, which is
+transaction's writes visible at commit only: while the load runs, readers see the old kernel whole;
+if anything fails (the server stopped or killed half-way included, or the driver's retries run out
+on a transient error) the transaction rolls back and the old kernel is whole. Neo4j Community reads
+at read-committed isolation without snapshots, though: a read that overlaps the commit itself can
+see part of the change (measured on 5.26: a count polled during replacements saw partial counts),
+unlike the embedded store, whose readers keep their snapshot. The driver retries the whole function on transient errors, which is
 safe because it starts by deleting the kernel.
 
 The cost: the server holds the whole kernel as transaction state until commit. A Debian kernel's
 binary graph (about 4k modules, 35k symbols, 150k relationships) needs a few hundred MB of heap;
-``docker/compose.yaml`` gives the server 2 GB and caps transaction memory at 1.5 GB. A source graph
+``ksymgraph neo4j start`` gives the server 2 GB (``--heap``) and no cap on transaction memory;
+``docker/compose.yaml`` gives it 2 GB and caps transaction memory at 1.5 GB. A source graph
 of millions of CALLS edges does not fit one transaction: load it offline with ``neo4j-admin database
 import`` (:mod:`ksymgraph.graph.neo4j_admin`), which is also minutes faster than ``MERGE``.
 
@@ -40,6 +44,7 @@ returns how many rows found both endpoints; any shortfall aborts the transaction
 from __future__ import annotations
 
 import os
+import re
 from typing import Any, Iterator, NamedTuple
 from urllib.parse import urlsplit, urlunsplit
 
@@ -54,6 +59,7 @@ __all__ = [
     "BATCH_ROWS",
     "CONNECT_TIMEOUT",
     "COMPOSE_HINT",
+    "MIN_VERSION",
     "Statement",
     "Neo4jStore",
     "schema_statements",
@@ -63,6 +69,9 @@ __all__ = [
     "neo4j_statements",
     "write_plan",
     "store_error",
+    "server_version",
+    "check_version",
+    "missing_schema",
 ]
 
 #: Rows per ``UNWIND`` statement.
@@ -70,7 +79,10 @@ BATCH_ROWS = 5000
 #: Seconds to wait for a connection; an unreachable server fails within this (and :func:`store_error`).
 CONNECT_TIMEOUT = 4.0
 #: How to start the server, for error messages.
-COMPOSE_HINT = "start it with `docker compose -f docker/compose.yaml up -d` (see docker/README.md)"
+COMPOSE_HINT = ("start one with `ksymgraph neo4j start` (needs Java 17 and Maven) or "
+                "`docker compose -f docker/compose.yaml up -d` (see docker/README.md)")
+#: Oldest Neo4j this store works with: ``COUNT { }`` subqueries (5.3) and notification filters (5.7).
+MIN_VERSION = (5, 7)
 #: Properties that get an index, where a label has them (besides the ``id`` constraint).
 INDEXED = ("kernel", "name", "release", "path")
 
@@ -122,6 +134,9 @@ def rel_create_statement(rtype: str, src_label: str, dst_label: str) -> str:
 
 _AWAIT_INDEXES = "CALL db.awaitIndexes(300)"
 _HAS_KERNEL = "MATCH (k:Kernel) WHERE k.release = $kernel RETURN count(k) AS n"
+_CONSTRAINTS = "SHOW CONSTRAINTS YIELD name RETURN name"
+_INDEXES = "SHOW INDEXES YIELD name RETURN name"
+_LABELS = "CALL db.labels() YIELD label RETURN label"
 
 
 def neo4j_statements() -> list[Statement]:
@@ -134,6 +149,7 @@ def neo4j_statements() -> list[Statement]:
     rel_rows = {"rows": [{"src": "k|a", "dst": "k|b", "props": {"kernel": "k"}}]}
     out += [Statement(rel_create_statement(r.type, a, b), rel_rows) for r in RELS for a, b in r.pairs]
     out.append(Statement(_HAS_KERNEL, kernel))
+    out += [Statement(q, {}) for q in (_CONSTRAINTS, _INDEXES, _LABELS)]
     return out
 
 
@@ -202,9 +218,15 @@ def store_error(exc: BaseException, uri: str, user: str, password: str | None = 
     where = _public_uri(uri)
     if isinstance(exc, ne.AuthError) or getattr(exc, "code", "") == "Neo.ClientError.Security.Unauthorized":
         msg = (f"authentication failed for user {user!r} at {where}; set NEO4J_PASSWORD (and NEO4J_USER) "
-               "to the credentials the server was started with (NEO4J_AUTH in docker/compose.yaml)")
+               "to the credentials the server was started with (the NEO4J_PASSWORD of `ksymgraph neo4j start`, or "
+               "NEO4J_AUTH in docker/compose.yaml)")
     elif isinstance(exc, (ne.ServiceUnavailable, ne.SessionExpired, ConnectionError, TimeoutError)):
-        msg = f"cannot reach Neo4j at {where} ({_first_line(exc)}); {COMPOSE_HINT}"
+        reason = _root_reason(exc)
+        if "looks like HTTP" in reason:
+            msg = (f"{where} answers HTTP, not Bolt ({reason}): give the Bolt port (7687 by default; 7474 is the "
+                   "browser's), e.g. --neo4j bolt://localhost:7687")
+        else:
+            msg = f"cannot reach Neo4j at {where} ({reason}); {COMPOSE_HINT}"
     elif isinstance(exc, (ne.ConfigurationError, ValueError)):
         msg = f"bad Neo4j URI {where}: {_first_line(exc)}; use bolt://HOST:7687 or neo4j://HOST:7687"
     elif isinstance(exc, ne.Neo4jError):
@@ -216,24 +238,61 @@ def store_error(exc: BaseException, uri: str, user: str, password: str | None = 
     return StoreError(msg)
 
 
+def _root_reason(exc: BaseException) -> str:
+    """The first line of the innermost cause: the driver wraps "connection refused" or "looks like
+    HTTP" in a "Couldn't connect to ..." of its own."""
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    return _first_line(exc)
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _plain(value: Any) -> Any:
-    """Driver values as plain Python: nodes and relationships become property maps, paths lists."""
+    """Driver values as plain Python, shaped as the embedded store returns them: a node is its property
+    map with ``_ID`` (element id) and ``_LABEL``; a relationship adds ``_SRC`` and ``_DST`` (its
+    endpoints' element ids); a path is ``{"_NODES": [...], "_RELS": [...]}``."""
     from neo4j.graph import Node, Path, Relationship
 
-    if isinstance(value, (Node, Relationship)):
-        return dict(value.items())
+    if isinstance(value, Node):
+        return {"_ID": value.element_id, "_LABEL": min(value.labels, default=""), **dict(value.items())}
+    if isinstance(value, Relationship):
+        return {"_SRC": value.start_node.element_id, "_DST": value.end_node.element_id, "_LABEL": value.type,
+                "_ID": value.element_id, **dict(value.items())}
     if isinstance(value, Path):
-        return [dict(n.items()) for n in value.nodes]
+        return {"_NODES": [_plain(n) for n in value.nodes], "_RELS": [_plain(r) for r in value.relationships]}
     if isinstance(value, list):
         return [_plain(v) for v in value]
     if isinstance(value, dict):
         return {k: _plain(v) for k, v in value.items()}
     return value
+
+
+def server_version(agent: str) -> tuple[int, ...] | None:
+    """The version in a server agent string (``Neo4j/5.26.29`` → ``(5, 26, 29)``), None if it has none."""
+    m = re.match(r"^Neo4j/(\d+)\.(\d+)(?:\.(\d+))?", agent or "")
+    return tuple(int(g) for g in m.groups() if g is not None) if m else None
+
+
+def check_version(agent: str, where: str) -> tuple[int, ...]:
+    """``agent``'s version if this store supports it, else a :class:`StoreError` saying which it is and what to run."""
+    version = server_version(agent)
+    if version is None or version[:2] < MIN_VERSION:
+        found = ".".join(map(str, version)) if version else repr(agent)
+        raise StoreError(f"Neo4j at {where} is version {found}; ksymgraph needs Neo4j "
+                         f"{'.'.join(map(str, MIN_VERSION))} or newer (5.26 LTS, or 2025.x and later): "
+                         f"{COMPOSE_HINT}")
+    return version
+
+
+def missing_schema(constraints: set[str], indexes: set[str]) -> list[str]:
+    """Names of the constraints and indexes of :func:`schema_statements` not among those given."""
+    want = [re.match(r"CREATE (CONSTRAINT|INDEX) (\w+) ", st).group(2) for st in schema_statements()]
+    have = constraints | indexes
+    return [name for name in want if name not in have]
 
 
 class Neo4jStore(GraphStore):
@@ -265,10 +324,18 @@ class Neo4jStore(GraphStore):
             raise store_error(e, uri, self.user, password) from None
         try:
             self._driver.verify_connectivity()
+            agent = self._driver.get_server_info().agent
         except Exception as e:
             self._driver.close()
             raise store_error(e, uri, self.user, password) from None
+        try:
+            #: The server's version, e.g. ``(5, 26, 29)``.
+            self.version = check_version(agent, self.describe())
+        except StoreError:
+            self._driver.close()
+            raise
         self._schema_ready = False
+        self._schema_checked = False
 
     def describe(self) -> str:
         return _public_uri(self.uri)
@@ -277,7 +344,12 @@ class Neo4jStore(GraphStore):
         self._driver.close()
 
     def _session(self):
-        return self._driver.session(database=self.database) if self.database else self._driver.session()
+        # Notifications ("this label does not exist yet", ...) stay on the server: a kernel without
+        # source has no CALLS, and every read of them would otherwise log a warning.
+        opts: dict[str, Any] = {"notifications_min_severity": "OFF"}
+        if self.database:
+            opts["database"] = self.database
+        return self._driver.session(**opts)
 
     def _fail(self, exc: BaseException) -> StoreError:
         return store_error(exc, self.uri, self.user, self._password)
@@ -294,6 +366,31 @@ class Neo4jStore(GraphStore):
         except (Neo4jError, DriverError) as e:
             raise self._fail(e) from None
         self._schema_ready = True
+
+    def check_schema(self) -> None:
+        """Raise a :class:`StoreError` naming what is missing when the database holds kernels but not
+        ksymgraph's constraints and indexes (e.g. after ``neo4j-admin database import`` without
+        ``schema.cypher``), or data that is not ksymgraph's; checked once per store by :meth:`kernels`."""
+        if self._schema_checked or self._schema_ready:
+            return
+        constraints = {r[0] for r in self.query(_CONSTRAINTS).rows}
+        indexes = {r[0] for r in self.query(_INDEXES).rows}
+        missing = missing_schema(constraints, indexes)
+        if missing:
+            labels = [r[0] for r in self.query(_LABELS).rows]
+            if labels:
+                what = ("holds kernels but not all of ksymgraph's constraints and indexes"
+                        if "Kernel" in labels else
+                        f"holds other data than ksymgraph's (labels {', '.join(sorted(labels)[:6])}) and none of its "
+                        "constraints")
+                raise StoreError(f"Neo4j at {self.describe()} {what} (missing: {', '.join(missing)}): run "
+                                 f"`ksymgraph neo4j schema --neo4j {self.describe()}` to create them, or point "
+                                 "--neo4j / NEO4J_DATABASE at ksymgraph's own database")
+        self._schema_checked = True
+
+    def kernels(self) -> list[str]:
+        self.check_schema()
+        return super().kernels()
 
     def query(self, cypher: str, params: dict[str, Any] | None = None) -> Rows:
         from neo4j.exceptions import DriverError, Neo4jError

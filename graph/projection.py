@@ -4,7 +4,9 @@ The what-if cascade is a fixpoint over "module imports symbol, symbol exported b
 loop of Python set operations it takes milliseconds, as one recursive Cypher pattern seconds.
 :class:`KernelProjection` reads the few tables that need from any store with portable Cypher,
 and :meth:`KernelProjection.to_networkx` gives the module dependency graph to networkx for
-closures, drawing and other algorithms.
+closures, drawing and other algorithms. The tables are read in a fixed order (``ORDER BY``): the
+what-if's answers depend on the order of its inputs, and each engine returns unordered rows in its
+own order, so without it the same kernel gave other reasons on LadybugDB and on Neo4j.
 """
 
 from __future__ import annotations
@@ -78,18 +80,22 @@ MATCH (m:Module) WHERE m.kernel = $kernel
 RETURN m.name AS name, m.path AS path, m.license AS license, m.gpl_compatible AS gpl_compatible,
        m.intree AS intree, m.import_ns AS import_ns, m.vermagic AS vermagic, m.modversions AS modversions,
        m.layout_crc AS layout_crc
+ORDER BY name
 """
 _EXPORTS = """
 MATCH (m:Module)-[e:EXPORTS]->(s:Symbol) WHERE m.kernel = $kernel
 RETURN s.name AS symbol, m.name AS module, e.gpl AS gpl, e.namespace AS namespace, e.crc AS crc
+ORDER BY symbol, module
 """
 _IMPORTS = """
 MATCH (m:Module)-[i:IMPORTS]->(s:Symbol) WHERE m.kernel = $kernel
 RETURN m.name AS module, s.name AS symbol, i.weak AS weak, i.crc AS crc
+ORDER BY module, symbol
 """
 _LOOKUPS = """
 MATCH (m:Module)-[l:LOOKS_UP]->(s:Symbol) WHERE m.kernel = $kernel
 RETURN m.name AS module, s.name AS symbol, l.how AS how, l.file AS file, l.line AS line
+ORDER BY module, symbol, how, file, line
 """
 
 

@@ -211,6 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--available", nargs="?", const="", metavar="SUITE",
                    help="list what Debian's archive carries instead (of SUITE: bookworm, trixie, sid, ...)")
     _store_args(s, kernel=False)
+    _neo4j_parser(sub)
     return p
 
 
@@ -443,8 +444,65 @@ def cmd_history(args) -> int:
     return 0
 
 
-COMMANDS = {"load": cmd_load, "history": cmd_history, "whatif": cmd_whatif, "query": cmd_query, "usage": cmd_usage, "check": cmd_check,
-            "diff": cmd_diff, "export": cmd_export, "explore": cmd_explore, "kernels": cmd_kernels}
+# `ksymgraph neo4j`: a local Neo4j server without Docker (ksymgraph.graph.neo4j_server) ------------------
+
+def _neo4j_parser(sub) -> None:
+    p = sub.add_parser("neo4j", help="run a local Neo4j server without Docker (start, stop, status, schema)",
+                       description="Build Neo4j Community (pinned in docker/pom.xml) with Maven on first use, into "
+                                   "$KSYMGRAPH_CACHE/neo4j-server, and run it in the background with Bolt on "
+                                   "127.0.0.1. Needs Java 17+ and Maven; the password is $NEO4J_PASSWORD.",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog="examples:\n  export NEO4J_PASSWORD=choose-a-password\n"
+                              "  export NEO4J_URI=$(ksymgraph neo4j start | tail -1)\n"
+                              "  ksymgraph load debian:6.1.0-50-amd64 --neo4j $NEO4J_URI\n"
+                              "  ksymgraph neo4j status; ksymgraph neo4j stop")
+    ops = p.add_subparsers(dest="neo4j_command", metavar="ACTION", required=True)
+    data = {"metavar": "DIR", "help": "server home: databases, logs, conf (default ~/.local/share/ksymgraph/neo4j)"}
+    s = ops.add_parser("start", help="start the server (building it on first use); prints its bolt:// URI last")
+    s.add_argument("--port", type=int, default=7687, help="Bolt port on 127.0.0.1 (default 7687; 0: any free port)")
+    s.add_argument("--data", **data)
+    s.add_argument("--heap", metavar="SIZE", help="JVM heap (default $KSYMGRAPH_NEO4J_HEAP or 2g)")
+    s = ops.add_parser("stop", help="stop the server started from --data")
+    s.add_argument("--data", **data)
+    s = ops.add_parser("status", help="is it running? exit 0 when it runs and answers, 1 when not")
+    s.add_argument("--data", **data)
+    s = ops.add_parser("schema", help="create ksymgraph's constraints and indexes on a Neo4j server")
+    s.add_argument("--neo4j", metavar="URI", help="the server (default $NEO4J_URI)")
+
+
+def cmd_neo4j(args) -> int:
+    import os
+
+    from .graph import neo4j_server as srv
+
+    if args.neo4j_command == "start":
+        if not srv.server_jar().is_file():
+            print(f"building Neo4j {srv.pinned_version()} with Maven into {srv.server_jar().parent} "
+                  "(first use; about 120 MB downloaded into ~/.m2 once)", file=sys.stderr)
+        info = srv.start_server(args.port, args.data, heap=args.heap)
+        print(f"Neo4j {info.version} running (pid {info.pid}, data {info.home}, log {info.log})")
+        print(info.uri)
+        return 0
+    if args.neo4j_command == "stop":
+        info = srv.stop_server(args.data)
+        print(f"stopped Neo4j at {info.uri} (pid {info.pid})" if info else
+              f"no Neo4j server was running from {args.data or srv.default_home()}")
+        return 0
+    if args.neo4j_command == "status":
+        status = srv.server_status(args.data)
+        print(status.reason)
+        return 0 if status.answering else 1
+    from .graph.connect import open_store
+
+    with open_store(neo4j=args.neo4j or os.environ.get("NEO4J_URI") or "bolt://127.0.0.1:7687") as store:
+        store.ensure_schema()
+        print(f"constraints and indexes are in place on {store.describe()}")
+    return 0
+
+
+COMMANDS = {"load": cmd_load, "whatif": cmd_whatif, "check": cmd_check, "diff": cmd_diff, "history": cmd_history,
+            "usage": cmd_usage, "query": cmd_query, "kernels": cmd_kernels, "export": cmd_export, "explore": cmd_explore,
+            "neo4j": cmd_neo4j}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -58,7 +58,7 @@ def named_query_items(dialect: str) -> list[dict]:
 def test_every_store_statement_parses_in_neo4j(tmp_path):
     stmts = neo4j_statements()
     kinds = {s.cypher.split()[0] for s in stmts}
-    assert kinds == {"CREATE", "CALL", "MATCH", "UNWIND"}
+    assert kinds == {"CREATE", "CALL", "MATCH", "SHOW", "UNWIND"}
     assert sum("MERGE (n:" in s.cypher for s in stmts) == len(NODES)
     assert sum("CREATE (a)-[e:" in s.cypher for s in stmts) == sum(len(r.pairs) for r in RELS)
     items = [{"name": f"{i}: {s.cypher.splitlines()[0]}", "query": s.cypher, "params": s.params}
