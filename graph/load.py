@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from .build import BuildReport
     from .store import GraphStore
 
-__all__ = ["LoadError", "KernelInput", "LoadSummary", "read_kernel", "load_kernel"]
+__all__ = ["LoadError", "KernelInput", "LoadSummary", "SeriesSummary", "read_kernel", "load_kernel", "load_series"]
 
 
 class LoadError(KsymgraphError):
@@ -51,6 +51,8 @@ class KernelInput(NamedTuple):
     """The kernel's ``.config`` when a source provides one."""
     module_files: int
     """How many module files the sources named (read or not)."""
+    notes: list[str]
+    """What the sources lacked and how it was made up for (nothing lost)."""
 
 
 class LoadSummary(NamedTuple):
@@ -146,7 +148,7 @@ def read_kernel(
     version = next((s.version for s in resolved if s.version), "")
     meta = KernelMeta(release, version, arch_from_release(release), " ".join(specs))
     config = next((s.config for s in resolved if s.config), None)
-    return KernelInput(meta, modules, entries, skipped, config, len(order))
+    return KernelInput(meta, modules, entries, skipped, config, len(order), [n for s in resolved for n in s.notes])
 
 
 @contextlib.contextmanager
@@ -228,10 +230,11 @@ def load_kernel(
         from . import build  # noqa: F401
 
     with _collector(running=False):
-        meta, modules, entries, skipped, found_config, n_files = read_kernel(sources, kernel, symvers, workers,
-                                                                             progress, meanwhile=meanwhile)
+        meta, modules, entries, skipped, found_config, n_files, source_notes = read_kernel(
+            sources, kernel, symvers, workers, progress, meanwhile=meanwhile)
         config_path = Path(config) if config else found_config
         build, notes = build_options(config_path, modules, entries, meta.release, meta.arch)
+        notes = source_notes + notes
         meta = meta._replace(build=build)
         if len(modules) < n_files and not allow_fewer:
             _refuse_fewer(store, meta.release, len({m.info.name for m in modules}), n_files - len(modules))
@@ -261,3 +264,47 @@ def _refuse_fewer(store: GraphStore, release: str, reading: int, skipped_files: 
                         f"({skipped_files} module files could not be read), so replacing it would lose "
                         f"{stored - reading}. The store is unchanged: fix the inputs, or pass --allow-fewer "
                         "to replace it anyway")
+
+
+class SeriesSummary(NamedTuple):
+    """What loading a series of kernels (``debian:*@SUITE``) did."""
+
+    loaded: list[LoadSummary]
+    """The kernels loaded, in version order."""
+    present: list[str]
+    """Kernels of the series the store already held (left as they are)."""
+    failed: list[tuple[str, str]]
+    """(kernel, reason) for each kernel that could not be loaded; the others were."""
+    seconds: float
+    """Wall time of the whole series."""
+
+
+def load_series(store: GraphStore, spec: str, workers: int | None = None, progress: bool = False,
+                reload: bool = False, announce: Callable[[str], None] | None = None) -> SeriesSummary:
+    """Load every kernel the series ``spec`` names (``debian:*@bookworm-backports``; see
+    :func:`ksymgraph.loaders.kernel.series_releases`) that the store lacks (all of them with
+    ``reload``), each as its own kernel. A kernel that fails is reported in the summary and the
+    others still load; ``announce`` is called with a line before and after each kernel."""
+    from ..errors import KsymgraphError
+    from ..loaders.kernel import series_releases
+
+    t0 = time.perf_counter()
+    releases = series_releases(spec)
+    have = set(store.kernels())
+    loaded, present, failed = [], [], []
+    say = announce or (lambda _line: None)
+    for i, (release, suite) in enumerate(releases, 1):
+        if release in have and not reload:
+            present.append(release)
+            continue
+        say(f"[{i}/{len(releases)}] {release} ({suite}) ...")
+        try:
+            s = load_kernel(store, [f"debian:{release}@{suite}"], workers=workers, progress=progress)
+        except KsymgraphError as e:
+            failed.append((release, str(e)))
+            say(f"[{i}/{len(releases)}] {release}: failed: {e}")
+            continue
+        loaded.append(s)
+        say(f"[{i}/{len(releases)}] {release}: {s.report.modules} modules, {s.report.exports} exports in "
+            f"{s.seconds:.1f} s" + (f", {len(s.skipped)} inputs skipped" if s.skipped else ""))
+    return SeriesSummary(loaded, present, failed, time.perf_counter() - t0)

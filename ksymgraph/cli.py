@@ -71,7 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
                        epilog="examples:\n  ksymgraph load debian:6.1.0-50-amd64\n"
                               "  ksymgraph load debian:6.12.57+deb13-amd64          # trixie, via a private apt config\n"
                               "  ksymgraph load /lib/modules/$(uname -r) --symvers /usr/src/linux-headers-$(uname -r)/Module.symvers\n"
-                              "  ksymgraph load debian:6.1.0-50-amd64 ./lttng-modules-2.13.9 --kernel 6.1-lttng\n\n"
+                              "  ksymgraph load debian:6.1.0-50-amd64 ./lttng-modules-2.13.9 --kernel 6.1-lttng\n"
+                              "  ksymgraph load 'debian:6.12.*+deb12-amd64@bookworm-backports'   # a series: each kernel\n"
+                              "                         # the store lacks, on its own ('debian:*@SUITE': every flavour)\n\n"
                               "exit status: 0 loaded everything; 3 loaded, but some inputs were skipped (listed on "
                               "stderr);\n2 nothing was loaded and the store is unchanged (the reason on stderr).")
     s.add_argument("sources", nargs="+", metavar="SOURCE")
@@ -85,6 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--workers", type=int, metavar="N", help="processes reading modules (default: all cores)")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
     s.add_argument("--show-skipped", type=int, default=20, metavar="N", help="list at most N skipped inputs (default 20)")
+    s.add_argument("--reload", action="store_true",
+                   help="with a series (debian:*@SUITE): load again the kernels the store already holds")
     s.add_argument("--allow-fewer", action="store_true",
                    help="replace a stored kernel even when module files were skipped and it would end up with fewer "
                         "modules than the store holds now (refused otherwise, leaving the store unchanged)")
@@ -229,8 +233,35 @@ def _emit(text: str, output: str | None) -> None:
         print(text)
 
 
+def _load_series(args) -> int:
+    from .graph.load import load_series
+    from .loaders.kernel import is_series
+
+    if len(args.sources) > 1 or args.kernel or args.source or args.symvers:
+        raise CliError("a series (debian:PATTERN@SUITE) loads each kernel on its own: give it alone, "
+                       "without --kernel, --source or --symvers")
+    assert is_series(args.sources[0])
+    with _open(args, read_only=False) as store:
+        s = load_series(store, args.sources[0], workers=args.workers,
+                        progress=not args.no_progress and sys.stderr.isatty(), reload=args.reload,
+                        announce=lambda line: print(line, file=sys.stderr, flush=True))
+        where = store.describe()
+    print(f"loaded {len(s.loaded)} kernels into {where} in {s.seconds:.0f} s"
+          + (f"; {len(s.present)} already there (--reload loads them again)" if s.present else "")
+          + (f"; {len(s.failed)} failed" if s.failed else ""))
+    for kernel, why in s.failed:
+        print(f"  {kernel}: {why}", file=sys.stderr)
+    if s.failed and not s.loaded and not s.present:
+        return 2
+    return 3 if s.failed or any(x.skipped for x in s.loaded) else 0
+
+
 def cmd_load(args) -> int:
     from .graph.load import load_kernel
+    from .loaders.kernel import is_series
+
+    if any(is_series(spec) for spec in args.sources):
+        return _load_series(args)
 
     # Opened at its first statement, once the workers that read the modules have started.
     with _open(args, read_only=False, lazy=True) as store:

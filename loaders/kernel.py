@@ -21,7 +21,7 @@ from .debnames import DebianError
 from .modules import find_module_files, is_module_file
 from .records import LoaderError, Skipped
 
-__all__ = ["KernelSource", "resolve_source", "arch_from_release"]
+__all__ = ["KernelSource", "resolve_source", "arch_from_release", "is_series", "series_releases"]
 
 
 class KernelSource(NamedTuple):
@@ -41,7 +41,10 @@ class KernelSource(NamedTuple):
     """Package version, ``""`` when unknown."""
     skipped: tuple[Skipped, ...] = ()
     """Directories under it that could not be listed, with the reason; for ``debian:``, a headers
-    package the archive no longer has (and that vmlinux's exports were read from vmlinuz instead)."""
+    package the archive no longer has when vmlinux's exports could not be read from vmlinuz either."""
+    notes: tuple[str, ...] = ()
+    """What the source lacks and how it was made up for, with nothing lost (a kernel without a
+    headers package: vmlinux's exports read from its vmlinuz)."""
 
 
 _RELEASE_DIR = re.compile(r"^\d+\.\d+")
@@ -73,10 +76,51 @@ def _debian_source(spec: str, symvers: str | Path | None) -> KernelSource:
         pk = debian.fetch_kernel(release, suite if at else None)
     except DebianError as e:
         raise LoaderError(shown, str(e)) from e
-    unreadable: list[Skipped] = [Skipped(what, why) for what, why in pk.notes if not symvers]
+    # A missing headers package made up for (pk.symvers read from vmlinuz) is a note; one that
+    # was not (vmlinux's exports unknown) loses exports, and is a skip.
+    unreadable: list[Skipped] = [Skipped(what, why) for what, why in pk.notes if not symvers and pk.symvers is None]
+    notes = tuple(f"{what}: {why}" for what, why in pk.notes if not symvers and pk.symvers is not None)
     return KernelSource(spec, find_module_files(pk.modules_dir, unreadable),
                         Path(symvers) if symvers else pk.symvers, pk.config, release, pk.version,
-                        tuple(unreadable))
+                        tuple(unreadable), notes)
+
+
+#: What a release pattern of ``debian:PATTERN@SUITE`` may hold: a release's characters and ``*``/``?``.
+_PATTERN = re.compile(r"[0-9a-z.+*?-]{1,100}")
+
+
+def is_series(spec: str) -> bool:
+    """True for ``debian:PATTERN[@SUITE]`` whose release part holds ``*`` or ``?`` (a series of kernels)."""
+    return spec.startswith("debian:") and any(c in spec.partition("@")[0] for c in "*?")
+
+
+def series_releases(spec: str) -> list[tuple[str, str]]:
+    """(release, suite) of every kernel a series spec names, oldest first.
+
+    ``debian:*@SUITE`` is every kernel the suite carries (all flavours); a pattern narrows it with
+    shell wildcards on the release (``debian:6.12.*+deb12-amd64@bookworm-backports``: the plain
+    amd64 flavour); without ``@SUITE`` every suite is searched. Raises :class:`LoaderError` for a
+    pattern or suite that is not valid, or one that matches nothing.
+    """
+    import fnmatch
+
+    shown = spec if spec.isprintable() else repr(spec)
+    pattern, at, suite = spec[len("debian:"):].partition("@")
+    if not _PATTERN.fullmatch(pattern):
+        raise LoaderError(shown, "a series is debian:PATTERN[@SUITE], PATTERN made of a release's characters "
+                                 "and * or ? (e.g. debian:*@bookworm-backports, debian:6.12.*+deb12-amd64)")
+    try:
+        kernels = debian.available_kernels(suite if at else None)
+    except DebianError as e:
+        raise LoaderError(shown, str(e)) from e
+    found = [(k.release, k.suite) for k in kernels if fnmatch.fnmatchcase(k.release, pattern)]
+    if not found:
+        raise LoaderError(shown, f"no kernel {'in ' + suite if at else 'in any suite'} matches {pattern!r} "
+                                 "(`ksymgraph kernels --available` lists them)")
+    first = {}
+    for release, s in found:  # a release in two suites (a backport, then the release) is taken once
+        first.setdefault(release, s)
+    return list(first.items())
 
 
 def resolve_source(spec: str, symvers: str | Path | None = None) -> KernelSource:

@@ -189,7 +189,7 @@ def test_unlistable_directory_is_reported_and_the_rest_found(tmp_path, good_ko, 
         return real_scandir(path)
 
     monkeypatch.setattr(os, "scandir", scandir)
-    _meta, modules, _entries, skipped, _config, _n = read_kernel([str(tmp_path / "kernel")], kernel="k", workers=1)
+    _meta, modules, _entries, skipped, _config, _n, _notes = read_kernel([str(tmp_path / "kernel")], kernel="k", workers=1)
     assert [m.info.name for m in modules] == ["good"]
     assert [(s.path, s.reason) for s in skipped] == [
         (str(tmp_path / "kernel" / "locked"), "cannot list directory: Permission denied")]

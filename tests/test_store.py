@@ -156,7 +156,7 @@ def test_failure_while_resolving_leaves_old_kernel_whole(fixture_store, fixture_
             raise ValueError("resolving failed (injected)")
 
     monkeypatch.setattr(EmbeddedStore, "_copy", spy)
-    meta, modules, entries, _skipped, _config, _n = read_kernel([str(fixture_tree)], kernel=FIXTURE_RELEASE, workers=1)
+    meta, modules, entries, _skipped, _config, _n, _notes = read_kernel([str(fixture_tree)], kernel=FIXTURE_RELEASE, workers=1)
     with pytest.raises(ValueError, match="injected"):
         with fixture_store.writing_kernel(meta) as put:
             build_kernel_graph(meta, modules, entries, ready=ready_then_fail)
