@@ -43,7 +43,7 @@ from typing import Callable, NamedTuple, Sequence
 
 from ..errors import KsymgraphError
 from . import debian
-from .debnames import system_suite
+from .debnames import DebianError, suite_for_release, system_suite
 
 __all__ = [
     "OotError",
@@ -140,7 +140,7 @@ def _oot_root() -> Path:
 
 
 def _suite(release: str) -> str | None:
-    suite = debian.suite_for_release(release)
+    suite = suite_for_release(release)
     if suite and suite == system_suite():  # the system's own suite needs no private apt config
         return None
     return suite
@@ -150,7 +150,7 @@ def dkms_source_dir(package: str, suite: str | None = None) -> Path:
     """The source tree of a DKMS package (``usr/src/<name>-<version>/`` in it), fetched and cached."""
     try:
         root, _version = debian.fetch_package(package, suite)
-    except debian.DebianError as e:
+    except DebianError as e:
         raise OotError(str(e)) from e
     trees = sorted(p for p in (root / "usr" / "src").glob("*") if p.is_dir())
     if len(trees) != 1:
@@ -166,7 +166,7 @@ def lttng_source_dir() -> Path:
 def _fetch(name: str, suite: str | None) -> Path:
     try:
         return debian.fetch_package(name, suite)[0]
-    except debian.DebianError as e:
+    except DebianError as e:
         raise OotError(str(e)) from e
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from . import debian
+from .debnames import DebianError, suite_for_release
 from .records import LoaderError, Skipped
 
 __all__ = ["SourceTree", "is_kernel_tree", "debian_source_tree", "debian_headers_tree", "index_dir", "index_source_tree"]
@@ -57,10 +58,10 @@ def debian_source_tree(release: str) -> Path:
     m = re.match(r"(\d+\.\d+)", release)
     if not m:
         raise LoaderError(f"debian:{release}", "cannot tell the kernel series from the release")
-    suite = debian.suite_for_release(release)
+    suite = suite_for_release(release)
     try:
         pkg, _version = debian.fetch_package(f"linux-source-{m.group(1)}", suite)
-    except debian.DebianError as e:
+    except DebianError as e:
         raise LoaderError(f"linux-source-{m.group(1)}", str(e)) from e
     tarballs = sorted(pkg.glob("usr/src/linux-source-*.tar.*"))
     if not tarballs:
@@ -80,8 +81,8 @@ def debian_headers_tree(release: str) -> tuple[Path, list[str]]:
         raise LoaderError(f"debian:{release}", "cannot tell the flavour (e.g. -amd64) from the release")
     common = release[: -len(flavour)] + "common"
     try:
-        pkg, _version = debian.fetch_package(f"linux-headers-{common}", debian.suite_for_release(release))
-    except debian.DebianError as e:
+        pkg, _version = debian.fetch_package(f"linux-headers-{common}", suite_for_release(release))
+    except DebianError as e:
         raise LoaderError(f"linux-headers-{common}", str(e)) from e
     root = next(iter(sorted(pkg.glob("usr/src/linux-headers-*"))), None)
     if root is None:
