@@ -174,6 +174,22 @@ class PrivateApt:
         if stamp and stamp.get("missing"):
             raise MissingSuiteError(f"suite {self.suite}: the mirror has no Release file for it "
                                     f"({stamp['missing']}); it may have moved to archive.debian.org")
+        if stamp:
+            self._heal_sources(stamp)
+
+    def _heal_sources(self, stamp: dict) -> None:
+        """Rewrite the sources file when it is not the one the last update read (another program,
+        or an older ksymgraph, sharing the cache wrote its own): apt would not see the packages of
+        the lists, and every download would fail with "Unable to locate package"."""
+        path = self.root / "sources.sources"
+        want = self._sources([(a, s) for a, s in _companions(self.suite) if s in stamp.get("suites", [])])
+        try:
+            have = path.read_text()
+        except OSError:
+            have = None
+        if have != want:
+            with locked(self.lock):
+                write_atomic(path, want)
 
     def _sources(self, pairs: list[tuple[str, str]]) -> str:
         main, security, keyring = _system_mirror()

@@ -368,3 +368,22 @@ def test_every_available_kernel_is_found_by_release_alone():
     assert {"amd64", "cloud-amd64", "rt-amd64"} <= flavours
     split = {k.release for k in kernels if k.package("modules").name.startswith("linux-modules-")}
     assert split and all(r.startswith("7.") for r in split)
+
+
+def test_sources_written_by_another_program_are_healed(tmp_path):
+    """A sources file that is not the one the last update read (an older ksymgraph sharing the
+    cache wrote ``Suites: trixie trixie-updates`` alone) is rewritten, so apt sees the packages of
+    the lists it has (trixie-security's kernels among them)."""
+    import json as _json
+
+    from ksymgraph.loaders.apt import PrivateApt
+
+    apt = PrivateApt("trixie", tmp_path / "trixie")
+    apt.root.mkdir(parents=True)
+    (apt.root / "updated.json").write_text(_json.dumps({"time": 9e12, "suites": ["trixie", "trixie-security"],
+                                                        "absent": ["trixie-updates"]}))
+    stale = "Types: deb\nURIs: http://deb.debian.org/debian\nSuites: trixie trixie-updates\nComponents: main\n"
+    (apt.root / "sources.sources").write_text(stale)
+    apt.ensure()  # lists "fresh" (the stamp is in the future): no update, only the heal
+    text = (apt.root / "sources.sources").read_text()
+    assert "Suites: trixie\n" in text and "Suites: trixie-security\n" in text and "trixie-updates" not in text
