@@ -199,10 +199,40 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--kernel", action="append", metavar="NAME", help="kernel to export (repeatable; default: all)")
 
     s = sub.add_parser("explore", help="serve the what-if explorer notebook in the browser (Voila, offline)",
-                       description="Serve notebooks/02-whatif-explorer.ipynb with Voila on 127.0.0.1, with a "
-                                   "template that loads nothing from the internet; open the printed URL.")
-    s.add_argument("--port", type=int, default=8866)
+                       description="Serve notebooks/02-whatif-explorer.ipynb with Voila on 127.0.0.1, with a template\n"
+                                   "that loads nothing from the internet, and open the URL it prints:\n"
+                                   "http://127.0.0.1:PORT/?token=TOKEN. Every request needs the token (or the login\n"
+                                   "cookie the URL sets) and a Host header that names this machine. Each open page\n"
+                                   "runs a Python kernel, stopped when the page goes.",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog="bounds (see ksymgraph.explorer_server):\n"
+                              "  at most --max-kernels kernels, one per open page: the next page gets a 503 that says\n"
+                              "  why; a page stops its kernel as it goes, and the kernel of a page that went without a\n"
+                              "  word (no connection, idle) stops --cull-after seconds later.\n"
+                              "  A page's widget websocket (v1 protocol only, 2 per kernel) may send well-formed messages\n"
+                              "  of at most 256 KiB, 200 messages and 1 MiB a second (bursts of 2000 and 4 MiB), and\n"
+                              "  leave at most 16 MiB of replies unread; over that it is closed (code 1008, the reason\n"
+                              "  in the log; the kernel lives on).\n"
+                              "  The server then takes about 150 MB, a kernel about 240 MB on a small store and 400 MB\n"
+                              "  on Debian's full kernel after a Run: about 2 GB in all with the defaults.\n\n"
+                              "examples:\n  ksymgraph explore\n"
+                              "  KSYMGRAPH_EXPLORE_TOKEN=$(cat ~/.explore-token) ksymgraph explore --port 9000\n"
+                              "  ksymgraph explore --allow-host explorer.local --max-kernels 8")
+    s.add_argument("--port", type=int, default=8866, help="port on 127.0.0.1 (default 8866; the next free one "
+                                                          "if taken: the printed URL says which)")
     s.add_argument("--notebook", metavar="PATH", help="notebook to serve (default: the explorer)")
+    s.add_argument("--token", metavar="TOKEN",
+                   help="the token every request must carry (default: $KSYMGRAPH_EXPLORE_TOKEN, else a fresh "
+                        "random one each run; a command line is visible to other users of the machine, the "
+                        "environment is not)")
+    s.add_argument("--allow-host", action="append", default=[], metavar="NAME",
+                   help="also answer requests whose Host header is NAME (repeatable; by default only "
+                        "localhost and loopback addresses: a page of another site that reaches 127.0.0.1 "
+                        "under its own name through DNS rebinding is refused)")
+    s.add_argument("--max-kernels", type=int, default=4, metavar="N",
+                   help="kernels at once, one per open page (default 4)")
+    s.add_argument("--cull-after", type=int, default=60, metavar="SECONDS",
+                   help="stop the kernel of a page that has gone after this many idle seconds (default 60)")
     _store_args(s, kernel=False)
 
     s = sub.add_parser("kernels", help="list the kernels in the store, or those Debian's archive carries",
@@ -401,27 +431,24 @@ def cmd_diff(args) -> int:
 
 def cmd_explore(args) -> int:
     import os
-    import subprocess
-    import tempfile
     from importlib import resources
 
-    from .explorer import offline_voila_template
+    from .explorer_server import ServerLimits, serve_explorer
 
     # Shipped in the package (ksymgraph.notebooks), so an installed ksymgraph finds it too.
     notebook = Path(args.notebook) if args.notebook else Path(
         str(resources.files("ksymgraph.notebooks").joinpath("02-whatif-explorer.ipynb")))
     if not notebook.is_file():
         raise CliError(f"{notebook}: no such notebook (give --notebook PATH)")
-    env = dict(os.environ)
+    token = args.token if args.token is not None else os.environ.get("KSYMGRAPH_EXPLORE_TOKEN")
+    limits = ServerLimits(max_kernels=args.max_kernels, cull_after=args.cull_after)
+    env = {}
     if args.db:
         env["KSYMGRAPH_DB"] = str(Path(args.db).resolve())
     if args.neo4j:
         env["NEO4J_URI"] = args.neo4j
-    with tempfile.TemporaryDirectory() as tmp:
-        env["JUPYTER_PATH"] = os.pathsep.join(filter(None, [str(offline_voila_template(tmp)), env.get("JUPYTER_PATH")]))
-        print(f"serving {notebook} at http://127.0.0.1:{args.port}/ (Ctrl-C stops)", file=sys.stderr)
-        return subprocess.call([sys.executable, "-m", "voila", str(notebook), "--no-browser", f"--port={args.port}",
-                                "--Voila.ip=127.0.0.1", "--template=ksymgraph-offline"], env=env)
+    serve_explorer(notebook, port=args.port, token=token, hosts=args.allow_host, limits=limits, env=env)
+    return 0
 
 
 def _available_kernels(suite: str) -> int:

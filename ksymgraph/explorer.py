@@ -28,6 +28,7 @@ from typing import Any
 
 import ipywidgets as widgets
 
+from .errors import KsymgraphError
 from .graph.store import GraphStore, StoreError
 from .notebook import (
     active_store,
@@ -43,9 +44,15 @@ from .notebook import (
 )
 from .queries.whatif import ChangeError, WhatIfResult
 
-__all__ = ["whatif_explorer", "WhatIfExplorer", "sortable_table_html", "offline_voila_template", "CHANGE_CHOICES",
+__all__ = ["whatif_explorer", "WhatIfExplorer", "sortable_table_html", "offline_voila_template", "ExplorerError",
+           "CHANGE_CHOICES",
            "MAX_DRAWN",
            "CYTOSCAPE_STYLE"]
+
+
+class ExplorerError(KsymgraphError):
+    """The explorer cannot be served: Voila or its templates are missing, or an option is wrong."""
+
 
 #: (label, kind) pairs of the change picker.
 CHANGE_CHOICES = (("unexport", "unexport"), ("GPL-only", "gpl-only"), ("namespace", "namespace"),
@@ -267,21 +274,38 @@ class WhatIfExplorer(widgets.VBox):
 def offline_voila_template(root: str | Path) -> Path:
     """Write a Voila template ``ksymgraph-offline`` under ``root`` and return ``root`` (a
     ``JUPYTER_PATH`` entry): Voila's ``lab`` template without the two Font Awesome stylesheets it
-    links from a CDN, so the served explorer makes no request beyond the machine."""
+    links from a CDN, so the served explorer makes no request beyond the machine; and an error page
+    of its own (Voila's links a third) that says what went wrong, e.g. why a page was refused."""
     import shutil
 
     import voila.paths
 
     root = Path(root)
-    lab = next(Path(d) for d in voila.paths.jupyter_path("voila", "templates", "lab") if Path(d).is_dir())
+    labs = voila.paths.jupyter_path("voila", "templates", "lab")
+    lab = next((Path(d) for d in labs if Path(d).is_dir()), None)
+    if lab is None:
+        raise ExplorerError(f"Voila's lab template is in none of {labs}: is Voila installed in this Python "
+                            "(pip install voila), or is its share/jupyter missing from JUPYTER_PATH?")
     dest = root / "voila" / "templates" / "ksymgraph-offline"
     if dest.exists():
         shutil.rmtree(dest)
     shutil.copytree(lab, dest)
     page = dest / "index.html.j2"
     page.write_text("".join(ln for ln in page.read_text().splitlines(keepends=True) if "cdn.jsdelivr.net" not in ln))
+    for name in ("error.html", "404.html"):
+        (dest / name).write_text(_ERROR_PAGE)
     (dest / "conf.json").write_text('{"base_template": "lab"}\n')
     return root
+
+
+# jupyter_server's JupyterHandler.write_error renders STATUS.html or error.html with status_code,
+# status_message and message (autoescaped).
+_ERROR_PAGE = """<!DOCTYPE html>
+<html><head><meta charset="utf-8"><title>{{ status_code }}: {{ status_message }}</title>
+<style>body{font-family:sans-serif;margin:4em auto;max-width:46em;color:#222}h1{font-size:1.4em}</style></head>
+<body><h1 class="ksymgraph-error">{{ status_code }}: {{ status_message }}</h1>
+<p class="ksymgraph-error-detail">{{ message }}</p></body></html>
+"""
 
 
 def whatif_explorer(store: GraphStore | None = None, kernel: str | None = None, **options) -> WhatIfExplorer:

@@ -1,18 +1,21 @@
-"""The what-if explorer served by Voila and driven in a real browser (Debian's chromium, Playwright).
+"""The what-if explorer served by ``ksymgraph explore``, driven in Debian's chromium with Playwright.
 
 ``02-whatif-explorer.ipynb``, with its parameters pointing at the hermetic fixture kernel, is served
-by Voila on 127.0.0.1; chromium (``/usr/bin/chromium``, never a downloaded one) opens it with every
-request that is not to 127.0.0.1 aborted and recorded. The test types a symbol (and sees it
-completed), picks the change, clicks Run, reads the table rows, sorts the table by a header, counts
-the nodes of the ipycytoscape drawing through Cytoscape.js' own instance, saves a report, and
-takes a screenshot into the test's tmp directory (its path is printed; no image is committed).
-It finally checks that nothing tried to leave 127.0.0.1: the widgets' JavaScript all comes from
-the installed packages.
+by ``ksymgraph explore --notebook`` (Voila on 127.0.0.1, with a token and the bounds of
+ksymgraph.explorer_server); chromium (``/usr/bin/chromium``, never a downloaded one) opens the URL
+it prints, with the token, with every request that is not to 127.0.0.1 aborted and recorded. The
+test types a symbol (and sees it completed), picks the change, clicks Run, reads the table rows,
+sorts the table by a header, counts the nodes of the ipycytoscape drawing through Cytoscape.js' own
+instance, saves a report, and takes a screenshot into the test's tmp directory (its path is
+printed; no image is committed). It checks that the page stays within the server's bounds on
+widget messages, that leaving the page stops its kernel, and that nothing tried to leave
+127.0.0.1: the widgets' JavaScript all comes from the installed packages.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -23,8 +26,9 @@ from urllib.parse import urlparse
 import nbformat
 import pytest
 
-from ksymgraph.explorer import offline_voila_template
+from ksymgraph.explorer_server import ServerLimits
 
+from test_explorer_security import kernel_pids
 from test_notebooks import NOTEBOOKS, with_parameters
 from test_notebooks import fixture_db  # noqa: F401  (a fixture this module uses)
 
@@ -39,21 +43,23 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _wait_listening(port: int, proc: subprocess.Popen, log: Path, timeout: float = 60) -> None:
+def _wait_url(proc: subprocess.Popen, log: Path, timeout: float = 90) -> str:
+    """The URL ``ksymgraph explore`` prints once it listens."""
     end = time.monotonic() + timeout
     while time.monotonic() < end:
+        found = re.search(r"at (http://127\.0\.0\.1:\d+/\?token=\S+)", log.read_text())
+        if found:
+            return found.group(1)
         if proc.poll() is not None:
-            pytest.fail(f"voila exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
+            pytest.fail(f"ksymgraph explore exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
         time.sleep(0.2)
-    pytest.fail(f"voila did not listen on {port} within {timeout} s:\n{log.read_text()[-3000:]}")
+    pytest.fail(f"ksymgraph explore printed no URL within {timeout} s:\n{log.read_text()[-3000:]}")
 
 
 @pytest.fixture
 def voila_app(fixture_db, tmp_path):
-    """(URL, save directory) of the explorer notebook served by Voila on the fixture kernel."""
+    """(URL with the token, save directory, server log, server process) of the explorer notebook
+    served by ``ksymgraph explore`` on the fixture kernel."""
     if not Path(CHROMIUM).is_file():
         pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium (.ci/run installs it)")
     pytest.importorskip("voila", reason="pip install voila")
@@ -63,22 +69,19 @@ def voila_app(fixture_db, tmp_path):
         "db": str(fixture_db), "kernel": "6.1.0-fixture", "save_dir": str(save_dir)})
     path = tmp_path / "explorer.ipynb"
     nbformat.write(nb, path)
-    port = _free_port()
-    log = tmp_path / "voila.log"
+    log = tmp_path / "explore.log"
     with open(log, "w") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "voila", str(path), "--no-browser", f"--port={port}", "--Voila.ip=127.0.0.1",
-             "--show_tracebacks=True", "--template=ksymgraph-offline"],
+            [sys.executable, "-m", "ksymgraph", "explore", "--notebook", str(path), f"--port={_free_port()}",
+             "--cull-after=600"],  # only the page's own goodbye can stop its kernel within the test
             cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT,
-            env={**os.environ, "JUPYTER_PATH": os.pathsep.join(
-                filter(None, [str(offline_voila_template(tmp_path / "jupyter")), os.environ.get("JUPYTER_PATH")]))})
+            env={**os.environ, "KSYMGRAPH_EXPLORE_TOKEN": "browser-test-" + os.urandom(8).hex()})
     try:
-        _wait_listening(port, proc, log)
-        yield f"http://127.0.0.1:{port}/", save_dir, log
+        yield _wait_url(proc, log), save_dir, log, proc
     finally:
         proc.terminate()
         try:
-            proc.wait(timeout=10)
+            proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
@@ -102,8 +105,11 @@ _CY_NODES = """() => {
 def test_explorer_in_chromium(voila_app, tmp_path):
     from playwright.sync_api import sync_playwright
 
-    url, save_dir, log = voila_app
+    url, save_dir, log, server = voila_app
+    assert re.fullmatch(r"http://127\.0\.0\.1:\d+/\?token=browser-test-[0-9a-f]{16}", url)
     outside: list[str] = []
+    sent: list[int] = []  # sizes of the widget messages the page sends its kernel
+    sockets: list[str] = []  # the kernel websockets the page opens
 
     def only_localhost(route):
         host = urlparse(route.request.url).hostname
@@ -120,6 +126,13 @@ def test_explorer_in_chromium(voila_app, tmp_path):
             page.route("**/*", only_localhost)
             errors: list[str] = []
             page.on("pageerror", lambda e: errors.append(str(e)))
+
+            def watch(ws):
+                if "/channels" in ws.url:
+                    sockets.append(ws.url)
+                    ws.on("framesent", lambda payload: sent.append(len(payload)))
+
+            page.on("websocket", watch)
             page.goto(url, timeout=120_000)
             symbol = page.locator("input.widget-input[list]")  # ipywidgets renders a Combobox as <input list=...>
             symbol.wait_for(timeout=120_000)
@@ -182,6 +195,29 @@ def test_explorer_in_chromium(voila_app, tmp_path):
             page.screenshot(path=str(shot), full_page=True)
             print(f"\nscreenshot: {shot}")
             assert not errors, errors
+
+            # The page works within the server's bounds on widget messages: one websocket, fewer
+            # messages than a burst, none near the size bound; the server closed nothing.
+            limits = ServerLimits()
+            assert len(sockets) == 1, sockets
+            assert 0 < len(sent) < limits.message_burst and max(sent) < limits.max_message_bytes / 4
+            assert "closing the websocket" not in log.read_text()
+            print(f"the page sent {len(sent)} widget messages, {sum(sent)} bytes, at most {max(sent)}")
+
+            # Leaving the page stops its kernel: the page sends a beacon as it unloads
+            # (voila/api/shutdown, with its _xsrf cookie). Playwright holds a beacon of an unloading
+            # page at a route until the browser closes, so the route makes way for a watcher.
+            assert len(kernel_pids(server.pid)) == 1
+            page.unroute("**/*")
+            page.on("request", lambda r: None if urlparse(r.url).hostname in ("127.0.0.1", None)
+                    else outside.append(r.url))
+            page.goto("about:blank")
+            left = time.monotonic()
+            while kernel_pids(server.pid) and time.monotonic() < left + 20:
+                page.wait_for_timeout(200)
+            assert kernel_pids(server.pid) == [], log.read_text()[-2000:]
+            assert "Kernel shutdown" in log.read_text() and "Culling 'idle' kernel" not in log.read_text()
+            print(f"the kernel stopped {time.monotonic() - left:.1f} s after the page went")
         finally:
             browser.close()
     assert outside == [], f"requests that tried to leave 127.0.0.1: {outside}"
