@@ -44,7 +44,7 @@ from .notebook import (
 )
 from .queries.whatif import ChangeError, WhatIfResult
 
-__all__ = ["whatif_explorer", "WhatIfExplorer", "sortable_table_html", "offline_voila_template", "ExplorerError",
+__all__ = ["whatif_explorer", "WhatIfExplorer", "default_reports_dir", "sortable_table_html", "offline_voila_template", "ExplorerError",
            "CHANGE_CHOICES",
            "MAX_DRAWN",
            "CYTOSCAPE_STYLE"]
@@ -118,10 +118,11 @@ class WhatIfExplorer(widgets.VBox):
     """The explorer app. Drive it from code too: set ``symbol.value`` and ``kind.value``, call :meth:`run`."""
 
     def __init__(self, store: GraphStore, kernel: str | None = None, *, table: str = "html",
-                 save_dir: str | Path = ".", symbol: str = "", kind: str = "unexport", namespace: str = "",
+                 save_dir: str | Path | None = None, symbol: str = "", kind: str = "unexport", namespace: str = "",
                  run: bool = False, draw: bool = True):
         self.store = store
-        self.save_dir = Path(save_dir)
+        # Not the notebook's folder: under `ksymgraph explore` that is inside the installed package.
+        self.save_dir = Path(save_dir) if save_dir is not None else default_reports_dir()
         self.result: WhatIfResult | None = None
         """The last result."""
         self.frame = None
@@ -312,3 +313,11 @@ def whatif_explorer(store: GraphStore | None = None, kernel: str | None = None, 
     """The what-if explorer app on ``store`` (default: the notebook's active store); see
     :class:`WhatIfExplorer` for the options."""
     return WhatIfExplorer(store if store is not None else active_store(), kernel, **options)
+
+
+def default_reports_dir() -> Path:
+    """Where the explorer's save buttons write when not told: ``$KSYMGRAPH_REPORTS``, else
+    ``~/ksymgraph-reports``."""
+    import os
+
+    return Path(os.environ.get("KSYMGRAPH_REPORTS") or Path.home() / "ksymgraph-reports")
