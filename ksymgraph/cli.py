@@ -185,6 +185,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--module", metavar="MODULE", help="a module file, or the name of a module the store holds")
     s.add_argument("--since", metavar="KERNEL", help="start the series at this kernel")
     s.add_argument("--until", metavar="KERNEL", help="end the series at this kernel")
+    s.add_argument("--flavour", metavar="FLAVOUR", default="",
+                   help="the kernels of one Debian flavour make the series (amd64, cloud-amd64, rt-amd64; default: "
+                        "the flavour most kernels of the store have; 'all': every kernel)")
     s.add_argument("--format", choices=("md", "json", "html"), default="md")
     s.add_argument("-o", "--output", metavar="FILE")
     _store_args(s, kernel=False)
@@ -487,13 +490,15 @@ def cmd_history(args) -> int:
 
     if not args.symbols and not args.module:
         raise CliError("name at least one SYMBOL, or --module MODULE")
+    flavour = None if args.flavour == "all" else args.flavour
     with _open(args) as store:
         if args.module:
             target = read_module_file(args.module) if is_module_file(args.module) or Path(args.module).is_file() \
                 else args.module
-            text = render_module_history(usecases.module_history(store, target, args.since, args.until), args.format)
+            text = render_module_history(usecases.module_history(store, target, args.since, args.until, flavour),
+                                         args.format)
         else:
-            h = usecases.history(store, args.symbols, args.since, args.until)
+            h = usecases.history(store, args.symbols, args.since, args.until, flavour)
             for sym, close in h.never_exported.items():
                 print(f"warning: {sym}: no kernel in the store exports it"
                       + (f"; did you mean {', '.join(close)}?" if close else ""), file=sys.stderr)

@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import difflib
 import re
+from collections import Counter
 from typing import Iterable, NamedTuple
 
 from ..graph.projection import KernelProjection
 from ..graph.store import GraphStore
-from ..loaders.debnames import debian_version_key
+from ..loaders.debnames import debian_version_key, release_flavour
 from ..loaders.records import ModuleData
 from .library import QueryError
 from .records import ExportState, Reason
@@ -43,6 +44,8 @@ class KernelPoint(NamedTuple):
     """What it is ordered by: the package version, else the release; ``""`` when neither parses."""
     placed_by_name: bool
     """True when its version could not be read: it is placed after the others, by name."""
+    flavour: str = ""
+    """Its Debian flavour (``amd64``, ``cloud-amd64``, ``rt-amd64``), ``""`` for other kernels."""
 
 
 class KernelExport(NamedTuple):
@@ -105,12 +108,26 @@ class History(NamedTuple):
 _VERSION = re.compile(r"^\d+\.\d+")
 
 
-def ordered_kernels(store: GraphStore) -> list[KernelPoint]:
-    """The store's kernels in version order (see the module docstring)."""
+def ordered_kernels(store: GraphStore, flavour: str | None = "") -> list[KernelPoint]:
+    """The store's kernels in version order (see the module docstring).
+
+    Kernels of one flavour make a series (an ``-rt`` kernel's exports and CRCs differ from the
+    plain kernel's of the same version): ``flavour`` picks one (``amd64``, ``cloud-amd64``); ``""``
+    the flavour most kernels of the store have; None all kernels, whatever their flavour.
+    """
     points = []
     for kernel, version in store.query("MATCH (k:Kernel) RETURN k.release, k.version").rows:
         v = version if version and _VERSION.match(version) else kernel if _VERSION.match(kernel) else ""
-        points.append(KernelPoint(kernel, v, not v))
+        points.append(KernelPoint(kernel, v, not v, release_flavour(kernel)))
+    if flavour == "" and points:
+        counts = Counter(p.flavour for p in points)
+        flavour = max(counts, key=lambda f: (counts[f], -len(f), f))
+    if flavour is not None:
+        if not any(p.flavour == flavour for p in points):
+            have = sorted({p.flavour for p in points})
+            raise QueryError(f"no kernel of flavour {flavour!r} in the store; it has: "
+                             f"{', '.join(h or '(none)' for h in have)} (--flavour all: every kernel)")
+        points = [p for p in points if p.flavour == flavour]
     known = sorted((p for p in points if not p.placed_by_name), key=lambda p: (debian_version_key(p.version), p.kernel))
     return known + sorted((p for p in points if p.placed_by_name), key=lambda p: p.kernel)
 
@@ -140,13 +157,13 @@ _ALL_EXPORTED = "MATCH (m:Module)-[:EXPORTS]->(s:Symbol) RETURN DISTINCT s.name"
 
 
 def export_history(store: GraphStore, symbols: Iterable[str], since: str | None = None,
-                   until: str | None = None) -> History:
-    """How each of ``symbols`` is exported along the store's kernels (from ``since`` to ``until``,
-    by name), and the transitions."""
+                   until: str | None = None, flavour: str | None = "") -> History:
+    """How each of ``symbols`` is exported along the store's kernels of one ``flavour`` (see
+    :func:`ordered_kernels`; from ``since`` to ``until``, by name), and the transitions."""
     symbols = sorted(set(symbols))
     if not symbols:
         raise QueryError("name at least one symbol")
-    points = _within(ordered_kernels(store), since, until)
+    points = _within(ordered_kernels(store, flavour), since, until)
     if not points:
         raise QueryError(f"{store.describe()} holds no kernel yet: run `ksymgraph load SOURCE` first")
     kernels = {p.kernel for p in points}
@@ -232,7 +249,7 @@ class ModuleHistory(NamedTuple):
 
 
 def module_history(store: GraphStore, module: ModuleData, since: str | None = None,
-                   until: str | None = None, projection=None) -> ModuleHistory:
+                   until: str | None = None, projection=None, flavour: str | None = "") -> ModuleHistory:
     """``module`` (read from its file, or taken from the store) along the series.
 
     ``projection`` maps a kernel name to its :class:`KernelProjection` (default: read each once).
@@ -240,7 +257,7 @@ def module_history(store: GraphStore, module: ModuleData, since: str | None = No
     from .diff import rebuilt_against
     from .whatif import failing_modules
 
-    points = _within(ordered_kernels(store), since, until)
+    points = _within(ordered_kernels(store, flavour), since, until)
     get = projection or (lambda k: KernelProjection.from_store(store, k))
     name = module.info.name
     first: dict[str, tuple[str, Reason]] = {}
@@ -271,10 +288,10 @@ def module_history(store: GraphStore, module: ModuleData, since: str | None = No
     return ModuleHistory(name, points, loads, steps, binary_from, binary)
 
 
-def module_from_store(store: GraphStore, name: str, since: str | None = None) -> ModuleData:
+def module_from_store(store: GraphStore, name: str, since: str | None = None, flavour: str | None = "") -> ModuleData:
     """Module ``name`` as the first kernel of the series (from ``since``) that has it holds it: the
     module as it was, to follow forward."""
-    for p in _within(ordered_kernels(store), since, None):
+    for p in _within(ordered_kernels(store, flavour), since, None):
         proj = KernelProjection.from_store(store, p.kernel)
         if name in proj.modules and name != "vmlinux":
             return proj.module_data(name)

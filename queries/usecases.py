@@ -99,14 +99,17 @@ def usage(store: GraphStore, kernel: str | None) -> UsageReport:
     return export_usage(kernel_view(store, kernel).projection)
 
 
-def history(store: GraphStore, symbols: Iterable[str], since: str | None = None, until: str | None = None) -> History:
-    """How ``symbols`` are exported along the store's kernels, in version order, and what changed when."""
-    return export_history(store, symbols, since, until)
+def history(store: GraphStore, symbols: Iterable[str], since: str | None = None, until: str | None = None,
+            flavour: str | None = "") -> History:
+    """How ``symbols`` are exported along the store's kernels of one flavour (``""``: the most
+    common; None: all), in version order, and what changed when."""
+    return export_history(store, symbols, since, until, flavour)
 
 
 def module_history(store: GraphStore, module: ModuleData | str, since: str | None = None,
-                   until: str | None = None) -> ModuleHistory:
-    """Where, along the store's kernels, ``module`` (read from its file, or the name of a module the
-    store holds) would stop loading, and by which rule."""
-    data = module_from_store(store, module, since) if isinstance(module, str) else module
-    return _module_history(store, data, since, until, projection=lambda k: kernel_view(store, k).projection)
+                   until: str | None = None, flavour: str | None = "") -> ModuleHistory:
+    """Where, along the store's kernels of one flavour, ``module`` (read from its file, or the name
+    of a module the store holds) would stop loading, and by which rule."""
+    data = module_from_store(store, module, since, flavour) if isinstance(module, str) else module
+    return _module_history(store, data, since, until, projection=lambda k: kernel_view(store, k).projection,
+                           flavour=flavour)

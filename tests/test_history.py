@@ -49,16 +49,23 @@ def test_kernels_ordered_by_version_not_name(tmp_path):
     # Names sort 6.1.0-50 < 6.12... < 6.1.0-47 wrongly would read; versions decide.
     kernels = [("6.12.57+deb13-amd64", "6.12.57-1"), ("6.1.0-50-amd64", "6.1.176-1"),
                ("6.12.43+deb12-amd64", "6.12.43-1~bpo12+1"), ("6.1.0-47-amd64", "6.1.170-3"),
-               ("my-custom-kernel", ""), ("7.2.13+deb14-amd64", "7.2.13-1"), ("5.10.0-32-amd64", "5.10.223-1")]
+               ("my-custom-kernel", ""), ("7.2.13+deb14-amd64", "7.2.13-1"), ("5.10.0-32-amd64", "5.10.223-1"),
+               ("6.1.0-50-rt-amd64", "6.1.176-1")]
     with open_store(tmp_path / "g.lbdb") as store:
         for release, version in kernels:
             batch, _ = build_kernel_graph(KernelMeta(release, version, "amd64", "test"), [])
             store.replace_kernel(batch)
-        points = ordered_kernels(store)
-    assert [p.kernel for p in points] == ["5.10.0-32-amd64", "6.1.0-47-amd64", "6.1.0-50-amd64",
+        points = ordered_kernels(store, flavour=None)
+        plain = ordered_kernels(store)  # the flavour most kernels have: amd64
+        rt = ordered_kernels(store, "rt-amd64")
+        with pytest.raises(QueryError, match=r"no kernel of flavour 'arm64' in the store; it has: \(none\), amd64, rt-amd64"):
+            ordered_kernels(store, "arm64")
+    assert [p.kernel for p in points] == ["5.10.0-32-amd64", "6.1.0-47-amd64", "6.1.0-50-amd64", "6.1.0-50-rt-amd64",
                                           "6.12.43+deb12-amd64", "6.12.57+deb13-amd64", "7.2.13+deb14-amd64",
                                           "my-custom-kernel"]
     assert [p.kernel for p in points if p.placed_by_name] == ["my-custom-kernel"]
+    assert [p.kernel for p in plain] == [p.kernel for p in points if p.flavour == "amd64"]
+    assert [p.kernel for p in rt] == ["6.1.0-50-rt-amd64"]
 
 
 def test_every_kind_of_transition(two_kernels, fixture_tree, fixture_tree_b):
