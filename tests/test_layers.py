@@ -24,6 +24,7 @@ LAYERS = [
     "ksymgraph.cli",
     "ksymgraph.explorer_server",
     "ksymgraph.explorer",
+    "ksymgraph.series",
     "ksymgraph.notebook",
     "ksymgraph.queries",
     "ksymgraph.graph",

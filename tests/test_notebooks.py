@@ -18,7 +18,7 @@ import pytest
 from nbclient import NotebookClient
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
-ALL = ("01-unbreak-lttng.ipynb", "02-whatif-explorer.ipynb", "03-cypher.ipynb")
+ALL = ("01-unbreak-lttng.ipynb", "02-whatif-explorer.ipynb", "03-cypher.ipynb", "04-export-history.ipynb")
 
 
 def with_parameters(path: Path, params: dict) -> nbformat.NotebookNode:
@@ -190,3 +190,36 @@ def test_01_lttng_story_on_debian(tmp_path, debian_kernel):
     # the kernel's own source: who in-tree uses what LTTng reaches by name (the reviewers' question)
     assert "symbol looked up by name" in text and "in-tree modular callers" in text
     assert re.search(r"task_prio\s+\d+", text), "task_prio's in-tree modular callers are counted"
+
+
+def test_04_history_on_fixture_kernels(fixture_db, extra_modules, tmp_path):
+    """The history notebook on the fixture series: kernel B drops a_plain, which prop_d imports."""
+    nb = execute(with_parameters(NOTEBOOKS / "04-export-history.ipynb", {
+        "db": str(fixture_db), "series": [], "load": "never", "oot_modules": str(extra_modules),
+        "symbol": "a_data"}), tmp_path)
+    text = text_of(nb)
+    assert "2 kernels, oldest first: 6.1.0-fixture, 6.12.0-fixture" in text
+    steps = next(c for c in nb.cells if c.cell_type == "code" and "export_steps" in c.source).outputs[-1]
+    assert "6.12.0-fixture" in steps.data["text/plain"]
+    assert images_of(nb) == 1  # the exports-per-step plot
+    # prop_d (standing in for LTTng) imports a_plain and kfree; B has no a_plain
+    assert "1 modules import 2 kernel symbols; 1 of them stop LTTng on some kernel" in text
+    assert "a_plain" in text and "6.12.0-fixture" in text
+    # the history box, pre-filled: a_data turned GPL-only from A to B (the widget's state)
+    state = json.dumps(nb.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"])
+    assert "turned GPL-only" in state and "a_data" in state
+
+
+@pytest.mark.realdata
+def test_04_history_on_debian(tmp_path):
+    """Debian's kernels from 5.10 to 7.2 in one store, with LTTng 2.13.9 built against 6.1."""
+    nb = execute(with_parameters(NOTEBOOKS / "04-export-history.ipynb", {
+        "db": str(tmp_path / "history.lbdb"), "load": "missing", "symbol": "find_module"}), tmp_path, timeout=2400)
+    nbformat.write(nb, tmp_path / "04-executed.ipynb")
+    text = text_of(nb)
+    m = re.search(r"(\d+) kernels, oldest first: (\S+),", text)
+    assert m and int(m.group(1)) >= 5 and m.group(2).startswith("5.10.0-")
+    assert images_of(nb) == 1
+    assert re.search(r"\d+ modules import \d+ kernel symbols; \d+ of them stop LTTng on some kernel", text)
+    state = json.dumps(nb.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"])
+    assert "find_module" in state and "vanished" in state
