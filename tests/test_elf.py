@@ -5,6 +5,7 @@ compressed files, and agreement with pyelftools."""
 from __future__ import annotations
 
 import gzip
+import io
 import lzma
 import struct
 from pathlib import Path
@@ -244,11 +245,11 @@ def patch_section(path: Path, name: str, *, size: int | None = None, name_shift:
     path.write_bytes(data)
 
 
-def pyelftools_interface(path: str) -> tuple[set, set]:
-    """Exports (symbol, gpl) and imports (symbol) the slow, obvious way, with pyelftools. With a
-    ``__kflagstab``, GPL-only is bit 0 of the byte its ``__flags_<sym>`` symbol names (the reader
-    finds it by entry index instead)."""
-    with open(path, "rb") as f:
+def pyelftools_interface(path: str | bytes) -> tuple[set, set]:
+    """Exports (symbol, gpl) and imports (symbol) the slow, obvious way, with pyelftools, of a file
+    or of an image's bytes. With a ``__kflagstab``, GPL-only is bit 0 of the byte its
+    ``__flags_<sym>`` symbol names (the reader finds it by entry index instead)."""
+    with (io.BytesIO(path) if isinstance(path, bytes) else open(path, "rb")) as f:
         elf = ELFFile(f)
         symtab = elf.get_section_by_name(".symtab")
         names = {i: s.name for i, s in enumerate(elf.iter_sections())}
