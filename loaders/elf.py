@@ -691,6 +691,9 @@ def _exports(elf: ModuleElf, module: str, syms: np.ndarray, strtab: StringTable)
             if si == SHN_ABS:
                 crcs[n[6:]] = value & 0xFFFFFFFF
             elif si in crc_words:
+                if not 0 <= value <= len(crc_words[si]) - 4:
+                    raise elf._fail(f"{_shown(n)} is at byte {value} of section {elf.section_name(si)}, "
+                                    f"which has {len(crc_words[si])} bytes")
                 (crcs[n[6:]],) = struct.unpack_from(word, crc_words[si], value)
         elif si == strings_idx and n.startswith("__kstrtabns_"):
             ns_syms[n[12:]] = value
@@ -702,6 +705,10 @@ def _exports(elf: ModuleElf, module: str, syms: np.ndarray, strtab: StringTable)
     by_label = dict(zip(ns_syms, strings.names(ns_offsets)))
     exports: list[Export] = []
     for si, gpl in ksym_sections.items():
+        too_long = next((s for s in entries[si] if len(s) > 127 and len(s.encode()) >= KSYM_NAME_LEN), None)
+        if too_long is not None:
+            raise elf._fail(f"the exported symbol {_shown(too_long)} is {len(too_long.encode())} bytes long, "
+                            f"more than KSYM_NAME_LEN ({KSYM_NAME_LEN}) allows")
         if ns_syms:
             namespaces = by_label
         else:

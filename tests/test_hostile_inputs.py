@@ -366,3 +366,34 @@ def test_int64_column_says_which_value_overflows():
 
     with pytest.raises(ValueError, match="^9223372036854775808 does not fit a 64-bit integer column$"):
         int64s([1, None, 2**63])
+
+
+# Fuzzing: a fixed-seed sample of tests/bench/fuzz_inputs.py's inputs. ----------------------------
+
+@pytest.fixture(scope="module")
+def fuzz():
+    sys.path.insert(0, str(Path(__file__).parent / "bench"))
+    try:
+        import fuzz_inputs
+    finally:
+        sys.path.pop(0)
+    return fuzz_inputs
+
+
+def test_fuzz_module_reader_sample(fuzz):
+    """3,000 mutated modules (.ko, and xz, gzip, zstd wrappers): each a module or a LoaderError
+    naming it, no invariant broken."""
+    stats = fuzz.run("module", 3000, seed=20251201)
+    assert stats.failures == []
+    assert stats.results > 500  # many mutations leave a readable module ...
+    assert len(stats.errors) > 25  # ... and the others reach many different checks
+    assert any(k.startswith("cannot decompress") for k in stats.errors)
+    assert any("__kflagstab" in k for k in stats.errors)
+
+
+def test_fuzz_symvers_reader_sample(fuzz):
+    stats = fuzz.run("symvers", 3000, seed=20251201)
+    assert stats.failures == []
+    assert stats.results > 2000
+    assert {"symvers line: CRC -N is negative: a CRC is a N-bit unsigned value",
+            "symvers line: symbol … of … bytes, longer than KSYM_NAME_LEN (N) allows"} <= set(stats.errors)
