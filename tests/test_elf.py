@@ -42,7 +42,8 @@ def test_exports_imports_every_layout_and_arch(tmp_path, arch, layout):
     assert m.info.license == "GPL"
     assert m.info.intree is True
     assert m.info.vermagic.startswith("6.1.0-fixture ")
-    assert m.info.modversions is True and m.info.layout_crc is None  # __versions, no module_layout entry
+    assert m.info.modversions is True
+    assert m.info.layout_crc == recorded_versions(ko).get("module_layout")
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
@@ -129,10 +130,16 @@ def test_extended_versions_win_over_basic_ones(tmp_path):
 
 
 def test_no_versions_no_modversions(tmp_path):
-    m = read_module_file(str(compile_module(MODULE_SOURCES / "weak_e.c", tmp_path / "weak_e.ko")))
-    assert "__versions" not in sections(tmp_path / "weak_e.ko")
+    src = tmp_path / "plain.c"
+    src.write_text('#include "fixture_module.h"\n'
+                   "extern void kfree(const void *p);\n"
+                   "void f(void) { kfree(0); }\n"
+                   'MODULE_LICENSE("GPL");\n')
+    ko = compile_module(src, tmp_path / "plain.ko", defines=("NO_MODVERSIONS",))
+    assert "__versions" not in sections(ko)
+    m = read_module_file(str(ko))
     assert m.info.modversions is False and m.info.layout_crc is None
-    assert [i.crc for i in m.import_records()] == [None, None]
+    assert [(i.symbol, i.crc) for i in m.import_records()] == [("kfree", None)]
 
 
 def test_first_versions_record_of_a_name_wins(tmp_path):
@@ -146,9 +153,10 @@ def test_first_versions_record_of_a_name_wins(tmp_path):
     ko = compile_module(src, tmp_path / "twice.ko")
     with open(ko, "rb") as f:
         raw = ELFFile(f).get_section_by_name("__versions").data()
-    first = struct.unpack_from("<Q", raw, 0)[0]  # whichever record gcc put first
-    assert {first, struct.unpack_from("<Q", raw, 64)[0]} == {0x11111111, 0x22222222}
-    assert [i.crc for i in read_module_file(str(ko)).import_records()] == [first]
+    records = [struct.unpack_from("<Q56s", raw, at) for at in range(0, len(raw), 64)]
+    kfree = [crc for crc, name in records if name.rstrip(b"\0") == b"kfree"]  # in the order gcc put them
+    assert sorted(kfree) == [0x11111111, 0x22222222]
+    assert [i.crc for i in read_module_file(str(ko)).import_records()] == [kfree[0]]
 
 
 def test_modinfo_fields(tmp_path):
@@ -243,6 +251,25 @@ def patch_section(path: Path, name: str, *, size: int | None = None, name_shift:
     if name_shift:
         struct.pack_into(e + "I", data, s["at"], s["sh_name"] + name_shift)
     path.write_bytes(data)
+
+
+def recorded_versions(path: Path) -> dict[str, int]:
+    """The CRCs a module file records, read with pyelftools and struct: from the extended sections
+    when it has them, else from __versions (the first record of a name wins)."""
+    with open(path, "rb") as f:
+        elf = ELFFile(f)
+        e = "<" if elf.little_endian else ">"
+        crcs, names = elf.get_section_by_name("__version_ext_crcs"), elf.get_section_by_name("__version_ext_names")
+        if crcs is not None:
+            pairs = zip(names.data().split(b"\0"), struct.unpack(f"{e}{crcs['sh_size'] // 4}I", crcs.data()))
+        else:
+            raw = elf.get_section_by_name("__versions").data() if elf.get_section_by_name("__versions") else b""
+            record = e + ("Q56s" if elf.elfclass == 64 else "I60s")
+            pairs = ((name.rstrip(b"\0"), crc) for crc, name in struct.iter_unpack(record, raw))
+        out: dict[str, int] = {}
+        for name, crc in pairs:
+            out.setdefault(name.decode(), crc)
+        return out
 
 
 def pyelftools_interface(path: str | bytes) -> tuple[set, set]:

@@ -35,18 +35,28 @@ GIB = 1 << 30
 MIB = 1 << 20
 
 CHILD = r"""
-import json, sys
-from ksymgraph.graph.load import read_kernel
-workers = int(sys.argv[1])
-meta, modules, entries, skipped, _ = read_kernel(sys.argv[2:], kernel="hostile", workers=workers)
+import json, os, sys
+from ksymgraph.loaders.modules import find_module_files, for_each_module
+from ksymgraph.loaders.symvers import read_symvers
+workers, modules, skipped, entries = int(sys.argv[1]), [], [], []
+for source in sys.argv[2:]:
+    if source.endswith("symvers"):
+        found, bad = read_symvers(source)
+        entries += found
+        skipped += bad
+        continue
+    paths = find_module_files(source, skipped) if os.path.isdir(source) else [source]
+    for r in for_each_module(paths, workers):
+        (modules if hasattr(r, "info") else skipped).append(r)
 print(json.dumps({"modules": sorted(m.info.path for m in modules), "skipped": [list(s) for s in skipped],
                   "entries": [[e.export.symbol, e.export.crc] for e in entries]}))
 """
 
 
 def read_in_child(*sources: Path, workers: int = 1, script: str = CHILD) -> tuple[dict, int]:
-    """Read ``sources`` as a kernel in a child process: (what it read, its peak RSS in MiB, the
-    largest of it and its own workers)."""
+    """Read ``sources`` (module files, directories of them, Module.symvers files) in a child
+    process as a load reads them: (what it read, its peak RSS in MiB, the largest of it and its
+    own workers)."""
     with open(os.devnull, "wb") as devnull:
         p = subprocess.Popen([sys.executable, "-c", script, str(workers), *map(str, sources)],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=devnull)
