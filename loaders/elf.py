@@ -593,6 +593,9 @@ def _namespace_by_relocation(elf: ModuleElf, ksym_idx: int, entry_offsets: dict[
         if rela:
             addend = addends[r]
         else:  # REL: the addend is stored in the place itself
+            if off + field + struct.calcsize(fmt) > len(ksym_bytes):
+                raise elf._fail(f"the namespace field of __ksymtab_{_shown(name)} (byte {off + field}) is outside "
+                                f"section {elf.section_name(ksym_idx)} ({len(ksym_bytes)} bytes)")
             (addend,) = struct.unpack_from(fmt, ksym_bytes, off + field)
         at = int(values[symidx]) + addend
         if not 0 <= at < len(strings):
@@ -699,10 +702,11 @@ def _exports(elf: ModuleElf, module: str, syms: np.ndarray, strtab: StringTable)
             ns_syms[n[12:]] = value
     strings = StringTable(bytes(elf.section_bytes(strings_idx)) if strings_idx is not None else b"",
                           "__ksymtab_strings", elf.path)
-    ns_offsets = np.fromiter(ns_syms.values(), dtype=np.int64, count=len(ns_syms))
-    if len(ns_offsets) and (ns_offsets.max() >= len(strings)):
-        raise elf._fail("a __kstrtabns_ symbol points outside __ksymtab_strings")
-    by_label = dict(zip(ns_syms, strings.names(ns_offsets)))
+    outside = next((s for s, off in ns_syms.items() if off >= len(strings)), None)
+    if outside is not None:
+        raise elf._fail(f"__kstrtabns_{_shown(outside)} is at byte {ns_syms[outside]}, outside __ksymtab_strings "
+                        f"({len(strings)} bytes)")
+    by_label = dict(zip(ns_syms, strings.names(np.fromiter(ns_syms.values(), dtype=np.int64, count=len(ns_syms)))))
     exports: list[Export] = []
     for si, gpl in ksym_sections.items():
         too_long = next((s for s in entries[si] if len(s) > 127 and len(s.encode()) >= KSYM_NAME_LEN), None)

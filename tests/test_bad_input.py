@@ -8,6 +8,7 @@ import random
 import struct
 
 import pytest
+from elftools.elf.elffile import ELFFile
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -285,3 +286,37 @@ def test_kflagstab_longer_than_ksymtab_is_read_as_the_kernel_reads_it(ext_ko):
     patch_section(ext_ko, "__kflagstab", size=section(ext_ko, "__kflagstab")["sh_size"] + 1)
     assert {e.symbol: e.gpl for e in read_module_file(str(ext_ko)).exports} == {
         "a_plain": False, "a_gpl": True, "a_ns": True, "a_data": False}
+
+
+# Found by tests/bench/fuzz_inputs.py: each once a "malformed module: <Python error>". -----------
+
+def _patch_symbol(path, name: str, value: int) -> None:
+    """Set st_value of symbol ``name`` (an x86_64 or i386 module)."""
+    with open(path, "rb") as f:
+        elf = ELFFile(f)
+        symtab = elf.get_section_by_name(".symtab")
+        index = next(i for i, s in enumerate(symtab.iter_symbols()) if s.name == name)
+        at, bits = symtab["sh_offset"] + index * symtab["sh_entsize"], elf.elfclass
+    data = bytearray(path.read_bytes())
+    if bits == 64:
+        struct.pack_into("<Q", data, at + 8, value)
+    else:
+        struct.pack_into("<I", data, at + 4, value)
+    path.write_bytes(data)
+
+
+def test_fuzz_rel_namespace_field_outside_ksymtab(tmp_path):
+    """i386 (REL relocations: the addend is in the place), namespace only by relocation, and a
+    __ksymtab cut to 8 bytes: the namespace field of its first entry is past the end."""
+    ko = compile_module(MODULE_SOURCES / "core_a.c", tmp_path / "core_a.ko", "i386", "ns-reloc")
+    patch_section(ko, "__ksymtab_gpl", size=8)
+    e = _error(ko)
+    assert e.reason.startswith("the namespace field of __ksymtab_")
+    assert e.reason.endswith("is outside section __ksymtab_gpl (8 bytes)")
+
+
+def test_fuzz_kstrtabns_symbol_past_2_63(tmp_path):
+    ko = compile_module(MODULE_SOURCES / "core_a.c", tmp_path / "core_a.ko")
+    _patch_symbol(ko, "__kstrtabns_a_ns", 2**64 - 1)
+    assert _error(ko).reason == (f"__kstrtabns_a_ns is at byte {2**64 - 1}, outside __ksymtab_strings "
+                                 f"({section(ko, '__ksymtab_strings')['sh_size']} bytes)")

@@ -374,7 +374,7 @@ def test_symvers_crcs_are_32_bits(tmp_path):
 def test_int64_column_says_which_value_overflows():
     from ksymgraph.graph.columns import int64s
 
-    with pytest.raises(ValueError, match="^9223372036854775808 does not fit a 64-bit integer column$"):
+    with pytest.raises(OverflowError, match="^9223372036854775808 does not fit a 64-bit integer column$"):
         int64s([1, None, 2**63])
 
 
