@@ -69,10 +69,14 @@ def int64s(values: Sequence[int | None]) -> pa.Array:
 
     validity = None
     try:
-        data = np.array(values, dtype=np.int64)
-    except TypeError:  # a None among them
-        validity = _validity(values)
-        data = np.fromiter((0 if v is None else v for v in values), dtype=np.int64, count=len(values))
+        try:
+            data = np.array(values, dtype=np.int64)
+        except TypeError:  # a None among them
+            validity = _validity(values)
+            data = np.fromiter((0 if v is None else v for v in values), dtype=np.int64, count=len(values))
+    except OverflowError:  # the loaders hold CRCs to 32 bits: this is a bug, and says which value
+        bad = next(v for v in values if v is not None and not -2**63 <= v < 2**63)
+        raise OverflowError(f"{bad} does not fit a 64-bit integer column") from None
     return pa.Array.from_buffers(pa.int64(), len(values), [validity, pa.py_buffer(data)])
 
 

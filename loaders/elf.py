@@ -1,4 +1,4 @@
-"""Kernel module ELF files: ``.modinfo``, ksymtab exports, ``__versions`` and undefined symbols.
+"""Kernel module ELF files: ``.modinfo``, ksymtab exports, symbol versions and undefined symbols.
 
 The classes here mirror the ELF structures they read (header, section header, symbol,
 relocation) and read only what a module's interface needs. pyelftools builds a Python object for
@@ -8,7 +8,7 @@ viewed as numpy record arrays, so only the few sections and symbols that matter 
 ``tests/test_elf.py`` checks this reader against pyelftools on real modules.
 
 Both ELF classes and both byte orders are read; the layout of ``__ksymtab`` is decided per file
-from its size and relocation types, never from a kernel version.
+from its sections, sizes and relocation types, never from a kernel version.
 
 Layouts of the export table, per entry (``struct kernel_symbol``):
 
@@ -19,13 +19,53 @@ Layouts of the export table, per entry (``struct kernel_symbol``):
 * the same plus ``namespace_offset`` (12 bytes, or a third pointer when absolute): since 5.4,
   8651ec01daed ("module: add support for symbol namespaces").
 
-The namespace string is named by a local symbol ``__kstrtabns_<sym>`` from 5.4 to 6.4; since 6.5,
-ddb5cdbafaaa ("kbuild: generate KSYMTAB entries by modpost"), only the relocation of the entry's
-namespace field names it, so that is read when the symbol is absent.
+GPL-only exports sit in their own ``__ksymtab_gpl`` (and ``__kcrctab_gpl``) up to 7.0. Since 7.1
+there is one ``__ksymtab`` and, parallel to it, ``__kflagstab``: one byte per entry, entry *i*'s
+flags in byte *i*, bit 0 ``KSYM_FLAG_GPL_ONLY``. 9743311b4535 ("module: add kflagstab section to
+vmlinux and modules") and 16d0e04f546f ("module: populate kflagstab in modpost") added it;
+55fcb926b6d8 ("module: use kflagstab instead of *_gpl sections") made the loader read it
+(``find_exported_symbol_in_section()``: ``sym_flags & KSYM_FLAG_GPL_ONLY``, and a module with
+exports but no ``__kflagstab`` is refused: "no flags for exported symbols"); f18540256b70
+("module: remove *_gpl sections from vmlinux and modules") dropped the ``_gpl`` sections. The
+kernel tests no other bit (a ``KSYM_FLAG_PROTECTED``, bit 1, was proposed with the series and not
+merged), so other bits are ignored here too. A kernel that reads ``__kflagstab`` ignores a
+``__ksymtab_gpl`` (b4760ff2a5e4, "module: deprecate usage of *_gpl sections in module loader",
+warns "ignoring obsolete section"), so a module with both exports only what ``__ksymtab`` holds.
+A ``__kflagstab`` shorter than ``__ksymtab``'s entries, which the kernel would read past, is a
+:class:`LoaderError`.
+
+The namespace string is named by a local symbol ``__kstrtabns_<sym>`` (still so in Debian's
+6.1, 6.12 and 7.2 modules); where the symbol is missing, as ddb5cdbafaaa ("kbuild: generate
+KSYMTAB entries by modpost") allows since 6.5, the relocation of the entry's namespace field
+names it, so that is read.
 
 The CRC of an export is ``__crc_<sym>``: an absolute symbol whose value is the CRC before 5.19,
 and since 7b4537199a4a ("kbuild: link symbol CRCs at final link, removing
 CONFIG_MODULE_REL_CRCS") a symbol in ``__kcrctab[_gpl]`` whose 32-bit word is the CRC.
+
+Symbol versions of imports (``CONFIG_MODVERSIONS``): ``__versions`` holds ``{unsigned long crc;
+char name[64 - sizeof(long)]}`` records. Since 6.14 a module may also carry extended versions,
+54ac1ac8edeb ("modules: Support extended MODVERSIONS info") and fc7d5e3210ae ("modpost: Produce
+extended MODVERSIONS information"): ``__version_ext_crcs`` (one 32-bit CRC per entry) and
+``__version_ext_names`` (the names, NUL-terminated, in the same order), which hold names of any
+length; e8639b7ef0f8 ("modpost: Allow extended modversions without basic MODVERSIONS") lets a
+module carry them alone. As ``check_version()`` in kernel/module/version.c does, when the extended
+sections are present they alone give the CRCs (``__versions`` is then not read for imports), and
+the first entry of a name wins. The kernel's checks are kept (``elf_validity_cache_index_versions()``):
+one extended section without the other, or more CRCs than names, is a :class:`LoaderError`. Where
+the kernel would still load the module the reader does as it does: names beyond the last CRC are
+ignored, and so is a last ``__versions`` record or extended CRC cut short (the kernel counts whole
+records, ``sh_size / sizeof(struct modversion_info)``). A ``__versions`` CRC wider than 32 bits,
+which modpost never writes and which can never equal an export's 32-bit CRC, is a
+:class:`LoaderError`.
+
+Bounded work on hostile input: every section read is at most :data:`MAX_SECTION_BYTES`, every
+table (undefined symbols, exports, version entries) at most :data:`MAX_TABLE_ENTRIES` entries, a
+name at most ``KSYM_NAME_LEN - 1`` bytes (:data:`KSYM_NAME_LEN`), and the names decoded from one
+module at most :data:`MAX_SECTION_BYTES` in all; string tables must end with a NUL, as
+d979e3dffa93 ("module: Additional validation in elf_validity_cache_strtab") requires of a module
+since 6.12. Sections are looked up by name as ``find_sec()`` does (the first section of that
+name with ``SHF_ALLOC``), in time linear in the number of sections.
 """
 
 from __future__ import annotations
@@ -40,6 +80,9 @@ import numpy as np
 from .records import Export, Imports, LoaderError, ModuleData, ModuleInfo
 
 __all__ = [
+    "KSYM_NAME_LEN",
+    "MAX_SECTION_BYTES",
+    "MAX_TABLE_ENTRIES",
     "ElfHeader",
     "FileImage",
     "ModuleElf",
@@ -47,15 +90,40 @@ __all__ = [
     "module_name_from_path",
 ]
 
+#: include/linux/kallsyms.h: the size of a symbol name buffer, NUL included, so a name has at
+#: most 511 bytes. 512 since 6.1, b8a94bfb3395 ("kallsyms: increase maximum kernel symbol length
+#: to 512"); 128 before.
+KSYM_NAME_LEN = 512
+
+#: The most bytes read of any one section. The largest section a real module's interface needs is
+#: under 1.5 MB (the ``.symtab`` of Debian 7.2's amdgpu.ko: 1.3 MB; its ``.modinfo``: 4 KB, the
+#: largest ``.modinfo``, option.ko's, 76 KB).
+MAX_SECTION_BYTES = 16 << 20
+
+#: The most entries of any one table read: undefined symbols, exports, ``__versions`` records,
+#: extended version entries. A whole 7.2 kernel exports about 46,000 symbols, so no module can
+#: import more than that many; the largest real tables hold a few thousand.
+MAX_TABLE_ENTRIES = 1 << 18
+
 SHN_UNDEF = 0
 SHN_ABS = 0xFFF1
 SHT_SYMTAB = 2
 SHT_RELA = 4
 SHT_REL = 9
 SHT_NOBITS = 8
+SHF_ALLOC = 2
 STB_GLOBAL = 1
 STB_WEAK = 2
+STT_FILE = 4
 ET_REL = 1
+KSYM_FLAG_GPL_ONLY = 1
+
+#: The longest prefix of the symbols that name export entries, CRCs and strings.
+_LABEL_PREFIXES = ("__ksymtab_", "__crc_", "__kstrtabns_", "__kstrtab_")
+_LABEL_NAME_MAX = KSYM_NAME_LEN - 1 + max(map(len, _LABEL_PREFIXES))
+
+#: The ``.modinfo`` keys a module's record keeps.
+_MODINFO_KEYS = frozenset(["name", "license", "vermagic", "srcversion", "intree", "depends", "import_ns"])
 
 #: Relocation types that make a ksymtab entry place-relative (PREL32), per e_machine.
 PC_RELATIVE_RELOCS = {
@@ -131,6 +199,71 @@ class FileImage(Protocol):
     def __getitem__(self, where: slice) -> bytes: ...
 
 
+def _shown(name: str) -> str:
+    """A section or symbol name as an error message shows it: at most 80 characters."""
+    return name if len(name) <= 80 else name[:77] + "..."
+
+
+class StringTable:
+    """A string table (``.strtab``, ``__ksymtab_strings``, ``__version_ext_names``): names are
+    read at offsets, each ending at the next NUL, never past the table's end.
+
+    The positions of the NULs are found once with numpy, so that the names at many offsets are cut
+    out without a search per name; a table of ASCII (nearly always) is decoded once and sliced.
+    """
+
+    def __init__(self, data: bytes, what: str, path: str):
+        self.data = data
+        self.what = what
+        self.path = path
+        self._nuls: np.ndarray | None = None
+        self._text: str | None = None
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def nuls(self) -> np.ndarray:
+        """Offsets of the NUL bytes, ascending."""
+        if self._nuls is None:
+            self._nuls = np.flatnonzero(np.frombuffer(self.data, np.uint8) == 0)
+        return self._nuls
+
+    def names(self, offsets, limit: int = KSYM_NAME_LEN - 1) -> list[str]:
+        """The names at ``offsets`` (a list or array of table offsets), each at most ``limit``
+        bytes: the search for each name's NUL stops there, so no name costs more than that."""
+        if isinstance(offsets, np.ndarray):
+            offsets = offsets.tolist()
+        if self._text is None and self.data.isascii():
+            self._text = self.data.decode("ascii")
+        text = self._text if self._text is not None else self.data
+        find, size, nul = text.find, len(text), "\0" if self._text is not None else b"\0"
+        stops = [find(nul, o, o + limit + 1) for o in offsets]
+        if -1 in stops:
+            self._refuse(offsets[stops.index(-1)], limit)
+        total = sum(stops) - sum(offsets)
+        if total > MAX_SECTION_BYTES:
+            raise LoaderError(self.path, f"{self.what}: {len(offsets)} names of {total} bytes in all, more than "
+                                         f"the {MAX_SECTION_BYTES >> 20} MiB this reader decodes from one table")
+        if self._text is not None:
+            return [text[a:b] for a, b in zip(offsets, stops)]
+        return [text[a:b].decode("utf-8", "replace") for a, b in zip(offsets, stops)]
+
+    def _refuse(self, offset: int, limit: int) -> None:
+        if not 0 <= offset < len(self.data):
+            raise LoaderError(self.path, f"{self.what}: offset {offset} is outside the table ({len(self.data)} bytes)")
+        end = self.data.find(b"\0", offset)
+        if end < 0:
+            raise LoaderError(self.path, f"{self.what}: the name at offset {offset} has no NUL before the table ends")
+        raise LoaderError(self.path, f"{self.what}: the name at offset {offset} is {end - offset} bytes long, more "
+                                     f"than KSYM_NAME_LEN ({KSYM_NAME_LEN}) allows")
+
+    def name(self, offset: int, limit: int = KSYM_NAME_LEN - 1) -> str:
+        """The name at ``offset``."""
+        if not 0 <= offset < len(self.data):
+            self._refuse(offset, limit)
+        return self.names([offset], limit)[0]
+
+
 class ModuleElf:
     """A module's ELF image: header, section headers, symbols, relocations.
 
@@ -152,6 +285,7 @@ class ModuleElf:
         self._types = self.shdrs["type"].tolist()
         self._offsets = self.shdrs["offset"].tolist()
         self._sizes = self.shdrs["size"].tolist()
+        self._alloc_by_name_offset: dict[int, int] | None = None
 
     def _fail(self, reason: str) -> LoaderError:
         return LoaderError(self.path, reason)
@@ -188,13 +322,27 @@ class ModuleElf:
         h = self.header
         table = self._bytes(h.shoff, h.shnum * h.shentsize, "section header table")
         shdrs = np.frombuffer(table, _shdr_dtype(h.bits, h.little))
-        ends = shdrs["offset"].astype(np.uint64) + shdrs["size"]
+        ends = shdrs["offset"].astype(np.float64) + shdrs["size"]  # exact below 2^53, and never wraps
         past = (shdrs["type"] != SHT_NOBITS) & (ends > len(self.data))
         if past.any():
-            end = int(ends[np.argmax(past)])
+            end = int(shdrs["offset"][np.argmax(past)]) + int(shdrs["size"][np.argmax(past)])
             raise self._fail(f"truncated: a section ends at byte {end}, file has {len(self.data)}")
         names = shdrs[h.shstrndx]
-        return shdrs, bytes(self._bytes(int(names["offset"]), int(names["size"]), "section name table"))
+        size = int(names["size"])
+        self._check_size(size, "the section name table")
+        shstrtab = bytes(self._bytes(int(names["offset"]), size, "section name table"))
+        # As elf_validity_cache_secstrings() requires: names end within the table.
+        if not shstrtab.endswith(b"\0"):
+            raise self._fail("the section name table (.shstrtab) does not end with a NUL")
+        return shdrs, shstrtab
+
+    def _check_size(self, size: int, what: str | int) -> None:
+        """Refuse a section of more than :data:`MAX_SECTION_BYTES` (``what``: its index, or words)."""
+        if size > MAX_SECTION_BYTES:
+            if isinstance(what, int):
+                what = f"section {_shown(self.section_name(what))}"
+            raise self._fail(f"{what} is {size} bytes, more than the {MAX_SECTION_BYTES >> 20} MiB this reader "
+                             "reads of one section (a real module's largest is under 2 MB)")
 
     def _bytes(self, offset: int, size: int, what: str) -> bytes:
         if offset + size > len(self.data):
@@ -202,34 +350,55 @@ class ModuleElf:
         return self.data[offset : offset + size]
 
     def section_name(self, index: int) -> str:
-        """The name of section ``index``."""
-        return _cstr(self.shstrtab, self._name_offsets[index])
+        """The name of section ``index`` (cut short when absurdly long)."""
+        off = self._name_offsets[index]
+        end = self.shstrtab.find(b"\0", off, off + 256)
+        return self.shstrtab[off : end if end >= 0 else off + 256].decode("utf-8", "replace")
 
     def index(self, name: str) -> int | None:
-        """Index of the section called ``name``, or None.
+        """Index of the section called ``name``, or None: as the kernel's ``find_sec()``, the first
+        section with that name and ``SHF_ALLOC`` (a section without it is ignored).
 
         The name may sit inside a longer one in ``.shstrtab`` (``.rela__ksymtab`` holds
-        ``__ksymtab``: linkers share string tails), so every place it ends with a NUL is a candidate.
+        ``__ksymtab``: linkers share string tails), so every place it ends with a NUL is a
+        candidate; each is looked up in a map of the ``SHF_ALLOC`` sections' name offsets built at
+        the first lookup, so a lookup takes time linear in the table sizes (a list's ``index()``
+        per candidate made 65,535 sections and 200,000 names quadratic).
         """
+        by_offset = self._alloc_by_name_offset
+        if by_offset is None:
+            flags, offsets = self.shdrs["flags"].tolist(), self._name_offsets
+            by_offset = self._alloc_by_name_offset = {}
+            for i in range(len(offsets) - 1, 0, -1):  # downwards, so that the lowest index stays
+                if flags[i] & SHF_ALLOC:
+                    by_offset[offsets[i]] = i
         want = name.encode() + b"\0"
-        at = self.shstrtab.find(want)
+        table = self.shstrtab
+        best = None
+        at = table.find(want)
         while at >= 0:
-            if at in self._name_offsets:
-                return self._name_offsets.index(at)
-            at = self.shstrtab.find(want, at + 1)
-        return None
+            i = by_offset.get(at)
+            if i is not None and (best is None or i < best):
+                best = i
+            at = table.find(want, at + 1)
+        return best
+
+    def section_size(self, index: int) -> int:
+        """The size of section ``index`` in the file (0 for NOBITS)."""
+        return 0 if self._types[index] == SHT_NOBITS else self._sizes[index]
 
     def section_bytes(self, index: int) -> bytes:
-        """The bytes of section ``index`` (empty for NOBITS)."""
+        """The bytes of section ``index`` (empty for NOBITS), at most :data:`MAX_SECTION_BYTES`."""
         if self._types[index] == SHT_NOBITS:
             return b""
         offset, size = self._offsets[index], self._sizes[index]
+        self._check_size(size, index)
         if offset + size > len(self.data):
-            raise self._fail(f"truncated: section {self.section_name(index)} ends at byte {offset + size}, "
+            raise self._fail(f"truncated: section {_shown(self.section_name(index))} ends at byte {offset + size}, "
                              f"file has {len(self.data)}")
         return self.data[offset : offset + size]
 
-    def symtab(self) -> tuple[np.ndarray, bytes]:
+    def symtab(self) -> tuple[np.ndarray, StringTable]:
         """The symbol table as a record array, and its string table."""
         if SHT_SYMTAB not in self._types:
             raise self._fail("no symbol table (.symtab)")
@@ -239,8 +408,17 @@ class ModuleElf:
             raise self._fail("symbol table links to a missing string table")
         dt = _sym_dtype(self.header.bits, self.header.little)
         size = self._sizes[index]
+        self._check_size(size, "the symbol table (.symtab)")
         raw = self._bytes(self._offsets[index], size - size % dt.itemsize, ".symtab")
-        return np.frombuffer(raw, dtype=dt), self.section_bytes(link)
+        syms = np.frombuffer(raw, dtype=dt)
+        strtab = self.section_bytes(link)
+        # The checks of elf_validity_cache_strtab() (d979e3dffa93): not empty, NUL at both ends,
+        # every symbol's name inside.
+        if not strtab or strtab[0] != 0 or strtab[-1] != 0:
+            raise self._fail("the symbol string table (.strtab) is empty or does not begin and end with a NUL")
+        if len(syms) and int(syms["name"].max()) >= len(strtab):
+            raise self._fail("a symbol's name is outside the symbol string table (.strtab)")
+        return syms, StringTable(bytes(strtab), ".strtab", self.path)
 
     def relocations_for(self, target: int) -> tuple[np.ndarray, bool] | None:
         """The relocation entries applying to section ``target`` and whether they carry addends."""
@@ -248,19 +426,16 @@ class ModuleElf:
         found = np.flatnonzero(((t == SHT_RELA) | (t == SHT_REL)) & (self.shdrs["info"] == target))
         if not len(found):
             return None
-        s = self.shdrs[found[0]]
-        rela = s["type"] == SHT_RELA
+        i = int(found[0])
+        rela = self._types[i] == SHT_RELA
         dt = _rel_dtype(self.header.bits, self.header.little, rela)
-        size = int(s["size"])
-        raw = self._bytes(int(s["offset"]), size - size % dt.itemsize, self.section_name(int(found[0])))
-        return np.frombuffer(raw, dtype=dt), bool(rela)
-
-
-def _cstr(buf: bytes, offset: int) -> str:
-    end = buf.find(b"\0", offset)
-    if end < 0:
-        end = len(buf)
-    return buf[offset:end].decode("utf-8", "replace")
+        size = self._sizes[i]
+        self._check_size(size, i)
+        if self._offsets[i] + size > len(self.data):
+            raise self._fail(f"truncated: section {_shown(self.section_name(i))} ends at byte {self._offsets[i] + size}, "
+                             f"file has {len(self.data)}")
+        raw = self.data[self._offsets[i]: self._offsets[i] + size - size % dt.itemsize]
+        return np.frombuffer(raw, dtype=dt), rela
 
 
 def module_name_from_path(path: str) -> str:
@@ -273,15 +448,19 @@ def module_name_from_path(path: str) -> str:
 
 
 def _read_modinfo(elf: ModuleElf) -> dict[str, list[str]]:
+    """The ``.modinfo`` entries a module record keeps (:data:`_MODINFO_KEYS`), each key's values
+    in order; ``import_ns`` once per namespace."""
     idx = elf.index(".modinfo")
     out: dict[str, list[str]] = {}
     if idx is None:
         return out
     # NUL and "=" are single bytes in UTF-8: decoding the section once equals decoding each item.
-    for item in elf.section_bytes(idx).decode("utf-8", "replace").split("\0"):
+    for item in bytes(elf.section_bytes(idx)).decode("utf-8", "replace").split("\0"):
         key, sep, value = item.partition("=")
-        if sep:
+        if sep and key in _MODINFO_KEYS:
             out.setdefault(key, []).append(value)
+    if "import_ns" in out:  # the kernel asks whether a namespace is among them: once is enough
+        out["import_ns"] = list(dict.fromkeys(out["import_ns"]))
     return out
 
 
@@ -291,38 +470,100 @@ def _versions_dtype(bits: int, little: bool) -> np.dtype:
     return np.dtype([("crc", f"{'<' if little else '>'}u{w}"), ("name", f"S{64 - w}")])
 
 
-def _read_versions(elf: ModuleElf) -> dict[str, int]:
-    """``__versions``: {unsigned long crc; char name[64 - sizeof(long)]} records."""
+def _check_entries(elf: ModuleElf, n: int, what: str) -> None:
+    if n > MAX_TABLE_ENTRIES:
+        raise elf._fail(f"{what} has {n} entries, more than the {MAX_TABLE_ENTRIES} this reader accepts "
+                        "(a whole kernel exports about 46,000 symbols)")
+
+
+def _first_of_each(names: list[str], crcs: list[int]) -> dict[str, int]:
+    """{name: crc} with the first entry of a name winning, as the kernel's search does."""
+    out = dict(zip(names, crcs))
+    return out if len(out) == len(names) else dict(zip(reversed(names), reversed(crcs)))
+
+
+def _read_versions(elf: ModuleElf) -> dict[str, int] | None:
+    """``__versions``: {unsigned long crc; char name[64 - sizeof(long)]} records; None without
+    the section. Whole records only, as ``check_version()`` counts them."""
     idx = elf.index("__versions")
     if idx is None:
-        return {}
+        return None
+    dt = _versions_dtype(elf.header.bits, elf.header.little)
     raw = elf.section_bytes(idx)
-    raw = raw[: len(raw) - len(raw) % 64]
-    recs = np.frombuffer(raw, dtype=_versions_dtype(elf.header.bits, elf.header.little))
-    crcs = (recs["crc"] & 0xFFFFFFFF).tolist()
+    _check_entries(elf, len(raw) // dt.itemsize, "__versions")
+    recs = np.frombuffer(raw[: len(raw) - len(raw) % dt.itemsize], dtype=dt)
+    crcs = recs["crc"].tolist()
+    if crcs and max(crcs) > 0xFFFFFFFF:
+        bad = recs[crcs.index(max(crcs))]
+        raise elf._fail(f"__versions: the CRC of {bad['name'].decode('utf-8', 'replace')!r} is {int(bad['crc']):#x}, "
+                        "wider than 32 bits (modpost writes 32-bit CRCs; the kernel would never match it)")
     fields = recs["name"].tolist()  # bytes without the trailing NULs
     names = b"\0".join(fields).decode("utf-8", "replace").split("\0")  # decoded at once
     if len(names) != len(fields):  # a name with a NUL inside, and bytes after it
         names = [n.split(b"\0", 1)[0].decode("utf-8", "replace") for n in fields]
-    return dict(zip(names, crcs))
+    return _first_of_each(names, crcs)
 
 
-def _names(name_offsets: np.ndarray, strtab: bytes) -> list[str]:
-    """The names at ``name_offsets`` (``st_name`` values) in ``strtab``. Symbol names are nearly
-    always ASCII: then the table is decoded once and sliced, rather than decoded name by name."""
-    offsets = name_offsets.tolist()
-    if not strtab.endswith(b"\0"):
-        strtab += b"\0"
-    if strtab.isascii():
-        text = strtab.decode("ascii")
-        find = text.find
-        n = len(text)
-        return [text[o : find("\0", o)] if o < n else "" for o in offsets]
-    return [_cstr(strtab, o) for o in offsets]
+def _read_ext_versions(elf: ModuleElf) -> dict[str, int] | None:
+    """``__version_ext_crcs`` + ``__version_ext_names`` (6.14+); None when the module has neither.
+
+    The checks are ``elf_validity_cache_index_versions()``'s; names past the last CRC are ignored,
+    as ``for_each_modversion_info_ext()`` never reaches them.
+    """
+    crc_idx, name_idx = elf.index("__version_ext_crcs"), elf.index("__version_ext_names")
+    if crc_idx is None and name_idx is None:
+        return None
+    if crc_idx is None or name_idx is None:
+        have, lacks = ("__version_ext_names", "__version_ext_crcs") if crc_idx is None else (
+            "__version_ext_crcs", "__version_ext_names")
+        raise elf._fail(f"{have} without {lacks}: the kernel refuses such a module "
+                        "(extended version crc+name presence does not match)")
+    raw = elf.section_bytes(crc_idx)
+    n = len(raw) // 4
+    _check_entries(elf, n, "__version_ext_crcs")
+    crcs = np.frombuffer(raw[: 4 * n], dtype=("<" if elf.header.little else ">") + "u4").tolist()
+    names = StringTable(bytes(elf.section_bytes(name_idx)), "__version_ext_names", elf.path)
+    nuls = names.nuls()
+    if len(nuls) < n:
+        raise elf._fail(f"__version_ext_crcs has {n} CRCs but __version_ext_names only {len(nuls)} names: "
+                        "the kernel refuses such a module (more extended version crcs than names)")
+    starts = np.concatenate(([0], nuls[: n - 1] + 1)) if n else np.zeros(0, dtype=np.int64)
+    return _first_of_each(names.names(starts), crcs)
+
+
+def _ksymtab_entry_size(elf: ModuleElf, idx: int, n_labels: int) -> int:
+    """``sizeof(struct kernel_symbol)`` of a module that has ``__kflagstab`` (7.1+, so with a
+    namespace field): 12 bytes with PREL32 entries, three pointers without."""
+    pointers = 3 * (elf.header.bits // 8)
+    rel = elf.relocations_for(idx)
+    if rel is not None and len(rel[0]):
+        mask = 0xFFFFFFFF if elf.header.bits == 64 else 0xFF
+        return 12 if int(rel[0]["info"][0]) & mask in PC_RELATIVE_RELOCS.get(elf.header.machine, set()) else pointers
+    return 12 if elf.section_size(idx) == 12 * n_labels else pointers
+
+
+def _gpl_flags(elf: ModuleElf, ksym_idx: int, flags_idx: int, entries: dict[str, int]) -> dict[str, bool]:
+    """Each export's ``KSYM_FLAG_GPL_ONLY`` bit: entry *i* of ``__ksymtab`` has byte *i* of
+    ``__kflagstab``, as ``find_exported_symbol_in_section()`` reads it."""
+    size = _ksymtab_entry_size(elf, ksym_idx, len(entries))
+    count = elf.section_size(ksym_idx) // size
+    flags = elf.section_bytes(flags_idx)
+    if len(flags) < count:
+        raise elf._fail(f"__kflagstab has {len(flags)} bytes for the {count} entries of __ksymtab "
+                        "(one flag byte per entry); the kernel would read past its end")
+    out = {}
+    for sym, off in entries.items():
+        i, rest = divmod(off, size)
+        if rest or i >= count:
+            raise elf._fail(f"__ksymtab_{_shown(sym)} is at byte {off} of __ksymtab, not at one of its "
+                            f"{count} entries of {size} bytes")
+        out[sym] = bool(flags[i] & KSYM_FLAG_GPL_ONLY)
+    return out
 
 
 def _namespace_by_relocation(elf: ModuleElf, ksym_idx: int, entry_offsets: dict[str, int],
-                             syms: np.ndarray, strings_idx: int | None) -> dict[str, str]:
+                             syms: np.ndarray, strings_idx: int | None,
+                             strings: StringTable) -> dict[str, str]:
     """Namespaces read through the relocation of each entry's namespace field (6.5 and later)."""
     if strings_idx is None:
         return {}
@@ -337,35 +578,46 @@ def _namespace_by_relocation(elf: ModuleElf, ksym_idx: int, entry_offsets: dict[
         return {}
     prel32 = int(rels["info"][0]) & mask in pcrel
     field = 8 if prel32 else 2 * (h.bits // 8)
-    by_offset = {int(r["offset"]): r for r in rels}
-    strings = elf.section_bytes(strings_idx)
+    infos = rels["info"].tolist()
+    addends = rels["addend"].tolist() if rela else None
+    by_offset = {off: i for i, off in reversed(list(enumerate(rels["offset"].tolist())))}
     ksym_bytes = elf.section_bytes(ksym_idx)
+    shndx, values = syms["shndx"], syms["value"]
+    fmt = ("<" if h.little else ">") + ("i" if prel32 or h.bits == 32 else "q")
     out = {}
     for name, off in entry_offsets.items():
         r = by_offset.get(off + field)
         if r is None:
             continue
-        symidx = int(r["info"]) >> shift
-        if symidx >= len(syms) or int(syms["shndx"][symidx]) != strings_idx:
+        symidx = infos[r] >> shift
+        if symidx >= len(syms) or int(shndx[symidx]) != strings_idx:
             continue
         if rela:
-            addend = int(r["addend"])
+            addend = addends[r]
         else:  # REL: the addend is stored in the place itself
-            fmt = ("<" if h.little else ">") + ("i" if prel32 or h.bits == 32 else "q")
+            if off + field + struct.calcsize(fmt) > len(ksym_bytes):
+                raise elf._fail(f"the namespace field of __ksymtab_{_shown(name)} (byte {off + field}) is outside "
+                                f"section {elf.section_name(ksym_idx)} ({len(ksym_bytes)} bytes)")
             (addend,) = struct.unpack_from(fmt, ksym_bytes, off + field)
-        ns = _cstr(strings, int(syms["value"][symidx]) + addend)
+        at = int(values[symidx]) + addend
+        if not 0 <= at < len(strings):
+            raise elf._fail(f"the namespace of {_shown(name)} is at byte {at}, outside __ksymtab_strings")
+        ns = strings.name(at)
         if ns:
             out[name] = ns
     return out
 
 
-def parse_module(data: bytes, path: str) -> ModuleData:
-    """Read one module image (already decompressed). Raises :class:`LoaderError` on bad input."""
-    elf = ModuleElf(data, path)
+def parse_module(data: bytes | FileImage, path: str) -> ModuleData:
+    """Read one module image (already decompressed). Raises :class:`LoaderError` on bad input,
+    never anything else (a :class:`MemoryError` too becomes one)."""
     try:
+        elf = ModuleElf(data, path)
         return _parse(elf, path)
     except LoaderError:
         raise
+    except MemoryError:
+        raise LoaderError(path, "out of memory while reading it") from None
     except (ValueError, IndexError, struct.error, OverflowError) as e:
         raise LoaderError(path, f"malformed module: {e}") from e
 
@@ -377,6 +629,26 @@ def _parse(elf: ModuleElf, path: str) -> ModuleData:
     def one(key: str) -> str:
         return modinfo.get(key, [""])[0]
 
+    syms, strtab = elf.symtab()
+    shndx = syms["shndx"]
+
+    # Imports: undefined global or weak symbols with a name.
+    bind = syms["info"] >> 4
+    und = np.flatnonzero((shndx == SHN_UNDEF) & (syms["name"] != 0) & ((bind == STB_GLOBAL) | (bind == STB_WEAK)))
+    _check_entries(elf, len(und), "the undefined symbols of .symtab")
+    # Interned: most modules import the same few hundred names, and a worker pickles each
+    # interned name once per batch of results, and the parent unpickles them in half the time.
+    und_names = list(map(sys.intern, strtab.names(syms["name"][und])))
+    weak = (bind[und] == STB_WEAK).tolist()
+    if len(set(und_names)) != len(und_names):  # the same name twice: keep the first
+        first = {n: i for i, n in reversed(list(enumerate(und_names)))}
+        keep = sorted(first.values())
+        und_names, weak = [und_names[i] for i in keep], [weak[i] for i in keep]
+    versions = _read_versions(elf)
+    ext = _read_ext_versions(elf)
+    by_name = ext if ext is not None else versions or {}  # check_version(): extended ones alone when present
+    imports = Imports(und_names, list(map(by_name.get, und_names)), weak)
+
     info = ModuleInfo(
         name=name.replace("-", "_"),
         path=path,
@@ -386,60 +658,70 @@ def _parse(elf: ModuleElf, path: str) -> ModuleData:
         intree=one("intree") == "Y",
         depends=tuple(d for d in one("depends").split(",") if d),
         import_ns=tuple(modinfo.get("import_ns", [])),
+        modversions=versions is not None or ext is not None,
+        layout_crc=by_name.get("module_layout"),
     )
-    syms, strtab = elf.symtab()
+    return ModuleData(info, _exports(elf, info.name, syms, strtab), imports)
+
+
+def _exports(elf: ModuleElf, module: str, syms: np.ndarray, strtab: StringTable) -> list[Export]:
+    """The module's ksymtab entries: ``__ksymtab_<sym>`` symbols in ``__ksymtab`` (and, without
+    ``__kflagstab``, ``__ksymtab_gpl``)."""
+    ksymtab, ksymtab_gpl = elf.index("__ksymtab"), elf.index("__ksymtab_gpl")
+    if ksymtab is None and ksymtab_gpl is None:  # most modules export nothing
+        return []
+    flags_idx = elf.index("__kflagstab")
+    ksym_sections: dict[int, bool] = {}
+    if ksymtab is not None:
+        ksym_sections[ksymtab] = False
+    if ksymtab_gpl is not None and flags_idx is None:  # ignored beside __kflagstab, as the kernel does
+        ksym_sections[ksymtab_gpl] = True
     shndx = syms["shndx"]
-
-    # Imports: undefined global or weak symbols with a name.
-    bind = syms["info"] >> 4
-    und = np.flatnonzero((shndx == SHN_UNDEF) & (syms["name"] != 0) & ((bind == STB_GLOBAL) | (bind == STB_WEAK)))
-    # Interned: most modules import the same few hundred names, and a worker pickles each
-    # interned name once per batch of results, and the parent unpickles them in half the time.
-    und_names = list(map(sys.intern, _names(syms["name"][und], strtab)))
-    weak = (bind[und] == STB_WEAK).tolist()
-    if len(set(und_names)) != len(und_names):  # the same name twice: keep the first
-        first = {n: i for i, n in reversed(list(enumerate(und_names)))}
-        keep = sorted(first.values())
-        und_names, weak = [und_names[i] for i in keep], [weak[i] for i in keep]
-    versions = _read_versions(elf)
-    imports = Imports(und_names, list(map(versions.get, und_names)), weak)
-    info = info._replace(modversions=elf.index("__versions") is not None, layout_crc=versions.get("module_layout"))
-
-    # Exports: __ksymtab_<sym> symbols in __ksymtab / __ksymtab_gpl.
+    crc_sections = {i for i in (elf.index("__kcrctab"), elf.index("__kcrctab_gpl")) if i is not None}
+    strings_idx = elf.index("__ksymtab_strings")
+    interesting = (shndx == SHN_ABS) & ((syms["info"] & 0xF) != STT_FILE) & (syms["name"] != 0)
+    for i in (*ksym_sections, *crc_sections, *([strings_idx] if strings_idx is not None else [])):
+        interesting |= shndx == i
+    cand = syms[interesting]
+    _check_entries(elf, len(cand), "the export symbols of .symtab")
+    entries: dict[int, dict[str, int]] = {i: {} for i in ksym_sections}
+    crcs: dict[str, int] = {}
+    ns_syms: dict[str, int] = {}
+    crc_words = {i: elf.section_bytes(i) for i in crc_sections}
+    word = "<I" if elf.header.little else ">I"
+    for n, si, value in zip(strtab.names(cand["name"], _LABEL_NAME_MAX), cand["shndx"].tolist(),
+                            cand["value"].tolist()):
+        if si in ksym_sections and n.startswith("__ksymtab_"):
+            entries[si][n[10:]] = value
+        elif n.startswith("__crc_"):
+            if si == SHN_ABS:
+                crcs[n[6:]] = value & 0xFFFFFFFF
+            elif si in crc_words:
+                if not 0 <= value <= len(crc_words[si]) - 4:
+                    raise elf._fail(f"{_shown(n)} is at byte {value} of section {elf.section_name(si)}, "
+                                    f"which has {len(crc_words[si])} bytes")
+                (crcs[n[6:]],) = struct.unpack_from(word, crc_words[si], value)
+        elif si == strings_idx and n.startswith("__kstrtabns_"):
+            ns_syms[n[12:]] = value
+    strings = StringTable(bytes(elf.section_bytes(strings_idx)) if strings_idx is not None else b"",
+                          "__ksymtab_strings", elf.path)
+    outside = next((s for s, off in ns_syms.items() if off >= len(strings)), None)
+    if outside is not None:
+        raise elf._fail(f"__kstrtabns_{_shown(outside)} is at byte {ns_syms[outside]}, outside __ksymtab_strings "
+                        f"({len(strings)} bytes)")
+    by_label = dict(zip(ns_syms, strings.names(np.fromiter(ns_syms.values(), dtype=np.int64, count=len(ns_syms)))))
     exports: list[Export] = []
-    ksym_sections = {}
-    for sec, gpl in (("__ksymtab", False), ("__ksymtab_gpl", True)):
-        idx = elf.index(sec)
-        if idx is not None:
-            ksym_sections[idx] = gpl
-    if ksym_sections:
-        crc_sections = {i for i in (elf.index("__kcrctab"), elf.index("__kcrctab_gpl")) if i is not None}
-        strings_idx = elf.index("__ksymtab_strings")
-        interesting = shndx == SHN_ABS
-        for i in (*ksym_sections, *crc_sections, *([strings_idx] if strings_idx is not None else [])):
-            interesting |= shndx == i
-        cand = syms[interesting]
-        entries: dict[int, dict[str, int]] = {i: {} for i in ksym_sections}
-        crcs: dict[str, int] = {}
-        ns_syms: dict[str, int] = {}
-        crc_words = {i: elf.section_bytes(i) for i in crc_sections}
-        word = "<I" if elf.header.little else ">I"
-        for n, si, value in zip(_names(cand["name"], strtab), cand["shndx"].tolist(), cand["value"].tolist()):
-            if si in ksym_sections and n.startswith("__ksymtab_"):
-                entries[si][n[10:]] = value
-            elif n.startswith("__crc_"):
-                if si == SHN_ABS:
-                    crcs[n[6:]] = value & 0xFFFFFFFF
-                elif si in crc_words:
-                    (crcs[n[6:]],) = struct.unpack_from(word, crc_words[si], value)
-            elif si == strings_idx and n.startswith("__kstrtabns_"):
-                ns_syms[n[12:]] = value
-        strings = elf.section_bytes(strings_idx) if strings_idx is not None else b""
-        for si, gpl in ksym_sections.items():
-            if ns_syms:
-                namespaces = {s: _cstr(strings, off) for s, off in ns_syms.items()}
-            else:
-                namespaces = _namespace_by_relocation(elf, si, entries[si], syms, strings_idx)
-            for s in sorted(entries[si]):
-                exports.append(Export(info.name, s, gpl, namespaces.get(s, ""), crcs.get(s)))
-    return ModuleData(info, exports, imports)
+    for si, gpl in ksym_sections.items():
+        too_long = next((s for s in entries[si] if len(s) > 127 and len(s.encode()) >= KSYM_NAME_LEN), None)
+        if too_long is not None:
+            raise elf._fail(f"the exported symbol {_shown(too_long)} is {len(too_long.encode())} bytes long, "
+                            f"more than KSYM_NAME_LEN ({KSYM_NAME_LEN}) allows")
+        if ns_syms:
+            namespaces = by_label
+        else:
+            namespaces = _namespace_by_relocation(elf, si, entries[si], syms, strings_idx, strings)
+        flags = _gpl_flags(elf, si, flags_idx, entries[si]) if flags_idx is not None else None
+        for s in sorted(entries[si]):
+            exports.append(Export(module, s, flags[s] if flags is not None else gpl, namespaces.get(s, ""),
+                                  crcs.get(s)))
+    return exports

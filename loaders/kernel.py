@@ -130,8 +130,8 @@ def resolve_source(spec: str, symvers: str | Path | None = None) -> KernelSource
     path = Path(spec)
     if not path.exists():
         raise LoaderError(spec, "no such file or directory")
-    if path.is_file():
-        if path.name.endswith("symvers"):
+    if path.is_file() or (not path.is_dir() and is_module_file(path.name)):  # a FIFO or device too: the
+        if path.name.endswith("symvers"):                                    # reader says why it skips it
             return KernelSource(spec, [], path, None, "", "")
         if is_module_file(path.name):
             return KernelSource(spec, [str(path)], Path(symvers) if symvers else None, None, "", "")

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import os
 import random
+import struct
 
 import pytest
+from elftools.elf.elffile import ELFFile
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -18,6 +20,7 @@ from ksymgraph.loaders.elf import parse_module
 from ksymgraph.loaders.modules import read_module_file
 from ksymgraph.loaders.records import LoaderError
 from ksymgraph.loaders.symvers import read_symvers
+from test_elf import patch_section, section
 
 
 @pytest.fixture(scope="module")
@@ -193,3 +196,128 @@ def test_unlistable_directory_is_reported_and_the_rest_found(tmp_path, good_ko, 
     assert [m.info.name for m in modules] == ["good"]
     assert [(s.path, s.reason) for s in skipped] == [
         (str(tmp_path / "kernel" / "locked"), "cannot list directory: Permission denied")]
+
+
+# Bad symbol-version and flag sections: the kernel's own checks, or its own reading. ---------------
+
+@pytest.fixture
+def ext_ko(tmp_path):
+    """core_a with __versions, extended versions (module_layout, kfree, _printk) and __kflagstab."""
+    return compile_module(MODULE_SOURCES / "core_a.c", tmp_path / "core_a.ko",
+                          defines=("EXT_MODVERSIONS", "LAYOUT_CRC=0x12345678", "KFLAGSTAB"))
+
+
+def _error(path) -> LoaderError:
+    with pytest.raises(LoaderError) as e:
+        read_module_file(str(path))
+    assert e.value.path == str(path)
+    return e.value
+
+
+def test_truncated_versions_reads_whole_records(tmp_path):
+    """check_version() counts whole records (sh_size / sizeof(struct modversion_info)), so a
+    __versions cut inside its last record still loads, without that record: the reader does the
+    same, and that import (or module_layout) has no CRC."""
+    ko = compile_module(MODULE_SOURCES / "core_a.c", tmp_path / "core_a.ko")
+    versions = section(ko, "__versions")
+    with open(ko, "rb") as f:
+        raw = f.read()[versions["sh_offset"]:versions["sh_offset"] + versions["sh_size"]]
+    records = [(name.rstrip(b"\0").decode(), crc) for crc, name in struct.iter_unpack("<Q56s", raw)]
+    assert len(records) >= 2
+    kept = dict(records[:-1])  # the last record is the one cut
+    patch_section(ko, "__versions", size=versions["sh_size"] - 10)
+    m = read_module_file(str(ko))
+    assert {i.symbol: i.crc for i in m.import_records()} == {s: kept.get(s) for s in ("kfree", "_printk")}
+    assert m.info.layout_crc == kept.get("module_layout")
+
+
+def test_versions_crc_wider_than_32_bits(tmp_path):
+    ko = compile_module(MODULE_SOURCES / "core_a.c", tmp_path / "core_a.ko")
+    data = bytearray(ko.read_bytes())
+    struct.pack_into("<Q", data, section(ko, "__versions")["sh_offset"], 0x1_0000_0001)
+    ko.write_bytes(data)
+    e = _error(ko)
+    assert "__versions" in e.reason and "wider than 32 bits" in e.reason
+
+
+def test_more_extended_crcs_than_names(ext_ko):
+    names = section(ext_ko, "__version_ext_names")
+    patch_section(ext_ko, "__version_ext_names", size=names["sh_size"] - 1)  # the last NUL gone
+    e = _error(ext_ko)
+    assert "__version_ext_crcs has 3 CRCs but __version_ext_names only 2 names" in e.reason
+    assert "refuses" in e.reason
+
+
+@pytest.mark.parametrize("gone,left", [("__version_ext_names", "__version_ext_crcs"),
+                                        ("__version_ext_crcs", "__version_ext_names")])
+def test_one_extended_section_without_the_other(ext_ko, gone, left):
+    patch_section(ext_ko, gone, name_shift=1)  # "_version_ext_...": no longer found
+    e = _error(ext_ko)
+    assert e.reason.startswith(f"{left} without {gone}")
+
+
+def test_more_extended_names_than_crcs(ext_ko):
+    """The kernel walks the CRCs and never reaches a name past the last one: loaded, and the name
+    left without a CRC (_printk, the last) gets none, although __versions has one: with extended
+    versions present, check_version() does not look there."""
+    crcs = section(ext_ko, "__version_ext_crcs")
+    patch_section(ext_ko, "__version_ext_crcs", size=crcs["sh_size"] - 4)
+    m = read_module_file(str(ext_ko))
+    assert {(i.symbol, i.crc) for i in m.import_records()} == {("kfree", 0x037A0CBA), ("_printk", None)}
+    assert m.info.layout_crc == 0x12345678
+
+
+def test_extended_crcs_cut_inside_a_crc(ext_ko):
+    """sh_size / sizeof(u32) entries: a CRC cut short is not one."""
+    crcs = section(ext_ko, "__version_ext_crcs")
+    patch_section(ext_ko, "__version_ext_crcs", size=crcs["sh_size"] - 1)
+    assert {(i.symbol, i.crc) for i in read_module_file(str(ext_ko)).import_records()} == {
+        ("kfree", 0x037A0CBA), ("_printk", None)}
+
+
+def test_kflagstab_shorter_than_ksymtab(ext_ko):
+    patch_section(ext_ko, "__kflagstab", size=3)
+    e = _error(ext_ko)
+    assert e.reason == ("__kflagstab has 3 bytes for the 4 entries of __ksymtab (one flag byte per entry); "
+                        "the kernel would read past its end")
+
+
+def test_kflagstab_longer_than_ksymtab_is_read_as_the_kernel_reads_it(ext_ko):
+    """Entry i's flags are byte i; bytes past the last entry are never read."""
+    patch_section(ext_ko, "__kflagstab", size=section(ext_ko, "__kflagstab")["sh_size"] + 1)
+    assert {e.symbol: e.gpl for e in read_module_file(str(ext_ko)).exports} == {
+        "a_plain": False, "a_gpl": True, "a_ns": True, "a_data": False}
+
+
+# Found by tests/bench/fuzz_inputs.py: each once a "malformed module: <Python error>". -----------
+
+def _patch_symbol(path, name: str, value: int) -> None:
+    """Set st_value of symbol ``name`` (an x86_64 or i386 module)."""
+    with open(path, "rb") as f:
+        elf = ELFFile(f)
+        symtab = elf.get_section_by_name(".symtab")
+        index = next(i for i, s in enumerate(symtab.iter_symbols()) if s.name == name)
+        at, bits = symtab["sh_offset"] + index * symtab["sh_entsize"], elf.elfclass
+    data = bytearray(path.read_bytes())
+    if bits == 64:
+        struct.pack_into("<Q", data, at + 8, value)
+    else:
+        struct.pack_into("<I", data, at + 4, value)
+    path.write_bytes(data)
+
+
+def test_fuzz_rel_namespace_field_outside_ksymtab(tmp_path):
+    """i386 (REL relocations: the addend is in the place), namespace only by relocation, and a
+    __ksymtab cut to 8 bytes: the namespace field of its first entry is past the end."""
+    ko = compile_module(MODULE_SOURCES / "core_a.c", tmp_path / "core_a.ko", "i386", "ns-reloc")
+    patch_section(ko, "__ksymtab_gpl", size=8)
+    e = _error(ko)
+    assert e.reason.startswith("the namespace field of __ksymtab_")
+    assert e.reason.endswith("is outside section __ksymtab_gpl (8 bytes)")
+
+
+def test_fuzz_kstrtabns_symbol_past_2_63(tmp_path):
+    ko = compile_module(MODULE_SOURCES / "core_a.c", tmp_path / "core_a.ko")
+    _patch_symbol(ko, "__kstrtabns_a_ns", 2**64 - 1)
+    assert _error(ko).reason == (f"__kstrtabns_a_ns is at byte {2**64 - 1}, outside __ksymtab_strings "
+                                 f"({section(ko, '__ksymtab_strings')['sh_size']} bytes)")
