@@ -58,7 +58,6 @@ def _symvers_exports(pk) -> dict[str, tuple]:
     return out
 
 
-@pytest.mark.xfail(strict=True, reason="needs __kflagstab (elf.py): 7.2's module-owned exports all read as non-GPL")
 def test_transitions_equal_a_direct_comparison_of_module_symvers(series):
     db, kernels = series
     with open_store(db, read_only=True) as store:

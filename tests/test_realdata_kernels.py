@@ -210,9 +210,9 @@ def test_ko_exports_equal_module_symvers(loaded):
     assert ours == want
 
 
-def test_ko_export_gpl_equals_module_symvers(loaded, request):
-    if loaded.release.startswith("7."):
-        request.applymarker(pytest.mark.xfail(strict=True, reason="needs __kflagstab (elf.py)"))
+def test_ko_export_gpl_equals_module_symvers(loaded):
+    # 7.x: one __ksymtab with __kflagstab's GPL bit, no __ksymtab_gpl (loaders/elf.py)
+    assert loaded.summary.report.symvers_mismatches == []
     entries, _ = read_symvers(loaded.packages.symvers)
     want = {(e.export.module, e.export.symbol, e.export.gpl) for e in entries if e.export.module != "vmlinux"}
     ours = {(m, s, gpl) for m, s, gpl, _ns, _crc in _module_exports(loaded)}
@@ -300,7 +300,6 @@ def test_module_namespace_export_breaks_only_the_modules_it_names(kernels):
     assert r.already_broken == []
 
 
-@pytest.mark.xfail(strict=True, reason="needs __kflagstab (elf.py): 7.2's module-owned exports all read as non-GPL")
 def test_diff_61_to_72_crc_unknown_and_gpl_as_symvers(kernels, tmp_path):
     a, b = kernels("bookworm-6.1.0-50"), kernels("sid-7.2")
     with open_store(tmp_path / "two.lbdb") as store:
@@ -316,3 +315,20 @@ def test_diff_61_to_72_crc_unknown_and_gpl_as_symvers(kernels, tmp_path):
     both = sa.keys() & sb.keys()
     assert {e.symbol for e in d.changes["gpl_only"]} == {s for s in both if sb[s].gpl and not sa[s].gpl}
     assert {e.symbol for e in d.changes["not_gpl_only"]} == {s for s in both if sa[s].gpl and not sb[s].gpl}
+
+
+def test_non_gpl_module_refused_gpl_only_module_exports_on_72(kernels):
+    """A module with a non-GPL licence importing what 7.2's kvm exports (GPL-only, read from its
+    __kflagstab) gets a gpl-only break for each, in modpost's words."""
+    from ksymgraph.queries.check import check_modules
+
+    k = kernels("sid-7.2")
+    amd = k.proj.module_data("kvm_amd")
+    blob = amd._replace(info=amd.info._replace(name="blob", path="/tmp/blob.ko", license="Proprietary", intree=False))
+    from_kvm = {s for s in blob.imports.symbols for e in k.proj.exports.get(s, ()) if e.module == "kvm" and e.gpl}
+    assert len(from_kvm) > 50
+    [verdict] = check_modules(k.proj, [blob]).modules
+    gpl = {r.symbol for r in verdict.reasons if r.rule == "gpl-only"}
+    assert from_kvm <= gpl
+    assert f"GPL-incompatible module blob.ko uses GPL-only symbol '{sorted(from_kvm)[0]}'" in {
+        r.message for r in verdict.reasons}
