@@ -89,9 +89,11 @@ def main() -> None:
         rows = []
         for release in sample:
             single = tmp / f"{release}.lbdb"
-            w1, r1, _ = run(["load", f"debian:{release}", "--db", str(single), "--no-progress"])
+            w1, r1, rc1 = run(["load", f"debian:{release}", "--db", str(single), "--no-progress"])
             # the same kernel into the big store again (a replace among every other kernel)
-            w2, r2, _ = run(["load", f"debian:{release}", "--db", str(args.store), "--no-progress"])
+            w2, r2, rc2 = run(["load", f"debian:{release}", "--db", str(args.store), "--no-progress"])
+            if rc1 not in (0, 3) or rc2 not in (0, 3):
+                sys.exit(f"load of {release} failed (exit {rc1}, {rc2}): see above")
             rows.append((release, w1, r1, w2, r2))
         release = sample[0]
         single = tmp / f"{release}.lbdb"
