@@ -107,8 +107,7 @@ _FILE_WORDS = {
     "INSTALL": "INSTALL downloads an extension", "UNINSTALL": "UNINSTALL removes an extension",
     "UPDATE": "UPDATE downloads an extension",
     "EXPORT": "EXPORT DATABASE writes a directory", "IMPORT": "IMPORT DATABASE reads a directory",
-    "ATTACH": "ATTACH opens another database file", "DETACH": "DETACH changes the attached databases",
-    "USE": "USE switches to an attached database",
+    "ATTACH": "ATTACH opens another database file",
 }
 # READ_CSV_SERIAL, READ_PARQUET, READ_NPY, ... read files (and crash LadybugDB 0.22.0 when CALLed).
 _READ_FUNCTION = re.compile(r"READ_\w+", re.IGNORECASE)
@@ -509,6 +508,7 @@ class EmbeddedStore(GraphStore):
         failure = f"writing kernel {kernel.release} to {self.path} failed, the store is unchanged"
         self._writer()
         others = [k for k in self.kernels() if k != kernel.release]
+        self._close_read()  # its memory (some 40 MB) is better spent on the COPY; reads reopen the new store
         try:
             nxt = self._take_next(keep=bool(others))
         except StoreError as e:

@@ -248,7 +248,11 @@ def test_load_killed_at_random_moments(stores, trees, tmp_path):
 def stop_at(tree: Path, db: Path, point: str, delay: float) -> tuple[subprocess.Popen, bool]:
     """Start a load that stops itself at ``point`` (``delay`` s after reaching it); wait until it has
     stopped (True) or ended (False)."""
-    p = cli(*load_args(tree, db), env=dict(os.environ, **{TEST_STOP_ENV: f"{point}:{delay}"}))
+    return stop_at_args(load_args(tree, db), point, delay)
+
+
+def stop_at_args(args: list, point: str, delay: float) -> tuple[subprocess.Popen, bool]:
+    p = cli(*args, env=dict(os.environ, **{TEST_STOP_ENV: f"{point}:{delay}"}))
     _, status = os.waitpid(p.pid, os.WUNTRACED)
     if os.WIFSTOPPED(status):
         return p, True
@@ -491,3 +495,39 @@ def test_unwritable_cache(tmp_path):
     p = run_cli("load", "debian:6.1.0-50-amd64", "--db", tmp_path / "graph.lbdb", env=env)
     assert_one_line(p, "no source could be read", "/proc/ksymgraph-cache", "No such file or directory")
     assert not (tmp_path / "graph.lbdb").exists()
+
+
+# The same on a real kernel (longer: a Debian kernel's write and checkpoint take a second) -----------
+
+@pytest.mark.realdata
+def test_real_kernel_reload_killed_in_its_window(tmp_path, debian_kernel):
+    """Debian's kernel reloaded over itself and killed: 8 times at random moments of the load, 6
+    times stopped inside the commit (its checkpoint) and at the rename. Each leaves the kernel whole,
+    as it was (the same files give the same graph), readable, and cleaned up by the next writer."""
+    source = ["load", debian_kernel.modules_dir, "--symvers", debian_kernel.symvers, "--kernel", KERNEL,
+              "--no-progress"]
+    base = tmp_path / "base" / "graph.lbdb"
+    p = run_cli(*source, "--db", base)
+    assert p.returncode == 0, p.stderr
+    ref = snapshot(base)
+    assert ref[0][1] > 3000 and ref[0][3] > 100_000  # 6.1.0-50: 4,022 modules and vmlinux, 184,577 imports
+    t0 = time.perf_counter()
+    p = cli(*source, "--db", fresh_copy(base, tmp_path / "timed"))
+    p.communicate()
+    duration = time.perf_counter() - t0
+    rng = random.Random(3)
+    plan = [("random", rng.uniform(0, duration)) for _ in range(8)]
+    plan += [("commit", d) for d in (0.0, 0.1, 0.3)] + [("switch", 0.0), ("switched", 0.0), ("close", 0.0)]
+    for run, (how, when) in enumerate(plan):
+        db = fresh_copy(base, tmp_path / f"run{run}")
+        if how == "random":
+            p = cli(*source, "--db", db)
+            time.sleep(when)
+        else:
+            p, stopped = stop_at_args([*source, "--db", db], how, when)
+            if stopped:
+                assert snapshot(db) == ref, (how, when)
+        kill(p)
+        assert assert_whole(db, {"the kernel": ref}, f"{how} {when:.2f}")
+        assert_cleaned_by_next_writer(db, ref)
+        shutil.rmtree(db.parent)
