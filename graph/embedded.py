@@ -146,8 +146,9 @@ class EmbeddedStore(GraphStore):
         """Open the database at ``path``; with ``lazy``, at the first statement instead (a load
         starts its workers first: importing and opening LadybugDB takes 0.04 s).
 
-        A writer (``read_only`` false) holds ``PATH.lock`` until :meth:`close`; it creates the
-        database (and its parent directory) at its first statement if there is none yet."""
+        A writer (``read_only`` false) holds ``PATH.lock`` until :meth:`close`; it creates an empty
+        database (and its parent directory) if there is none yet: at once, or with ``lazy`` at its
+        first write or query."""
         self.path = Path(path)
         # The file written and renamed over: where a symbolic link points, so the link stays.
         self._file = Path(os.path.realpath(self.path))
@@ -161,6 +162,8 @@ class EmbeddedStore(GraphStore):
         self._opened = False
         if not lazy:
             self._open()
+            if not read_only and not self._file.exists():
+                self._create_empty()
 
     # Opening -----------------------------------------------------------------------------------
 
@@ -516,7 +519,7 @@ class EmbeddedStore(GraphStore):
         conn = nxt.conn
         try:
             # Statements here rather than on the writer thread: each one there would wait for the
-            # GIL while the caller resolves, and deleting the old kernel takes 15 of them.
+            # GIL while the caller resolves (deleting the old kernel takes one per node table).
             conn.execute("BEGIN TRANSACTION")
             if nxt.copied:
                 for n in NODES:

@@ -73,6 +73,8 @@ def test_reloading_the_only_kernel_writes_a_fresh_database(db_path, fixture_tree
 
     monkeypatch.setattr(EmbeddedStore, "_next_database", spy)
     with open_store(db_path) as store:
+        assert made == [([], False)] and store.kernels() == []  # opening a writer creates an empty store
+        made.clear()
         load_kernel(store, [str(fixture_tree)], kernel="one", workers=1)
         before = counts(store, "one")
         inode = db_path.stat().st_ino
