@@ -1,35 +1,68 @@
-"""The embedded store: LadybugDB on disk, Cypher with no server.
+"""The embedded store: LadybugDB on disk, Cypher with no server, and how it is written crash-safely.
 
-Tables are created from :mod:`ksymgraph.graph.schema`. A kernel is written with ``COPY`` inside
-one transaction that first deletes the kernel's old nodes (or, when it is the only kernel stored,
-drops and recreates the tables), so a reader sees the old kernel or the new one, never half of
-either (read-only handles in other processes keep the snapshot they opened). Row-by-row ``MERGE``
-would run at a few thousand rows a second; ``COPY`` loads a whole Debian kernel in about half a
-second, on a writer thread that takes each table as soon as the builder has it
-(:meth:`EmbeddedStore.writing_kernel`).
+Tables are created from :mod:`ksymgraph.graph.schema`. Row-by-row ``MERGE`` would run at a few
+thousand rows a second; ``COPY`` loads a whole Debian kernel in about half a second, on a writer
+thread that takes each table as soon as the builder has it (:meth:`EmbeddedStore.writing_kernel`).
 
-Each Arrow table is staged as an uncompressed Parquet file in a directory next to the database
-and copied from there, not from the Python object: to tell a pandas DataFrame from an Arrow table, LadybugDB
+Writing beside the store, then one rename
+-----------------------------------------
+The store at ``PATH`` is one LadybugDB file (LadybugDB adds ``PATH.wal``, ``PATH.shadow``,
+``PATH.wal.checkpoint`` and two ``PATH.checkpoint.*.lock`` files while it writes or checkpoints,
+and removes them when it closes cleanly). It is never written in place. A write builds the next
+version of the whole store in a staging directory beside it, ``PATH.staging-XXXXXXXX/``: a fresh
+database when the store holds no kernel but the one being replaced (the common reload), else a copy
+of the store's file with the kernel's old rows deleted. That database is committed, closed cleanly
+(so it has no sidecar file left), synced, and renamed over ``PATH`` in one ``rename(2)``: the one
+commit point. A write killed at any moment before the rename leaves the old store untouched; after
+it, the new one is whole. A full disk fails the write in the staging directory, and the store stays
+as it was. Readers that opened the old file keep reading it (the rename does not touch the open
+inode); readers that open after the rename get the new one.
+
+Why not one transaction in place, as before: LadybugDB 0.22.0 does not keep a transaction all or
+nothing when the process dies during its commit's checkpoint. A transaction that deletes a table's
+rows (or drops and recreates the table) and then ``COPY``\\s new rows in, killed with ``SIGKILL``
+during ``COMMIT``, comes back with an empty table in most runs: neither the old rows nor the new.
+Often a read-only open then fails with "Cannot open database in read-only mode while checkpoint
+recovery is pending" until a writer opens it; some runs find the WAL corrupt. The README's section
+on the store says how to reproduce it.
+
+Writers take ``PATH.lock`` (``flock``, never removed) for as long as they are open, so that two
+loads cannot both build from the same old store; a second writer gets a clear :class:`StoreError`.
+Holding it, a writer removes the staging directories that killed writers left behind and lets
+LadybugDB recover a store that an older ksymgraph (or another program) left with a pending
+checkpoint. A reader that finds such a store does the same through a short writer open when it
+can take the lock, and otherwise says in one line what to run.
+
+Each Arrow table is staged as an uncompressed Parquet file in the staging directory and copied
+from there, not from the Python object: to tell a pandas DataFrame from an Arrow table, LadybugDB
 imports pandas before the first ``COPY`` from an object (0.27 s, a seventh of a load), and writing
-and reading the file costs less than that.
+and reading the file costs less than that. A ``COPY`` that violates a primary key inside a
+transaction crashes the process, so the builder guarantees unique ids and this module checks them
+before writing.
 
-LadybugDB allows one writer at a time; a second writer gets a clear :class:`StoreError`.
-A ``COPY`` that violates a primary key inside a transaction crashes the process, so the builder
-guarantees unique ids and this module checks them before writing.
+Every connection this store reads through is read-only, so a query can never change the store;
+:meth:`EmbeddedStore.raw_query` also refuses the statements that read or write files or load code
+(:func:`file_access_in`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import os
 import queue
+import re
+import shutil
+import signal
 import tempfile
 import threading
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from .schema import NODES, RELS, TableKey, rel_table
-from .store import GraphStore, Rows, StoreError
+from .store import GraphStore, Rows, StoreError, cypher_code
 
 if TYPE_CHECKING:  # the tables come from ksymgraph.graph.build, which imports pyarrow
     import pyarrow as pa
@@ -37,7 +70,20 @@ if TYPE_CHECKING:  # the tables come from ksymgraph.graph.build, which imports p
     from ..loaders.records import KernelMeta
     from .build import GraphBatch
 
-__all__ = ["EmbeddedStore", "schema_statements"]
+__all__ = ["EmbeddedStore", "schema_statements", "file_access_in", "TEST_STOP_ENV", "STOP_POINTS"]
+
+#: Test-only: ``KSYMGRAPH_TEST_STOP=POINT[:SECONDS]`` makes a writing process stop itself
+#: (``SIGSTOP``) when it reaches POINT of a write, or SECONDS after, so that a test can look at the
+#: store and kill the writer exactly there (tests/test_crash_safety.py). Never set it otherwise.
+TEST_STOP_ENV = "KSYMGRAPH_TEST_STOP"
+
+#: Where :data:`TEST_STOP_ENV` can stop a write, in order: the tables are written and the commit
+#: (LadybugDB's checkpoint) begins; the new database is being closed; it is about to be renamed over
+#: the store; it has just been renamed.
+STOP_POINTS = ("commit", "close", "switch", "switched")
+
+#: The files LadybugDB keeps beside a database while it writes or recovers one (suffixes of PATH).
+SIDECARS = (".wal", ".wal.checkpoint", ".shadow")
 
 
 def schema_statements() -> list[str]:
@@ -53,6 +99,44 @@ def schema_statements() -> list[str]:
     return out
 
 
+# Statements of LadybugDB's grammar (src/antlr4/Cypher.g4 of LadybugDB/ladybug) and table functions
+# (CALL show_functions()) that reach outside the database: each word, with what it does.
+_FILE_WORDS = {
+    "COPY": "COPY ... FROM reads files and COPY ... TO writes them",
+    "LOAD": "LOAD FROM reads files (anywhere in a query) and LOAD EXTENSION loads code",
+    "INSTALL": "INSTALL downloads an extension", "UNINSTALL": "UNINSTALL removes an extension",
+    "UPDATE": "UPDATE downloads an extension",
+    "EXPORT": "EXPORT DATABASE writes a directory", "IMPORT": "IMPORT DATABASE reads a directory",
+    "ATTACH": "ATTACH opens another database file",
+}
+# READ_CSV_SERIAL, READ_PARQUET, READ_NPY, ... read files (and crash LadybugDB 0.22.0 when CALLed).
+_READ_FUNCTION = re.compile(r"READ_\w+", re.IGNORECASE)
+# CALL name = value sets an option (file_search_path, home_directory: where relative paths go).
+_CALL_SETTING = re.compile(r"\bCALL\s+(\w+)\s*=", re.IGNORECASE)
+_WORD = re.compile(r"\w+")
+
+
+def file_access_in(cypher: str) -> str | None:
+    """Why ``cypher`` would read or write files or load code in LadybugDB, or None when it would not.
+
+    Every word of the query's code counts, wherever it stands (``LOAD FROM`` is a clause that can
+    follow ``MATCH``; several statements may follow one another after ``;``); words inside string
+    literals and comments do not (:func:`ksymgraph.graph.store.cypher_code`). A word that is a
+    property or label name is refused too when it is one of these keywords: rename it in the query.
+    """
+    code = cypher_code(cypher)
+    for word in _WORD.findall(code):
+        up = word.upper()
+        if up in _FILE_WORDS:
+            return f"{up}: {_FILE_WORDS[up]}"
+        if _READ_FUNCTION.fullmatch(word):
+            return f"{up}: a table function that reads files"
+    m = _CALL_SETTING.search(code)
+    if m:
+        return f"CALL {m.group(1)} = ...: sets a database option (file_search_path, home_directory, ...)"
+    return None
+
+
 class EmbeddedStore(GraphStore):
     """A LadybugDB database file holding any number of kernels."""
 
@@ -60,73 +144,244 @@ class EmbeddedStore(GraphStore):
 
     def __init__(self, path: Path, read_only: bool = False, lazy: bool = False):
         """Open the database at ``path``; with ``lazy``, at the first statement instead (a load
-        starts its workers first: importing and opening LadybugDB takes 0.04 s)."""
+        starts its workers first: importing and opening LadybugDB takes 0.04 s).
+
+        A writer (``read_only`` false) holds ``PATH.lock`` until :meth:`close`; it creates an empty
+        database (and its parent directory) if there is none yet: at once, or with ``lazy`` at its
+        first write or query."""
         self.path = Path(path)
-        if read_only and not self.path.exists():
+        # The file written and renamed over: where a symbolic link points, so the link stays.
+        self._file = Path(os.path.realpath(self.path))
+        if read_only and not self._file.exists():
             raise StoreError(f"no database at {self.path}: run `ksymgraph load SOURCE --db {self.path}` first")
         self.read_only = read_only
         self._schema_ready = read_only  # a read-only handle takes the tables as they are
-        self._db = self._connection = None
+        self._db = self._connection = None  # the read-only handle on self.path
+        self._lock: int | None = None  # the writer's lock file descriptor
+        self._prepared: _NextDatabase | None = None  # made by prepare_write, taken by the next write
+        self._opened = False
         if not lazy:
             self._open()
+            if not read_only and not self._file.exists():
+                self._create_empty()
 
-    def _open(self) -> None:
-        import ladybug
-
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            self._db = ladybug.Database(str(self.path), read_only=self.read_only)
-        except RuntimeError as e:
-            msg = str(e)
-            if "lock" in msg.lower():
-                raise StoreError(f"{self.path} is being written by another process ({msg}); "
-                                 "wait for it to finish or use another --db") from e
-            raise StoreError(f"cannot open {self.path}: {msg}") from e
-        self._connection = ladybug.Connection(self._db)
-
-    @property
-    def _conn(self):
-        """The connection, opening the database first if it is not open yet."""
-        if self._connection is None:
-            self._open()
-        return self._connection
-
-    def _ensure_schema(self) -> None:
-        """Create the tables (and add new properties to old ones) before the first statement."""
-        if self._schema_ready:
-            return
-        self._schema_ready = True
-        self._create_tables()
-        self._migrate()
-
-    def _create_tables(self) -> None:
-        for stmt in schema_statements():
-            self._conn.execute(stmt)
-
-    def prepare_write(self) -> None:
-        self._ensure_schema()
-        import pyarrow.parquet  # noqa: F401  (what _stage writes with)
+    # Opening -----------------------------------------------------------------------------------
 
     def describe(self) -> str:
         return str(self.path)
 
-    def _migrate(self) -> None:
-        """Add properties that a newer schema declares to tables an older ksymgraph created.
+    def _open(self) -> None:
+        """Take the writer's lock (a writer), then open the read-only handle if there is a store."""
+        if self._file.exists() and not self._file.is_file():
+            kind = "a directory" if self._file.is_dir() else "a device or other special file"
+            raise StoreError(f"{self.path} is not a database file (it is {kind}): give --db the path of a file")
+        if not self._file.exists() and self.read_only:
+            raise StoreError(f"no database at {self.path}: run `ksymgraph load SOURCE --db {self.path}` first")
+        try:
+            if not self.read_only:
+                self._take_lock(wait=1.0)
+                self._clean_leftovers()
+                if self._needs_recovery():
+                    self._recover()
+            if self._file.exists():
+                self._open_read()
+        except BaseException:
+            self._release_lock()
+            raise
+        self._opened = True
 
-        Properties are only ever added (``ALTER TABLE ... ADD``); existing rows read them as null.
-        """
-        for table in (*NODES, *RELS):
-            name = getattr(table, "label", None) or table.type
-            have = {r[1] for r in self._conn.execute(f"CALL table_info('{name}') RETURN *").get_all()}
-            for p in table.props:
-                if p.name not in have:
-                    self._conn.execute(f"ALTER TABLE {name} ADD {p.name} {p.type}")
+    def _ladybug(self):
+        import ladybug
 
-    def close(self) -> None:
+        return ladybug
+
+    def _open_read(self) -> None:
+        """Open the read-only handle on the store; recover it first if a write left it pending."""
+        ladybug = self._ladybug()
+        for attempt in (1, 2):
+            try:
+                self._db = ladybug.Database(str(self._file), read_only=True)
+                break
+            except RuntimeError as e:
+                msg = str(e)
+                if "recovery is pending" in msg and attempt == 1:
+                    self._recover_for_reader(msg)
+                    continue
+                raise StoreError(f"cannot open {self.path}: {_engine_reason(msg)}") from None
+        self._connection = ladybug.Connection(self._db)
+        if self.read_only:
+            self._clean_leftovers_if_free()
+
+    def _close_read(self) -> None:
         if self._connection is not None:
             self._connection.close()
             self._db.close()
-            self._db = self._connection = None
+        self._db = self._connection = None
+
+    @property
+    def _conn(self):
+        """The read-only connection, opening (or, for a writer, creating) the store first."""
+        if not self._opened:
+            self._open()
+        if self._connection is None:
+            if not self._file.exists():
+                self._create_empty()
+            self._open_read()
+        return self._connection
+
+    def _lock_path(self) -> Path:
+        return self._file.with_name(self._file.name + ".lock")
+
+    def _take_lock(self, wait: float) -> None:
+        """Take ``PATH.lock``, waiting up to ``wait`` s (a reader may hold it for a moment)."""
+        if self._lock is not None:
+            return
+        try:
+            self._file.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self._lock_path(), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as e:
+            raise _os_error(f"cannot write the store at {self.path}", e) from None
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    os.close(fd)
+                    raise StoreError(f"{self.path} is being written by another process (it holds {self._lock_path()}); "
+                                     "wait for it to finish or use another --db") from None
+                time.sleep(0.02)
+        self._lock = fd
+
+    def _release_lock(self) -> None:
+        if self._lock is not None:
+            os.close(self._lock)  # releases the flock
+            self._lock = None
+
+    def _staging_dirs(self) -> list[Path]:
+        return sorted(self._file.parent.glob(f"{glob_escape(self._file.name)}.staging-*"))
+
+    def _clean_leftovers(self) -> None:
+        """Remove the staging directories of writers that died (the caller holds the lock)."""
+        for d in self._staging_dirs():
+            if self._prepared is None or d != self._prepared.staging:
+                shutil.rmtree(d, ignore_errors=True)
+
+    def _clean_leftovers_if_free(self) -> None:
+        """A reader: remove dead writers' staging directories if no writer holds the lock now."""
+        if not self._staging_dirs():
+            return
+        try:
+            fd = os.open(self._lock_path(), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError:
+            return  # not ours to clean
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return  # a writer is at work: they may be its own
+        try:
+            for d in self._staging_dirs():
+                shutil.rmtree(d, ignore_errors=True)
+        finally:
+            os.close(fd)
+
+    def _needs_recovery(self) -> bool:
+        return any(self._file.with_name(self._file.name + s).exists() for s in SIDECARS)
+
+    def _recover(self) -> None:
+        """Let LadybugDB finish or discard what a killed writer left (the caller holds the lock)."""
+        ladybug = self._ladybug()
+        try:
+            db = ladybug.Database(str(self._file))
+            db.close()
+        except RuntimeError as e:
+            raise StoreError(f"cannot recover {self.path} from an interrupted write: {_engine_reason(str(e))}") from None
+
+    def _recover_for_reader(self, msg: str) -> None:
+        """A read-only open found a pending checkpoint: recover through a short writer open."""
+        fix = (f"{self.path} was left by an interrupted write and LadybugDB must recover it before it can be read "
+               f"({_engine_reason(msg)}); that needs write access to {self.path.parent}: run `ksymgraph kernels --db "
+               f"{self.path}` once as a user who can write there")
+        held = self._lock is not None
+        try:
+            self._take_lock(wait=5.0)
+        except StoreError as e:
+            if "being written by another process" in str(e):
+                raise
+            raise StoreError(fix) from None
+        try:
+            self._recover()
+        except StoreError as e:
+            raise StoreError(f"{fix}: {e}") from None
+        finally:
+            if not held:
+                self._release_lock()
+
+    # Schema ------------------------------------------------------------------------------------
+
+    def _ensure_schema(self) -> None:
+        """A writer: make sure the store has every table and property of the schema.
+
+        Properties are only ever added (``ALTER TABLE ... ADD``); existing rows read them as null.
+        An older store gains them in a rewrite beside it, switched in like a load."""
+        if self._schema_ready:
+            return
+        conn = self._conn
+        try:
+            missing = self._missing_schema(conn)
+        except RuntimeError as e:
+            raise StoreError(f"cannot read the tables of {self.path}: {_engine_reason(str(e))}") from None
+        if missing:
+            self._switch(self._next_database(keep=True))
+        self._schema_ready = True
+
+    def prepare_write(self) -> None:
+        """Open the store (taking the writer's lock) and make the next database: a fresh one with
+        the tables when the store holds at most one kernel (the common reload), else a copy."""
+        import pyarrow.parquet  # noqa: F401  (what _stage writes with)
+
+        if self._prepared is None:
+            keep = len(self.kernels()) > 1  # an error opening the store (another writer) as it is
+            try:
+                self._prepared = self._next_database(keep)
+            except StoreError as e:
+                raise StoreError(f"writing to {self.path} failed, the store is unchanged: {e}") from None
+
+    def _missing_schema(self, conn) -> bool:
+        """True when a table or property of the schema is missing from the database of ``conn``."""
+        tables = {r[1] for r in conn.execute("CALL show_tables() RETURN *").get_all()}
+        for table in (*NODES, *RELS):
+            name = getattr(table, "label", None) or table.type
+            if name not in tables:
+                return True
+            have = {r[1] for r in conn.execute(f"CALL table_info('{name}') RETURN *").get_all()}
+            if any(p.name not in have for p in table.props):
+                return True
+        return False
+
+    @staticmethod
+    def _migrate(conn) -> None:
+        """Create missing tables and add missing properties, in the database of ``conn``."""
+        for stmt in schema_statements():
+            conn.execute(stmt)
+        for table in (*NODES, *RELS):
+            name = getattr(table, "label", None) or table.type
+            have = {r[1] for r in conn.execute(f"CALL table_info('{name}') RETURN *").get_all()}
+            for p in table.props:
+                if p.name not in have:
+                    conn.execute(f"ALTER TABLE {name} ADD {p.name} {p.type}")
+
+    # Reading -----------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        if self._prepared is not None:
+            self._prepared.discard()
+            self._prepared = None
+        self._close_read()
+        self._release_lock()
+        self._opened = False
 
     def query(self, cypher: str, params: dict[str, Any] | None = None) -> Rows:
         self._ensure_schema()
@@ -134,85 +389,150 @@ class EmbeddedStore(GraphStore):
             res = self._conn.execute(cypher, params or {})
         except RuntimeError as e:
             raise StoreError(f"query failed on {self.path}: {e}") from e
+        if isinstance(res, list):  # several statements: the last one's rows
+            for r in res[:-1]:
+                r.close()
+            res = res[-1]
         cols = res.get_column_names()
         rows = [tuple(r) for r in res.get_all()]
         res.close()
         return Rows(cols, rows)
 
-    def execute(self, cypher: str, params: dict[str, Any] | None = None) -> None:
-        """Run a statement that returns nothing of interest."""
-        self._ensure_schema()
-        self._conn.execute(cypher, params or {}).close()
+    def file_access_in(self, cypher: str) -> str | None:
+        return file_access_in(cypher)
 
-    def delete_kernel(self, kernel: str) -> bool:
-        self._ensure_schema()
-        had = kernel in self.kernels()
-        self._conn.execute("BEGIN TRANSACTION")
+    def kernels(self) -> list[str]:
+        if not self._opened:
+            self._open()
+        if self._connection is None and not self._file.exists():
+            return []  # a writer before its first write: nothing stored yet
+        conn = self._conn
         try:
-            self._delete(kernel)
-            self._conn.execute("COMMIT")
-        except BaseException:
-            _rollback(self._conn)
+            if "Kernel" not in {r[1] for r in conn.execute("CALL show_tables() RETURN *").get_all()}:
+                return []
+            res = conn.execute("MATCH (k:Kernel) RETURN k.release AS release ORDER BY release")
+        except RuntimeError as e:
+            raise StoreError(f"cannot list the kernels in {self.path}: {_engine_reason(str(e))}") from None
+        return [r[0] for r in res.get_all()]
+
+    # Writing -----------------------------------------------------------------------------------
+
+    def _writer(self) -> None:
+        if self.read_only:
+            raise StoreError(f"{self.path} was opened read-only")
+        if not self._opened:
+            self._open()
+
+    def _next_database(self, keep: bool) -> _NextDatabase:
+        """A database to become the store: a copy of it (``keep``) or a fresh one, with the schema."""
+        self._writer()
+        try:
+            staging = Path(tempfile.mkdtemp(prefix=f"{self._file.name}.staging-", dir=self._file.parent))
+        except OSError as e:
+            raise _os_error(f"cannot make a staging directory beside {self.path}", e) from None
+        nxt = _NextDatabase(staging, staging / self._file.name, keep and self._file.exists())
+        try:
+            if nxt.copied:
+                _copy_file(self._file, nxt.path)
+            nxt.db = self._ladybug().Database(str(nxt.path))
+            nxt.conn = self._ladybug().Connection(nxt.db)
+            if nxt.copied:
+                self._migrate(nxt.conn)
+            else:
+                for stmt in schema_statements():
+                    nxt.conn.execute(stmt)
+        except BaseException as e:
+            nxt.discard()
+            if isinstance(e, OSError):
+                raise _os_error(f"cannot make its new version in {staging}", e) from None
+            if isinstance(e, RuntimeError):
+                raise StoreError(f"cannot make its new version in {staging}: {_engine_reason(str(e))}") from None
             raise
-        return had
+        return nxt
 
-    def _delete(self, kernel: str) -> None:
-        for n in NODES:
-            # Labels come from the schema, never from the user.
-            self._conn.execute(f"MATCH (n:{n.label}) WHERE n.kernel = $k DETACH DELETE n", {"k": kernel})
+    def _take_next(self, keep: bool) -> _NextDatabase:
+        """The prepared next database if it is of the kind needed, else a new one."""
+        nxt, self._prepared = self._prepared, None
+        if nxt is not None and nxt.copied == (keep and self._file.exists()):
+            return nxt
+        if nxt is not None:
+            nxt.discard()
+        return self._next_database(keep)
 
-    def _recreate_tables(self) -> None:
-        """Drop every table and create it again, inside the caller's transaction.
+    def _create_empty(self) -> None:
+        """A writer's first statement on a path with no store: switch in an empty one with the tables."""
+        nxt, self._prepared = self._prepared, None
+        if nxt is None or nxt.copied:
+            if nxt is not None:
+                nxt.discard()
+            nxt = self._next_database(keep=False)
+        self._switch(nxt)
 
-        When the store holds no kernel but the one being replaced, this is how to empty it:
-        LadybugDB deletes a kernel's 215k relationships row by row in over 2 s, and drops the
-        tables in milliseconds (a rollback brings them back)."""
-        for r in RELS:
-            self._conn.execute(f"DROP TABLE {r.type}")
-        for n in NODES:
-            self._conn.execute(f"DROP TABLE {n.label}")
-        self._create_tables()
-
-    def replace_kernel(self, batch: GraphBatch) -> None:
-        with self.writing_kernel(batch.kernel) as put:
-            for key, table in batch.tables():
-                put(key, table)
+    def _switch(self, nxt: _NextDatabase) -> None:
+        """Close ``nxt`` cleanly and rename it over the store: the commit point of every write."""
+        what = f"cannot switch {nxt.path} in as {self.path}"
+        try:
+            _test_stop("close")
+            try:
+                nxt.close()
+            except RuntimeError as e:
+                raise StoreError(f"{what}: {_engine_reason(str(e))}") from None
+            left = [nxt.path.name + s for s in SIDECARS if nxt.path.with_name(nxt.path.name + s).exists()]
+            if left:  # LadybugDB could not finish its checkpoint (a full disk): the file is not whole
+                raise StoreError(f"{what}: LadybugDB did not finish its checkpoint (left {', '.join(left)})")
+            try:
+                _fsync(nxt.path)
+                _test_stop("switch")
+                self._close_read()  # the old file's handle: readers of it keep their own
+                os.replace(nxt.path, self._file)
+            except OSError as e:
+                raise _os_error(what, e) from None
+        except BaseException:
+            nxt.discard()
+            raise
+        _test_stop("switched")
+        with contextlib.suppress(OSError):
+            _fsync(self._file.parent)
+        nxt.discard()
 
     @contextlib.contextmanager
     def writing_kernel(self, kernel: KernelMeta) -> Iterator[Callable[[TableKey, pa.Table], None]]:
-        """Write each table as it is handed over, on a writer thread, in one transaction.
+        """Write each table as it is handed over, on a writer thread, into the next database.
 
-        Each table is staged as a Parquet file when handed over, in a directory next to the
-        database (``graph.lbdb.staging-*``, removed at the end); a writer thread ``COPY``s the
-        files in order. ``COPY`` runs in LadybugDB's C++ code without the GIL, so the tables already
-        handed over are written while the caller resolves the next ones. The transaction first
-        empties the kernel's old nodes; it commits when the ``with`` body ends, and rolls back if
-        the body or a write fails.
+        The next database is a fresh one when the store holds no other kernel, else a copy of the
+        store with ``kernel``'s old rows deleted (in the copy's one transaction). Each table is
+        staged as a Parquet file in the staging directory when handed over; a writer thread
+        ``COPY``s the files in order. ``COPY`` runs in LadybugDB's C++ code without the GIL, so the
+        tables already handed over are written while the caller resolves the next ones. When the
+        ``with`` body ends the transaction commits, and the next database is closed and renamed over
+        the store (:meth:`_switch`); if the body or a write fails, it is thrown away and the store
+        is unchanged.
         """
-        self._ensure_schema()
-        conn = self._conn
         failure = f"writing kernel {kernel.release} to {self.path} failed, the store is unchanged"
-        # Next to the database: on the disk that must hold the data anyway (a source graph stages
-        # hundreds of MB, too much for a /tmp in memory). Made before the transaction begins.
+        self._writer()
+        others = [k for k in self.kernels() if k != kernel.release]
+        self._close_read()  # its memory (some 40 MB) is better spent on the COPY; reads reopen the new store
         try:
-            staging = tempfile.TemporaryDirectory(prefix=f"{self.path.name}.staging-", dir=self.path.parent)
-        except OSError as e:
-            raise StoreError(f"{failure}: cannot make a staging directory in {self.path.parent}: {e}") from e
-        # Statements here rather than on the writer thread: each one there would wait for the GIL
-        # while the caller resolves, and emptying the old kernel takes 30 of them.
-        conn.execute("BEGIN TRANSACTION")
+            nxt = self._take_next(keep=bool(others))
+        except StoreError as e:
+            raise StoreError(f"{failure}: {e}") from None
+        conn = nxt.conn
         try:
-            if set(self.kernels()) <= {kernel.release}:
-                self._recreate_tables()
-            else:
-                self._delete(kernel.release)
-        except BaseException:
-            _rollback(conn)
-            staging.cleanup()
+            # Statements here rather than on the writer thread: each one there would wait for the
+            # GIL while the caller resolves (deleting the old kernel takes one per node table).
+            conn.execute("BEGIN TRANSACTION")
+            if nxt.copied:
+                for n in NODES:
+                    # Labels come from the schema, never from the user.
+                    conn.execute(f"MATCH (n:{n.label}) WHERE n.kernel = $k DETACH DELETE n", {"k": kernel.release})
+        except BaseException as e:
+            nxt.discard()
+            if isinstance(e, RuntimeError):
+                raise StoreError(f"{failure}: {_engine_reason(str(e))}") from None
             raise
         todo: queue.SimpleQueue = queue.SimpleQueue()
         failed: list[BaseException] = []
-        writer = threading.Thread(target=self._write_tables, args=(kernel.release, todo, failed),
+        writer = threading.Thread(target=self._write_tables, args=(conn, failure, todo, failed),
                                   name="ksymgraph-store-writer", daemon=True)
         writer.start()
 
@@ -222,11 +542,11 @@ class EmbeddedStore(GraphStore):
             # Staged here, not on the writer thread: there each step of writing the file would
             # wait for the GIL while this thread resolves the next table.
             try:
-                todo.put(self._stage(key, table, staging.name))
+                todo.put(self._stage(key, table, str(nxt.staging)))
             except OSError as e:
-                raise StoreError(f"{failure}: cannot stage table {key} in {staging.name}: {e}") from e
+                raise StoreError(f"{failure}: cannot stage table {key} in {nxt.staging}: {_reason(e)}") from None
 
-        with staging:
+        try:
             try:
                 yield put
             except BaseException:
@@ -235,12 +555,17 @@ class EmbeddedStore(GraphStore):
                 raise
             todo.put(_COMMIT)
             writer.join()
-        if failed:
-            raise failed[0]
+            if failed:
+                raise failed[0]
+            try:
+                self._switch(nxt)
+            except StoreError as e:
+                raise StoreError(f"{failure}: {e}") from None
+        finally:
+            nxt.discard()  # a no-op once switched in
 
-    def _write_tables(self, kernel: str, todo: queue.SimpleQueue, failed: list[BaseException]) -> None:
+    def _write_tables(self, conn, failure: str, todo: queue.SimpleQueue, failed: list[BaseException]) -> None:
         """The writer thread: COPY each staged table as it comes, then commit (or roll back)."""
-        conn = self._conn
         try:
             while (item := todo.get()) is not _COMMIT:
                 if item is _ABORT:
@@ -248,13 +573,15 @@ class EmbeddedStore(GraphStore):
                     return
                 table_name, path, options = item
                 try:
-                    self._copy(table_name, path, options)
+                    self._copy(conn, table_name, path, options)
                 finally:
-                    os.unlink(path)
+                    with contextlib.suppress(OSError):
+                        os.unlink(path)
+            _test_stop("commit")
             conn.execute("COMMIT")
         except BaseException as e:  # the caller's thread raises it
             if isinstance(e, RuntimeError):  # LadybugDB's errors
-                wrapped = StoreError(f"writing kernel {kernel} to {self.path} failed, the store is unchanged: {e}")
+                wrapped = StoreError(f"{failure}: {_engine_reason(str(e))}")
                 wrapped.__cause__ = e
                 e = wrapped
             failed.append(e)
@@ -281,8 +608,142 @@ class EmbeddedStore(GraphStore):
                        row_group_size=_ROW_GROUP)
         return name, path, options
 
-    def _copy(self, table_name: str, path: str, options: str) -> None:
-        self._conn.execute(f"COPY {table_name} FROM {_string_literal(path)}{options}")
+    def _copy(self, conn, table_name: str, path: str, options: str) -> None:
+        conn.execute(f"COPY {table_name} FROM {_string_literal(path)}{options}")
+
+    def replace_kernel(self, batch: GraphBatch) -> None:
+        with self.writing_kernel(batch.kernel) as put:
+            for key, table in batch.tables():
+                put(key, table)
+
+    def delete_kernel(self, kernel: str) -> bool:
+        self._writer()
+        have = self.kernels()
+        if kernel not in have:
+            return False
+        nxt = self._take_next(keep=len(have) > 1)
+        try:
+            if nxt.copied:
+                nxt.conn.execute("BEGIN TRANSACTION")
+                for n in NODES:
+                    nxt.conn.execute(f"MATCH (n:{n.label}) WHERE n.kernel = $k DETACH DELETE n", {"k": kernel})
+                nxt.conn.execute("COMMIT")
+        except RuntimeError as e:
+            nxt.discard()
+            raise StoreError(f"deleting kernel {kernel} from {self.path} failed, the store is unchanged: "
+                             f"{_engine_reason(str(e))}") from None
+        self._switch(nxt)
+        return True
+
+
+class _NextDatabase:
+    """A database being built in a staging directory, to be renamed over the store."""
+
+    def __init__(self, staging: Path, path: Path, copied: bool):
+        self.staging = staging
+        """The staging directory (Parquet files, the database, its sidecar files)."""
+        self.path = path
+        """The database file."""
+        self.copied = copied
+        """True when it started as a copy of the store (which holds other kernels)."""
+        self.db = self.conn = None
+
+    def close(self) -> None:
+        """Close the database cleanly (LadybugDB checkpoints and removes its sidecar files)."""
+        conn, db, self.conn, self.db = self.conn, self.db, None, None
+        if conn is not None:
+            conn.close()
+        if db is not None:
+            db.close()
+
+    def discard(self) -> None:
+        """Close (ignoring errors) and remove the staging directory."""
+        with contextlib.suppress(RuntimeError):
+            self.close()
+        shutil.rmtree(self.staging, ignore_errors=True)
+
+
+def _copy_file(src: Path, dst: Path) -> None:
+    """Copy ``src`` to ``dst`` in the kernel (``copy_file_range``: a reflink where the filesystem can)."""
+    with open(src, "rb") as fin, open(dst, "wb") as fout:
+        size = os.fstat(fin.fileno()).st_size
+        done = 0
+        while done < size:
+            n = os.copy_file_range(fin.fileno(), fout.fileno(), size - done)
+            if n == 0:
+                break
+            done += n
+        if done < size:  # copy_file_range stopped short: finish the ordinary way
+            fin.seek(done)
+            fout.seek(done)
+            shutil.copyfileobj(fin, fout)
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _test_stop(point: str) -> None:
+    """Test-only: stop this process at ``point`` (or some seconds after) if :data:`TEST_STOP_ENV` says so."""
+    spec = os.environ.get(TEST_STOP_ENV)
+    if not spec:
+        return
+    name, _, delay = spec.partition(":")
+    if name != point:
+        return
+
+    def stop() -> None:
+        os.kill(os.getpid(), signal.SIGSTOP)
+
+    if delay and float(delay) > 0:
+        timer = threading.Timer(float(delay), stop)
+        timer.daemon = True
+        timer.start()
+    else:
+        stop()
+
+
+def glob_escape(name: str) -> str:
+    """``name`` with glob metacharacters escaped."""
+    return re.sub(r"([*?\[])", r"[\1]", name)
+
+
+_NO_SPACE = ("No space left", "[errno 28]", "Cannot write to file")
+
+
+def _space_hint(text: str) -> str:
+    return ": free some space, or use a --db on a larger disk" if any(m in text for m in _NO_SPACE) else ""
+
+
+def _reason(e: OSError) -> str:
+    """An OSError's reason, with a hint when the disk is full."""
+    text = e.strerror or str(e)
+    return text + (_space_hint("No space left") if e.errno == errno.ENOSPC else _space_hint(text))
+
+
+def _os_error(what: str, e: OSError) -> StoreError:
+    """A one-line StoreError for an OSError: what failed, the file, the reason, and a hint."""
+    where = f" ({e.filename})" if e.filename else ""
+    hint = ": use a --db where you can write" if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS) else ""
+    return StoreError(f"{what}{where}: {_reason(e)}{hint}")
+
+
+def _engine_reason(msg: str) -> str:
+    """LadybugDB's message on one line, shortened where it is long, with a hint when the disk is full.
+
+    A failed commit's message says "the committed data is durable and will be recovered on
+    restart": true of the staging database, which this store then throws away, so only the
+    error under it is kept; a failed write becomes "cannot write FILE: REASON"."""
+    text = " ".join(msg.split())
+    m = re.search(r"Original error: (.*)", text) or re.search(r"post-commit checkpoint failed[^:]*: (.*)", text)
+    if m:
+        text = f"LadybugDB's checkpoint failed: {m.group(1)}"
+    text = re.sub(r"(?:IO exception: )?Cannot write to file\. path: (\S+) .*?Error: (.*)", r"cannot write \1: \2", text)
+    return text + _space_hint(text)
 
 
 #: Rows per Parquet row group of a staged table.

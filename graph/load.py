@@ -108,6 +108,9 @@ def read_kernel(
         except LoaderError as e:
             skipped.append(Skipped(e.path, e.reason))
             continue
+        except OSError as e:  # e.g. a download cache ($KSYMGRAPH_CACHE) that cannot be written
+            skipped.append(Skipped(e.filename or spec, e.strerror or str(e)))
+            continue
         skipped.extend(resolved[-1].skipped)
     if not resolved:
         raise LoadError("no source could be read: " + "; ".join(f"{s.path}: {s.reason}" for s in skipped))
@@ -191,6 +194,9 @@ def _index_trees(specs: Iterable[str], release: str, config: Path | None, worker
                 tree = index_source_tree(root, config, workers, progress, files)
             except LoaderError as e:
                 skipped.append(Skipped(e.path, e.reason))
+                continue
+            except OSError as e:  # e.g. a download or index cache that cannot be written
+                skipped.append(Skipped(e.filename or spec, e.strerror or str(e)))
                 continue
             trees.append(tree)
             skipped.extend(tree.skipped)

@@ -53,7 +53,7 @@ import pyarrow.compute as pc
 
 from .build import GraphBatch
 from .schema import NODES, RELS
-from .store import GraphStore, Rows, StoreError
+from .store import GraphStore, Rows, StoreError, cypher_code
 
 __all__ = [
     "BATCH_ROWS",
@@ -406,6 +406,13 @@ class Neo4jStore(GraphStore):
         except (Neo4jError, DriverError) as e:
             raise self._fail(e) from None
         return Rows(keys, rows)
+
+    def file_access_in(self, cypher: str) -> str | None:
+        """``LOAD CSV`` reads files and URLs (the query itself runs in a read transaction)."""
+        words = [w.upper() for w in re.findall(r"\w+", cypher_code(cypher))]
+        if any(a == "LOAD" and b == "CSV" for a, b in zip(words, words[1:])):
+            return "LOAD CSV reads files and URLs"
+        return None
 
     def _write(self, plan: list[Statement]) -> None:
         from neo4j.exceptions import DriverError, Neo4jError

@@ -4,6 +4,11 @@ A store holds several kernels. Writing one replaces that kernel as a unit: reade
 old kernel or the new one, never a mix. Reading is Cypher with ``$parameters``; user text is
 always passed as a parameter, never formatted into a statement. How to open one, by path or
 URI, is :mod:`ksymgraph.graph.connect`.
+
+A query a user types runs through :meth:`GraphStore.raw_query`: read-only, and refused before it
+runs when it would read or write files or load code (each store knows its engine's statements:
+``file_access_in``), unless the caller allows file access. :func:`cypher_code` gives the code of a
+query, without its string literals and comments, for those checks.
 """
 
 from __future__ import annotations
@@ -21,11 +26,62 @@ if TYPE_CHECKING:  # pyarrow is imported by whoever builds tables, not to open a
     from .build import GraphBatch
     from .schema import TableKey
 
-__all__ = ["StoreError", "Rows", "GraphStore"]
+__all__ = ["StoreError", "QueryRefused", "Rows", "GraphStore", "cypher_code"]
 
 
 class StoreError(KsymgraphError):
     """A store could not be opened, written or queried; the message says why and what to do."""
+
+
+class QueryRefused(StoreError):
+    """A query was refused before it ran: it would read or write files or load code."""
+
+
+def cypher_code(cypher: str) -> str:
+    """``cypher`` with its string literals and comments blanked out: the code a parser reads.
+
+    The lexical rules are openCypher's, which LadybugDB's and Neo4j's grammars share: ``'...'``
+    and ``"..."`` strings with backslash escapes, ``/* ... */`` comments and ``//`` comments to
+    the end of the line (CR or LF), and names in backticks (kept, without the backticks: a
+    quoted name is still a name, ``CALL `read_parquet`(...)`` still calls the function). A
+    string or comment that is not closed is kept as code, and a ``//`` comment ends at a CR even
+    where an engine reads on: whatever is in doubt is treated as code, so nothing can hide from a
+    check of the words.
+    """
+    out: list[str] = []
+    i, n = 0, len(cypher)
+    while i < n:
+        c = cypher[i]
+        if c in "'\"":
+            j = i + 1
+            while j < n and cypher[j] != c:
+                j += 2 if cypher[j] == "\\" else 1
+            if j >= n:  # not closed
+                out.append(cypher[i:])
+                break
+            out.append(" ")
+            i = j + 1
+        elif c == "`":
+            j = i + 1
+            while j < n and (cypher[j] != "`" or cypher.startswith("``", j)):
+                j += 2 if cypher[j] == "`" else 1
+            out.append(" " + cypher[i + 1:j].replace("`", " ") + " ")
+            i = j + 1
+        elif cypher.startswith("/*", i):
+            j = cypher.find("*/", i + 2)
+            if j < 0:
+                out.append(cypher[i:])
+                break
+            out.append(" ")
+            i = j + 2
+        elif cypher.startswith("//", i):
+            ends = [k for k in (cypher.find("\n", i), cypher.find("\r", i)) if k >= 0]
+            out.append(" ")
+            i = min(ends) if ends else n
+        else:
+            out.append(c)
+            i += 1
+    return "".join(out)
 
 
 class Rows(NamedTuple):
@@ -91,7 +147,27 @@ class GraphStore(abc.ABC):
 
     @abc.abstractmethod
     def query(self, cypher: str, params: dict[str, Any] | None = None) -> Rows:
-        """Run a read query with parameters."""
+        """Run a read query with parameters (ksymgraph's own queries; a user's go to :meth:`raw_query`)."""
+
+    @abc.abstractmethod
+    def file_access_in(self, cypher: str) -> str | None:
+        """Why ``cypher`` would read or write files or load code on this engine, or None."""
+
+    def raw_query(self, cypher: str, params: dict[str, Any] | None = None, allow_file_access: bool = False) -> Rows:
+        """Run a query a user typed, with parameters, read-only.
+
+        Unless ``allow_file_access``, a query that would read or write files or load code (for
+        LadybugDB ``COPY``, ``LOAD FROM``, ``LOAD EXTENSION``, ``INSTALL``, ``ATTACH``, ``EXPORT`` /
+        ``IMPORT DATABASE``, ...; for Neo4j ``LOAD CSV``) is refused with :class:`QueryRefused`
+        before it runs. Writes are refused by the engine either way: the query runs on a read-only
+        handle (LadybugDB) or in a read transaction (Neo4j).
+        """
+        if not allow_file_access:
+            why = self.file_access_in(cypher)
+            if why:
+                raise QueryRefused(f"refused to run the query on {self.describe()}: {why}. Queries run read-only and "
+                                   "without file access; pass --allow-file-access (allow_file_access=True) to run it")
+        return self.query(cypher, params)
 
     @abc.abstractmethod
     def close(self) -> None:

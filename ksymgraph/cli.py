@@ -119,12 +119,18 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("query", help="run a Cypher query with parameters",
                        description="Run a read query on the store. User values go in $parameters, never into "
                                    "the query text: --param NAME=VALUE (VALUE is parsed as JSON when it can be, "
-                                   "so --param n=3 is a number and --param l='[\"a\",\"b\"]' a list).")
+                                   "so --param n=3 is a number and --param l='[\"a\",\"b\"]' a list). The query "
+                                   "runs read-only, and one that would read or write files or load code (COPY, "
+                                   "LOAD FROM, LOAD EXTENSION, INSTALL, ATTACH, EXPORT/IMPORT DATABASE, Neo4j's "
+                                   "LOAD CSV, ...) is refused unless --allow-file-access.")
     s.add_argument("cypher", nargs="?", metavar="CYPHER")
     s.add_argument("--name", metavar="NAME", help="run a named query from the library (see --list)")
     s.add_argument("--list", action="store_true", help="list the named queries and their parameters")
     s.add_argument("--param", action="append", default=[], metavar="NAME=VALUE")
     s.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    s.add_argument("--allow-file-access", action="store_true",
+                   help="let CYPHER read and write files and load extensions (COPY ... TO, LOAD FROM, ...); "
+                        "it still cannot change the store")
     _store_args(s, kernel=False)
 
     s = sub.add_parser("usage", help="every export with its users; every module with its dependencies",
@@ -342,7 +348,10 @@ def cmd_query(args) -> int:
         raise CliError("give CYPHER, --name NAME or --list")
     params = dict(library.parse_param(p) for p in args.param)
     with _open(args) as store:
-        rows = library.run_named(store, args.name, params) if args.name else store.query(args.cypher, params)
+        if args.name:
+            rows = library.run_named(store, args.name, params)
+        else:
+            rows = store.raw_query(args.cypher, params, allow_file_access=args.allow_file_access)
     print(render_rows(rows, args.format))
     return 0
 

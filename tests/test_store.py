@@ -59,27 +59,35 @@ def test_reload_is_idempotent_and_kernels_coexist(fixture_store, fixture_tree):
     assert fixture_store.kernels() == [FIXTURE_RELEASE]
 
 
-def test_reloading_the_only_kernel_recreates_the_tables(db_path, fixture_tree, monkeypatch):
-    """With one kernel stored, a reload drops and recreates the tables (deleting row by row is
-    slow in LadybugDB) and gives the same graph; with two, it deletes the old kernel's rows."""
-    recreated = []
-    real = EmbeddedStore._recreate_tables
+def test_reloading_the_only_kernel_writes_a_fresh_database(db_path, fixture_tree, monkeypatch):
+    """With one kernel stored, a reload builds a fresh database beside the store (deleting row by
+    row is slow in LadybugDB) and gives the same graph; with two, it copies the store and deletes the
+    old kernel's rows in the copy. Either way the result is renamed over the store."""
+    made = []
+    real = EmbeddedStore._next_database
 
-    def spy(self):
-        recreated.append(self.kernels())
-        real(self)
+    def spy(self, keep):
+        nxt = real(self, keep)
+        made.append((self.kernels(), nxt.copied))
+        return nxt
 
-    monkeypatch.setattr(EmbeddedStore, "_recreate_tables", spy)
+    monkeypatch.setattr(EmbeddedStore, "_next_database", spy)
     with open_store(db_path) as store:
+        assert made == [([], False)] and store.kernels() == []  # opening a writer creates an empty store
+        made.clear()
         load_kernel(store, [str(fixture_tree)], kernel="one", workers=1)
         before = counts(store, "one")
+        inode = db_path.stat().st_ino
         load_kernel(store, [str(fixture_tree)], kernel="one", workers=1)
-        assert recreated == [[], ["one"]]
+        assert made == [([], False), (["one"], False)]
+        assert db_path.stat().st_ino != inode  # a new file, renamed over the old one
         assert store.kernels() == ["one"] and counts(store, "one") == before
         load_kernel(store, [str(fixture_tree)], kernel="two", workers=1)
         load_kernel(store, [str(fixture_tree)], kernel="two", workers=1)
-        assert len(recreated) == 2  # "one" is there too: rows deleted, tables kept
+        # "two" beside "one": prepared fresh while the store held one kernel, then a copy is needed
+        assert [copied for _, copied in made[2:]] == [False, True, True]
         assert store.kernels() == ["one", "two"] and counts(store, "one") == counts(store, "two") == before
+    assert sorted(p.name for p in db_path.parent.iterdir()) == ["graph.lbdb", "graph.lbdb.lock"]
 
 
 def test_failed_write_leaves_old_kernel_whole(fixture_store, fixture_tree, monkeypatch):
@@ -87,11 +95,11 @@ def test_failed_write_leaves_old_kernel_whole(fixture_store, fixture_tree, monke
     calls = []
     real_copy = EmbeddedStore._copy
 
-    def failing_copy(self, table_name, path, options):
+    def failing_copy(self, conn, table_name, path, options):
         calls.append(table_name)
         if table_name == "IMPORTS":  # after nodes and EXPORTS are written
             raise RuntimeError("disk full (injected)")
-        return real_copy(self, table_name, path, options)
+        return real_copy(self, conn, table_name, path, options)
 
     monkeypatch.setattr(EmbeddedStore, "_copy", failing_copy)
     with pytest.raises(StoreError, match=r"writing kernel .* failed, the store is unchanged: disk full \(injected\)"):
@@ -128,14 +136,15 @@ def test_staged_tables_are_removed(fixture_store, fixture_tree, monkeypatch):
     staged = []
     real_copy = EmbeddedStore._copy
 
-    def spy(self, table_name, path, options):
+    def spy(self, conn, table_name, path, options):
         staged.append(path)
-        return real_copy(self, table_name, path, options)
+        return real_copy(self, conn, table_name, path, options)
 
     monkeypatch.setattr(EmbeddedStore, "_copy", spy)
     load_kernel(fixture_store, [str(fixture_tree)], kernel=FIXTURE_RELEASE, workers=1)
     here = fixture_store.path.parent
-    assert staged and all(Path(p).parent.parent == here and p.endswith(".parquet") for p in staged)
+    assert staged and all(Path(p).parent.parent == here and Path(p).parent.name.startswith("graph.lbdb.staging-")
+                          and p.endswith(".parquet") for p in staged)
     assert all(not Path(p).exists() for p in staged) and staging_dirs(fixture_store) == []
 
 
@@ -146,9 +155,9 @@ def test_failure_while_resolving_leaves_old_kernel_whole(fixture_store, fixture_
     written = []
     real_copy = EmbeddedStore._copy
 
-    def spy(self, table_name, path, options):
+    def spy(self, conn, table_name, path, options):
         written.append(table_name)
-        return real_copy(self, table_name, path, options)
+        return real_copy(self, conn, table_name, path, options)
 
     def ready_then_fail(key, table):
         put(key, table)
