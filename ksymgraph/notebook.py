@@ -436,6 +436,8 @@ def _magic_parser() -> argparse.ArgumentParser:
     g.add_argument("--db", metavar="PATH")
     g.add_argument("--neo4j", metavar="URI")
     p.add_argument("--draw", action="store_true")
+    p.add_argument("--allow-file-access", action="store_true",
+                   help="let the query read or write files (COPY, LOAD FROM, ...); refused otherwise")
     p.add_argument("--limit", type=int, default=None, metavar="N",
                    help="show at most N rows (the query itself is not changed)")
     return p
@@ -455,7 +457,7 @@ def cypher(line: str, cell: str):
         namespace = shell.user_ns if shell is not None else {}
     params = dict(parse_param(p, namespace) for p in args.param)
     store = store_for(args.db, args.neo4j, read_only=True) if (args.db or args.neo4j) else active_store()
-    rows = store.query(cell, params)
+    rows = store.raw_query(cell, params, allow_file_access=args.allow_file_access)  # user text: no file access
     if args.draw:
         g = rows_graph(rows)
         if g.number_of_nodes():

@@ -281,3 +281,16 @@ def test_run_whatif_on_debian_under_a_second(debian_loaded):
         assert time.perf_counter() - t0 < 0.05
     finally:
         nb.forget_projections()
+
+
+def test_cypher_magic_refuses_file_access(store, tmp_path):
+    """``%%cypher`` runs what the user typed as ``ksymgraph query`` does: no file access unless asked."""
+    from ksymgraph.graph.store import QueryRefused
+
+    nb.use_store(store)
+    target = tmp_path / "out.csv"
+    with pytest.raises(QueryRefused, match="--allow-file-access"):
+        nb.cypher("", f"COPY (MATCH (m:Module) RETURN m.name) TO '{target}'")
+    assert not target.exists()
+    frame = nb.cypher("--allow-file-access", f"COPY (MATCH (m:Module) RETURN m.name) TO '{target}'")
+    assert target.is_file() and frame is not None
