@@ -18,20 +18,7 @@ it, the new one is whole. A full disk fails the write in the staging directory, 
 as it was. Readers that opened the old file keep reading it (the rename does not touch the open
 inode); readers that open after the rename get the new one.
 
-Why not one transaction in place, as before: LadybugDB 0.22.0 does not keep a transaction all or
-nothing when the process dies during its commit's checkpoint. A transaction that deletes a table's
-rows (or drops and recreates the table) and then ``COPY``\\s new rows in, killed with ``SIGKILL``
-during ``COMMIT``, comes back with an empty table in most runs: neither the old rows nor the new.
-Often a read-only open then fails with "Cannot open database in read-only mode while checkpoint
-recovery is pending" until a writer opens it; some runs find the WAL corrupt. The README's section
-on the store says how to reproduce it.
-
-Writers take ``PATH.lock`` (``flock``, never removed) for as long as they are open, so that two
-loads cannot both build from the same old store; a second writer gets a clear :class:`StoreError`.
-Holding it, a writer removes the staging directories that killed writers left behind and lets
-LadybugDB recover a store that an older ksymgraph (or another program) left with a pending
-checkpoint. A reader that finds such a store does the same through a short writer open when it
-can take the lock, and otherwise says in one line what to run.
+Why this way, and how writers and readers keep out of each other's way: :mod:`.store_files`.
 
 Each Arrow table is staged as an uncompressed Parquet file in the staging directory and copied
 from there, not from the Python object: to tell a pandas DataFrame from an Arrow table, LadybugDB
@@ -48,21 +35,31 @@ Every connection this store reads through is read-only, so a query can never cha
 from __future__ import annotations
 
 import contextlib
-import errno
 import fcntl
 import os
 import queue
-import re
 import shutil
-import signal
 import tempfile
 import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
+from .file_access import file_access_in
 from .schema import NODES, RELS, TableKey, rel_table
-from .store import GraphStore, Rows, StoreError, cypher_code
+from .store import GraphStore, Rows, StoreError
+from .store_files import (
+    SIDECARS,
+    NextDatabase,
+    copy_file,
+    engine_reason,
+    fsync,
+    glob_escape,
+    os_error,
+    path_literal,
+    reason,
+    test_stop,
+)
 
 if TYPE_CHECKING:  # the tables come from ksymgraph.graph.build, which imports pyarrow
     import pyarrow as pa
@@ -70,21 +67,7 @@ if TYPE_CHECKING:  # the tables come from ksymgraph.graph.build, which imports p
     from ..loaders.records import KernelMeta
     from .build import GraphBatch
 
-__all__ = ["EmbeddedStore", "schema_statements", "file_access_in", "TEST_STOP_ENV", "STOP_POINTS"]
-
-#: Test-only: ``KSYMGRAPH_TEST_STOP=POINT[:SECONDS]`` makes a writing process stop itself
-#: (``SIGSTOP``) when it reaches POINT of a write, or SECONDS after, so that a test can look at the
-#: store and kill the writer exactly there (tests/test_crash_safety.py). Never set it otherwise.
-TEST_STOP_ENV = "KSYMGRAPH_TEST_STOP"
-
-#: Where :data:`TEST_STOP_ENV` can stop a write, in order: the tables are written and the commit
-#: (LadybugDB's checkpoint) begins; the new database is being closed; it is about to be renamed over
-#: the store; it has just been renamed.
-STOP_POINTS = ("commit", "close", "switch", "switched")
-
-#: The files LadybugDB keeps beside a database while it writes or recovers one (suffixes of PATH).
-SIDECARS = (".wal", ".wal.checkpoint", ".shadow")
-
+__all__ = ["EmbeddedStore", "schema_statements"]
 
 def schema_statements() -> list[str]:
     """The ``CREATE NODE TABLE`` / ``CREATE REL TABLE`` statements for the schema."""
@@ -97,44 +80,6 @@ def schema_statements() -> list[str]:
         cols = ", ".join(["kernel STRING", *(f"{p.name} {p.type}" for p in r.props)])
         out.append(f"CREATE REL TABLE IF NOT EXISTS {r.type}({pairs}, {cols})")
     return out
-
-
-# Statements of LadybugDB's grammar (src/antlr4/Cypher.g4 of LadybugDB/ladybug) and table functions
-# (CALL show_functions()) that reach outside the database: each word, with what it does.
-_FILE_WORDS = {
-    "COPY": "COPY ... FROM reads files and COPY ... TO writes them",
-    "LOAD": "LOAD FROM reads files (anywhere in a query) and LOAD EXTENSION loads code",
-    "INSTALL": "INSTALL downloads an extension", "UNINSTALL": "UNINSTALL removes an extension",
-    "UPDATE": "UPDATE downloads an extension",
-    "EXPORT": "EXPORT DATABASE writes a directory", "IMPORT": "IMPORT DATABASE reads a directory",
-    "ATTACH": "ATTACH opens another database file",
-}
-# READ_CSV_SERIAL, READ_PARQUET, READ_NPY, ... read files (and crash LadybugDB 0.22.0 when CALLed).
-_READ_FUNCTION = re.compile(r"READ_\w+", re.IGNORECASE)
-# CALL name = value sets an option (file_search_path, home_directory: where relative paths go).
-_CALL_SETTING = re.compile(r"\bCALL\s+(\w+)\s*=", re.IGNORECASE)
-_WORD = re.compile(r"\w+")
-
-
-def file_access_in(cypher: str) -> str | None:
-    """Why ``cypher`` would read or write files or load code in LadybugDB, or None when it would not.
-
-    Every word of the query's code counts, wherever it stands (``LOAD FROM`` is a clause that can
-    follow ``MATCH``; several statements may follow one another after ``;``); words inside string
-    literals and comments do not (:func:`ksymgraph.graph.store.cypher_code`). A word that is a
-    property or label name is refused too when it is one of these keywords: rename it in the query.
-    """
-    code = cypher_code(cypher)
-    for word in _WORD.findall(code):
-        up = word.upper()
-        if up in _FILE_WORDS:
-            return f"{up}: {_FILE_WORDS[up]}"
-        if _READ_FUNCTION.fullmatch(word):
-            return f"{up}: a table function that reads files"
-    m = _CALL_SETTING.search(code)
-    if m:
-        return f"CALL {m.group(1)} = ...: sets a database option (file_search_path, home_directory, ...)"
-    return None
 
 
 class EmbeddedStore(GraphStore):
@@ -158,7 +103,7 @@ class EmbeddedStore(GraphStore):
         self._schema_ready = read_only  # a read-only handle takes the tables as they are
         self._db = self._connection = None  # the read-only handle on self.path
         self._lock: int | None = None  # the writer's lock file descriptor
-        self._prepared: _NextDatabase | None = None  # made by prepare_write, taken by the next write
+        self._prepared: NextDatabase | None = None  # made by prepare_write, taken by the next write
         self._opened = False
         if not lazy:
             self._open()
@@ -207,7 +152,7 @@ class EmbeddedStore(GraphStore):
                 if "recovery is pending" in msg and attempt == 1:
                     self._recover_for_reader(msg)
                     continue
-                raise StoreError(f"cannot open {self.path}: {_engine_reason(msg)}") from None
+                raise StoreError(f"cannot open {self.path}: {engine_reason(msg)}") from None
         self._connection = ladybug.Connection(self._db)
         if self.read_only:
             self._clean_leftovers_if_free()
@@ -240,7 +185,7 @@ class EmbeddedStore(GraphStore):
             self._file.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(self._lock_path(), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         except OSError as e:
-            raise _os_error(f"cannot write the store at {self.path}", e) from None
+            raise os_error(f"cannot write the store at {self.path}", e) from None
         deadline = time.monotonic() + wait
         while True:
             try:
@@ -297,12 +242,12 @@ class EmbeddedStore(GraphStore):
             db = ladybug.Database(str(self._file))
             db.close()
         except RuntimeError as e:
-            raise StoreError(f"cannot recover {self.path} from an interrupted write: {_engine_reason(str(e))}") from None
+            raise StoreError(f"cannot recover {self.path} from an interrupted write: {engine_reason(str(e))}") from None
 
     def _recover_for_reader(self, msg: str) -> None:
         """A read-only open found a pending checkpoint: recover through a short writer open."""
         fix = (f"{self.path} was left by an interrupted write and LadybugDB must recover it before it can be read "
-               f"({_engine_reason(msg)}); that needs write access to {self.path.parent}: run `ksymgraph kernels --db "
+               f"({engine_reason(msg)}); that needs write access to {self.path.parent}: run `ksymgraph kernels --db "
                f"{self.path}` once as a user who can write there")
         held = self._lock is not None
         try:
@@ -332,7 +277,7 @@ class EmbeddedStore(GraphStore):
         try:
             missing = self._missing_schema(conn)
         except RuntimeError as e:
-            raise StoreError(f"cannot read the tables of {self.path}: {_engine_reason(str(e))}") from None
+            raise StoreError(f"cannot read the tables of {self.path}: {engine_reason(str(e))}") from None
         if missing:
             self._switch(self._next_database(keep=True))
         self._schema_ready = True
@@ -412,7 +357,7 @@ class EmbeddedStore(GraphStore):
                 return []
             res = conn.execute("MATCH (k:Kernel) RETURN k.release AS release ORDER BY release")
         except RuntimeError as e:
-            raise StoreError(f"cannot list the kernels in {self.path}: {_engine_reason(str(e))}") from None
+            raise StoreError(f"cannot list the kernels in {self.path}: {engine_reason(str(e))}") from None
         return [r[0] for r in res.get_all()]
 
     # Writing -----------------------------------------------------------------------------------
@@ -423,17 +368,17 @@ class EmbeddedStore(GraphStore):
         if not self._opened:
             self._open()
 
-    def _next_database(self, keep: bool) -> _NextDatabase:
+    def _next_database(self, keep: bool) -> NextDatabase:
         """A database to become the store: a copy of it (``keep``) or a fresh one, with the schema."""
         self._writer()
         try:
             staging = Path(tempfile.mkdtemp(prefix=f"{self._file.name}.staging-", dir=self._file.parent))
         except OSError as e:
-            raise _os_error(f"cannot make a staging directory beside {self.path}", e) from None
-        nxt = _NextDatabase(staging, staging / self._file.name, keep and self._file.exists())
+            raise os_error(f"cannot make a staging directory beside {self.path}", e) from None
+        nxt = NextDatabase(staging, staging / self._file.name, keep and self._file.exists())
         try:
             if nxt.copied:
-                _copy_file(self._file, nxt.path)
+                copy_file(self._file, nxt.path)
             nxt.db = self._ladybug().Database(str(nxt.path))
             nxt.conn = self._ladybug().Connection(nxt.db)
             if nxt.copied:
@@ -444,13 +389,13 @@ class EmbeddedStore(GraphStore):
         except BaseException as e:
             nxt.discard()
             if isinstance(e, OSError):
-                raise _os_error(f"cannot make its new version in {staging}", e) from None
+                raise os_error(f"cannot make its new version in {staging}", e) from None
             if isinstance(e, RuntimeError):
-                raise StoreError(f"cannot make its new version in {staging}: {_engine_reason(str(e))}") from None
+                raise StoreError(f"cannot make its new version in {staging}: {engine_reason(str(e))}") from None
             raise
         return nxt
 
-    def _take_next(self, keep: bool) -> _NextDatabase:
+    def _take_next(self, keep: bool) -> NextDatabase:
         """The prepared next database if it is of the kind needed, else a new one."""
         nxt, self._prepared = self._prepared, None
         if nxt is not None and nxt.copied == (keep and self._file.exists()):
@@ -468,31 +413,31 @@ class EmbeddedStore(GraphStore):
             nxt = self._next_database(keep=False)
         self._switch(nxt)
 
-    def _switch(self, nxt: _NextDatabase) -> None:
+    def _switch(self, nxt: NextDatabase) -> None:
         """Close ``nxt`` cleanly and rename it over the store: the commit point of every write."""
         what = f"cannot switch {nxt.path} in as {self.path}"
         try:
-            _test_stop("close")
+            test_stop("close")
             try:
                 nxt.close()
             except RuntimeError as e:
-                raise StoreError(f"{what}: {_engine_reason(str(e))}") from None
+                raise StoreError(f"{what}: {engine_reason(str(e))}") from None
             left = [nxt.path.name + s for s in SIDECARS if nxt.path.with_name(nxt.path.name + s).exists()]
             if left:  # LadybugDB could not finish its checkpoint (a full disk): the file is not whole
                 raise StoreError(f"{what}: LadybugDB did not finish its checkpoint (left {', '.join(left)})")
             try:
-                _fsync(nxt.path)
-                _test_stop("switch")
+                fsync(nxt.path)
+                test_stop("switch")
                 self._close_read()  # the old file's handle: readers of it keep their own
                 os.replace(nxt.path, self._file)
             except OSError as e:
-                raise _os_error(what, e) from None
+                raise os_error(what, e) from None
         except BaseException:
             nxt.discard()
             raise
-        _test_stop("switched")
+        test_stop("switched")
         with contextlib.suppress(OSError):
-            _fsync(self._file.parent)
+            fsync(self._file.parent)
         nxt.discard()
 
     @contextlib.contextmanager
@@ -528,7 +473,7 @@ class EmbeddedStore(GraphStore):
         except BaseException as e:
             nxt.discard()
             if isinstance(e, RuntimeError):
-                raise StoreError(f"{failure}: {_engine_reason(str(e))}") from None
+                raise StoreError(f"{failure}: {engine_reason(str(e))}") from None
             raise
         todo: queue.SimpleQueue = queue.SimpleQueue()
         failed: list[BaseException] = []
@@ -544,7 +489,7 @@ class EmbeddedStore(GraphStore):
             try:
                 todo.put(self._stage(key, table, str(nxt.staging)))
             except OSError as e:
-                raise StoreError(f"{failure}: cannot stage table {key} in {nxt.staging}: {_reason(e)}") from None
+                raise StoreError(f"{failure}: cannot stage table {key} in {nxt.staging}: {reason(e)}") from None
 
         try:
             try:
@@ -577,11 +522,11 @@ class EmbeddedStore(GraphStore):
                 finally:
                     with contextlib.suppress(OSError):
                         os.unlink(path)
-            _test_stop("commit")
+            test_stop("commit")
             conn.execute("COMMIT")
         except BaseException as e:  # the caller's thread raises it
             if isinstance(e, RuntimeError):  # LadybugDB's errors
-                wrapped = StoreError(f"{failure}: {_engine_reason(str(e))}")
+                wrapped = StoreError(f"{failure}: {engine_reason(str(e))}")
                 wrapped.__cause__ = e
                 e = wrapped
             failed.append(e)
@@ -609,7 +554,7 @@ class EmbeddedStore(GraphStore):
         return name, path, options
 
     def _copy(self, conn, table_name: str, path: str, options: str) -> None:
-        conn.execute(f"COPY {table_name} FROM {_string_literal(path)}{options}")
+        conn.execute(f"COPY {table_name} FROM {path_literal(path)}{options}")
 
     def replace_kernel(self, batch: GraphBatch) -> None:
         with self.writing_kernel(batch.kernel) as put:
@@ -631,119 +576,9 @@ class EmbeddedStore(GraphStore):
         except RuntimeError as e:
             nxt.discard()
             raise StoreError(f"deleting kernel {kernel} from {self.path} failed, the store is unchanged: "
-                             f"{_engine_reason(str(e))}") from None
+                             f"{engine_reason(str(e))}") from None
         self._switch(nxt)
         return True
-
-
-class _NextDatabase:
-    """A database being built in a staging directory, to be renamed over the store."""
-
-    def __init__(self, staging: Path, path: Path, copied: bool):
-        self.staging = staging
-        """The staging directory (Parquet files, the database, its sidecar files)."""
-        self.path = path
-        """The database file."""
-        self.copied = copied
-        """True when it started as a copy of the store (which holds other kernels)."""
-        self.db = self.conn = None
-
-    def close(self) -> None:
-        """Close the database cleanly (LadybugDB checkpoints and removes its sidecar files)."""
-        conn, db, self.conn, self.db = self.conn, self.db, None, None
-        if conn is not None:
-            conn.close()
-        if db is not None:
-            db.close()
-
-    def discard(self) -> None:
-        """Close (ignoring errors) and remove the staging directory."""
-        with contextlib.suppress(RuntimeError):
-            self.close()
-        shutil.rmtree(self.staging, ignore_errors=True)
-
-
-def _copy_file(src: Path, dst: Path) -> None:
-    """Copy ``src`` to ``dst`` in the kernel (``copy_file_range``: a reflink where the filesystem can)."""
-    with open(src, "rb") as fin, open(dst, "wb") as fout:
-        size = os.fstat(fin.fileno()).st_size
-        done = 0
-        while done < size:
-            n = os.copy_file_range(fin.fileno(), fout.fileno(), size - done)
-            if n == 0:
-                break
-            done += n
-        if done < size:  # copy_file_range stopped short: finish the ordinary way
-            fin.seek(done)
-            fout.seek(done)
-            shutil.copyfileobj(fin, fout)
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _test_stop(point: str) -> None:
-    """Test-only: stop this process at ``point`` (or some seconds after) if :data:`TEST_STOP_ENV` says so."""
-    spec = os.environ.get(TEST_STOP_ENV)
-    if not spec:
-        return
-    name, _, delay = spec.partition(":")
-    if name != point:
-        return
-
-    def stop() -> None:
-        os.kill(os.getpid(), signal.SIGSTOP)
-
-    if delay and float(delay) > 0:
-        timer = threading.Timer(float(delay), stop)
-        timer.daemon = True
-        timer.start()
-    else:
-        stop()
-
-
-def glob_escape(name: str) -> str:
-    """``name`` with glob metacharacters escaped."""
-    return re.sub(r"([*?\[])", r"[\1]", name)
-
-
-_NO_SPACE = ("No space left", "[errno 28]", "Cannot write to file")
-
-
-def _space_hint(text: str) -> str:
-    return ": free some space, or use a --db on a larger disk" if any(m in text for m in _NO_SPACE) else ""
-
-
-def _reason(e: OSError) -> str:
-    """An OSError's reason, with a hint when the disk is full."""
-    text = e.strerror or str(e)
-    return text + (_space_hint("No space left") if e.errno == errno.ENOSPC else _space_hint(text))
-
-
-def _os_error(what: str, e: OSError) -> StoreError:
-    """A one-line StoreError for an OSError: what failed, the file, the reason, and a hint."""
-    where = f" ({e.filename})" if e.filename else ""
-    hint = ": use a --db where you can write" if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS) else ""
-    return StoreError(f"{what}{where}: {_reason(e)}{hint}")
-
-
-def _engine_reason(msg: str) -> str:
-    """LadybugDB's message on one line, shortened where it is long, with a hint when the disk is full.
-
-    A failed commit's message says "the committed data is durable and will be recovered on
-    restart": true of the staging database, which this store then throws away, so only the
-    error under it is kept; a failed write becomes "cannot write FILE: REASON"."""
-    text = " ".join(msg.split())
-    m = re.search(r"Original error: (.*)", text) or re.search(r"post-commit checkpoint failed[^:]*: (.*)", text)
-    if m:
-        text = f"LadybugDB's checkpoint failed: {m.group(1)}"
-    text = re.sub(r"(?:IO exception: )?Cannot write to file\. path: (\S+) .*?Error: (.*)", r"cannot write \1: \2", text)
-    return text + _space_hint(text)
 
 
 #: Rows per Parquet row group of a staged table.
@@ -752,11 +587,6 @@ _ROW_GROUP = 16384
 #: What the caller's thread tells the writer thread when the tables end.
 _COMMIT = object()
 _ABORT = object()
-
-
-def _string_literal(text: str) -> str:
-    """``text`` as a Cypher string literal (a file path: ``COPY FROM`` takes no parameter)."""
-    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def _rollback(conn) -> None:

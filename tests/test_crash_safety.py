@@ -30,7 +30,7 @@ import pytest
 
 from conftest import build_fixture_kernel
 from ksymgraph.graph.connect import open_store
-from ksymgraph.graph.embedded import SIDECARS, STOP_POINTS, TEST_STOP_ENV
+from ksymgraph.graph.store_files import SIDECARS, STOP_POINTS, TEST_STOP_ENV
 from ksymgraph.graph.store import StoreError
 
 KERNEL = "K"

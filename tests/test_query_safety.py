@@ -16,7 +16,7 @@ import sys
 import pytest
 
 from conftest import FIXTURE_RELEASE
-from ksymgraph.graph.embedded import file_access_in
+from ksymgraph.graph.file_access import file_access_in
 from ksymgraph.graph.neo4j_store import Neo4jStore
 from ksymgraph.graph.store import cypher_code
 

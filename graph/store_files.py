@@ -1,0 +1,168 @@
+"""The embedded store's files on disk, and how a new version of the store replaces the old one.
+
+A LadybugDB database is one file (``PATH``) while closed, with sidecar files (:data:`SIDECARS`)
+while it writes or recovers. The embedded store never writes ``PATH`` in place: it builds the next
+version in a staging directory beside it (:class:`NextDatabase`), syncs it, and renames it over
+``PATH`` — the one commit point. This module holds those file operations, the one-line errors
+they give (a full disk, a directory that cannot be written), and the test-only hook that stops a
+writing process at a chosen point (:data:`TEST_STOP_ENV`).
+
+Why not one transaction in place, as before: LadybugDB 0.22.0 does not keep a transaction all or
+nothing when the process dies during its commit's checkpoint. A transaction that deletes a table's
+rows (or drops and recreates the table) and then ``COPY``\\s new rows in, killed with ``SIGKILL``
+during ``COMMIT``, comes back with an empty table in most runs: neither the old rows nor the new.
+Often a read-only open then fails with "Cannot open database in read-only mode while checkpoint
+recovery is pending" until a writer opens it; some runs find the WAL corrupt. The README's section
+on the store says how to reproduce it.
+
+Writers take ``PATH.lock`` (``flock``, never removed) for as long as they are open, so that two
+loads cannot both build from the same old store; a second writer gets a clear :class:`StoreError`.
+Holding it, a writer removes the staging directories that killed writers left behind and lets
+LadybugDB recover a store that an older ksymgraph (or another program) left with a pending
+checkpoint. A reader that finds such a store does the same through a short writer open when it
+can take the lock, and otherwise says in one line what to run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import re
+import shutil
+import signal
+import threading
+from pathlib import Path
+
+from .store import StoreError
+
+__all__ = ["TEST_STOP_ENV", "STOP_POINTS", "SIDECARS", "NextDatabase", "copy_file", "fsync", "test_stop",
+           "glob_escape", "os_error", "engine_reason", "reason", "path_literal"]
+
+#: Test-only: ``KSYMGRAPH_TEST_STOP=POINT[:SECONDS]`` makes a writing process stop itself
+#: (``SIGSTOP``) when it reaches POINT of a write, or SECONDS after, so that a test can look at the
+#: store and kill the writer exactly there (tests/test_crash_safety.py). Never set it otherwise.
+TEST_STOP_ENV = "KSYMGRAPH_TEST_STOP"
+
+#: Where :data:`TEST_STOP_ENV` can stop a write, in order: the tables are written and the commit
+#: (LadybugDB's checkpoint) begins; the new database is being closed; it is about to be renamed over
+#: the store; it has just been renamed.
+STOP_POINTS = ("commit", "close", "switch", "switched")
+
+#: The files LadybugDB keeps beside a database while it writes or recovers one (suffixes of PATH).
+SIDECARS = (".wal", ".wal.checkpoint", ".shadow")
+
+
+class NextDatabase:
+    """A database being built in a staging directory, to be renamed over the store."""
+
+    def __init__(self, staging: Path, path: Path, copied: bool):
+        self.staging = staging
+        """The staging directory (Parquet files, the database, its sidecar files)."""
+        self.path = path
+        """The database file."""
+        self.copied = copied
+        """True when it started as a copy of the store (which holds other kernels)."""
+        self.db = self.conn = None
+
+    def close(self) -> None:
+        """Close the database cleanly (LadybugDB checkpoints and removes its sidecar files)."""
+        conn, db, self.conn, self.db = self.conn, self.db, None, None
+        if conn is not None:
+            conn.close()
+        if db is not None:
+            db.close()
+
+    def discard(self) -> None:
+        """Close (ignoring errors) and remove the staging directory."""
+        with contextlib.suppress(RuntimeError):
+            self.close()
+        shutil.rmtree(self.staging, ignore_errors=True)
+
+
+def copy_file(src: Path, dst: Path) -> None:
+    """Copy ``src`` to ``dst`` in the kernel (``copy_file_range``: a reflink where the filesystem can)."""
+    with open(src, "rb") as fin, open(dst, "wb") as fout:
+        size = os.fstat(fin.fileno()).st_size
+        done = 0
+        while done < size:
+            n = os.copy_file_range(fin.fileno(), fout.fileno(), size - done)
+            if n == 0:
+                break
+            done += n
+        if done < size:  # copy_file_range stopped short: finish the ordinary way
+            fin.seek(done)
+            fout.seek(done)
+            shutil.copyfileobj(fin, fout)
+
+
+def fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def test_stop(point: str) -> None:
+    """Test-only: stop this process at ``point`` (or some seconds after) if :data:`TEST_STOP_ENV` says so."""
+    spec = os.environ.get(TEST_STOP_ENV)
+    if not spec:
+        return
+    name, _, delay = spec.partition(":")
+    if name != point:
+        return
+
+    def stop() -> None:
+        os.kill(os.getpid(), signal.SIGSTOP)
+
+    if delay and float(delay) > 0:
+        timer = threading.Timer(float(delay), stop)
+        timer.daemon = True
+        timer.start()
+    else:
+        stop()
+
+
+def glob_escape(name: str) -> str:
+    """``name`` with glob metacharacters escaped."""
+    return re.sub(r"([*?\[])", r"[\1]", name)
+
+
+_NO_SPACE = ("No space left", "[errno 28]", "Cannot write to file")
+
+
+def _space_hint(text: str) -> str:
+    return ": free some space, or use a --db on a larger disk" if any(m in text for m in _NO_SPACE) else ""
+
+
+def reason(e: OSError) -> str:
+    """An OSError's reason, with a hint when the disk is full."""
+    text = e.strerror or str(e)
+    return text + (_space_hint("No space left") if e.errno == errno.ENOSPC else _space_hint(text))
+
+
+def os_error(what: str, e: OSError) -> StoreError:
+    """A one-line StoreError for an OSError: what failed, the file, the reason, and a hint."""
+    where = f" ({e.filename})" if e.filename else ""
+    hint = ": use a --db where you can write" if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS) else ""
+    return StoreError(f"{what}{where}: {reason(e)}{hint}")
+
+
+def engine_reason(msg: str) -> str:
+    """LadybugDB's message on one line, shortened where it is long, with a hint when the disk is full.
+
+    A failed commit's message says "the committed data is durable and will be recovered on
+    restart": true of the staging database, which this store then throws away, so only the
+    error under it is kept; a failed write becomes "cannot write FILE: REASON"."""
+    text = " ".join(msg.split())
+    m = re.search(r"Original error: (.*)", text) or re.search(r"post-commit checkpoint failed[^:]*: (.*)", text)
+    if m:
+        text = f"LadybugDB's checkpoint failed: {m.group(1)}"
+    text = re.sub(r"(?:IO exception: )?Cannot write to file\. path: (\S+) .*?Error: (.*)", r"cannot write \1: \2", text)
+    return text + _space_hint(text)
+
+
+def path_literal(path: str) -> str:
+    """A file path as a Cypher string literal (``COPY … FROM`` takes no parameter for it)."""
+    return "'" + path.replace("\\", "\\\\").replace("'", "\\'") + "'"
