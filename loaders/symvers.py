@@ -26,7 +26,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterator, NamedTuple
 
-from .elf import KSYM_NAME_LEN, module_name_from_path
+from .elf import module_name_from_path
+from .elffile import KSYM_NAME_LEN
 from .records import Export, Skipped
 
 __all__ = ["MAX_LINE_BYTES", "SymversEntry", "parse_symvers_line", "for_each_symvers_entry", "read_symvers"]

@@ -42,7 +42,7 @@ import zstandard
 TESTS = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(TESTS))
 
-from ksymgraph.loaders.elf import KSYM_NAME_LEN  # noqa: E402
+from ksymgraph.loaders.elffile import KSYM_NAME_LEN  # noqa: E402
 from ksymgraph.loaders.modules import read_module_file  # noqa: E402
 from ksymgraph.loaders.records import LoaderError, ModuleData  # noqa: E402
 from ksymgraph.loaders.symvers import read_symvers  # noqa: E402
