@@ -416,7 +416,8 @@ def test_malformed_messages_close_the_socket(server):
 
 
 def test_help_documents_the_options_and_bounds(capsys):
-    from ksymgraph.cli import build_parser, main
+    from ksymgraph.arguments import build_parser
+    from ksymgraph.cli import main
 
     with pytest.raises(SystemExit):
         main(["explore", "--help"])

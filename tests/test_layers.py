@@ -22,6 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 LAYERS = [
     "ksymgraph.__main__",
     "ksymgraph.cli",
+    "ksymgraph.arguments",
     "ksymgraph.explorer_server",
     "ksymgraph.explorer",
     "ksymgraph.series",
