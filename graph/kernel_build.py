@@ -101,6 +101,8 @@ def build_options(config_path: str | Path | None, modules: Iterable[ModuleData],
                          f"gives ({vermagic_from_config(release, config)!r}); the modules' is used")
         if modversions and crcs and not any(crcs):
             notes.append(f"{Path(config_path).name} has CONFIG_MODVERSIONS=y but every CRC in Module.symvers is 0")
+        else:
+            notes += _mixed_crcs(modversions, crcs)
         return BuildOptions(magic, modversions, force, missing_ns, Path(config_path).name), notes
 
     # No .config: what the data shows.
@@ -113,6 +115,7 @@ def build_options(config_path: str | Path | None, modules: Iterable[ModuleData],
     else:
         modversions = None
         how = ""
+    notes += _mixed_crcs(modversions, crcs)
     missing = ["CONFIG_MODULE_FORCE_LOAD", "CONFIG_MODULE_ALLOW_MISSING_NAMESPACE_IMPORTS"]
     if modversions is None:
         missing.insert(0, "CONFIG_MODVERSIONS")
@@ -121,3 +124,14 @@ def build_options(config_path: str | Path | None, modules: Iterable[ModuleData],
                  + ("" if magic else "; no vermagic known, so vermagic is not checked"))
     source = f"inferred from {len(modules)} modules (no .config)"
     return BuildOptions(magic, modversions, None, None, source), notes
+
+
+def _mixed_crcs(modversions: bool | None, crcs: list[int | None]) -> list[str]:
+    """A note when some, not all, of vmlinux's CRCs are 0 on a kernel with modversions: genksyms
+    could not version those exports (modpost: "version generation failed"), and the kernel compares
+    the 0 as it stands (a module built against it recorded 0 too)."""
+    zero = sum(1 for c in crcs if not c)
+    if not modversions or not zero or zero == len(crcs):
+        return []
+    return [f"{zero} of {len(crcs)} vmlinux exports in Module.symvers have CRC 0x00000000 (not versioned by "
+            "genksyms); their imports are checked against 0 as the kernel does"]

@@ -257,3 +257,33 @@ def test_fixpoint_matches_reference_and_ignores_module_order(spec, perm_seed, un
     assert ra.broken == rb.broken and ra.summary == rb.summary and ra.already_broken == rb.already_broken
     for br in ra.broken:
         assert all(r.rule in RULES for r in br.reasons)
+
+
+def test_build_options_from_config_and_inferred(tmp_path):
+    """graph/kernel_build.py: the options from a .config, inferred without one, and its notes."""
+    from ksymgraph.graph.kernel_build import build_options, vermagic_from_config
+    from ksymgraph.loaders.records import Export, Imports, ModuleData, ModuleInfo
+    from ksymgraph.loaders.symvers import SymversEntry
+
+    def entry(sym, crc):
+        return SymversEntry(Export("vmlinux", sym, False, "", crc), "vmlinux")
+
+    mod = ModuleData(ModuleInfo("m", "/m.ko", "GPL", VERMAGIC, "", True, (), (), True, None), [],
+                     Imports([], [], []))
+    config = tmp_path / "config-6.1.0-50-amd64"
+    config.write_text("CONFIG_SMP=y\nCONFIG_PREEMPT_BUILD=y\nCONFIG_MODULE_UNLOAD=y\nCONFIG_MODVERSIONS=y\n"
+                      "CONFIG_MODULE_FORCE_LOAD=y\n# CONFIG_MODULE_ALLOW_MISSING_NAMESPACE_IMPORTS is not set\n")
+    assert vermagic_from_config("6.1.0-50-amd64", {"CONFIG_SMP": "y", "CONFIG_PREEMPT_BUILD": "y",
+                                                   "CONFIG_MODULE_UNLOAD": "y", "CONFIG_MODVERSIONS": "y"}) == VERMAGIC
+    b, notes = build_options(config, [mod], [entry("kfree", 0x1234), entry("x", 0)], "6.1.0-50-amd64", "amd64")
+    assert b == BuildOptions(VERMAGIC, True, True, False, "config-6.1.0-50-amd64")
+    assert notes == ["1 of 2 vmlinux exports in Module.symvers have CRC 0x00000000 (not versioned by genksyms); "
+                     "their imports are checked against 0 as the kernel does"]
+    # no .config: modversions from the CRCs, the rest the kernel's default, said so
+    b, notes = build_options(None, [mod], [entry("kfree", 0)], "k", "amd64")
+    assert b == BuildOptions(VERMAGIC, False, None, None, "inferred from 1 modules (no .config)")
+    assert notes[0].startswith("no .config for kernel k: CONFIG_MODULE_FORCE_LOAD, "
+                               "CONFIG_MODULE_ALLOW_MISSING_NAMESPACE_IMPORTS taken as the kernel's default (n)")
+    # an unreadable .config: said, and the options inferred instead
+    b, notes = build_options(tmp_path / "missing-config", [mod], [], "k", "amd64")
+    assert "cannot read the kernel's .config" in notes[0] and b.source.startswith("inferred")
