@@ -46,7 +46,7 @@ class LoadSummary(NamedTuple):
     seconds: float
     """Wall time of the whole load."""
     parse: object = None
-    """With source trees: their summed :class:`~ksymgraph.loaders.csource.ParseStats`."""
+    """With source trees: their summed :class:`~ksymgraph.loaders.records.ParseStats`."""
 
 
 def _progress(iterable, total: int, desc: str, enabled: bool):

@@ -21,29 +21,17 @@ import glob
 import os
 import re
 from pathlib import Path
-from typing import Iterable, Iterator, NamedTuple
+from typing import Iterable, Iterator
+
+from .records import BuiltInto
 
 __all__ = [
-    "BuiltInto",
     "read_config",
     "evaluate_kbuild",
     "evaluate_makefile",
     "kbuild_coverage",
     "module_name",
 ]
-
-
-class BuiltInto(NamedTuple):
-    """A source file compiled into vmlinux or into a module."""
-
-    file: str
-    """The source file (``.c``, else ``.S`` or ``.rs``), relative to the tree root."""
-    module: str
-    """The module's name as the kernel knows it (``.ko`` base name with ``-`` turned into ``_``),
-    or ``vmlinux`` for built-in code."""
-    ko: str | None
-    """The module's ``.ko`` path relative to the tree root (``sound/pci/hda/snd-hda-intel.ko``),
-    None for vmlinux."""
 
 
 def module_name(ko: str) -> str:

@@ -10,9 +10,10 @@ and ``inline``, like a header inline) with one call per identifier followed by `
 and per lower-case name passed as an argument to another macro (a function handed on to be
 called, as ``module_usb_driver`` hands ``usb_register`` to ``module_driver``).
 
-Records use the C loader's types (:class:`~ksymgraph.loaders.csource.FunctionDef`,
-:class:`~ksymgraph.loaders.csource.Call`) and are written next to its shards as
-``macros/*.parquet`` tables, which the graph reads like the others.
+Records use the C loader's types (:class:`~ksymgraph.loaders.records.FunctionDef`,
+:class:`~ksymgraph.loaders.records.Call`) and are written next to its shards
+(:mod:`ksymgraph.loaders.cindex`) as ``macros/*.parquet`` tables, which the graph reads like the
+others.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ import re
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from .csource import Call, FunctionDef
+from .cindex import write_table
+from .records import Call, FunctionDef
 
 __all__ = ["for_each_macro", "for_each_file_scope_call", "index_macros", "header_files", "FILE_SCOPE"]
 
@@ -117,9 +119,6 @@ def index_macros(root: str | os.PathLike, shard_dir: str | os.PathLike, files: I
     """Write the macros of ``files`` (default: every header under ``root``) and the file-scope
     macro calls of ``c_files`` as ``macros/functions`` and ``macros/calls`` Parquet tables in
     ``shard_dir``; returns the number of macros."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     files = header_files(root) if files is None else list(files)
     defs: list[FunctionDef] = []
     calls: list[Call] = []
@@ -132,13 +131,6 @@ def index_macros(root: str | os.PathLike, shard_dir: str | os.PathLike, files: I
         calls.extend(cs)
     out = Path(shard_dir) / "macros"
     out.mkdir(parents=True, exist_ok=True)
-    s, i, b = pa.string(), pa.int32(), pa.bool_()
-    for name, rows, rtype, types in (("functions", defs, FunctionDef, (s, s, i, i, b, b)),
-                                     ("calls", calls, Call, (s, s, s, i, b))):
-        schema = pa.schema([pa.field(f, t) for f, t in zip(rtype._fields, types)])
-        cols = list(zip(*rows)) if rows else [[] for _ in schema]
-        table = pa.Table.from_arrays([pa.array(list(c), type=f.type) for c, f in zip(cols, schema)], schema=schema)
-        tmp = out / f".{name}.parquet.tmp"
-        pq.write_table(table, tmp)
-        os.replace(tmp, out / f"{name}.parquet")
+    write_table(out / "functions.parquet", FunctionDef, defs)
+    write_table(out / "calls.parquet", Call, calls)
     return n

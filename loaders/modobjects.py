@@ -12,20 +12,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Iterator, NamedTuple
+from typing import Iterator
 
 from .elf import module_name_from_path
+from .records import ModObject
 
-__all__ = ["ModObject", "for_each_mod_object", "files_by_module"]
-
-
-class ModObject(NamedTuple):
-    """One source file of a built module."""
-
-    file: str
-    """The ``.c`` file (or ``.S``), relative to the tree root."""
-    module: str
-    """The module's name (``lttng_tracer``)."""
+__all__ = ["for_each_mod_object", "files_by_module"]
 
 
 def for_each_mod_object(root: str | os.PathLike) -> Iterator[ModObject]:

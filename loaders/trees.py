@@ -13,14 +13,18 @@ tree's path, so nothing is written into the user's tree.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
+import tarfile
+import tempfile
 from pathlib import Path
 from typing import NamedTuple
 
 from . import debian
 from .records import LoaderError, Skipped
 
-__all__ = ["SourceTree", "is_kernel_tree", "debian_source_tree", "debian_headers_tree", "index_dir", "index_source_tree"]
+__all__ = ["SourceTree", "is_kernel_tree", "debian_source_tree", "unpack_source_tarball", "debian_headers_tree", "index_dir",
+           "index_source_tree"]
 
 #: Debian flavour suffix → the kernel's architecture directory.
 ARCH_DIRS = {"amd64": "x86", "i386": "x86", "686": "x86", "686-pae": "x86", "arm64": "arm64", "armmp": "arm",
@@ -33,7 +37,7 @@ class SourceTree(NamedTuple):
     root: Path
     """The tree."""
     shard_dir: Path
-    """Its index, written by :func:`ksymgraph.loaders.csource.index_tree`."""
+    """Its index, written by :func:`ksymgraph.loaders.cindex.index_tree`."""
     prefix: str
     """Prefix of this tree's file paths in the graph: ``""`` for the kernel tree,
     ``<dirname>/`` for an out-of-tree one."""
@@ -42,7 +46,7 @@ class SourceTree(NamedTuple):
     skipped: list[Skipped]
     """Files that could not be parsed, and attribution problems."""
     stats: object
-    """The index's :class:`~ksymgraph.loaders.csource.ParseStats`."""
+    """The index's :class:`~ksymgraph.loaders.records.ParseStats`."""
 
 
 def is_kernel_tree(root: Path) -> bool:
@@ -52,8 +56,6 @@ def is_kernel_tree(root: Path) -> bool:
 
 def debian_source_tree(release: str) -> Path:
     """Debian's kernel source for ``release`` (``6.1.0-50-amd64`` → ``linux-source-6.1``), unpacked once."""
-    from .csource import unpack_source_tarball
-
     m = re.match(r"(\d+\.\d+)", release)
     if not m:
         raise LoaderError(f"debian:{release}", "cannot tell the kernel series from the release")
@@ -66,6 +68,50 @@ def debian_source_tree(release: str) -> Path:
     if not tarballs:
         raise LoaderError(str(pkg), "no usr/src/linux-source-*.tar.* in the package")
     return unpack_source_tarball(tarballs[0], debian.cache_dir() / "src" / pkg.name)
+
+
+def unpack_source_tarball(tarball: str | os.PathLike, dest_root: str | os.PathLike) -> Path:
+    """Extract a kernel source tarball (``linux-source-6.1.tar.xz``) once under ``dest_root``.
+
+    Returns the top directory of the tree (``<dest_root>/linux-source-6.1``). Extraction goes
+    to a temporary directory that is renamed into place, so an interrupted run leaves nothing
+    half-written; a second call reuses the tree.
+    """
+    tarball = Path(tarball)
+    dest_root = Path(dest_root)
+    name = tarball.name
+    for suffix in (".tar.xz", ".tar.gz", ".tar.bz2", ".tar.zst", ".tar"):
+        if name.endswith(suffix):
+            name = name[: -len(suffix)]
+            break
+    final = dest_root / name
+    if final.is_dir():
+        return final
+    dest_root.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=dest_root, prefix=".unpack-") as tmp:
+        if tarball.name.endswith(".tar.xz") and _have("tar") and _have("xz"):
+            import subprocess
+
+            subprocess.run(["tar", "-xJf", str(tarball), "-C", tmp], check=True)
+        else:
+            with tarfile.open(tarball) as tf:
+                tf.extractall(tmp, filter="data")
+        entries = [p for p in Path(tmp).iterdir()]
+        top = entries[0] if len(entries) == 1 and entries[0].is_dir() else Path(tmp)
+        if top == Path(tmp):
+            inner = Path(tmp) / name
+            inner.mkdir()
+            for p in entries:
+                os.replace(p, inner / p.name)
+            top = inner
+        os.replace(top, final)
+    return final
+
+
+def _have(program: str) -> bool:
+    import shutil
+
+    return shutil.which(program) is not None
 
 
 def debian_headers_tree(release: str) -> tuple[Path, list[str]]:
@@ -115,7 +161,7 @@ def index_source_tree(root: str | Path, config: Path | None = None, workers: int
     ``files`` limits the index to those files (relative to ``root``); by default every ``.c``
     file with the headers it includes, or every header of a tree without ``.c`` files.
     """
-    from .csource import index_tree
+    from .cindex import index_tree
     from .kbuild import evaluate_kbuild
     from .modobjects import files_by_module
 

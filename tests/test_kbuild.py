@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from ksymgraph.loaders import kbuild
-from ksymgraph.loaders.kbuild import BuiltInto
+from ksymgraph.loaders.records import BuiltInto
 
 FIXTURES = Path(__file__).parent / "fixtures" / "kbuild"
 
