@@ -17,6 +17,7 @@ following includes. A whole kernel tree goes through :func:`ksymgraph.loaders.ci
 from __future__ import annotations
 
 import bisect
+import operator
 import os
 import re
 from pathlib import Path
@@ -55,6 +56,7 @@ _DECLARATOR_FIELDS = ("pointer_declarator", "parenthesized_declarator", "attribu
 #: Where a macro-defined function (``TEST_F(fixture, name) { ... }``) may stand.
 _FILE_SCOPE_PARENTS = ("translation_unit", "preproc_if", "preproc_ifdef", "preproc_else")
 _FIELD_KINDS = ("field.init", "field.initvar", "field.assign", "field.assignvar")
+_START_BYTE = operator.attrgetter("start_byte")
 
 _parser = None
 _query = None
@@ -461,6 +463,10 @@ def parse_source(src: bytes, file: str) -> FileResult:
     parser, query = _tree_sitter()
     tree = parser.parse(text)
     caps = tree_sitter.QueryCursor(query).captures(tree.root_node)
+    # tree-sitter gives each capture's nodes in no document order (four includes come out as
+    # a, c, b, d), and which one comes last decides which string a name is taken to hold.
+    for nodes in caps.values():
+        nodes.sort(key=_START_BYTE)
     return _TreeReader(file, text, caps).read(tree, error)
 
 

@@ -400,3 +400,19 @@ def test_incremental_lookups_resolved_again_only_when_their_input_changes(tmp_pa
     after = {row[0] for row in _rows(shards, "lookups")}
     assert "renamed_symbol" in after and old not in after
     assert r.rows["lookups"] == len(_rows(shards, "lookups"))
+
+
+def test_records_come_in_document_order(tmp_path):
+    # tree-sitter's captures are not in document order; the loader puts them back in it, so that
+    # the includes are followed as written and a name given two strings holds the later one.
+    (tmp_path / "include").mkdir()
+    for name in "abcd":
+        (tmp_path / "include" / f"{name}.h").write_text("")
+    (tmp_path / "x.c").write_text(
+        "".join(f"#include <{n}.h>\n" for n in "abcd")
+        + 'static const char *name = "first_sym";\n'
+        + 'static const char *name = "second_sym";\n'
+        + "int f(void) { return use(name); }\n")
+    r = cparse.parse_file("x.c", tmp_path, include_dirs=["include"])
+    assert r.includes == ["include/a.h", "include/b.h", "include/c.h", "include/d.h"]
+    assert r.string_args == [StringArg("f", "use", 0, "second_sym", "x.c", 7)]
