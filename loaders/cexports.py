@@ -15,13 +15,17 @@ from typing import Iterator
 from .ctext import WORD, WORD_BYTES, closing_paren, directives
 from .records import ExportSite
 
-__all__ = ["SYMBOL_LIKE", "export_matches", "export_sites"]
+__all__ = ["SYMBOL_LIKE", "MAX_EXPORT_ARGS_BYTES", "export_matches", "export_sites"]
 
 #: A symbol name (what a lookup or an export may name).
 SYMBOL_LIKE = re.compile(r"[A-Za-z_$][A-Za-z0-9_.$]*\Z")
 
 # Literal first, for a fast search; the word boundary before is checked by export_matches.
 _EXPORT_RE = re.compile(rb"EXPORT_(PER_CPU_)?(UNUSED_)?SYMBOL(_NS)?(_GPL)?(_FUTURE)?(?!" + WORD + rb")")
+
+#: The longest argument list read as an export's (a symbol and a namespace: real ones are a few
+#: dozen bytes).
+MAX_EXPORT_ARGS_BYTES = 1024
 
 #: Node types whose text is not code.
 _NOT_CODE = ("comment", "preproc_arg", "string_literal", "string_content", "char_literal",
@@ -44,10 +48,13 @@ def export_sites(text: bytes, file: str, defined: set[str], root=None) -> list[E
     the name is asked: error recovery can wrap real code in odd ancestors (a
     ``concatenated_string``). Without a tree, matches inside preprocessor directives are left out.
     """
-    in_directive = directives(text) if root is None else None
+    in_directive = None
     out = []
+    line, counted = 1, 0  # lines are counted on from one match to the next
     for m in export_matches(text):
         if root is None:
+            if in_directive is None:
+                in_directive = directives(text)
             if m.start() in in_directive:
                 continue
         else:
@@ -57,19 +64,21 @@ def export_sites(text: bytes, file: str, defined: set[str], root=None) -> list[E
                 or (node.parent is not None and node.parent.type in ("string_literal", "char_literal"))
             ):
                 continue
-        site = _export_site(text, m, file, defined)
+        line += text.count(b"\n", counted, m.start())
+        counted = m.start()
+        site = _export_site(text, m, file, line, defined)
         if site is not None:
             out.append(site)
     return out
 
 
-def _export_site(text: bytes, m: re.Match, file: str, defined: set[str]) -> ExportSite | None:
+def _export_site(text: bytes, m: re.Match, file: str, line: int, defined: set[str]) -> ExportSite | None:
     i = m.end()
     while i < len(text) and text[i] in b" \t\r\n":
         i += 1
     if i >= len(text) or text[i] != 0x28:
         return None
-    end = closing_paren(text, i)
+    end = closing_paren(text, i, MAX_EXPORT_ARGS_BYTES)
     if end < 0:
         return None
     args = _split_args(text[i:end])
@@ -86,7 +95,6 @@ def _export_site(text: bytes, m: re.Match, file: str, defined: set[str]) -> Expo
     # (commit f1c3d73e973c "module: remove EXPORT_SYMBOL_GPL_FUTURE"); EXPORT_UNUSED_SYMBOL* went
     # in the same release (commit 367948220fce "module: remove EXPORT_UNUSED_SYMBOL*").
     gpl = bool(m.group(4)) and not m.group(5)
-    line = text.count(b"\n", 0, m.start()) + 1
     return ExportSite(symbol, file, line, gpl, namespace, symbol if symbol in defined else None)
 
 

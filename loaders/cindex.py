@@ -16,16 +16,18 @@ import multiprocessing
 import os
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Iterable, NamedTuple
 
-from .cfiles import c_files, file_signature, read_source
-from .cparse import parse_read_file
+from .cfiles import file_signature, read_source, real_root, tree_files
+from .cparse import PARSE_SECONDS, parse_read_file
 from .includes import kernel_include_dirs
 from .lookups import find_wrappers, resolve_lookups
-from .records import ArgFlow, Call, ExportSite, FunctionDef, LookUp, ParseStats, Skipped, StringArg
+from .records import ArgFlow, Call, ExportSite, FunctionDef, LoaderError, LookUp, ParseStats, Skipped, StringArg
 
-__all__ = ["TABLES", "IndexResult", "index_tree", "read_table", "write_table"]
+__all__ = ["TABLES", "IndexResult", "TableWriter", "index_tree", "read_table", "write_table"]
 
 #: Tables written per shard, each ``<shard_dir>/<table>/<shard id>.parquet``.
 TABLES = {
@@ -37,10 +39,10 @@ TABLES = {
     "arg_flows": ArgFlow,
 }
 
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2
 
 #: The modules whose code decides what an index holds: a change to any of them re-indexes all.
-_LOADER_MODULES = ("cparse.py", "cexports.py", "ctext.py", "neutralise.py", "includes.py", "cfiles.py",
+_LOADER_MODULES = ("cparse.py", "ctree.py", "cexports.py", "ctext.py", "neutralise.py", "includes.py", "cfiles.py",
                    "lookups.py", "records.py", "cindex.py")
 
 
@@ -57,7 +59,8 @@ class IndexResult(NamedTuple):
     stats: ParseStats
     """Parse statistics over all indexed files."""
     errors: list[Skipped]
-    """Files that could not be read (or not fully), with the reason."""
+    """Files that could not be read (or not fully), includes not followed, and directories that
+    could not be listed, with the reason."""
     parsed: int
     """Files parsed during this run (the rest were unchanged and reused)."""
     reused: int
@@ -84,14 +87,60 @@ def _schema(record_type):
     return pa.schema(fields)
 
 
+class TableWriter:
+    """Records of one type written to a Parquet file a row group at a time, so that memory stays
+    bounded however many there are; the file takes its place (atomically) when the writer closes
+    without an error. Use as a context manager."""
+
+    def __init__(self, path: Path, record_type, rows_per_group: int = 1 << 16, compression: str = "zstd"):
+        import pyarrow.parquet as pq
+
+        self.path = Path(path)
+        self.schema = _schema(record_type)
+        self.rows_per_group = rows_per_group
+        self.rows: list = []
+        self.count = 0
+        """Records written so far."""
+        self._tmp = self.path.with_name(f".{self.path.name}.tmp")
+        self._writer = pq.ParquetWriter(self._tmp, self.schema, compression=compression)
+
+    def add(self, row) -> None:
+        self.rows.append(row)
+        if len(self.rows) >= self.rows_per_group:
+            self._flush()
+
+    def extend(self, rows) -> None:
+        for row in rows:
+            self.add(row)
+
+    def _flush(self) -> None:
+        import pyarrow as pa
+
+        columns = list(zip(*self.rows)) if self.rows else [[] for _ in self.schema]
+        self._writer.write_table(pa.Table.from_arrays(
+            [pa.array(list(c), type=f.type) for c, f in zip(columns, self.schema)], schema=self.schema))
+        self.count += len(self.rows)
+        self.rows = []
+
+    def __enter__(self) -> "TableWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            if exc_type is None and (self.rows or not self.count):
+                self._flush()
+        finally:
+            self._writer.close()
+        if exc_type is None:
+            os.replace(self._tmp, self.path)
+        else:
+            self._tmp.unlink(missing_ok=True)
+
+
 def write_table(path: Path, record_type, rows: list, compression: str = "zstd") -> None:
     """Write ``rows`` (records of ``record_type``) to the Parquet file ``path``, atomically."""
-    import pyarrow as pa
-
-    schema = _schema(record_type)
-    columns = list(zip(*rows)) if rows else [[] for _ in schema]
-    table = pa.Table.from_arrays([pa.array(list(c), type=f.type) for c, f in zip(columns, schema)], schema=schema)
-    _replace_parquet(table, path, compression)
+    with TableWriter(path, record_type, max(len(rows), 1), compression) as writer:
+        writer.extend(rows)
 
 
 def _replace_parquet(table, path: Path, compression: str = "zstd") -> None:
@@ -136,25 +185,24 @@ def _lookup_signature(result) -> str:
 def _index_batch(job) -> tuple[str, list[dict], dict[str, int]]:
     """Worker: parse a batch of files and write one shard per table. Returns (shard id, one entry
     per file for the manifest, row count per table)."""
-    root, files, include_dirs, shard_dir, shard_id = job
-    root = Path(root)
+    root_s, files, include_dirs, shard_dir, shard_id, seconds = job
+    root = Path(root_s)
     rows: dict[str, list] = {t: [] for t in TABLES}
     entries = []
     resolved: dict = {}
     for rel in files:
-        path = root / rel
         entry = {"file": rel, "shard": shard_id}
         entries.append(entry)
         try:
-            src = read_source(path)
-            entry["size"], entry["mtime_ns"] = file_signature(path)
-        except OSError as e:
-            entry.update(error=f"unreadable: {e.strerror or e}", sha1=None, includes=[], stats=[0, 0, 0, 0])
+            src, st = read_source(root_s, rel)
+        except LoaderError as e:
+            entry.update(error=e.reason, sha1=None, includes=[], refused=[], stats=list(ParseStats(0, 0, 0, 0, 1)))
             continue
+        entry["size"], entry["mtime_ns"] = st.st_size, st.st_mtime_ns
         entry["sha1"] = hashlib.sha1(src).hexdigest()
-        result = parse_read_file(src, rel, root, include_dirs, resolved)
-        entry.update(error=result.error, includes=result.includes, stats=list(result.stats),
-                     lookup_sig=_lookup_signature(result))
+        result = parse_read_file(src, rel, root, include_dirs, resolved, seconds)
+        entry.update(error=result.error, includes=result.includes, refused=result.includes_refused,
+                     stats=list(result.stats), lookup_sig=_lookup_signature(result))
         rows["functions"] += result.functions
         rows["calls"] += result.calls
         rows["exports"] += result.exports
@@ -274,7 +322,7 @@ class _Indexer:
     headers they include, then theirs...), each file looked at once."""
 
     def __init__(self, root: Path, shard_dir: Path, include_dirs: list[str], headers: bool, workers: int,
-                 progress: bool, batch_bytes: int, batch_files: int):
+                 progress: bool, batch_bytes: int, batch_files: int, seconds: float):
         self.root = root
         self.root_s = str(root)  # str joins: pathlib costs 0.4 s over a kernel tree here
         self.shard_dir = shard_dir
@@ -283,6 +331,9 @@ class _Indexer:
         self.workers = workers
         self.progress = progress
         self.batch_bytes, self.batch_files = batch_bytes, batch_files
+        self.seconds = seconds
+        #: Directories the walk could not list.
+        self.unlisted: list[Skipped] = []
         self.manifest = _open_manifest(shard_dir, root, include_dirs)
         self.known: dict[str, dict] = self.manifest["files"]
         self.seen: set[str] = set()
@@ -302,8 +353,7 @@ class _Indexer:
                 todo = self.index_round(todo)
         finally:
             if self.pool is not None:
-                self.pool.close()
-                self.pool.join()
+                self.pool.shutdown()
             if self.bar is not None:
                 self.bar.close()
         self.drop_unwanted()
@@ -341,8 +391,8 @@ class _Indexer:
         if sig == (entry.get("size"), entry.get("mtime_ns")):
             return True
         try:
-            sha1 = hashlib.sha1(read_source(path)).hexdigest()
-        except OSError:
+            sha1 = hashlib.sha1(read_source(self.root_s, rel)[0]).hexdigest()
+        except LoaderError:
             return False
         if sha1 != entry["sha1"]:
             return False
@@ -351,13 +401,8 @@ class _Indexer:
 
     def parse(self, to_parse: list[str]) -> list[str]:
         """Parse ``to_parse`` in batches, one shard each; returns the files they include."""
-        jobs = []
-        for batch in _batches(self.root, to_parse, self.batch_bytes, self.batch_files):
-            shard_id = f"{self.manifest['next_shard']:06d}"
-            self.manifest["next_shard"] += 1
-            jobs.append((self.root_s, batch, self.include_dirs, str(self.shard_dir), shard_id))
-        if self.workers > 1 and len(jobs) > 1 and self.pool is None:
-            self.pool = multiprocessing.get_context("fork").Pool(self.workers)
+        jobs = [(self.root_s, batch, self.include_dirs, str(self.shard_dir), self.new_shard(), self.seconds)
+                for batch in _batches(self.root, to_parse, self.batch_bytes, self.batch_files)]
         if self.progress and self.bar is None:
             from tqdm import tqdm
 
@@ -365,10 +410,8 @@ class _Indexer:
         if self.bar is not None:
             self.bar.total += len(to_parse)
             self.bar.refresh()
-        parallel = self.pool is not None and len(jobs) > 1
-        results = self.pool.imap_unordered(_index_batch, jobs) if parallel else map(_index_batch, jobs)
         included: list[str] = []
-        for shard_id, entries, rows in results:
+        for shard_id, entries, rows in self.results(jobs):
             self.manifest["shards"][shard_id] = {"files": [e["file"] for e in entries], "rows": rows}
             for e in entries:
                 old = self.known.get(e["file"])
@@ -381,6 +424,57 @@ class _Indexer:
             if self.bar is not None:
                 self.bar.update(len(entries))
         return included
+
+    def new_shard(self) -> str:
+        shard_id = f"{self.manifest['next_shard']:06d}"
+        self.manifest["next_shard"] += 1
+        return shard_id
+
+    def results(self, jobs: list[tuple]):
+        """The result of each job (:func:`_index_batch`) as it is done, in the worker pool when
+        there is more than one job. A worker that dies (a crash in tree-sitter, the kernel's OOM
+        killer) does not hang the run: the jobs it left run again one at a time, each in a
+        process of its own; a job that kills that one too is split into its files, and a file
+        that kills the process it has to itself is recorded as not parsed."""
+        if self.workers <= 1 or len(jobs) <= 1:
+            yield from map(_index_batch, jobs)
+            return
+        if self.pool is None:
+            self.pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("fork"))
+        futures = {self.pool.submit(_index_batch, job): job for job in jobs}
+        left = []
+        for future in as_completed(futures):
+            try:
+                yield future.result()
+            except BrokenProcessPool:
+                left.append(futures[future])
+        if left:
+            self.pool.shutdown()
+            self.pool = None
+            for job in sorted(left, key=lambda j: j[4]):
+                yield from self.alone(job)
+
+    def alone(self, job: tuple, split: bool = True):
+        """The result of ``job`` run in a process of its own (see :meth:`results`)."""
+        try:
+            with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork")) as single:
+                yield single.submit(_index_batch, job).result()
+            return
+        except BrokenProcessPool:
+            pass
+        root_s, files, include_dirs, shard_dir, shard_id, seconds = job
+        for table in TABLES:  # whatever the dead process wrote of this shard
+            (self.shard_dir / table / f"{shard_id}.parquet").unlink(missing_ok=True)
+        if split and len(files) > 1:
+            for rel in files:
+                yield from self.alone((root_s, [rel], include_dirs, shard_dir, self.new_shard(), seconds), split=False)
+            return
+        for table, record_type in TABLES.items():
+            write_table(self.shard_dir / table / f"{shard_id}.parquet", record_type, [])
+        entry = {"file": files[0], "shard": shard_id, "sha1": None, "includes": [], "refused": [],
+                 "stats": list(ParseStats(0, 0, 0, 0, 1)),
+                 "error": "not parsed: the process parsing it died (a crash in the parser, or killed for its memory)"}
+        yield shard_id, [entry], {t: 0 for t in TABLES}
 
     def drop_unwanted(self) -> None:
         """Drop the rows of files no longer wanted (deleted, or headers no longer included)."""
@@ -411,7 +505,11 @@ class _Indexer:
         known = self.known
         stats = ParseStats(*(sum(column) for column in zip(*(e["stats"] for e in known.values())))) if known \
             else ParseStats(0, 0, 0, 0)
-        errors = [Skipped(rel, e["error"]) for rel, e in sorted(known.items()) if e.get("error")]
+        errors = list(self.unlisted)
+        for rel, e in sorted(known.items()):
+            if e.get("error"):
+                errors.append(Skipped(rel, e["error"]))
+            errors += [Skipped(rel, refused) for refused in e.get("refused", ())]
         return IndexResult(self.shard_dir, shards, rows, stats, errors, self.parsed, len(known) - self.parsed,
                            time.monotonic() - started)
 
@@ -439,6 +537,7 @@ def index_tree(
     progress: bool = True,
     batch_bytes: int = 2 << 20,
     batch_files: int = 200,
+    seconds: float = PARSE_SECONDS,
 ) -> IndexResult:
     """Index a whole tree into Parquet shards, re-parsing only what changed since the last run.
 
@@ -450,13 +549,22 @@ def index_tree(
     file whose size and mtime are unchanged is not read again; one whose content hash is unchanged
     is not parsed again; the rows of a changed or deleted file are dropped from its old shard.
     Lookups through wrappers are resolved over the whole index at the end (``lookups.parquet``).
+
+    Files are read as :func:`~ksymgraph.loaders.cfiles.read_source` reads (regular files inside
+    the tree, up to a size) and parsed within ``seconds`` each
+    (:func:`~ksymgraph.loaders.cparse.parse_source`); those that are not, and the directories the
+    walk cannot list, are in ``errors`` with the reason.
     """
     started = time.monotonic()
-    root = Path(root).resolve()
+    root = Path(real_root(root))
     include_dirs = kernel_include_dirs() if include_dirs is None else list(include_dirs)
     shard_dir = Path(shard_dir) if shard_dir is not None else root / ".ksymgraph-index"
-    indexer = _Indexer(root, shard_dir, include_dirs, headers, workers, progress, batch_bytes, batch_files)
-    indexer.run(list(files) if files is not None else c_files(root))
+    indexer = _Indexer(root, shard_dir, include_dirs, headers, workers, progress, batch_bytes, batch_files, seconds)
+    if files is None:
+        listing = tree_files(root)
+        indexer.unlisted = listing.skipped
+        files = listing.c
+    indexer.run(list(files))
     return indexer.result(started)
 
 

@@ -23,10 +23,12 @@ import re
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from .cindex import write_table
-from .records import Call, FunctionDef
+from .cfiles import MAX_FILE_BYTES, read_source, real_root, tree_files
+from .cindex import TableWriter
+from .cparse import MAX_PARSE_BYTES
+from .records import Call, FunctionDef, LoaderError, Skipped
 
-__all__ = ["for_each_macro", "for_each_file_scope_call", "index_macros", "header_files", "FILE_SCOPE"]
+__all__ = ["for_each_macro", "for_each_file_scope_call", "index_macros", "FILE_SCOPE"]
 
 #: The pseudo-function that holds a ``.c`` file's file-scope macro invocations.
 FILE_SCOPE = "(file scope)"
@@ -41,24 +43,26 @@ _NOT_CALLS = frozenset([b"if", b"while", b"for", b"switch", b"return", b"sizeof"
                         b"__attribute__", b"__same_type", b"_Generic", b"__is_constexpr"])
 
 
-def header_files(root: str | os.PathLike) -> list[str]:
-    """Every ``.h`` file under ``root``, relative to it, sorted."""
-    root = Path(root)
-    out = []
-    for dirpath, _dirs, files in os.walk(root):
-        rel = os.path.relpath(dirpath, root)
-        out.extend(os.path.normpath(os.path.join(rel, f)) for f in files if f.endswith(".h"))
-    return sorted(out)
+def _read_lines(root: str, rel: str, limit: int, skipped: list[Skipped] | None) -> bytes | None:
+    try:
+        return read_source(root, rel, limit)[0]
+    except LoaderError as e:
+        if skipped is not None:
+            skipped.append(Skipped(rel, e.reason))
+        return None
 
 
-def for_each_macro(root: str | os.PathLike, files: Iterable[str]) -> Iterator[tuple[FunctionDef, list[Call]]]:
-    """Each function-like macro of ``files`` (relative to ``root``) with the calls in its body."""
-    root = Path(root)
+def for_each_macro(root: str | os.PathLike, files: Iterable[str],
+                   skipped: list[Skipped] | None = None) -> Iterator[tuple[FunctionDef, list[Call]]]:
+    """Each function-like macro of ``files`` (relative to ``root``) with the calls in its body.
+    Files are read as :func:`~ksymgraph.loaders.cfiles.read_source` reads; those that cannot be
+    are added to ``skipped``."""
+    root_s = real_root(root)
     for rel in files:
-        try:
-            lines = (root / rel).read_bytes().split(b"\n")
-        except OSError:
+        data = _read_lines(root_s, rel, MAX_FILE_BYTES, skipped)
+        if data is None:
             continue
+        lines = data.split(b"\n")
         i = 0
         while i < len(lines):
             m = _DEFINE.match(lines[i])
@@ -88,19 +92,21 @@ def for_each_macro(root: str | os.PathLike, files: Iterable[str]) -> Iterator[tu
 _FILE_SCOPE_CALL = re.compile(rb"^([A-Za-z_]\w*)[ \t]*\(.*\)[ \t]*;", re.M)
 
 
-def for_each_file_scope_call(root: str | os.PathLike, files: Iterable[str]) -> Iterator[tuple[FunctionDef, list[Call]]]:
+def for_each_file_scope_call(root: str | os.PathLike, files: Iterable[str],
+                             skipped: list[Skipped] | None = None) -> Iterator[tuple[FunctionDef, list[Call]]]:
     """File-scope macro invocations of ``.c`` files (``module_usb_driver(foo_driver);``,
     ``module_init(foo_init);``), as calls from a pseudo-function :data:`FILE_SCOPE` per file.
 
     Drivers register through such macros (``module_usb_driver`` → ``module_driver`` →
     ``usb_register`` → ``usb_register_driver``); without them a what-if finds no call site in
     most drivers. A statement at column 0 is taken as file scope (kernel style indents bodies).
+    Files larger than the C parser takes (:data:`~ksymgraph.loaders.cparse.MAX_PARSE_BYTES`) are
+    not read, as the index does not read them, and are added to ``skipped``.
     """
-    root = Path(root)
+    root_s = real_root(root)
     for rel in files:
-        try:
-            data = (root / rel).read_bytes()
-        except OSError:
+        data = _read_lines(root_s, rel, MAX_PARSE_BYTES, skipped)
+        if data is None:
             continue
         calls = []
         line, pos = 1, 0
@@ -115,22 +121,23 @@ def for_each_file_scope_call(root: str | os.PathLike, files: Iterable[str]) -> I
 
 
 def index_macros(root: str | os.PathLike, shard_dir: str | os.PathLike, files: Iterable[str] | None = None,
-                 c_files: Iterable[str] = ()) -> int:
+                 c_files: Iterable[str] = ()) -> tuple[int, list[Skipped]]:
     """Write the macros of ``files`` (default: every header under ``root``) and the file-scope
     macro calls of ``c_files`` as ``macros/functions`` and ``macros/calls`` Parquet tables in
-    ``shard_dir``; returns the number of macros."""
-    files = header_files(root) if files is None else list(files)
-    defs: list[FunctionDef] = []
-    calls: list[Call] = []
-    for d, cs in for_each_macro(root, files):
-        defs.append(d)
-        calls.extend(cs)
-    n = len(defs)
-    for d, cs in for_each_file_scope_call(root, c_files):
-        defs.append(d)
-        calls.extend(cs)
+    ``shard_dir``, a row group at a time; returns the number of macros and the files (and
+    directories) that could not be read."""
+    skipped: list[Skipped] = []
+    if files is None:
+        listing = tree_files(root)
+        files, skipped = listing.headers, list(listing.skipped)
     out = Path(shard_dir) / "macros"
     out.mkdir(parents=True, exist_ok=True)
-    write_table(out / "functions.parquet", FunctionDef, defs)
-    write_table(out / "calls.parquet", Call, calls)
-    return n
+    with TableWriter(out / "functions.parquet", FunctionDef) as defs, TableWriter(out / "calls.parquet", Call) as calls:
+        for d, cs in for_each_macro(root, files, skipped):
+            defs.add(d)
+            calls.extend(cs)
+        n = defs.count + len(defs.rows)
+        for d, cs in for_each_file_scope_call(root, c_files, skipped):
+            defs.add(d)
+            calls.extend(cs)
+    return n, skipped

@@ -273,7 +273,7 @@ class ArgFlow(NamedTuple):
 
 
 class ParseStats(NamedTuple):
-    """How well the parser read a set of files."""
+    """How well the parser read a set of files, and what it left out."""
 
     files: int
     """Files parsed."""
@@ -283,6 +283,15 @@ class ParseStats(NamedTuple):
     """Function definitions whose subtree holds a parse error."""
     error_nodes: int
     """ERROR nodes in all trees."""
+    files_skipped: int = 0
+    """Files not parsed: not read (unreadable, not a regular file, outside the tree, too large)
+    or over the parse deadline. Each is among the skips, with its reason."""
+    calls_too_deep: int = 0
+    """Calls nested deeper than :data:`ksymgraph.loaders.cparse.MAX_DEPTH` tree levels, counted but
+    not recorded (the files they are in are among the skips, read in part)."""
+    includes_refused: int = 0
+    """``#include`` lines not followed: an absolute path, or one that leaves the tree (each is
+    among the skips)."""
 
     def function_error_share(self) -> float:
         """Share of the functions found that a parse error touches (0.0 when none found)."""
@@ -313,6 +322,10 @@ class FileResult(NamedTuple):
     """``char *`` parameters passed on to calls (input of the wrapper analysis)."""
     includes: list[str]
     """Included files found on disk, relative to the tree root."""
+    includes_refused: list[str]
+    """Includes not followed, with the reason (``#include "/etc/passwd" not followed: an absolute
+    path``): an absolute path, or one that leads outside the tree from the file and from every
+    include directory."""
     stats: ParseStats
     """Parse statistics of this file."""
     error: str | None

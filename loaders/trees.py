@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from . import debian
+from .cfiles import tree_files
 from .records import LoaderError, Skipped
 
 __all__ = ["SourceTree", "is_kernel_tree", "debian_source_tree", "unpack_source_tarball", "debian_headers_tree", "index_dir",
@@ -119,7 +120,6 @@ def debian_headers_tree(release: str) -> tuple[Path, list[str]]:
     architecture sees (``include/`` and ``arch/<arch>/include/``): enough to tell renames
     behind kept APIs (:mod:`ksymgraph.queries.renames`) without the whole source."""
     from .kernel import arch_from_release
-    from .macros import header_files
 
     flavour = arch_from_release(release)
     if not flavour:
@@ -133,7 +133,7 @@ def debian_headers_tree(release: str) -> tuple[Path, list[str]]:
     if root is None:
         raise LoaderError(str(pkg), "no usr/src/linux-headers-* in the package")
     arch = ARCH_DIRS.get(flavour, flavour)
-    files = [f for f in header_files(root) if f.startswith(("include/", f"arch/{arch}/include/"))]
+    files = [f for f in tree_files(root).headers if f.startswith(("include/", f"arch/{arch}/include/"))]
     return root, files
 
 
@@ -169,17 +169,21 @@ def index_source_tree(root: str | Path, config: Path | None = None, workers: int
     if not root.is_dir():
         raise LoaderError(str(root), "not a directory")
     shard_dir = index_dir(root)
-    from .macros import header_files, index_macros
+    from .macros import index_macros
 
-    headers = header_files(root) if files is None else [f for f in files if f.endswith(".h")]
-    has_c = files is None and any(root.rglob("*.c"))
-    # A headers-only tree (a linux-headers package) is indexed header by header.
-    result = index_tree(root, files=files if files is not None else (None if has_c else headers),
-                        workers=workers or 2, shard_dir=shard_dir, progress=progress)
-    c_files = [f for f in files if f.endswith(".c")] if files is not None else (
-        sorted(str(p.relative_to(root)) for p in root.rglob("*.c")) if has_c else [])
-    index_macros(root, shard_dir, headers, c_files)
-    skipped = list(result.errors)
+    if files is None:
+        listing = tree_files(root)
+        headers, c_files, walked = listing.headers, listing.c, listing.skipped
+        has_c = bool(c_files)
+        # A headers-only tree (a linux-headers package) is indexed header by header.
+        files = c_files if has_c else headers
+    else:
+        headers, c_files, walked = [f for f in files if f.endswith(".h")], [f for f in files if f.endswith(".c")], []
+        has_c = False
+    result = index_tree(root, files=files, workers=workers or 2, shard_dir=shard_dir, progress=progress)
+    _macros, macro_skips = index_macros(root, shard_dir, headers, c_files)
+    # (the macro pass reads the same files again: a file it cannot read is named once)
+    skipped = list(dict.fromkeys([*walked, *result.errors, *macro_skips]))
     kernel = is_kernel_tree(root)
     built: dict[str, str] = {}
     if not has_c:
@@ -188,10 +192,10 @@ def index_source_tree(root: str | Path, config: Path | None = None, workers: int
         if config is None:
             skipped.append(Skipped(str(root), "no .config given (--config): files not attributed to modules"))
         else:
-            for rec in evaluate_kbuild(root, config):
+            for rec in evaluate_kbuild(root, config, skipped=skipped):
                 built.setdefault(rec.file, rec.module)
     else:
-        built = files_by_module(root)
+        built = files_by_module(root, skipped)
         if not built:
             skipped.append(Skipped(str(root), "no .mod files (is the tree built?): files not attributed to modules"))
     return SourceTree(root, shard_dir, "" if kernel else f"{root.name}/", built, skipped, result.stats)

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from ksymgraph.loaders import cexports, cindex, cparse, neutralise, trees
+from ksymgraph.loaders import cexports, cfiles, cindex, cparse, ctext, ctree, includes, neutralise, trees
 from ksymgraph.loaders.lookups import find_wrappers, resolve_lookups
-from ksymgraph.loaders.records import ArgFlow, Call, ExportSite, FunctionDef, LookUp, ParseStats, StringArg
+from ksymgraph.loaders.records import ArgFlow, Call, ExportSite, FunctionDef, LoaderError, LookUp, ParseStats, StringArg
 
 FIXTURES = Path(__file__).parent / "fixtures" / "c"
 TREE = FIXTURES / "tree"
@@ -416,3 +416,94 @@ def test_records_come_in_document_order(tmp_path):
     r = cparse.parse_file("x.c", tmp_path, include_dirs=["include"])
     assert r.includes == ["include/a.h", "include/b.h", "include/c.h", "include/d.h"]
     assert r.string_args == [StringArg("f", "use", 0, "second_sym", "x.c", 7)]
+
+
+# ------------------------------------------------------------------------------------------------
+# bounds: what a hostile file cannot do (tests/test_source_hostile.py loads whole crafted trees)
+
+
+def test_function_spans_give_the_innermost_function():
+    # error recovery can leave a pseudo-function inside a real one (drivers/mtd/nftlmount.c):
+    # a call after it still belongs to the outer function
+    funcs = ctree._Functions()
+    for span in ((0, 100, "outer"), (10, 20, "inner"), (30, 40, "second"), (200, 300, "later")):
+        funcs.add(*span)
+    assert [funcs.at(p) for p in (0, 15, 25, 35, 50, 99, 100, 150, 250)] == [
+        "outer", "inner", "outer", "second", "outer", "outer", None, None, "later"]
+
+
+def test_neutralising_gives_up_on_text_that_would_cost_too_much():
+    src = b"int f(void) { return 0; }\n/* " + b"__printf(" * 200_000 + b" */\n"  # each scans to the limit
+    with pytest.raises(ctext.TextPassIncomplete):
+        neutralise.neutralise_kernel_macros(src)
+    r = cparse.parse_source(src, "x.c")  # parsed as it is, and said so
+    assert r.error == (f"kernel macros not neutralised: rewriting them would read the file more than "
+                       f"{neutralise.WORK_PER_BYTE} times over")
+    assert [f.name for f in r.functions] == ["f"]
+
+
+def test_directives_after_a_line_of_hashes():
+    src = b"x" + b"#" * 100_000 + b"\n#define A 1\nint y;\n"
+    assert list(ctext.directives(src)) == [(100_002, 100_013)]
+
+
+def test_includes_that_leave_the_tree_are_refused(tmp_path):
+    (tmp_path / "include" / "linux").mkdir(parents=True)
+    (tmp_path / "include" / "linux" / "ok.h").write_text("")
+    (tmp_path / "drivers" / "gpu" / "x").mkdir(parents=True)
+    written = ['"/etc/passwd"', '"../../../../etc/passwd"', "<../../etc/shadow>", '"a\0b.h"', "<linux/ok.h>",
+               '"../../platform/x86/ips.h"',  # (i915's: found through the -I its Makefile adds, not here)
+               "<linux/missing.h>", '"../../../include/linux/ok.h"']
+    found, refused = includes.resolve_includes(tmp_path, "drivers/gpu/x/y.c", written, includes.kernel_include_dirs())
+    assert found == ["include/linux/ok.h"]
+    assert refused == ['#include "/etc/passwd" not followed: an absolute path',
+                       '#include "../../../../etc/passwd" not followed: it leads outside the tree',
+                       "#include <../../etc/shadow> not followed: it leads outside the tree",
+                       '#include "a\0b.h" not followed: not a file name']
+
+
+def test_read_source_reads_only_regular_files_inside_the_tree(tmp_path):
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    (tree / "ok.c").write_text("int x;\n")
+    (tmp_path / "outside.c").write_text("int outside;\n")
+    os.symlink(tmp_path / "outside.c", tree / "out.c")
+    os.mkfifo(tree / "fifo.c")
+    (tree / "dir.c").mkdir()
+    root = cfiles.real_root(tree)
+    assert cfiles.read_source(root, "ok.c")[0] == b"int x;\n"
+    reasons = {}
+    for rel in ("out.c", "fifo.c", "dir.c", "missing.c"):
+        with pytest.raises(LoaderError) as e:
+            cfiles.read_source(root, rel)
+        reasons[rel] = e.value.reason
+    with pytest.raises(LoaderError) as e:
+        cfiles.read_source(root, "ok.c", limit=3)
+    assert reasons == {"out.c": f"outside the tree: it resolves to {tmp_path / 'outside.c'}",
+                       "fifo.c": "not a regular file: a FIFO", "dir.c": "not a regular file: a directory",
+                       "missing.c": "unreadable: No such file or directory"}
+    assert e.value.reason == "too large: 7 bytes (the limit is 3)"
+
+
+def test_a_worker_that_dies_does_not_hang_the_index(tmp_path, monkeypatch):
+    # a crash in tree-sitter or the OOM killer takes a worker: the others' files are indexed, the
+    # file that kills the process it is given alone is recorded as not parsed
+    for name in ("a", "b", "crash", "d", "e"):
+        (tmp_path / f"{name}.c").write_text(f"int {name}_fn(void) {{ return 0; }}\n")
+    real = cindex.parse_read_file
+
+    def crashing(src, rel, *args):
+        if rel == "crash.c":
+            os.kill(os.getpid(), 9)
+        return real(src, rel, *args)
+
+    monkeypatch.setattr(cindex, "parse_read_file", crashing)  # the forked workers see it too
+    res = cindex.index_tree(tmp_path, shard_dir=tmp_path / "idx", workers=2, batch_files=2, progress=False)
+    assert res.errors == [("crash.c", "not parsed: the process parsing it died (a crash in the parser, "
+                                      "or killed for its memory)")]
+    assert sorted(r[0] for r in _rows(tmp_path / "idx", "functions")) == ["a_fn", "b_fn", "d_fn", "e_fn"]
+    assert res.stats.files_skipped == 1
+    monkeypatch.undo()
+    again = cindex.index_tree(tmp_path, shard_dir=tmp_path / "idx", workers=2, batch_files=2, progress=False)
+    assert again.parsed == 1 and again.errors == []  # tried again on the next run
+    assert "crash_fn" in {r[0] for r in _rows(tmp_path / "idx", "functions")}
