@@ -62,6 +62,13 @@ _START_BYTE = operator.attrgetter("start_byte")
 #: How much text tree-sitter is handed at a time (it asks for more through a callback, the only
 #: way to give it a progress callback that can cancel the parse).
 _CHUNK = 1 << 16
+#: What the read callback hands out. The binding (py-tree-sitter 0.26.1, parser_read_wrapper)
+#: never releases the object the callback returns: a fresh slice each time leaked the whole text
+#: of every file (a worker grew to 490 MB over the kernel tree). One buffer, filled for each
+#: call, leaks nothing but a reference to itself (and a small view for a file's last chunk).
+#: The callback is not reentrant: one parse at a time per process, as with the parser itself.
+_SCRATCH = bytearray(_CHUNK)
+_SCRATCH_VIEW = memoryview(_SCRATCH)
 _INCLUDE_RE = re.compile(rb'^[ \t]*#[ \t]*include[ \t]*([<"][^>"\n]+[>"])', re.M)
 
 _parser = None
@@ -108,8 +115,15 @@ def _parse_tree(text: bytes, deadline: _Deadline):
     """tree-sitter's tree of ``text``, or :class:`_Skip` when the deadline passes first."""
     parser, _ = _tree_sitter()
 
-    def read(offset: int, _point) -> bytes:
-        return text[offset : offset + _CHUNK]  # bytes, never a memoryview (Node.text would crash)
+    def read(offset: int, _point):
+        # (Node.text of a tree read through a view crashes in this binding: the loader never
+        # asks a node for its text, it slices the text it has.)
+        chunk = text[offset : offset + _CHUNK]
+        n = len(chunk)
+        if not n:
+            return b""
+        _SCRATCH[:n] = chunk
+        return _SCRATCH if n == _CHUNK else _SCRATCH_VIEW[:n]
 
     def give_up(_offset: int, _has_error: bool) -> bool:
         return deadline.passed()

@@ -252,3 +252,23 @@ def test_makefile_expansion_bomb_is_cut_short(tmp_path):
     assert words["obj-y"] == []  # one recursive value: it expands whole or not at all
     assert skipped == [("Kbuild", f"obj-y not evaluated: an expansion grows past {make.MAX_EXPANSION} "
                                   "characters")]
+
+
+def test_parsing_file_after_file_keeps_no_text(tmp_path):
+    # py-tree-sitter 0.26.1 never releases what a read callback returns: handing it fresh slices
+    # kept every file's text alive, and a worker grew to 490 MB over the kernel tree
+    script = textwrap.dedent("""
+        import resource
+        from ksymgraph.loaders import cparse
+        src = b"".join(b"int f%d(int a) { return g(a, %d) + h(a); }" % (i, i) + bytes([10]) for i in range(25000))
+        cparse.parse_source(src, "x.c")
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        for _ in range(20):
+            cparse.parse_source(src, "x.c")
+        print(len(src), (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) >> 10)
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600,
+                          preexec_fn=_limit_memory)
+    assert done.returncode == 0, done.stderr[-2000:]
+    size, growth_mb = map(int, done.stdout.split())
+    assert size > 1 << 20 and growth_mb < 8  # keeping the text would be 24 MB (49 MB measured for 30)
