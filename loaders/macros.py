@@ -28,16 +28,19 @@ from .cindex import TableWriter
 from .cparse import MAX_PARSE_BYTES
 from .records import Call, FunctionDef, LoaderError, Skipped
 
-__all__ = ["for_each_macro", "for_each_file_scope_call", "index_macros", "FILE_SCOPE"]
+__all__ = ["for_each_macro", "for_each_file_scope_call", "index_macros", "FILE_SCOPE", "MAX_CALLS"]
 
 #: The pseudo-function that holds a ``.c`` file's file-scope macro invocations.
 FILE_SCOPE = "(file scope)"
 
-_DEFINE = re.compile(rb"^[ \t]*#[ \t]*define[ \t]+([A-Za-z_]\w*)\(([^)]*)\)(.*)$")
+_DEFINE = re.compile(rb"^[ \t]*#[ \t]*define[ \t]+([A-Za-z_]\w*)\(([^)\n]*)\)(.*)$", re.M)
 _CALL = re.compile(rb"\b([A-Za-z_]\w*)[ \t]*\(")
 #: A function name handed to another macro as an argument (``module_driver(__usb_driver,
 #: usb_register, usb_deregister)`` calls ``usb_register`` through its ``__register`` parameter).
 _ARG = re.compile(rb"[(,][ \t]*([a-z_][a-z0-9_]*)[ \t]*(?=[,)])")
+#: The most calls kept of one macro, or of one file's file scope (the kernel's most are 333, in
+#: dcn20_dpp.h's TF_REG_LIST_SH_MASK_DCN20_COMMON, and 919); past it the rest are a skip.
+MAX_CALLS = 4096
 _NOT_CALLS = frozenset([b"if", b"while", b"for", b"switch", b"return", b"sizeof", b"typeof", b"__typeof__",
                         b"__builtin_constant_p", b"__builtin_expect", b"defined", b"do", b"__stringify",
                         b"__attribute__", b"__same_type", b"_Generic", b"__is_constexpr"])
@@ -56,37 +59,51 @@ def for_each_macro(root: str | os.PathLike, files: Iterable[str],
                    skipped: list[Skipped] | None = None) -> Iterator[tuple[FunctionDef, list[Call]]]:
     """Each function-like macro of ``files`` (relative to ``root``) with the calls in its body.
     Files are read as :func:`~ksymgraph.loaders.cfiles.read_source` reads; those that cannot be
-    are added to ``skipped``."""
+    are added to ``skipped``, as is a macro with more than :data:`MAX_CALLS` calls."""
     root_s = real_root(root)
     for rel in files:
         data = _read_lines(root_s, rel, MAX_FILE_BYTES, skipped)
-        if data is None:
-            continue
-        lines = data.split(b"\n")
-        i = 0
-        while i < len(lines):
-            m = _DEFINE.match(lines[i])
-            if not m:
-                i += 1
-                continue
-            start = i
-            body = [m.group(3)]
-            while lines[i].rstrip().endswith(b"\\") and i + 1 < len(lines):
-                i += 1
-                body.append(lines[i])
-            name = m.group(1).decode("ascii")
-            params = {p.strip() for p in m.group(2).split(b",")}
-            calls = []
-            for n, text in enumerate(body):
-                seen = set()
-                for c in (*_CALL.finditer(text), *_ARG.finditer(text)):
-                    callee = c.group(1)
-                    if callee in _NOT_CALLS or callee in params or callee in seen or callee.decode("ascii") == name:
-                        continue
-                    seen.add(callee)
-                    calls.append(Call(name, callee.decode("ascii"), rel, start + n + 1, False))
-            yield FunctionDef(name, rel, start + 1, i + 1, True, True), calls
-            i += 1
+        if data is not None:
+            yield from _macros_of(data, rel, skipped)
+
+
+def _macros_of(data: bytes, rel: str, skipped: list[Skipped] | None) -> Iterator[tuple[FunctionDef, list[Call]]]:
+    """The function-like macros of one file: each ``#define NAME(`` line and its continuation
+    lines, found by one search over the text (a file of 32 MiB is never split into lines)."""
+    line, counted, done_until = 1, 0, 0
+    for m in _DEFINE.finditer(data):
+        if m.start() < done_until:
+            continue  # a continuation line of the macro before
+        line += data.count(b"\n", counted, m.start())
+        counted = m.start()
+        end = data.find(b"\n", m.start())
+        end = len(data) if end < 0 else end
+        body, current = [m.group(3)], data[m.start() : end]
+        while current.rstrip().endswith(b"\\") and end < len(data):
+            nxt = data.find(b"\n", end + 1)
+            nxt = len(data) if nxt < 0 else nxt
+            current = data[end + 1 : nxt]
+            body.append(current)
+            end = nxt
+        done_until = end
+        name = m.group(1).decode("ascii")
+        params = {p.strip() for p in m.group(2).split(b",")}
+        calls = []
+        for n, text in enumerate(body):
+            seen = set()
+            for c in (*_CALL.finditer(text), *_ARG.finditer(text)):
+                callee = c.group(1)
+                if callee in _NOT_CALLS or callee in params or callee in seen or callee.decode("ascii") == name:
+                    continue
+                seen.add(callee)
+                calls.append(Call(name, callee.decode("ascii"), rel, line + n, False))
+            if len(calls) > MAX_CALLS:
+                del calls[MAX_CALLS:]
+                if skipped is not None:
+                    skipped.append(Skipped(f"{rel}:{line}", f"macro {name}: more than {MAX_CALLS} calls, "
+                                                             "the rest not recorded"))
+                break
+        yield FunctionDef(name, rel, line, line + len(body) - 1, True, True), calls
 
 
 _FILE_SCOPE_CALL = re.compile(rb"^([A-Za-z_]\w*)[ \t]*\(.*\)[ \t]*;", re.M)
@@ -115,6 +132,10 @@ def for_each_file_scope_call(root: str | os.PathLike, files: Iterable[str],
             pos = m.start()
             name = m.group(1)
             if name not in _NOT_CALLS:
+                if len(calls) == MAX_CALLS:
+                    if skipped is not None:
+                        skipped.append(Skipped(rel, f"more than {MAX_CALLS} file-scope calls, the rest not recorded"))
+                    break
                 calls.append(Call(FILE_SCOPE, name.decode("ascii"), rel, line, False))
         if calls:
             yield FunctionDef(FILE_SCOPE, rel, 1, data.count(b"\n") + 1, True, False), calls

@@ -29,7 +29,8 @@ __all__ = ["MAX_EXPANSION", "MAX_WORK", "MAX_INCLUDE_DEPTH", "Makefile"]
 #: The longest text one ``$(...)`` expansion may produce (the kernel's longest are a few kB).
 MAX_EXPANSION = 1 << 20
 
-#: The most characters the evaluation of one makefile (with its includes) may scan.
+#: The most characters the evaluation of one makefile (with its includes) may scan. The most a
+#: makefile of linux-source-6.1 scans is 5.4M (drivers/gpu/drm/nouveau/Kbuild).
 MAX_WORK = 64 << 20
 
 #: How deep ``include`` may nest.

@@ -272,3 +272,15 @@ def test_parsing_file_after_file_keeps_no_text(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     size, growth_mb = map(int, done.stdout.split())
     assert size > 1 << 20 and growth_mb < 8  # keeping the text would be 24 MB (49 MB measured for 30)
+
+
+def test_a_macro_with_too_many_calls_is_cut_and_said(tmp_path):
+    from ksymgraph.loaders import macros
+
+    body = " \\\n".join(f"c{i}(x)" for i in range(macros.MAX_CALLS + 10))
+    (tmp_path / "m.h").write_text(f"#define ONE(x) a(x)\n#define MANY(x) {body}\n#define AFTER(x) b(x)\n")
+    skipped = []
+    found = {d.name: (d.line, d.end_line, len(calls)) for d, calls in macros.for_each_macro(tmp_path, ["m.h"], skipped)}
+    assert found == {"ONE": (1, 1, 1), "MANY": (2, 2 + macros.MAX_CALLS + 9, macros.MAX_CALLS),
+                     "AFTER": (macros.MAX_CALLS + 12, macros.MAX_CALLS + 12, 1)}
+    assert skipped == [("m.h:2", f"macro MANY: more than {macros.MAX_CALLS} calls, the rest not recorded")]
