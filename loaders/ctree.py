@@ -158,10 +158,10 @@ class _Functions:
         self._bounds, self._names = bounds, names
 
 
-def calls_deeper_than(root, limit: int, call_kind: int) -> int:
+def calls_deeper_than(root, limit: int, call_kind: int, check: Callable[[], None] = lambda: None) -> int:
     """How many ``call_expression`` nodes (``call_kind``) lie more than ``limit`` levels below
     ``root``. Iterative; descends only into a subtree whose size lets it reach that deep, so a
-    file of ordinary depth costs a few hundred node visits."""
+    file of ordinary depth costs a few hundred node visits. ``check`` is called every 65,536."""
 
     def can_reach(node, depth: int) -> bool:
         return depth + node.descendant_count - 1 > limit
@@ -169,8 +169,11 @@ def calls_deeper_than(root, limit: int, call_kind: int) -> int:
     if not can_reach(root, 0):
         return 0
     cur = root.walk()
-    depth = count = 0
+    depth = count = visits = 0
     while True:
+        visits += 1
+        if not visits & 0xFFFF:
+            check()
         if depth > limit and cur.node.kind_id == call_kind:
             count += 1
         if cur.goto_first_child():

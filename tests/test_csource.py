@@ -507,3 +507,19 @@ def test_a_worker_that_dies_does_not_hang_the_index(tmp_path, monkeypatch):
     again = cindex.index_tree(tmp_path, shard_dir=tmp_path / "idx", workers=2, batch_files=2, progress=False)
     assert again.parsed == 1 and again.errors == []  # tried again on the next run
     assert "crash_fn" in {r[0] for r in _rows(tmp_path / "idx", "functions")}
+
+
+def test_a_long_file_is_queried_a_range_at_a_time_and_read_the_same(monkeypatch):
+    # the query's cost grows faster than its range (2 MB of fuzzed C took 17 s in one piece, past
+    # the deadline, 0.8 s in 64 kB ones): a long file is queried in ranges, a node met in two of
+    # them kept once, and what comes out is what one query over the whole file gives
+    part = (b'#include <linux/a.h>\nstatic const char *s = "sym_a";\nTEST_F(x, y) {\n\tf(s, "lit");\n}\n'
+            b'static struct kprobe kp = { .symbol_name = "do_fork", };\n'
+            b"int big(void) {\n" + b"\tg(1, h(2), \"str\");\n" * 3000 + b"}\n")
+    src = part * 8  # 0.5 MB: four ranges, functions and a macro-defined one across their edges
+    assert len(src) > 3 * cparse._QUERY_CHUNK
+    chunked = cparse.parse_source(src, "long.c")
+    monkeypatch.setattr(cparse, "_QUERY_CHUNK", 1 << 30)
+    whole = cparse.parse_source(src, "long.c")
+    assert chunked == whole
+    assert len(whole.calls) == 8 * (3000 * 2 + 2) and len(whole.functions) == 16 and len(whole.lookups) == 8
