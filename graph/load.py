@@ -67,7 +67,7 @@ class LoadSummary(NamedTuple):
     seconds: float
     """Wall time of the whole load."""
     parse: object
-    """With source trees: their summed ``ParseStats``; None without source."""
+    """With source trees: their summed :class:`~ksymgraph.loaders.records.ParseStats`; None without source."""
     build: BuildOptions
     """The kernel's build options the load rules use (from its .config, or inferred)."""
     notes: list[str]

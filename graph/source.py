@@ -2,7 +2,7 @@
 EXPORTED_AS, BUILT_INTO and LOOKS_UP — with Arrow joins, never a Python tuple per row.
 
 A kernel tree has about 600k function definitions and 4M calls; the C loader
-(:mod:`ksymgraph.loaders.csource`) leaves them in Parquet shards written by its workers, and this
+(:mod:`ksymgraph.loaders.cindex`) leaves them in Parquet shards written by its workers, and this
 module turns the shards into the store's tables with ``pyarrow`` compute and joins.
 
 How a call's callee is resolved, in order:
@@ -57,7 +57,7 @@ def _str(n: int, value: str) -> pa.Array:
 def _read(tree: SourceTree, table: str) -> pa.Table:
     import pyarrow.parquet as pq
 
-    from ..loaders.csource import read_table
+    from ..loaders.cindex import read_table
 
     t = read_table(tree.shard_dir, table)
     if table == "functions":

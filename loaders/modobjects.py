@@ -12,35 +12,39 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Iterator, NamedTuple
+from typing import Iterator
 
+from .cfiles import MAX_MAKEFILE_BYTES, inside_tree, read_source, real_root, walk_tree
 from .elf import module_name_from_path
+from .records import LoaderError, ModObject, Skipped
 
-__all__ = ["ModObject", "for_each_mod_object", "files_by_module"]
-
-
-class ModObject(NamedTuple):
-    """One source file of a built module."""
-
-    file: str
-    """The ``.c`` file (or ``.S``), relative to the tree root."""
-    module: str
-    """The module's name (``lttng_tracer``)."""
+__all__ = ["for_each_mod_object", "files_by_module"]
 
 
-def for_each_mod_object(root: str | os.PathLike) -> Iterator[ModObject]:
-    """Yield the source file of every object listed by the ``.mod`` files under ``root``."""
-    root = Path(root).resolve()
-    for dirpath, _dirs, files in os.walk(root):
+def for_each_mod_object(root: str | os.PathLike, skipped: list[Skipped] | None = None) -> Iterator[ModObject]:
+    """Yield the source file of every object listed by the ``.mod`` files under ``root``.
+
+    ``.mod`` files are read as :func:`~ksymgraph.loaders.cfiles.read_source` reads (regular files
+    inside the tree, up to :data:`~ksymgraph.loaders.cfiles.MAX_MAKEFILE_BYTES`); those that
+    cannot be, and directories that cannot be listed, are added to ``skipped``."""
+    root = Path(real_root(root))
+    skipped = [] if skipped is None else skipped
+    for reldir, files in walk_tree(root, skipped):
+        dirpath = root / reldir
         for name in sorted(files):
             if not name.endswith(".mod"):
                 continue
             module = module_name_from_path(name[: -len(".mod")])
+            rel = os.path.normpath(os.path.join(reldir, name))
+            try:
+                text = read_source(str(root), rel, MAX_MAKEFILE_BYTES)[0].decode("utf-8", "replace")
+            except LoaderError as e:
+                skipped.append(Skipped(rel, e.reason))
+                continue
             # Object names separated by spaces (5.3) or one per line (later); the undefined
             # symbols of 5.3 to 5.11 follow on a line of their own and do not end in ".o".
-            objects = Path(dirpath, name).read_text(errors="replace").split()
-            for obj in objects:
-                if obj.endswith(".o"):
+            for obj in text.split():
+                if obj.endswith(".o") and "\0" not in obj:
                     src = _source_of(root, Path(dirpath), obj)
                     if src is not None:
                         yield ModObject(src, module)
@@ -51,12 +55,15 @@ def _source_of(root: Path, moddir: Path, obj: str) -> str | None:
 
     ``.mod`` files name objects by the path they were built at; a tree built elsewhere and moved
     (a DKMS build renamed into a cache) is matched by the longest tail of that path found in it.
+    A name that would lie outside the tree is not looked for.
     """
     parts = Path(obj).parts
     candidates = [root.joinpath(*parts[i:]) for i in range(len(parts))] + [moddir / parts[-1]]
     if not os.path.isabs(obj):
         candidates.insert(0, moddir / obj)
     for path in candidates:
+        if not inside_tree(os.path.relpath(os.path.normpath(path), root)):
+            continue
         for suffix in (".c", ".S"):
             src = path.with_suffix(suffix)
             if src.is_file():
@@ -67,9 +74,10 @@ def _source_of(root: Path, moddir: Path, obj: str) -> str | None:
     return None
 
 
-def files_by_module(root: str | os.PathLike) -> dict[str, str]:
-    """{source file: module} for a built tree (the first module wins for a shared file)."""
+def files_by_module(root: str | os.PathLike, skipped: list[Skipped] | None = None) -> dict[str, str]:
+    """{source file: module} for a built tree (the first module wins for a shared file); what
+    could not be read is added to ``skipped``."""
     out: dict[str, str] = {}
-    for rec in for_each_mod_object(root):
+    for rec in for_each_mod_object(root, skipped):
         out.setdefault(rec.file, rec.module)
     return out

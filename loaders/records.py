@@ -1,4 +1,6 @@
-"""Plain records that the binary loaders yield: modules, their exports and imports.
+"""Plain records that the loaders yield: from binaries, modules with their exports and imports;
+from C source, functions, calls, export sites, run-time lookups and which file is built into
+which module.
 
 Loaders read files and yield these; ``ksymgraph.graph`` resolves them into a graph. Nothing here
 knows about a database.
@@ -10,8 +12,10 @@ from typing import NamedTuple
 
 from ..errors import KsymgraphError
 
-__all__ = ["GPL_COMPATIBLE_LICENSES", "KernelMeta", "BuildOptions", "ModuleInfo", "Export", "Import", "Imports", "ModuleData",
-           "LookUpEdge", "Skipped", "LoaderError"]
+__all__ = ["GPL_COMPATIBLE_LICENSES", "KernelMeta", "BuildOptions", "ModuleInfo", "Export", "Import", "Imports",
+           "ModuleData", "LookUpEdge", "Skipped", "LoaderError",
+           "FunctionDef", "Call", "ExportSite", "LookUp", "StringArg", "ArgFlow", "ParseStats", "FileResult",
+           "BuiltInto", "ModObject"]
 
 
 #: include/linux/license.h: license_is_gpl_compatible().
@@ -188,3 +192,192 @@ class ModuleData(NamedTuple):
     def import_records(self) -> list[Import]:
         """Its imports as one :class:`Import` record each."""
         return self.imports.records(self.info.name)
+
+
+# --------------------------------------------------------------------------------------------
+# C source
+
+
+class FunctionDef(NamedTuple):
+    """A function defined in source (macro-defined ones included: ``SYSCALL_DEFINE3(read, ...)``
+    is ``sys_read``)."""
+
+    name: str
+    """The function's name."""
+    file: str
+    """Source file, relative to the tree root."""
+    line: int
+    """1-based line of the function's name (where ctags and cscope put it)."""
+    end_line: int
+    """1-based line of the closing brace."""
+    static: bool
+    """Declared ``static``."""
+    inline: bool
+    """Declared ``inline`` (``__always_inline`` and ``__inline__`` count)."""
+
+
+class Call(NamedTuple):
+    """A call inside a function body."""
+
+    caller: str
+    """The enclosing function."""
+    callee: str
+    """The called name; for a call through a struct member (``ops->fn()``), the member (``fn``)."""
+    file: str
+    """Source file, relative to the tree root."""
+    line: int
+    """1-based line of the callee's name."""
+    via_member: bool
+    """True for a call through a struct member (``ops->fn()``, ``s.fn()``)."""
+
+
+class ExportSite(NamedTuple):
+    """An ``EXPORT_SYMBOL*`` macro in source."""
+
+    symbol: str
+    """The exported symbol."""
+    file: str
+    """Source file, relative to the tree root."""
+    line: int
+    """1-based line of the macro."""
+    gpl: bool
+    """``_GPL`` variant (``EXPORT_SYMBOL_GPL``, ``EXPORT_SYMBOL_NS_GPL``...)."""
+    namespace: str
+    """The ``EXPORT_SYMBOL_NS*`` namespace (quotes removed), ``""`` for none."""
+    function: str | None
+    """The function of that name defined in the same file, else None (a variable, or defined
+    elsewhere, e.g. in assembly)."""
+
+
+class LookUp(NamedTuple):
+    """A symbol reached by name at run time."""
+
+    symbol: str
+    """The symbol's name as written in the source."""
+    how: str
+    """``kallsyms_lookup_name``, ``__symbol_get``, ``symbol_get``, ``symbol_request``,
+    ``module_kallsyms_lookup_name``, ``kprobe``, ``kretprobe`` or ``wrapper:<function>``."""
+    file: str
+    """Source file (relative to the tree root) of the call or initialiser naming the symbol."""
+    line: int
+    """1-based line of the call (or of the ``.symbol_name`` initialiser or assignment)."""
+    function: str | None
+    """The function containing that line, or None at file scope."""
+
+
+class StringArg(NamedTuple):
+    """A call that passes a symbol-like string as one of its arguments."""
+
+    caller: str | None
+    """The function making the call (None at file scope)."""
+    callee: str
+    """The called function's name."""
+    arg_index: int
+    """0-based position of the argument."""
+    value: str
+    """The string's content: a literal, or the literal a ``const char *`` variable or a struct
+    field was initialised with in the same file."""
+    file: str
+    """Source file of the call, relative to the tree root."""
+    line: int
+    """1-based line of the call's function name."""
+
+
+class ArgFlow(NamedTuple):
+    """A function passing one of its ``char *`` parameters on to a call, unchanged."""
+
+    function: str
+    """The function whose parameter flows."""
+    param_index: int
+    """0-based position of that parameter."""
+    callee: str
+    """The function it is passed to."""
+    arg_index: int
+    """0-based position of the argument in that call."""
+    file: str
+    """Source file, relative to the tree root."""
+    line: int
+    """1-based line of the call."""
+
+
+class ParseStats(NamedTuple):
+    """How well the parser read a set of files, and what it left out."""
+
+    files: int
+    """Files parsed."""
+    functions: int
+    """Function definitions found."""
+    functions_with_errors: int
+    """Function definitions whose subtree holds a parse error."""
+    error_nodes: int
+    """ERROR nodes in all trees."""
+    files_skipped: int = 0
+    """Files not parsed: not read (unreadable, not a regular file, outside the tree, too large)
+    or over the parse deadline. Each is among the skips, with its reason."""
+    calls_too_deep: int = 0
+    """Calls nested deeper than :data:`ksymgraph.loaders.cparse.MAX_DEPTH` tree levels, counted but
+    not recorded (the files they are in are among the skips, read in part)."""
+    includes_refused: int = 0
+    """``#include`` lines not followed: an absolute path, or one that leaves the tree (each is
+    among the skips)."""
+
+    def function_error_share(self) -> float:
+        """Share of the functions found that a parse error touches (0.0 when none found)."""
+        return self.functions_with_errors / self.functions if self.functions else 0.0
+
+    def __add__(self, other):  # type: ignore[override]
+        return ParseStats(*(a + b for a, b in zip(self, other)))
+
+
+class FileResult(NamedTuple):
+    """Everything read from one file."""
+
+    file: str
+    """The file, relative to the tree root."""
+    functions: list[FunctionDef]
+    """Function definitions."""
+    calls: list[Call]
+    """Calls inside function bodies."""
+    exports: list[ExportSite]
+    """``EXPORT_SYMBOL*`` sites."""
+    lookups: list[LookUp]
+    """Lookups seen in this file alone: kprobe ``.symbol_name``, ``symbol_get(x)``, and string
+    literals passed straight to ``kallsyms_lookup_name`` and friends. Wrapper calls are resolved
+    across files by :func:`ksymgraph.loaders.lookups.resolve_lookups`."""
+    string_args: list[StringArg]
+    """Symbol-like strings passed to calls (input of the wrapper analysis)."""
+    arg_flows: list[ArgFlow]
+    """``char *`` parameters passed on to calls (input of the wrapper analysis)."""
+    includes: list[str]
+    """Included files found on disk, relative to the tree root."""
+    includes_refused: list[str]
+    """Includes not followed, with the reason (``#include "/etc/passwd" not followed: an absolute
+    path``): an absolute path, or one that leads outside the tree from the file and from every
+    include directory."""
+    stats: ParseStats
+    """Parse statistics of this file."""
+    error: str | None
+    """Why the file could not be read or was read only in part (None when all went well)."""
+
+
+class BuiltInto(NamedTuple):
+    """A source file compiled into vmlinux or into a module."""
+
+    file: str
+    """The source file (``.c``, else ``.S`` or ``.rs``), relative to the tree root."""
+    module: str
+    """The module's name as the kernel knows it (``.ko`` base name with ``-`` turned into ``_``),
+    or ``vmlinux`` for built-in code."""
+    ko: str | None
+    """The module's ``.ko`` path relative to the tree root (``sound/pci/hda/snd-hda-intel.ko``),
+    None for vmlinux."""
+
+
+class ModObject(NamedTuple):
+    """One source file of a built module."""
+
+    file: str
+    """The ``.c`` file (or ``.S``), relative to the tree root."""
+    module: str
+    """The module's name (``lttng_tracer``)."""
+

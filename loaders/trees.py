@@ -13,15 +13,20 @@ tree's path, so nothing is written into the user's tree.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
+import tarfile
+import tempfile
 from pathlib import Path
 from typing import NamedTuple
 
 from . import debian
+from .cfiles import tree_files
 from .debnames import DebianError, suite_for_release
 from .records import LoaderError, Skipped
 
-__all__ = ["SourceTree", "is_kernel_tree", "debian_source_tree", "debian_headers_tree", "index_dir", "index_source_tree"]
+__all__ = ["SourceTree", "is_kernel_tree", "debian_source_tree", "unpack_source_tarball", "debian_headers_tree", "index_dir",
+           "index_source_tree"]
 
 #: Debian flavour suffix → the kernel's architecture directory.
 ARCH_DIRS = {"amd64": "x86", "i386": "x86", "686": "x86", "686-pae": "x86", "arm64": "arm64", "armmp": "arm",
@@ -34,7 +39,7 @@ class SourceTree(NamedTuple):
     root: Path
     """The tree."""
     shard_dir: Path
-    """Its index, written by :func:`ksymgraph.loaders.csource.index_tree`."""
+    """Its index, written by :func:`ksymgraph.loaders.cindex.index_tree`."""
     prefix: str
     """Prefix of this tree's file paths in the graph: ``""`` for the kernel tree,
     ``<dirname>/`` for an out-of-tree one."""
@@ -43,7 +48,7 @@ class SourceTree(NamedTuple):
     skipped: list[Skipped]
     """Files that could not be parsed, and attribution problems."""
     stats: object
-    """The index's :class:`~ksymgraph.loaders.csource.ParseStats`."""
+    """The index's :class:`~ksymgraph.loaders.records.ParseStats`."""
 
 
 def is_kernel_tree(root: Path) -> bool:
@@ -53,8 +58,6 @@ def is_kernel_tree(root: Path) -> bool:
 
 def debian_source_tree(release: str) -> Path:
     """Debian's kernel source for ``release`` (``6.1.0-50-amd64`` → ``linux-source-6.1``), unpacked once."""
-    from .csource import unpack_source_tarball
-
     m = re.match(r"(\d+\.\d+)", release)
     if not m:
         raise LoaderError(f"debian:{release}", "cannot tell the kernel series from the release")
@@ -69,12 +72,55 @@ def debian_source_tree(release: str) -> Path:
     return unpack_source_tarball(tarballs[0], debian.cache_dir() / "src" / pkg.name)
 
 
+def unpack_source_tarball(tarball: str | os.PathLike, dest_root: str | os.PathLike) -> Path:
+    """Extract a kernel source tarball (``linux-source-6.1.tar.xz``) once under ``dest_root``.
+
+    Returns the top directory of the tree (``<dest_root>/linux-source-6.1``). Extraction goes
+    to a temporary directory that is renamed into place, so an interrupted run leaves nothing
+    half-written; a second call reuses the tree.
+    """
+    tarball = Path(tarball)
+    dest_root = Path(dest_root)
+    name = tarball.name
+    for suffix in (".tar.xz", ".tar.gz", ".tar.bz2", ".tar.zst", ".tar"):
+        if name.endswith(suffix):
+            name = name[: -len(suffix)]
+            break
+    final = dest_root / name
+    if final.is_dir():
+        return final
+    dest_root.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=dest_root, prefix=".unpack-") as tmp:
+        if tarball.name.endswith(".tar.xz") and _have("tar") and _have("xz"):
+            import subprocess
+
+            subprocess.run(["tar", "-xJf", str(tarball), "-C", tmp], check=True)
+        else:
+            with tarfile.open(tarball) as tf:
+                tf.extractall(tmp, filter="data")
+        entries = [p for p in Path(tmp).iterdir()]
+        top = entries[0] if len(entries) == 1 and entries[0].is_dir() else Path(tmp)
+        if top == Path(tmp):
+            inner = Path(tmp) / name
+            inner.mkdir()
+            for p in entries:
+                os.replace(p, inner / p.name)
+            top = inner
+        os.replace(top, final)
+    return final
+
+
+def _have(program: str) -> bool:
+    import shutil
+
+    return shutil.which(program) is not None
+
+
 def debian_headers_tree(release: str) -> tuple[Path, list[str]]:
     """Debian's ``linux-headers-<abi>-common`` of ``release`` and the headers a build of its
     architecture sees (``include/`` and ``arch/<arch>/include/``): enough to tell renames
     behind kept APIs (:mod:`ksymgraph.queries.renames`) without the whole source."""
     from .kernel import arch_from_release
-    from .macros import header_files
 
     flavour = arch_from_release(release)
     if not flavour:
@@ -88,7 +134,7 @@ def debian_headers_tree(release: str) -> tuple[Path, list[str]]:
     if root is None:
         raise LoaderError(str(pkg), "no usr/src/linux-headers-* in the package")
     arch = ARCH_DIRS.get(flavour, flavour)
-    files = [f for f in header_files(root) if f.startswith(("include/", f"arch/{arch}/include/"))]
+    files = [f for f in tree_files(root).headers if f.startswith(("include/", f"arch/{arch}/include/"))]
     return root, files
 
 
@@ -116,7 +162,7 @@ def index_source_tree(root: str | Path, config: Path | None = None, workers: int
     ``files`` limits the index to those files (relative to ``root``); by default every ``.c``
     file with the headers it includes, or every header of a tree without ``.c`` files.
     """
-    from .csource import index_tree
+    from .cindex import index_tree
     from .kbuild import evaluate_kbuild
     from .modobjects import files_by_module
 
@@ -124,17 +170,21 @@ def index_source_tree(root: str | Path, config: Path | None = None, workers: int
     if not root.is_dir():
         raise LoaderError(str(root), "not a directory")
     shard_dir = index_dir(root)
-    from .macros import header_files, index_macros
+    from .macros import index_macros
 
-    headers = header_files(root) if files is None else [f for f in files if f.endswith(".h")]
-    has_c = files is None and any(root.rglob("*.c"))
-    # A headers-only tree (a linux-headers package) is indexed header by header.
-    result = index_tree(root, files=files if files is not None else (None if has_c else headers),
-                        workers=workers or 2, shard_dir=shard_dir, progress=progress)
-    c_files = [f for f in files if f.endswith(".c")] if files is not None else (
-        sorted(str(p.relative_to(root)) for p in root.rglob("*.c")) if has_c else [])
-    index_macros(root, shard_dir, headers, c_files)
-    skipped = list(result.errors)
+    if files is None:
+        listing = tree_files(root)
+        headers, c_files, walked = listing.headers, listing.c, listing.skipped
+        has_c = bool(c_files)
+        # A headers-only tree (a linux-headers package) is indexed header by header.
+        files = c_files if has_c else headers
+    else:
+        headers, c_files, walked = [f for f in files if f.endswith(".h")], [f for f in files if f.endswith(".c")], []
+        has_c = False
+    result = index_tree(root, files=files, workers=workers or 2, shard_dir=shard_dir, progress=progress)
+    _macros, macro_skips = index_macros(root, shard_dir, headers, c_files)
+    # (the macro pass reads the same files again: a file it cannot read is named once)
+    skipped = list(dict.fromkeys([*walked, *result.errors, *macro_skips]))
     kernel = is_kernel_tree(root)
     built: dict[str, str] = {}
     if not has_c:
@@ -143,10 +193,10 @@ def index_source_tree(root: str | Path, config: Path | None = None, workers: int
         if config is None:
             skipped.append(Skipped(str(root), "no .config given (--config): files not attributed to modules"))
         else:
-            for rec in evaluate_kbuild(root, config):
+            for rec in evaluate_kbuild(root, config, skipped=skipped):
                 built.setdefault(rec.file, rec.module)
     else:
-        built = files_by_module(root)
+        built = files_by_module(root, skipped)
         if not built:
             skipped.append(Skipped(str(root), "no .mod files (is the tree built?): files not attributed to modules"))
     return SourceTree(root, shard_dir, "" if kernel else f"{root.name}/", built, skipped, result.stats)

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from ksymgraph.loaders import csource
-from ksymgraph.loaders.csource import Call, ExportSite, FunctionDef, ParseStats
-from ksymgraph.loaders.lookups import ArgFlow, LookUp, StringArg, find_wrappers, resolve_lookups
+from ksymgraph.loaders import cexports, cfiles, cindex, cparse, ctext, ctree, includes, neutralise, trees
+from ksymgraph.loaders.lookups import find_wrappers, resolve_lookups
+from ksymgraph.loaders.records import ArgFlow, Call, ExportSite, FunctionDef, LoaderError, LookUp, ParseStats, StringArg
 
 FIXTURES = Path(__file__).parent / "fixtures" / "c"
 TREE = FIXTURES / "tree"
@@ -24,7 +24,7 @@ LTTNG = FIXTURES / "lttng"
 
 def test_neutralise_keeps_length_and_lines():
     src = (TREE / "functions.c").read_bytes()
-    out = csource.neutralise_kernel_macros(src)
+    out = neutralise.neutralise_kernel_macros(src)
     assert len(out) == len(src)
     assert [i for i, c in enumerate(src) if c == 0x0A] == [i for i, c in enumerate(out) if c == 0x0A]
 
@@ -53,7 +53,7 @@ def test_neutralise_keeps_length_and_lines():
     ],
 )
 def test_neutralise_rewrites(before, after):
-    assert csource.neutralise_kernel_macros(before) == after
+    assert neutralise.neutralise_kernel_macros(before) == after
 
 
 @pytest.mark.parametrize(
@@ -73,12 +73,12 @@ def test_neutralise_rewrites(before, after):
     ],
 )
 def test_neutralise_leaves_alone(src):
-    assert csource.neutralise_kernel_macros(src) == src
+    assert neutralise.neutralise_kernel_macros(src) == src
 
 
 def test_export_macro_names_are_whole_words():
     text = b"MY_EXPORT_SYMBOL(a);\nEXPORT_SYMBOL_GPL(b);\nEXPORT_SYMBOL_GPLX(c);\nEXPORT_SYMBOL(d);"
-    assert [(m.group(), m.start()) for m in csource._export_matches(text)] == [
+    assert [(m.group(), m.start()) for m in cexports.export_matches(text)] == [
         (b"EXPORT_SYMBOL_GPL", 21), (b"EXPORT_SYMBOL", 66)]
 
 
@@ -88,7 +88,7 @@ def test_export_macro_names_are_whole_words():
 
 @pytest.fixture(scope="module")
 def functions_c():
-    return csource.parse_file("functions.c", TREE, include_dirs=["include"])
+    return cparse.parse_file("functions.c", TREE, include_dirs=["include"])
 
 
 def test_functions(functions_c):
@@ -142,7 +142,7 @@ def test_includes_resolved(functions_c):
 
 
 def test_headers_parsed_once_with_their_static_inlines():
-    results = list(csource.for_each_record(TREE, files=["functions.c", "drivers/foo/probe.c"], include_dirs=["include"]))
+    results = list(cparse.for_each_record(TREE, files=["functions.c", "drivers/foo/probe.c"], include_dirs=["include"]))
     files = [r.file for r in results]
     assert files == ["functions.c", "drivers/foo/probe.c", "include/linux/fix.h", "local.h",
                      "include/linux/fix_inner.h"]
@@ -162,8 +162,8 @@ def test_arch_files_use_their_own_arch_headers(tmp_path):
     (tmp_path / "arch/arm/kernel").mkdir(parents=True)
     (tmp_path / "arch/arm/kernel/a.c").write_text("#include <asm/io.h>\n")
     (tmp_path / "b.c").write_text("#include <asm/io.h>\n")
-    assert csource.parse_file("arch/arm/kernel/a.c", tmp_path).includes == ["arch/arm/include/asm/io.h"]
-    assert csource.parse_file("b.c", tmp_path).includes == ["arch/x86/include/asm/io.h"]
+    assert cparse.parse_file("arch/arm/kernel/a.c", tmp_path).includes == ["arch/arm/include/asm/io.h"]
+    assert cparse.parse_file("b.c", tmp_path).includes == ["arch/x86/include/asm/io.h"]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -171,7 +171,7 @@ def test_arch_files_use_their_own_arch_headers(tmp_path):
 
 
 def test_exports_every_shape():
-    r = csource.parse_file("exports.c", TREE)
+    r = cparse.parse_file("exports.c", TREE)
     f = "exports.c"
     assert r.exports == [
         ExportSite("plain", f, 9, False, "", "plain"),
@@ -197,11 +197,11 @@ def test_export_fixture_covers_every_tree_shape():
     """The fixture really holds each shape tree-sitter produces for an export macro."""
     import tree_sitter
 
-    src = csource.neutralise_kernel_macros((TREE / "exports.c").read_bytes())
-    parser, _ = csource._tree_sitter()
+    src = neutralise.neutralise_kernel_macros((TREE / "exports.c").read_bytes())
+    parser, _ = cparse._tree_sitter()
     tree = parser.parse(src)
     shapes = {}
-    for m in csource._export_matches(src):
+    for m in cexports.export_matches(src):
         node = tree.root_node.descendant_for_byte_range(m.start(), m.end())
         chain = []
         while node is not None:
@@ -224,7 +224,7 @@ def test_export_fixture_covers_every_tree_shape():
 
 
 def test_direct_lookups_and_probes():
-    r = csource.parse_file("drivers/foo/probe.c", TREE)
+    r = cparse.parse_file("drivers/foo/probe.c", TREE)
     f = "drivers/foo/probe.c"
     assert sorted(r.lookups, key=lambda x: x.line) == [
         LookUp("do_sys_open", "kprobe", f, 8, None),
@@ -236,7 +236,7 @@ def test_direct_lookups_and_probes():
         LookUp("some_export", "symbol_get", f, 33, "setup"),  # a bare identifier
         LookUp("other_export", "symbol_request", f, 34, "setup"),
     ]
-    resolved = csource.resolve_file_lookups([r])
+    resolved = cparse.resolve_file_lookups([r])
     assert LookUp("direct_sym", "kallsyms_lookup_name", f, 35, "setup") in resolved
     assert LookUp("dunder_sym", "__symbol_get", f, 36, "setup") in resolved
     # a symbol name in a printk is no lookup
@@ -244,9 +244,9 @@ def test_direct_lookups_and_probes():
 
 
 def test_wrapper_chain_to_a_fixpoint():
-    results = list(csource.for_each_record(LTTNG, include_dirs=["include"]))
+    results = list(cparse.for_each_record(LTTNG, include_dirs=["include"]))
     assert {r.file for r in results} == {"src/kallsyms.c", "src/users.c", "include/wrapper/kallsyms.h"}
-    found = sorted(set(csource.resolve_file_lookups(results)), key=lambda x: (x.file, x.line, x.symbol))
+    found = sorted(set(cparse.resolve_file_lookups(results)), key=lambda x: (x.file, x.line, x.symbol))
     assert found == [
         LookUp("fixed_sym", "kallsyms_lookup_name", "src/kallsyms.c", 15, "not_a_wrapper"),
         LookUp("irq_to_desc", "wrapper:kallsyms_lookup_funcptr", "src/users.c", 17, "init_users"),
@@ -281,12 +281,12 @@ def test_resolve_lookups_records():
 def test_bad_files_never_crash(tmp_path):
     (tmp_path / "latin1.c").write_bytes(b"/* caf\xe9 */\nint f(void) { return g(); }\n")
     os.symlink(tmp_path / "nowhere.c", tmp_path / "dangling.c")
-    r = csource.parse_file("latin1.c", tmp_path)
+    r = cparse.parse_file("latin1.c", tmp_path)
     assert r.functions == [FunctionDef("f", "latin1.c", 2, 2, False, False)]
     assert r.error == "invalid UTF-8 at byte 6 (read with replacement characters)"
-    r = csource.parse_file("dangling.c", tmp_path)
+    r = cparse.parse_file("dangling.c", tmp_path)
     assert r.functions == [] and r.error.startswith("unreadable: ")
-    results = {r.file: r.error for r in csource.for_each_record(tmp_path)}
+    results = {r.file: r.error for r in cparse.for_each_record(tmp_path)}
     assert set(results) == {"dangling.c", "latin1.c"}
 
 
@@ -295,19 +295,19 @@ def test_bad_files_never_crash(tmp_path):
 
 
 def _rows(shard_dir, table):
-    return sorted(tuple(r.values()) for r in csource.read_table(shard_dir, table).to_pylist())
+    return sorted(tuple(r.values()) for r in cindex.read_table(shard_dir, table).to_pylist())
 
 
 def test_index_tree_matches_in_process_api(tmp_path):
     shards = tmp_path / "idx"
-    res = csource.index_tree(LTTNG, include_dirs=["include"], workers=2, shard_dir=shards, progress=False,
+    res = cindex.index_tree(LTTNG, include_dirs=["include"], workers=2, shard_dir=shards, progress=False,
                              batch_files=1)
-    results = list(csource.for_each_record(LTTNG, include_dirs=["include"]))
+    results = list(cparse.for_each_record(LTTNG, include_dirs=["include"]))
     assert res.parsed == 3 and res.reused == 0 and res.errors == []
     assert res.stats == sum((r.stats for r in results), ParseStats(0, 0, 0, 0))
     assert _rows(shards, "functions") == sorted(tuple(f) for r in results for f in r.functions)
     assert _rows(shards, "calls") == sorted(tuple(c) for r in results for c in r.calls)
-    assert _rows(shards, "lookups") == sorted(tuple(x) for x in csource.resolve_file_lookups(results))
+    assert _rows(shards, "lookups") == sorted(tuple(x) for x in cparse.resolve_file_lookups(results))
     assert res.rows["lookups"] == 6
     assert res.rows["functions"] == sum(len(r.functions) for r in results)
 
@@ -316,22 +316,22 @@ def test_index_tree_incremental(tmp_path):
     tree = tmp_path / "tree"
     shutil.copytree(TREE, tree)
     shards = tmp_path / "idx"
-    first = csource.index_tree(tree, include_dirs=["include"], shard_dir=shards, progress=False, batch_files=2)
+    first = cindex.index_tree(tree, include_dirs=["include"], shard_dir=shards, progress=False, batch_files=2)
     assert first.parsed == 6 and first.reused == 0
     before = _rows(shards, "functions")
 
-    again = csource.index_tree(tree, include_dirs=["include"], shard_dir=shards, progress=False, batch_files=2)
+    again = cindex.index_tree(tree, include_dirs=["include"], shard_dir=shards, progress=False, batch_files=2)
     assert again.parsed == 0 and again.reused == 6 and _rows(shards, "functions") == before
 
     # touched but unchanged: hashed, not parsed
     os.utime(tree / "exports.c", ns=(time.time_ns(), time.time_ns()))
-    touched = csource.index_tree(tree, include_dirs=["include"], shard_dir=shards, progress=False)
+    touched = cindex.index_tree(tree, include_dirs=["include"], shard_dir=shards, progress=False)
     assert touched.parsed == 0
 
     # one file changed: only it is parsed, its old rows are gone, the new ones are there
     text = (tree / "functions.c").read_text().replace("early_setup", "early_setup2")
     (tree / "functions.c").write_text(text)
-    changed = csource.index_tree(tree, include_dirs=["include"], shard_dir=shards, progress=False)
+    changed = cindex.index_tree(tree, include_dirs=["include"], shard_dir=shards, progress=False)
     assert changed.parsed == 1 and changed.reused == 5
     after = _rows(shards, "functions")
     assert [r for r in before if r[0] == "early_setup"] and not [r for r in after if r[0] == "early_setup"]
@@ -343,7 +343,7 @@ def test_index_tree_incremental(tmp_path):
     text = text.replace('#include "local.h"\n', "")
     (tree / "functions.c").write_text(text)
     (tree / "drivers/foo/probe.c").unlink()
-    dropped = csource.index_tree(tree, include_dirs=["include"], shard_dir=shards, progress=False)
+    dropped = cindex.index_tree(tree, include_dirs=["include"], shard_dir=shards, progress=False)
     files = {r[1] for r in _rows(shards, "functions")}
     assert "local.h" not in files and "drivers/foo/probe.c" not in files
     assert dropped.parsed == 1
@@ -353,7 +353,7 @@ def test_index_tree_incremental(tmp_path):
 def test_index_tree_counts_bad_files(tmp_path):
     (tmp_path / "ok.c").write_text("int f(void) { return 0; }\n")
     os.symlink(tmp_path / "nowhere.c", tmp_path / "dangling.c")
-    res = csource.index_tree(tmp_path, shard_dir=tmp_path / "idx", progress=False)
+    res = cindex.index_tree(tmp_path, shard_dir=tmp_path / "idx", progress=False)
     assert [(e.path, e.reason.split(":")[0]) for e in res.errors] == [("dangling.c", "unreadable")]
     assert res.rows["functions"] == 1
 
@@ -367,12 +367,12 @@ def test_unpack_source_tarball(tmp_path):
     tarball = tmp_path / "linux-source-9.9.tar.xz"
     with tarfile.open(tarball, "w:xz") as tf:
         tf.add(src, arcname="linux-source-9.9")
-    out = csource.unpack_source_tarball(tarball, tmp_path / "cache")
+    out = trees.unpack_source_tarball(tarball, tmp_path / "cache")
     assert out == tmp_path / "cache" / "linux-source-9.9"
     assert (out / "Makefile").read_text() == "VERSION = 9\n"
     assert [p.name for p in (tmp_path / "cache").iterdir()] == ["linux-source-9.9"]  # no temp left
     (out / "Makefile").write_text("reused")
-    assert csource.unpack_source_tarball(tarball, tmp_path / "cache") == out
+    assert trees.unpack_source_tarball(tarball, tmp_path / "cache") == out
     assert (out / "Makefile").read_text() == "reused"
 
 
@@ -380,7 +380,7 @@ def test_incremental_lookups_resolved_again_only_when_their_input_changes(tmp_pa
     tree = tmp_path / "lttng"
     shutil.copytree(LTTNG, tree)
     shards = tmp_path / "idx"
-    csource.index_tree(tree, include_dirs=["include"], shard_dir=shards, progress=False)
+    cindex.index_tree(tree, include_dirs=["include"], shard_dir=shards, progress=False)
     lookups = shards / "lookups.parquet"
     before = {r[0] for r in _rows(shards, "lookups")}
     stamp = lookups.stat().st_mtime_ns
@@ -388,7 +388,7 @@ def test_incremental_lookups_resolved_again_only_when_their_input_changes(tmp_pa
     # an edit that leaves every lookup, string argument and argument flow as it was
     users = tree / "src" / "users.c"
     users.write_text(users.read_text() + "\n/* a comment */\n")
-    r = csource.index_tree(tree, include_dirs=["include"], shard_dir=shards, progress=False)
+    r = cindex.index_tree(tree, include_dirs=["include"], shard_dir=shards, progress=False)
     assert r.parsed == 1 and lookups.stat().st_mtime_ns == stamp and r.rows["lookups"] == len(before)
 
     # an edit to a looked-up name: resolved again, the new name is there and the old one gone
@@ -396,7 +396,130 @@ def test_incremental_lookups_resolved_again_only_when_their_input_changes(tmp_pa
     text = users.read_text()
     assert f'"{old}"' in text
     users.write_text(text.replace(f'"{old}"', '"renamed_symbol"'))
-    r = csource.index_tree(tree, include_dirs=["include"], shard_dir=shards, progress=False)
+    r = cindex.index_tree(tree, include_dirs=["include"], shard_dir=shards, progress=False)
     after = {row[0] for row in _rows(shards, "lookups")}
     assert "renamed_symbol" in after and old not in after
     assert r.rows["lookups"] == len(_rows(shards, "lookups"))
+
+
+def test_records_come_in_document_order(tmp_path):
+    # tree-sitter's captures are not in document order; the loader puts them back in it, so that
+    # the includes are followed as written and a name given two strings holds the later one.
+    (tmp_path / "include").mkdir()
+    for name in "abcd":
+        (tmp_path / "include" / f"{name}.h").write_text("")
+    (tmp_path / "x.c").write_text(
+        "".join(f"#include <{n}.h>\n" for n in "abcd")
+        + 'static const char *name = "first_sym";\n'
+        + 'static const char *name = "second_sym";\n'
+        + "int f(void) { return use(name); }\n")
+    r = cparse.parse_file("x.c", tmp_path, include_dirs=["include"])
+    assert r.includes == ["include/a.h", "include/b.h", "include/c.h", "include/d.h"]
+    assert r.string_args == [StringArg("f", "use", 0, "second_sym", "x.c", 7)]
+
+
+# ------------------------------------------------------------------------------------------------
+# bounds: what a hostile file cannot do (tests/test_source_hostile.py loads whole crafted trees)
+
+
+def test_function_spans_give_the_innermost_function():
+    # error recovery can leave a pseudo-function inside a real one (drivers/mtd/nftlmount.c):
+    # a call after it still belongs to the outer function
+    funcs = ctree._Functions()
+    for span in ((0, 100, "outer"), (10, 20, "inner"), (30, 40, "second"), (200, 300, "later")):
+        funcs.add(*span)
+    assert [funcs.at(p) for p in (0, 15, 25, 35, 50, 99, 100, 150, 250)] == [
+        "outer", "inner", "outer", "second", "outer", "outer", None, None, "later"]
+
+
+def test_neutralising_gives_up_on_text_that_would_cost_too_much():
+    src = b"int f(void) { return 0; }\n/* " + b"__printf(" * 200_000 + b" */\n"  # each scans to the limit
+    with pytest.raises(ctext.TextPassIncomplete):
+        neutralise.neutralise_kernel_macros(src)
+    r = cparse.parse_source(src, "x.c")  # parsed as it is, and said so
+    assert r.error == (f"kernel macros not neutralised: rewriting them would read the file more than "
+                       f"{neutralise.WORK_PER_BYTE} times over")
+    assert [f.name for f in r.functions] == ["f"]
+
+
+def test_directives_after_a_line_of_hashes():
+    src = b"x" + b"#" * 100_000 + b"\n#define A 1\nint y;\n"
+    assert list(ctext.directives(src)) == [(100_002, 100_013)]
+
+
+def test_includes_that_leave_the_tree_are_refused(tmp_path):
+    (tmp_path / "include" / "linux").mkdir(parents=True)
+    (tmp_path / "include" / "linux" / "ok.h").write_text("")
+    (tmp_path / "drivers" / "gpu" / "x").mkdir(parents=True)
+    written = ['"/etc/passwd"', '"../../../../etc/passwd"', "<../../etc/shadow>", '"a\0b.h"', "<linux/ok.h>",
+               '"../../platform/x86/ips.h"',  # (i915's: found through the -I its Makefile adds, not here)
+               "<linux/missing.h>", '"../../../include/linux/ok.h"']
+    found, refused = includes.resolve_includes(tmp_path, "drivers/gpu/x/y.c", written, includes.kernel_include_dirs())
+    assert found == ["include/linux/ok.h"]
+    assert refused == ['#include "/etc/passwd" not followed: an absolute path',
+                       '#include "../../../../etc/passwd" not followed: it leads outside the tree',
+                       "#include <../../etc/shadow> not followed: it leads outside the tree",
+                       '#include "a\0b.h" not followed: not a file name']
+
+
+def test_read_source_reads_only_regular_files_inside_the_tree(tmp_path):
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    (tree / "ok.c").write_text("int x;\n")
+    (tmp_path / "outside.c").write_text("int outside;\n")
+    os.symlink(tmp_path / "outside.c", tree / "out.c")
+    os.mkfifo(tree / "fifo.c")
+    (tree / "dir.c").mkdir()
+    root = cfiles.real_root(tree)
+    assert cfiles.read_source(root, "ok.c")[0] == b"int x;\n"
+    reasons = {}
+    for rel in ("out.c", "fifo.c", "dir.c", "missing.c"):
+        with pytest.raises(LoaderError) as e:
+            cfiles.read_source(root, rel)
+        reasons[rel] = e.value.reason
+    with pytest.raises(LoaderError) as e:
+        cfiles.read_source(root, "ok.c", limit=3)
+    assert reasons == {"out.c": f"outside the tree: it resolves to {tmp_path / 'outside.c'}",
+                       "fifo.c": "not a regular file: a FIFO", "dir.c": "not a regular file: a directory",
+                       "missing.c": "unreadable: No such file or directory"}
+    assert e.value.reason == "too large: 7 bytes (the limit is 3)"
+
+
+def test_a_worker_that_dies_does_not_hang_the_index(tmp_path, monkeypatch):
+    # a crash in tree-sitter or the OOM killer takes a worker: the others' files are indexed, the
+    # file that kills the process it is given alone is recorded as not parsed
+    for name in ("a", "b", "crash", "d", "e"):
+        (tmp_path / f"{name}.c").write_text(f"int {name}_fn(void) {{ return 0; }}\n")
+    real = cindex.parse_read_file
+
+    def crashing(src, rel, *args):
+        if rel == "crash.c":
+            os.kill(os.getpid(), 9)
+        return real(src, rel, *args)
+
+    monkeypatch.setattr(cindex, "parse_read_file", crashing)  # the forked workers see it too
+    res = cindex.index_tree(tmp_path, shard_dir=tmp_path / "idx", workers=2, batch_files=2, progress=False)
+    assert res.errors == [("crash.c", "not parsed: the process parsing it died (a crash in the parser, "
+                                      "or killed for its memory)")]
+    assert sorted(r[0] for r in _rows(tmp_path / "idx", "functions")) == ["a_fn", "b_fn", "d_fn", "e_fn"]
+    assert res.stats.files_skipped == 1
+    monkeypatch.undo()
+    again = cindex.index_tree(tmp_path, shard_dir=tmp_path / "idx", workers=2, batch_files=2, progress=False)
+    assert again.parsed == 1 and again.errors == []  # tried again on the next run
+    assert "crash_fn" in {r[0] for r in _rows(tmp_path / "idx", "functions")}
+
+
+def test_a_long_file_is_queried_a_range_at_a_time_and_read_the_same(monkeypatch):
+    # the query's cost grows faster than its range (2 MB of fuzzed C took 17 s in one piece, past
+    # the deadline, 0.8 s in 64 kB ones): a long file is queried in ranges, a node met in two of
+    # them kept once, and what comes out is what one query over the whole file gives
+    part = (b'#include <linux/a.h>\nstatic const char *s = "sym_a";\nTEST_F(x, y) {\n\tf(s, "lit");\n}\n'
+            b'static struct kprobe kp = { .symbol_name = "do_fork", };\n'
+            b"int big(void) {\n" + b"\tg(1, h(2), \"str\");\n" * 3000 + b"}\n")
+    src = part * 8  # 0.5 MB: four ranges, functions and a macro-defined one across their edges
+    assert len(src) > 3 * cparse._QUERY_CHUNK
+    chunked = cparse.parse_source(src, "long.c")
+    monkeypatch.setattr(cparse, "_QUERY_CHUNK", 1 << 30)
+    whole = cparse.parse_source(src, "long.c")
+    assert chunked == whole
+    assert len(whole.calls) == 8 * (3000 * 2 + 2) and len(whole.functions) == 16 and len(whole.lookups) == 8

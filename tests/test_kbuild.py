@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from ksymgraph.loaders import kbuild
-from ksymgraph.loaders.kbuild import BuiltInto
+from ksymgraph.loaders import kbuild, make
+from ksymgraph.loaders.records import BuiltInto
 
 FIXTURES = Path(__file__).parent / "fixtures" / "kbuild"
 
@@ -106,3 +106,32 @@ def test_kbuild_coverage():
     assert share == pytest.approx(1 / 3)
     assert unmapped == ["other", "vmlinux"]
     assert kbuild.kbuild_coverage(records, []) == (0.0, [])
+
+
+def test_makefiles_that_cannot_be_read_are_reported(tmp_path):
+    import os
+
+    (tmp_path / "a").mkdir()
+    os.mkfifo(tmp_path / "a" / "Kbuild")  # would block the reader for ever
+    (tmp_path / "Kbuild").write_text("obj-y += a/ b/\n")
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "Makefile").write_text("include b/one.mk\nobj-y += b.o\n")
+    (tmp_path / "b" / "one.mk").write_text("include b/two.mk\n")  # a cycle: each read once
+    (tmp_path / "b" / "two.mk").write_text("include b/one.mk\n")
+    (tmp_path / "b" / "b.c").write_text("")
+    skipped = []
+    assert list(kbuild.evaluate_kbuild(tmp_path, {}, skipped=skipped)) == [BuiltInto("b/b.c", "vmlinux", None)]
+    assert skipped == [("a/Kbuild", "not a regular file: a FIFO")]
+
+
+def test_include_chain_is_cut_at_its_depth(tmp_path):
+    (tmp_path / "Makefile").write_text("include m0.mk\n")
+    n = make.MAX_INCLUDE_DEPTH + 3
+    for i in range(n):
+        (tmp_path / f"m{i}.mk").write_text(f"V{i} := {i}\ninclude m{i + 1}.mk\n")
+    skipped = []
+    values = kbuild.evaluate_makefile(tmp_path, ".", {}, skipped)
+    assert [v for v in values if v.startswith("V")] == [f"V{i}" for i in range(make.MAX_INCLUDE_DEPTH)]
+    assert skipped == [(f"m{make.MAX_INCLUDE_DEPTH - 1}.mk",
+                        f"include m{make.MAX_INCLUDE_DEPTH}.mk not followed: includes nest deeper than "
+                        f"{make.MAX_INCLUDE_DEPTH}")]

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from ksymgraph.loaders import csource, debian, kbuild, trees
+from ksymgraph.loaders import cindex, cparse, debian, kbuild, neutralise, trees
 
 pytestmark = pytest.mark.realdata
 
@@ -50,7 +50,7 @@ def kernel_tree(debian_kernel) -> Path:
 @pytest.fixture(scope="module")
 def kernel_index(kernel_tree):
     # The same index `ksymgraph load --source debian` uses, so one of them builds it for both.
-    return csource.index_tree(kernel_tree, workers=2, shard_dir=trees.index_dir(kernel_tree))
+    return cindex.index_tree(kernel_tree, workers=2, shard_dir=trees.index_dir(kernel_tree))
 
 
 def _c_files(root: Path, dirs) -> list[str]:
@@ -99,7 +99,7 @@ def test_exports_against_grep(kernel_tree, kernel_index):
             continued[path] = _continued_lines(kernel_tree / path)
         if int(lineno) not in continued[path]:  # templates inside #define are no exports
             grep.add((path, int(lineno)))
-    exports = csource.read_table(kernel_index.shard_dir, "exports").to_pylist()
+    exports = cindex.read_table(kernel_index.shard_dir, "exports").to_pylist()
     ours = {(e["file"], e["line"]) for e in exports if e["file"].endswith(".c")}
     missed = sorted(grep - ours)
     extra = sorted(ours - grep)
@@ -124,7 +124,7 @@ def test_functions_against_ctags(kernel_tree, kernel_index):
         if len(parts) >= 4 and parts[1] == "function":
             ctags.add((os.path.normpath(parts[3]), int(parts[2])))
     wanted = set(files)
-    functions = csource.read_table(kernel_index.shard_dir, "functions").to_pylist()
+    functions = cindex.read_table(kernel_index.shard_dir, "functions").to_pylist()
     ours = {(f["file"], f["line"]) for f in functions if f["file"] in wanted}
     missed = sorted(ctags - ours)
     recall = 1 - len(missed) / len(ctags)
@@ -149,7 +149,7 @@ def test_callers_against_cscope(kernel_tree, kernel_index, tmp_path):
     db = tmp_path / "cscope.out"
     subprocess.run(["cscope", "-bqk", "-i", str(tmp_path / "cscope.files"), "-f", str(db)],
                    cwd=kernel_tree, check=True, capture_output=True)
-    calls = csource.read_table(kernel_index.shard_dir, "calls").to_pylist()
+    calls = cindex.read_table(kernel_index.shard_dir, "calls").to_pylist()
     wanted = set(files)
     continued: dict[str, set[int]] = {}
 
@@ -166,7 +166,7 @@ def test_callers_against_cscope(kernel_tree, kernel_index, tmp_path):
                 out[(path, int(lineno))] = context
         return out
 
-    macro_defined = re.compile("|".join(pattern for pattern, _ in csource.FUNCTION_MACROS))
+    macro_defined = re.compile("|".join(pattern for pattern, _ in neutralise.FUNCTION_MACROS))
     print()
     worst = []
     for symbol in CSCOPE_SYMBOLS:
@@ -195,8 +195,8 @@ def lttng_tree() -> Path:
 
 
 def test_lttng_lookups(lttng_tree):
-    results = list(csource.for_each_record(lttng_tree, include_dirs=["include"]))
-    lookups = set(csource.resolve_file_lookups(results))
+    results = list(cparse.for_each_record(lttng_tree, include_dirs=["include"]))
+    lookups = set(cparse.resolve_file_lookups(results))
     found = {(lk.symbol, lk.file, lk.line) for lk in lookups}
 
     # expected, independently: every literal passed to the two wrappers, by grep

@@ -23,12 +23,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from ksymgraph.loaders import csource, debian
+from ksymgraph.loaders import cindex, debian, trees
 
 INDEX = """
 import sys
-from ksymgraph.loaders import csource
-r = csource.index_tree(sys.argv[1], workers=int(sys.argv[3]), shard_dir=sys.argv[2], progress=False)
+from ksymgraph.loaders import cindex
+r = cindex.index_tree(sys.argv[1], workers=int(sys.argv[3]), shard_dir=sys.argv[2], progress=False)
 print(f"files={r.stats.files} functions={r.rows['functions']} calls={r.rows['calls']} "
       f"exports={r.rows['exports']} lookups={r.rows['lookups']} error_share={r.stats.function_error_share():.4f}")
 """
@@ -39,13 +39,13 @@ print(f"files={r.stats.files} functions={r.rows['functions']} calls={r.rows['cal
 PARSE_ONLY = """
 import json, multiprocessing, sys
 from pathlib import Path
-from ksymgraph.loaders import csource
+from ksymgraph.loaders import cparse
 root = Path(sys.argv[1])
 files = sorted(json.loads((Path(sys.argv[2]) / "manifest.json").read_bytes())["files"])
 def parse(rel):
     src = (root / rel).read_bytes()
     if rel.endswith(".c") or b"{" in src:
-        csource._tree_sitter()[0].parse(src)
+        cparse._tree_sitter()[0].parse(src)
     return len(src)
 with multiprocessing.get_context("fork").Pool(int(sys.argv[3])) as pool:
     total = sum(pool.imap_unordered(parse, files, chunksize=64))
@@ -56,7 +56,7 @@ print(f"files={len(files)} bytes={total >> 20} MiB")
 def kernel_tree() -> Path:
     unpacked, _ = debian.fetch_package("linux-source-6.1")
     tarball = next(iter(sorted(unpacked.glob("usr/src/linux-source-*.tar.xz"))))
-    return csource.unpack_source_tarball(tarball, debian.cache_dir() / "src" / unpacked.name)
+    return trees.unpack_source_tarball(tarball, debian.cache_dir() / "src" / unpacked.name)
 
 
 def timed(cmd: list[str], cwd: Path) -> tuple[float, int, str]:
@@ -103,13 +103,13 @@ def main() -> None:
         try:
             target.write_bytes(original + b"\n/* ksymgraph bench */\n")
             started = time.monotonic()
-            res = csource.index_tree(root, workers=args.workers, shard_dir=shard_dir, progress=False)
+            res = cindex.index_tree(root, workers=args.workers, shard_dir=shard_dir, progress=False)
             one = time.monotonic() - started
             assert res.parsed == 1, res.parsed
         finally:
             target.write_bytes(original)
         started = time.monotonic()
-        res = csource.index_tree(root, workers=args.workers, shard_dir=shard_dir, progress=False)
+        res = cindex.index_tree(root, workers=args.workers, shard_dir=shard_dir, progress=False)
         back = time.monotonic() - started
         rows.append(("ksymgraph one-file re-index", one, 0, f"parsed {1}; restore: {back:.2f} s"))
 

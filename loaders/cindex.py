@@ -1,0 +1,589 @@
+"""The index of a whole C tree: worker processes writing Parquet shards, kept up to date incrementally.
+
+:func:`index_tree` parses a kernel tree with a pool of worker processes (each file with
+:func:`ksymgraph.loaders.cparse.parse_read_file`), each worker writing its batch's rows to its own
+Parquet shard, one directory per table under ``shard_dir``. A manifest of every file's size,
+mtime, content hash, includes and shard lets a re-run re-parse only the files that changed, and
+drop the rows of files that changed or went away. Lookups through wrappers are resolved over the
+whole index at the end (``lookups.parquet``). :func:`read_table` reads a table back.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing
+import os
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
+from typing import Iterable, NamedTuple
+
+from .cfiles import file_signature, read_source, real_root, tree_files
+from .cparse import PARSE_SECONDS, parse_read_file
+from .includes import kernel_include_dirs
+from .lookups import find_wrappers, resolve_lookups
+from .records import ArgFlow, Call, ExportSite, FunctionDef, LoaderError, LookUp, ParseStats, Skipped, StringArg
+
+__all__ = ["TABLES", "IndexResult", "TableWriter", "index_tree", "read_table", "write_table"]
+
+#: Tables written per shard, each ``<shard_dir>/<table>/<shard id>.parquet``.
+TABLES = {
+    "functions": FunctionDef,
+    "calls": Call,
+    "exports": ExportSite,
+    "direct_lookups": LookUp,
+    "string_args": StringArg,
+    "arg_flows": ArgFlow,
+}
+
+MANIFEST_VERSION = 2
+
+#: The modules whose code decides what an index holds: a change to any of them re-indexes all.
+_LOADER_MODULES = ("cparse.py", "ctree.py", "cexports.py", "ctext.py", "neutralise.py", "includes.py", "cfiles.py",
+                   "lookups.py", "records.py", "cindex.py")
+
+
+class IndexResult(NamedTuple):
+    """What :func:`index_tree` did."""
+
+    shard_dir: Path
+    """Root of the shards: one sub-directory of Parquet files per table, plus ``lookups.parquet``
+    and ``manifest.json``."""
+    shards: list[Path]
+    """Shard files of every table (``<shard_dir>/<table>/<id>.parquet``)."""
+    rows: dict[str, int]
+    """Row count per table over the whole index (``lookups`` included)."""
+    stats: ParseStats
+    """Parse statistics over all indexed files."""
+    errors: list[Skipped]
+    """Files that could not be read (or not fully), includes not followed, and directories that
+    could not be listed, with the reason."""
+    parsed: int
+    """Files parsed during this run (the rest were unchanged and reused)."""
+    reused: int
+    """Files whose rows were kept from an earlier run."""
+    seconds: float
+    """Wall time of the run."""
+
+
+# --------------------------------------------------------------------------------------------
+# Parquet
+
+
+def _schema(record_type):
+    """The Arrow schema of a record type: its fields, in order, as string/int32/bool columns."""
+    import typing
+
+    import pyarrow as pa
+
+    arrow = {str: pa.string(), int: pa.int32(), bool: pa.bool_()}
+    fields = []
+    for name, hint in typing.get_type_hints(record_type).items():
+        base = next(t for t in (typing.get_args(hint) or (hint,)) if t is not type(None))
+        fields.append(pa.field(name, arrow[base], nullable=True))
+    return pa.schema(fields)
+
+
+class TableWriter:
+    """Records of one type written to a Parquet file a row group at a time, so that memory stays
+    bounded however many there are; the file takes its place (atomically) when the writer closes
+    without an error. Use as a context manager."""
+
+    def __init__(self, path: Path, record_type, rows_per_group: int = 1 << 16, compression: str = "zstd"):
+        import pyarrow.parquet as pq
+
+        self.path = Path(path)
+        self.schema = _schema(record_type)
+        self.rows_per_group = rows_per_group
+        self.rows: list = []
+        self.count = 0
+        """Records written so far."""
+        self._tmp = self.path.with_name(f".{self.path.name}.tmp")
+        self._writer = pq.ParquetWriter(self._tmp, self.schema, compression=compression)
+
+    def add(self, row) -> None:
+        self.rows.append(row)
+        if len(self.rows) >= self.rows_per_group:
+            self._flush()
+
+    def extend(self, rows) -> None:
+        for row in rows:
+            self.add(row)
+
+    def _flush(self) -> None:
+        import pyarrow as pa
+
+        columns = list(zip(*self.rows)) if self.rows else [[] for _ in self.schema]
+        self._writer.write_table(pa.Table.from_arrays(
+            [pa.array(list(c), type=f.type) for c, f in zip(columns, self.schema)], schema=self.schema))
+        self.count += len(self.rows)
+        self.rows = []
+
+    def __enter__(self) -> "TableWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            if exc_type is None and (self.rows or not self.count):
+                self._flush()
+        finally:
+            self._writer.close()
+        if exc_type is None:
+            os.replace(self._tmp, self.path)
+        else:
+            self._tmp.unlink(missing_ok=True)
+
+
+def write_table(path: Path, record_type, rows: list, compression: str = "zstd") -> None:
+    """Write ``rows`` (records of ``record_type``) to the Parquet file ``path``, atomically."""
+    with TableWriter(path, record_type, max(len(rows), 1), compression) as writer:
+        writer.extend(rows)
+
+
+def _replace_parquet(table, path: Path, compression: str = "zstd") -> None:
+    """Write ``table`` to ``path`` through a temporary file: readers see the old file or the new."""
+    import pyarrow.parquet as pq
+
+    tmp = path.with_name(f".{path.name}.tmp")
+    pq.write_table(table, tmp, compression=compression)
+    os.replace(tmp, path)
+
+
+def read_table(shard_dir: str | os.PathLike, table: str):
+    """One table of an index as a ``pyarrow.Table`` (all shards; ``lookups`` too)."""
+    import pyarrow.dataset as ds
+    import pyarrow.parquet as pq
+
+    shard_dir = Path(shard_dir)
+    if table == "lookups":
+        return pq.read_table(shard_dir / "lookups.parquet")
+    if table not in TABLES:
+        raise KeyError(f"no table {table!r}; tables: {', '.join([*TABLES, 'lookups'])}")
+    files = sorted((shard_dir / table).glob("*.parquet"))
+    return ds.dataset(files, format="parquet", schema=_schema(TABLES[table])).to_table()
+
+
+# --------------------------------------------------------------------------------------------
+# Workers
+
+
+#: ``lookup_sig`` of a file that gives the wrapper analysis nothing.
+_NO_LOOKUP_INPUT = hashlib.sha1(repr([[], [], []]).encode()).hexdigest()
+
+
+def _lookup_signature(result) -> str:
+    """Hash of what the whole-tree wrapper analysis reads from a file: when it is unchanged, a
+    re-index need not resolve the lookups again. (Sorted: the loader collects some of these
+    through sets, in no fixed order.)"""
+    rows = (result.lookups, result.string_args, result.arg_flows)
+    return hashlib.sha1(repr([sorted(map(repr, r)) for r in rows]).encode()).hexdigest()
+
+
+def _index_batch(job) -> tuple[str, list[dict], dict[str, int]]:
+    """Worker: parse a batch of files and write one shard per table. Returns (shard id, one entry
+    per file for the manifest, row count per table)."""
+    root_s, files, include_dirs, shard_dir, shard_id, seconds = job
+    root = Path(root_s)
+    rows: dict[str, list] = {t: [] for t in TABLES}
+    entries = []
+    resolved: dict = {}
+    for rel in files:
+        entry = {"file": rel, "shard": shard_id}
+        entries.append(entry)
+        try:
+            src, st = read_source(root_s, rel)
+        except LoaderError as e:
+            entry.update(error=e.reason, sha1=None, includes=[], refused=[], stats=list(ParseStats(0, 0, 0, 0, 1)))
+            continue
+        entry["size"], entry["mtime_ns"] = st.st_size, st.st_mtime_ns
+        entry["sha1"] = hashlib.sha1(src).hexdigest()
+        result = parse_read_file(src, rel, root, include_dirs, resolved, seconds)
+        entry.update(error=result.error, includes=result.includes, refused=result.includes_refused,
+                     stats=list(result.stats), lookup_sig=_lookup_signature(result))
+        rows["functions"] += result.functions
+        rows["calls"] += result.calls
+        rows["exports"] += result.exports
+        rows["direct_lookups"] += result.lookups
+        rows["string_args"] += result.string_args
+        rows["arg_flows"] += result.arg_flows
+    for table, record_type in TABLES.items():
+        write_table(Path(shard_dir) / table / f"{shard_id}.parquet", record_type, rows[table])
+    return shard_id, entries, {t: len(r) for t, r in rows.items()}
+
+
+def _batches(root: Path, files: list[str], target_bytes: int, max_files: int) -> list[list[str]]:
+    batches, cur, size = [], [], 0
+    for rel in files:
+        try:
+            n = os.path.getsize(root / rel)
+        except OSError:
+            n = 0
+        cur.append(rel)
+        size += n
+        if size >= target_bytes or len(cur) >= max_files:
+            batches.append(cur)
+            cur, size = [], 0
+    if cur:
+        batches.append(cur)
+    return batches
+
+
+# --------------------------------------------------------------------------------------------
+# The manifest
+
+
+def _load_manifest(shard_dir: Path, root: Path, include_dirs: list[str]) -> dict:
+    path = shard_dir / "manifest.json"
+    empty = {"version": MANIFEST_VERSION, "loader": _loader_fingerprint(), "root": str(root),
+             "include_dirs": include_dirs, "files": {}, "shards": {}, "next_shard": 0}
+    try:
+        manifest = _json_loads(path.read_bytes())
+    except (OSError, ValueError):
+        return empty
+    if (
+        manifest.get("version") != MANIFEST_VERSION
+        or manifest.get("include_dirs") != include_dirs
+        or manifest.get("loader") != empty["loader"]
+    ):
+        return empty
+    return manifest
+
+
+def _loader_fingerprint() -> str:
+    """Hash of this loader's code and the grammar's version: a new loader re-indexes everything."""
+    h = hashlib.sha1()
+    for module in _LOADER_MODULES:
+        h.update((Path(__file__).parent / module).read_bytes())
+    try:
+        from importlib.metadata import version
+
+        h.update(version("tree-sitter-c").encode() + version("tree-sitter").encode())
+    except Exception:
+        pass
+    return h.hexdigest()
+
+
+def _save_manifest(shard_dir: Path, manifest: dict) -> None:
+    tmp = shard_dir / "manifest.json.tmp"
+    tmp.write_bytes(_json_dumps(manifest))
+    os.replace(tmp, shard_dir / "manifest.json")
+
+
+# The manifest of a kernel tree is 23 MB of JSON: orjson reads and writes it in a quarter of the
+# time, which is most of a one-file re-index; the standard library does the same job without it.
+try:
+    import orjson
+
+    _json_loads, _json_dumps = orjson.loads, orjson.dumps
+except ImportError:  # pragma: no cover - orjson is a declared dependency
+    def _json_loads(data: bytes):
+        return json.loads(data)
+
+    def _json_dumps(obj) -> bytes:
+        return json.dumps(obj, separators=(",", ":")).encode()
+
+
+def _drop_files(shard_dir: Path, manifest: dict, gone: dict[str, set[str]]) -> None:
+    """Rewrite each shard in ``gone`` ({shard id: files}) without those files' rows."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    for shard_id, files in gone.items():
+        info = manifest["shards"].get(shard_id)
+        if info is None:
+            continue
+        remaining = [f for f in info["files"] if f not in files]
+        for table in TABLES:
+            path = shard_dir / table / f"{shard_id}.parquet"
+            if not remaining:
+                path.unlink(missing_ok=True)
+                continue
+            t = pq.read_table(path)
+            keep = pc.invert(pc.is_in(t["file"], value_set=pa.array(sorted(files), type=pa.string())))
+            t = t.filter(keep)
+            _replace_parquet(t, path)
+            info["rows"][table] = t.num_rows
+        if remaining:
+            info["files"] = remaining
+        else:
+            del manifest["shards"][shard_id]
+
+
+# --------------------------------------------------------------------------------------------
+# index_tree
+
+
+class _Indexer:
+    """One run of :func:`index_tree`: rounds of files to parse (the files asked for, then the
+    headers they include, then theirs...), each file looked at once."""
+
+    def __init__(self, root: Path, shard_dir: Path, include_dirs: list[str], headers: bool, workers: int,
+                 progress: bool, batch_bytes: int, batch_files: int, seconds: float):
+        self.root = root
+        self.root_s = str(root)  # str joins: pathlib costs 0.4 s over a kernel tree here
+        self.shard_dir = shard_dir
+        self.include_dirs = include_dirs
+        self.headers = headers
+        self.workers = workers
+        self.progress = progress
+        self.batch_bytes, self.batch_files = batch_bytes, batch_files
+        self.seconds = seconds
+        #: Directories the walk could not list.
+        self.unlisted: list[Skipped] = []
+        self.manifest = _open_manifest(shard_dir, root, include_dirs)
+        self.known: dict[str, dict] = self.manifest["files"]
+        self.seen: set[str] = set()
+        self.parsed = 0
+        self.lookups_changed = False
+        self.pool = None
+        self.bar = None
+
+    def run(self, wanted: list[str]) -> None:
+        """Index ``wanted`` and, when ``headers``, what they include, transitively; then drop the
+        files no longer wanted and save the manifest."""
+        try:
+            todo = wanted
+            while todo:
+                todo = [f for f in dict.fromkeys(todo) if f not in self.seen]
+                self.seen.update(todo)
+                todo = self.index_round(todo)
+        finally:
+            if self.pool is not None:
+                self.pool.shutdown()
+            if self.bar is not None:
+                self.bar.close()
+        self.drop_unwanted()
+        _save_manifest(self.shard_dir, self.manifest)
+
+    def index_round(self, todo: list[str]) -> list[str]:
+        """Re-use the unchanged files of ``todo``, parse the others; returns their includes."""
+        to_parse: list[str] = []
+        next_todo: list[str] = []
+        gone: dict[str, set[str]] = {}
+        for rel in todo:
+            entry = self.known.get(rel)
+            if entry is not None and self.unchanged(rel, entry):
+                if self.headers:
+                    next_todo += entry["includes"]
+                continue
+            if entry is not None:
+                gone.setdefault(entry["shard"], set()).add(rel)
+            to_parse.append(rel)
+        _drop_files(self.shard_dir, self.manifest, gone)
+        if to_parse:
+            next_todo += self.parse(to_parse)
+        return next_todo
+
+    def unchanged(self, rel: str, entry: dict) -> bool:
+        """The file's size and mtime are as recorded, or else its content hash is (the new size
+        and mtime are recorded then)."""
+        if not entry.get("sha1"):
+            return False
+        path = os.path.join(self.root_s, rel)
+        try:
+            sig = file_signature(path)
+        except OSError:
+            return False
+        if sig == (entry.get("size"), entry.get("mtime_ns")):
+            return True
+        try:
+            sha1 = hashlib.sha1(read_source(self.root_s, rel)[0]).hexdigest()
+        except LoaderError:
+            return False
+        if sha1 != entry["sha1"]:
+            return False
+        entry["size"], entry["mtime_ns"] = sig
+        return True
+
+    def parse(self, to_parse: list[str]) -> list[str]:
+        """Parse ``to_parse`` in batches, one shard each; returns the files they include."""
+        jobs = [(self.root_s, batch, self.include_dirs, str(self.shard_dir), self.new_shard(), self.seconds)
+                for batch in _batches(self.root, to_parse, self.batch_bytes, self.batch_files)]
+        if self.progress and self.bar is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=0, unit="file", file=sys.stderr, desc="parsing", dynamic_ncols=True)
+        if self.bar is not None:
+            self.bar.total += len(to_parse)
+            self.bar.refresh()
+        included: list[str] = []
+        for shard_id, entries, rows in self.results(jobs):
+            self.manifest["shards"][shard_id] = {"files": [e["file"] for e in entries], "rows": rows}
+            for e in entries:
+                old = self.known.get(e["file"])
+                if old is None or old.get("lookup_sig") != e.get("lookup_sig"):
+                    self.lookups_changed = True
+                self.known[e["file"]] = e
+                if self.headers:
+                    included += e["includes"]
+            self.parsed += len(entries)
+            if self.bar is not None:
+                self.bar.update(len(entries))
+        return included
+
+    def new_shard(self) -> str:
+        shard_id = f"{self.manifest['next_shard']:06d}"
+        self.manifest["next_shard"] += 1
+        return shard_id
+
+    def results(self, jobs: list[tuple]):
+        """The result of each job (:func:`_index_batch`) as it is done, in the worker pool when
+        there is more than one job. A worker that dies (a crash in tree-sitter, the kernel's OOM
+        killer) does not hang the run: the jobs it left run again one at a time, each in a
+        process of its own; a job that kills that one too is split into its files, and a file
+        that kills the process it has to itself is recorded as not parsed."""
+        if self.workers <= 1 or len(jobs) <= 1:
+            yield from map(_index_batch, jobs)
+            return
+        if self.pool is None:
+            self.pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("fork"))
+        futures = {self.pool.submit(_index_batch, job): job for job in jobs}
+        left = []
+        for future in as_completed(futures):
+            try:
+                yield future.result()
+            except BrokenProcessPool:
+                left.append(futures[future])
+        if left:
+            self.pool.shutdown()
+            self.pool = None
+            for job in sorted(left, key=lambda j: j[4]):
+                yield from self.alone(job)
+
+    def alone(self, job: tuple, split: bool = True):
+        """The result of ``job`` run in a process of its own (see :meth:`results`)."""
+        try:
+            with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork")) as single:
+                yield single.submit(_index_batch, job).result()
+            return
+        except BrokenProcessPool:
+            pass
+        root_s, files, include_dirs, shard_dir, shard_id, seconds = job
+        for table in TABLES:  # whatever the dead process wrote of this shard
+            (self.shard_dir / table / f"{shard_id}.parquet").unlink(missing_ok=True)
+        if split and len(files) > 1:
+            for rel in files:
+                yield from self.alone((root_s, [rel], include_dirs, shard_dir, self.new_shard(), seconds), split=False)
+            return
+        for table, record_type in TABLES.items():
+            write_table(self.shard_dir / table / f"{shard_id}.parquet", record_type, [])
+        entry = {"file": files[0], "shard": shard_id, "sha1": None, "includes": [], "refused": [],
+                 "stats": list(ParseStats(0, 0, 0, 0, 1)),
+                 "error": "not parsed: the process parsing it died (a crash in the parser, or killed for its memory)"}
+        yield shard_id, [entry], {t: 0 for t in TABLES}
+
+    def drop_unwanted(self) -> None:
+        """Drop the rows of files no longer wanted (deleted, or headers no longer included)."""
+        gone: dict[str, set[str]] = {}
+        for rel in [f for f in self.known if f not in self.seen]:
+            gone.setdefault(self.known[rel]["shard"], set()).add(rel)
+            if self.known[rel].get("lookup_sig") != _NO_LOOKUP_INPUT:
+                self.lookups_changed = True
+            del self.known[rel]
+        _drop_files(self.shard_dir, self.manifest, gone)
+
+    def result(self, started: float) -> IndexResult:
+        """What the run did, with the row counts of the whole index."""
+        lookups_file = self.shard_dir / "lookups.parquet"
+        if self.lookups_changed or not lookups_file.is_file():
+            lookups = _write_lookups(self.shard_dir)
+        else:
+            import pyarrow.parquet as pq
+
+            lookups = pq.read_metadata(lookups_file).num_rows
+        rows = {t: 0 for t in TABLES}
+        shards = []
+        for shard_id, info in self.manifest["shards"].items():
+            for t in TABLES:
+                rows[t] += info["rows"][t]
+                shards.append(self.shard_dir / t / f"{shard_id}.parquet")
+        rows["lookups"] = lookups
+        known = self.known
+        stats = ParseStats(*(sum(column) for column in zip(*(e["stats"] for e in known.values())))) if known \
+            else ParseStats(0, 0, 0, 0)
+        errors = list(self.unlisted)
+        for rel, e in sorted(known.items()):
+            if e.get("error"):
+                errors.append(Skipped(rel, e["error"]))
+            errors += [Skipped(rel, refused) for refused in e.get("refused", ())]
+        return IndexResult(self.shard_dir, shards, rows, stats, errors, self.parsed, len(known) - self.parsed,
+                           time.monotonic() - started)
+
+
+def _open_manifest(shard_dir: Path, root: Path, include_dirs: list[str]) -> dict:
+    """The manifest of the index in ``shard_dir`` (made, with its table directories, if need be);
+    a fresh one when the old one is from another loader, and then no stale shard is left."""
+    for table in TABLES:
+        (shard_dir / table).mkdir(parents=True, exist_ok=True)
+    manifest = _load_manifest(shard_dir, root, include_dirs)
+    if not manifest["files"]:
+        for table in TABLES:
+            for old in (shard_dir / table).glob("*.parquet"):
+                old.unlink()
+    return manifest
+
+
+def index_tree(
+    root: str | os.PathLike,
+    files: Iterable[str] | None = None,
+    include_dirs: list[str] | None = None,
+    workers: int = 2,
+    shard_dir: str | os.PathLike | None = None,
+    headers: bool = True,
+    progress: bool = True,
+    batch_bytes: int = 2 << 20,
+    batch_files: int = 200,
+    seconds: float = PARSE_SECONDS,
+) -> IndexResult:
+    """Index a whole tree into Parquet shards, re-parsing only what changed since the last run.
+
+    ``files`` (default: every ``.c`` file under ``root``) and, when ``headers``, the headers
+    they include, transitively (resolved against ``include_dirs``, default
+    :func:`~ksymgraph.loaders.includes.kernel_include_dirs`), are parsed by ``workers`` processes;
+    each worker writes its batch's rows to its own shard. ``shard_dir`` (default
+    ``<root>/.ksymgraph-index``) holds a manifest of every file's size, mtime, SHA-1 and shard: a
+    file whose size and mtime are unchanged is not read again; one whose content hash is unchanged
+    is not parsed again; the rows of a changed or deleted file are dropped from its old shard.
+    Lookups through wrappers are resolved over the whole index at the end (``lookups.parquet``).
+
+    Files are read as :func:`~ksymgraph.loaders.cfiles.read_source` reads (regular files inside
+    the tree, up to a size) and parsed within ``seconds`` each
+    (:func:`~ksymgraph.loaders.cparse.parse_source`); those that are not, and the directories the
+    walk cannot list, are in ``errors`` with the reason.
+    """
+    started = time.monotonic()
+    root = Path(real_root(root))
+    include_dirs = kernel_include_dirs() if include_dirs is None else list(include_dirs)
+    shard_dir = Path(shard_dir) if shard_dir is not None else root / ".ksymgraph-index"
+    indexer = _Indexer(root, shard_dir, include_dirs, headers, workers, progress, batch_bytes, batch_files, seconds)
+    if files is None:
+        listing = tree_files(root)
+        indexer.unlisted = listing.skipped
+        files = listing.c
+    indexer.run(list(files))
+    return indexer.result(started)
+
+
+def _write_lookups(shard_dir: Path) -> int:
+    """Resolve lookups through wrappers over the whole index into ``lookups.parquet``.
+
+    Only the string arguments passed to a lookup function or a wrapper are turned into Python
+    records (filtered in Arrow first), which keeps an incremental run short."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    def records(table, record_type):
+        cols = [table[name].to_pylist() for name in record_type._fields]
+        return [record_type(*row) for row in zip(*cols)]
+
+    flows = records(read_table(shard_dir, "arg_flows"), ArgFlow)
+    wrappers = find_wrappers(flows)
+    args = read_table(shard_dir, "string_args")
+    args = args.filter(pc.is_in(args["callee"], value_set=pa.array(sorted({f for f, _ in wrappers}), type=pa.string())))
+    found = list(resolve_lookups(records(args, StringArg), flows, records(read_table(shard_dir, "direct_lookups"), LookUp)))
+    write_table(shard_dir / "lookups.parquet", LookUp, found)
+    return len(found)

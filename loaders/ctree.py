@@ -1,0 +1,462 @@
+"""The records of one parsed C file, read from its tree-sitter tree.
+
+The tree is read with one combined query (:data:`QUERY`: function definitions, calls, string
+arguments, initialisers, includes, error nodes) and a small one for the functions a macro defines
+(:data:`MACRO_QUERY`: ``TEST_F(fixture, name) { ... }``). Nothing here walks up a tree: a node's
+parent costs tree-sitter a descent from the root, so a file nested 100,000 levels deep would cost
+quadratic time. The patterns capture the node whose children are read instead.
+
+Depth is bounded where tree-sitter's query engine would not cope (its states keep a 16-bit depth,
+and a pattern with a child is quadratic in the nesting): patterns start at most :data:`MAX_DEPTH`
+levels down. The calls nested deeper are counted by :func:`calls_deeper_than`, an iterative walk
+that visits only the subtrees large enough to reach that deep, and reported.
+"""
+
+from __future__ import annotations
+
+import bisect
+import heapq
+import re
+from typing import Callable
+
+from .cexports import SYMBOL_LIKE, export_sites
+from .lookups import IDENTIFIER_LOOKUPS
+from .records import ArgFlow, Call, ExportSite, FunctionDef, LookUp, StringArg
+
+__all__ = ["QUERY", "MACRO_QUERY", "MAX_DEPTH", "TreeRecords", "calls_deeper_than"]
+
+#: The one query run over each tree. Each pattern captures the node whose children are read.
+QUERY = """
+(function_definition) @func
+(call_expression) @call
+(call_expression function: (identifier) arguments: (argument_list (string_literal))) @call.str
+(init_declarator value: (string_literal)) @var.str
+(initializer_pair value: (string_literal)) @field.init
+(initializer_pair value: (identifier)) @field.initvar
+(assignment_expression left: (field_expression) right: (string_literal)) @field.assign
+(assignment_expression left: (field_expression) right: (identifier)) @field.assignvar
+(preproc_include path: (_) @include)
+(ERROR) @error
+"""
+
+#: ``MACRO(args)`` at file scope followed by a block: a function a macro defines, which
+#: tree-sitter reads as a call statement missing its ``;`` and a block.
+MACRO_QUERY = "\n".join(
+    f"({parent} (expression_statement (call_expression function: (identifier) @name)) @stmt . "
+    f"(compound_statement) @body)"
+    for parent in ("translation_unit", "preproc_if", "preproc_ifdef", "preproc_else")
+)
+
+#: How deep in a tree a query pattern may start (levels below the root). The deepest node of
+#: linux-source-6.1 is 2,090 levels down (lib/test_bpf.c, the next 741); a call costs two levels
+#: (call, arguments), so 1,999 nested calls are read and the rest counted.
+MAX_DEPTH = 4000
+
+_DECLARATOR_FIELDS = ("pointer_declarator", "parenthesized_declarator", "attributed_declarator",
+                      "function_declarator", "array_declarator", "init_declarator")
+_FIELD_KINDS = ("field.init", "field.initvar", "field.assign", "field.assignvar")
+#: How far up from a ``.symbol_name`` initialiser its struct's type is looked for.
+_PROBE_LEVELS = 8
+
+
+def _string_value(text: bytes, node) -> str | None:
+    """The content of a plain string literal node (no escapes, no prefix), else None."""
+    raw = text[node.start_byte : node.end_byte]
+    if len(raw) < 2 or raw[:1] != b'"' or raw[-1:] != b'"' or b"\\" in raw:
+        return None
+    return raw[1:-1].decode("utf-8", "replace")
+
+
+def _inner_declarator(node):
+    if node.type == "parenthesized_declarator":
+        return node.named_children[0] if node.named_children else None
+    return node.child_by_field_name("declarator")
+
+
+def _declarator_name(node):
+    """The identifier node a declarator declares (descending through pointers, parentheses...)."""
+    while node is not None and node.type in _DECLARATOR_FIELDS:
+        node = _inner_declarator(node)  # int (*get(int))(int): parentheses have no field
+    if node is not None and node.type in ("identifier", "field_identifier", "type_identifier"):
+        return node
+    return None
+
+
+def _function_declarator(node):
+    """The function_declarator under a definition's declarator, or None."""
+    d = node.child_by_field_name("declarator")
+    while d is not None and d.type != "function_declarator":
+        if d.type not in _DECLARATOR_FIELDS:
+            return None
+        d = _inner_declarator(d)
+    return d
+
+
+def _arguments(args):
+    """(index, node) of each argument of an argument list (comments are not arguments)."""
+    index = 0
+    for arg in args.named_children:
+        if arg.type != "comment":
+            yield index, arg
+            index += 1
+
+
+def _callee(node):
+    """(name node, through a struct member) of the function a call names, or None (a call
+    through an expression: ``fns[i]()``)."""
+    while node.type in ("parenthesized_expression", "pointer_expression"):
+        inner = node.named_children
+        if not inner:
+            break
+        node = inner[-1] if node.type == "pointer_expression" else inner[0]
+    if node.type == "identifier":
+        return node, False
+    if node.type == "field_expression":
+        field = node.child_by_field_name("field")
+        return (field, True) if field is not None else None
+    return None
+
+
+class _Functions:
+    """Function spans of one file, to find the innermost function holding a byte offset."""
+
+    def __init__(self):
+        self.spans: list[tuple[int, int, str]] = []
+        self._bounds: list[int] = []
+        self._names: list[str | None] = []
+
+    def add(self, start: int, end: int, name: str) -> None:
+        self.spans.append((start, end, name))
+        self._bounds = []
+
+    def at(self, pos: int) -> str | None:
+        if not self._bounds and self.spans:
+            self._segments()
+        i = bisect.bisect_right(self._bounds, pos) - 1
+        return self._names[i] if i >= 0 else None
+
+    def _segments(self) -> None:
+        """Cut the file at every span's start and end; each piece gets the span that starts last
+        among those holding it (the innermost). One sweep with a heap: linear-logarithmic however
+        the spans nest."""
+        events = sorted({p for s, e, _ in self.spans for p in (s, e)})
+        starts = sorted(self.spans)
+        bounds, names = [], []
+        active: list[tuple[int, int, str]] = []  # (-start, end, name)
+        k = 0
+        for p in events:
+            while k < len(starts) and starts[k][0] <= p:
+                s, e, name = starts[k]
+                heapq.heappush(active, (-s, e, name))
+                k += 1
+            while active and active[0][1] <= p:
+                heapq.heappop(active)
+            name = active[0][2] if active else None
+            if not names or names[-1] != name:
+                bounds.append(p)
+                names.append(name)
+        self._bounds, self._names = bounds, names
+
+
+def calls_deeper_than(root, limit: int, call_kind: int, check: Callable[[], None] = lambda: None) -> int:
+    """How many ``call_expression`` nodes (``call_kind``) lie more than ``limit`` levels below
+    ``root``. Iterative; descends only into a subtree whose size lets it reach that deep, so a
+    file of ordinary depth costs a few hundred node visits. ``check`` is called every 65,536."""
+
+    def can_reach(node, depth: int) -> bool:
+        return depth + node.descendant_count - 1 > limit
+
+    if not can_reach(root, 0):
+        return 0
+    cur = root.walk()
+    depth = count = visits = 0
+    while True:
+        visits += 1
+        if not visits & 0xFFFF:
+            check()
+        if depth > limit and cur.node.kind_id == call_kind:
+            count += 1
+        if cur.goto_first_child():
+            depth += 1
+            if can_reach(cur.node, depth) or _next_reaching(cur, depth, can_reach):
+                continue
+            cur.goto_parent()
+            depth -= 1
+        while True:  # on to the next subtree that can reach, climbing as far as need be
+            if depth == 0:
+                return count
+            if _next_reaching(cur, depth, can_reach):
+                break
+            cur.goto_parent()
+            depth -= 1
+
+
+def _next_reaching(cur, depth: int, can_reach: Callable) -> bool:
+    while cur.goto_next_sibling():
+        if can_reach(cur.node, depth):
+            return True
+    return False
+
+
+class TreeRecords:
+    """The records of one file, read from the captures of :data:`QUERY` on its tree. ``check`` is
+    called now and then (it raises when the file's parse deadline has passed)."""
+
+    def __init__(self, file: str, text: bytes, caps: dict, macro_matches: list, check: Callable[[], None]):
+        self.file = file
+        self.text = text
+        self.caps = caps
+        self.macro_matches = macro_matches
+        self.check = check
+        self.funcs = _Functions()
+        self.functions: list[FunctionDef] = []
+        self.with_errors = 0
+        self.char_params: dict[str, dict[str, int]] = {}
+        #: ``const char *name = "sym";`` per (function, name); file scope under None.
+        self.string_vars: dict[tuple[str | None, str], str] = {}
+        #: Struct fields initialised with strings: ``.save_func_name = "save_stack_trace"``.
+        self.field_strings: dict[str, list[str]] = {}
+        self.lookups: list[LookUp] = []
+        self.calls: list[Call] = []
+        self.string_args: list[StringArg] = []
+        self.arg_flows: list[ArgFlow] = []
+
+    def node_text(self, node) -> str:
+        return self.text[node.start_byte : node.end_byte].decode("utf-8", "replace")
+
+    def every(self, nodes):
+        """The nodes, with ``check`` called every 1,024 of them."""
+        for i, node in enumerate(nodes):
+            if not i & 1023:
+                self.check()
+            yield node
+
+    def read(self, root) -> tuple[list[ExportSite], list[str]]:
+        """Everything, in the order each part needs the one before; returns the export sites
+        (checked against the tree at ``root``, or against the directives when ``root`` is None)
+        and the includes as written."""
+        self.read_definitions()
+        self.read_macro_definitions()
+        self.read_string_constants()
+        self.read_field_strings()
+        self.read_calls()
+        self.read_string_literal_args()
+        self.check()
+        defined = {f.name for f in self.functions}
+        exports = export_sites(self.text, self.file, defined, root)
+        includes = [self.node_text(n) for n in self.caps.get("include", ())]
+        return exports, includes
+
+    def read_definitions(self) -> None:
+        """``function_definition`` nodes: name, ``static``/``inline``, span, ``char *`` parameters."""
+        text = self.text
+        for node in self.every(self.caps.get("func", ())):
+            decl = _function_declarator(node)
+            name_node = _declarator_name(decl) if decl is not None else None
+            if name_node is None:
+                continue
+            name = self.node_text(name_node)
+            static = inline = False
+            for child in node.children:
+                if child.type == "storage_class_specifier":
+                    word = text[child.start_byte : child.end_byte]
+                    if word == b"static":
+                        static = True
+                    elif word in (b"inline", b"__inline", b"__inline__"):
+                        inline = True
+                elif child.type == "compound_statement":
+                    break
+            self.functions.append(FunctionDef(name, self.file, name_node.start_point[0] + 1, node.end_point[0] + 1,
+                                              static, inline))
+            self.funcs.add(node.start_byte, node.end_byte, name)
+            if node.has_error:
+                self.with_errors += 1
+            cp = self.char_params_of(decl)
+            if cp:
+                self.char_params[name] = cp
+
+    def char_params_of(self, func_declarator) -> dict[str, int]:
+        """``{name: index}`` of a function's ``char *`` parameters."""
+        text = self.text
+        params = func_declarator.child_by_field_name("parameters")
+        out: dict[str, int] = {}
+        if params is None or b"char" not in text[params.start_byte : params.end_byte]:
+            return out
+        index = 0
+        for p in params.named_children:
+            if p.type != "parameter_declaration":
+                if p.type == "variadic_parameter":
+                    index += 1
+                continue
+            decl = p.child_by_field_name("declarator")
+            if decl is not None and decl.type == "pointer_declarator":
+                type_node = p.child_by_field_name("type")
+                if type_node is not None and text[type_node.start_byte : type_node.end_byte] == b"char":
+                    name = _declarator_name(decl)
+                    if name is not None:
+                        out[self.node_text(name)] = index
+            index += 1
+        return out
+
+    def read_macro_definitions(self) -> None:
+        """A macro-defined function tree-sitter did not recognise: ``MACRO(args)`` at file scope
+        followed by a block (``TEST_F(fixture, name) { ... }``), outside every function found;
+        ctags names it after the macro."""
+        found = []
+        for _pattern, match in self.macro_matches:
+            stmt, body, name_node = match["stmt"][0], match["body"][0], match["name"][0]
+            # the call and a MISSING ";"
+            if stmt.child_count == 2 and stmt.children[1].is_missing and self.funcs.at(stmt.start_byte) is None:
+                found.append((stmt.start_byte, stmt, body, name_node))
+        found.sort(key=lambda f: f[0])
+        for _start, stmt, body, name_node in self.every(found):
+            name = self.node_text(name_node)
+            self.functions.append(FunctionDef(name, self.file, name_node.start_point[0] + 1, body.end_point[0] + 1,
+                                              False, False))
+            self.funcs.add(stmt.start_byte, body.end_byte, name)
+            if body.has_error or stmt.children[0].has_error:
+                self.with_errors += 1
+
+    def read_string_constants(self) -> None:
+        """``const char *name = "sym";``, per function or at file scope."""
+        for node in self.every(self.caps.get("var.str", ())):
+            value_node = node.child_by_field_name("value")
+            value = _string_value(self.text, value_node)
+            name = _declarator_name(node.child_by_field_name("declarator"))
+            if value is not None and name is not None and SYMBOL_LIKE.match(value):
+                self.string_vars[(self.funcs.at(value_node.start_byte), self.node_text(name))] = value
+
+    def string_of(self, ident, function: str | None) -> str | None:
+        """The string constant an identifier names, seen from ``function`` (None: file scope)."""
+        name = self.node_text(ident)
+        return self.string_vars.get((function, name)) or self.string_vars.get((None, name))
+
+    def read_field_strings(self) -> None:
+        """Struct fields set to strings (initialised or assigned); a kprobe's ``.symbol_name`` is a
+        lookup."""
+        for kind in _FIELD_KINDS:
+            initialised = kind.startswith("field.init")
+            for node in self.every(self.caps.get(kind, ())):
+                value_node = node.child_by_field_name("value" if initialised else "right")
+                value = (_string_value(self.text, value_node) if kind in ("field.init", "field.assign")
+                         else self.string_of(value_node, self.funcs.at(value_node.start_byte)))
+                if value is None or not SYMBOL_LIKE.match(value):
+                    continue
+                if initialised:
+                    designators = node.children_by_field_name("designator")
+                    if not designators or designators[-1].type != "field_designator":
+                        continue
+                    fields = [self.node_text(d)[1:] for d in designators if d.type == "field_designator"]
+                    target = None
+                else:
+                    target = node.child_by_field_name("left")
+                    fields = [self.node_text(target.child_by_field_name("field"))]
+                field = fields[-1]
+                self.field_strings.setdefault(field, []).append(value)
+                if field == "symbol_name":
+                    how = self.probe_kind(node if initialised else value_node, fields, target)
+                    self.lookups.append(LookUp(value, how, self.file, value_node.start_point[0] + 1,
+                                               self.funcs.at(value_node.start_byte)))
+
+    def probe_kind(self, node, fields: list[str], target) -> str:
+        """``kretprobe`` when a ``.symbol_name`` belongs to a ``struct kretprobe``, else ``kprobe``.
+        (``node``: the initializer_pair, or the assigned value.)"""
+        text = self.text
+        if "kp" in fields[:-1]:
+            return "kretprobe"
+        if target is not None:  # rp.kp.symbol_name = ..., rp->kp.symbol_name = ...
+            base = target.child_by_field_name("argument")
+            if base is not None and base.type == "field_expression":
+                inner = base.child_by_field_name("field")
+                if inner is not None and self.node_text(inner) == "kp":
+                    return "kretprobe"
+            while base is not None and base.type in ("field_expression", "subscript_expression",
+                                                     "parenthesized_expression"):
+                base = base.child_by_field_name("argument") or (base.named_children[0] if base.named_children else None)
+            if base is not None and base.type == "identifier":
+                name = text[base.start_byte : base.end_byte]
+                if re.search(rb"struct\s+kretprobe\s*\**\s*" + re.escape(name) + rb"\b", text):
+                    return "kretprobe"
+            return "kprobe"
+        up = node
+        for _ in range(_PROBE_LEVELS):  # a few levels up: each step is a descent from the root
+            if up is None:
+                break
+            if up.type == "initializer_pair":
+                for d in up.children_by_field_name("designator"):
+                    if text[d.start_byte : d.end_byte] == b".kp":
+                        return "kretprobe"
+            if up.type == "declaration":
+                t = up.child_by_field_name("type")
+                if t is not None and b"kretprobe" in text[t.start_byte : t.end_byte]:
+                    return "kretprobe"
+                break
+            up = up.parent
+        return "kprobe"
+
+    def read_calls(self) -> None:
+        """Calls inside functions, and what their arguments tell the lookup analysis."""
+        file = self.file
+        calls = self.calls
+        at = self.funcs.at
+        for node in self.every(self.caps.get("call", ())):
+            caller = at(node.start_byte)
+            if caller is None:
+                continue
+            fn = node.child_by_field_name("function")
+            found = _callee(fn) if fn is not None else None
+            if found is None:
+                continue
+            name_node, via_member = found
+            callee = self.node_text(name_node)
+            line = name_node.start_point[0] + 1
+            calls.append(Call(caller, callee, file, line, via_member))
+            if not via_member:
+                self.read_call_arguments(node, caller, callee, line)
+
+    def read_call_arguments(self, node, caller: str, callee: str, line: int) -> None:
+        """A lookup by a bare identifier (``symbol_get(x)``), a ``char *`` parameter passed on, or
+        a string constant passed as an argument."""
+        lookup = callee in IDENTIFIER_LOOKUPS
+        params = self.char_params.get(caller)
+        if not (lookup or params or self.string_vars or self.field_strings):
+            return  # nothing in this call's arguments can name a symbol
+        args = node.child_by_field_name("arguments")
+        if args is None or args.named_child_count == 0:
+            return
+        if lookup:
+            first = args.named_children[0]
+            if first.type == "identifier":
+                self.lookups.append(LookUp(self.node_text(first), callee, self.file, line, caller))
+            return
+        for index, arg in _arguments(args):
+            if arg.type == "identifier":
+                ident = self.node_text(arg)
+                if params and ident in params:
+                    self.arg_flows.append(ArgFlow(caller, params[ident], callee, index, self.file, line))
+                    continue
+                value = self.string_of(arg, caller)
+                if value is not None:
+                    self.string_args.append(StringArg(caller, callee, index, value, self.file, line))
+            elif arg.type == "field_expression":
+                fld = arg.child_by_field_name("field")
+                for value in self.field_strings.get(self.node_text(fld), ()) if fld is not None else ():
+                    self.string_args.append(StringArg(caller, callee, index, value, self.file, line))
+
+    def read_string_literal_args(self) -> None:
+        """Symbol-like string literals passed to a named function (``f("sym")``), each argument
+        list walked once."""
+        found = []
+        for call in self.every(self.caps.get("call.str", ())):
+            fn = call.child_by_field_name("function")
+            args = call.child_by_field_name("arguments")
+            callee, line = self.node_text(fn), fn.start_point[0] + 1
+            for index, arg in _arguments(args):
+                if arg.type != "string_literal":
+                    continue
+                value = _string_value(self.text, arg)
+                if value is not None and SYMBOL_LIKE.match(value):
+                    found.append((arg.start_byte, StringArg(self.funcs.at(arg.start_byte), callee, index, value,
+                                                            self.file, line)))
+        found.sort(key=lambda f: f[0])
+        self.string_args += [arg for _, arg in found]
