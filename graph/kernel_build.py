@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Iterable
 
 from ..loaders.kbuild import read_config
-from ..loaders.records import BuildOptions, ModuleData
+from ..loaders.records import BuildOptions, LoaderError, ModuleData
 from ..loaders.symvers import SymversEntry
 
 __all__ = ["build_options", "vermagic_from_config", "vermagic_flags"]
@@ -82,8 +82,8 @@ def build_options(config_path: str | Path | None, modules: Iterable[ModuleData],
     if config_path is not None:
         try:
             config = read_config(config_path)
-        except OSError as e:
-            notes.append(f"{config_path}: cannot read the kernel's .config ({e.strerror or e}); "
+        except LoaderError as e:
+            notes.append(f"{config_path}: cannot read the kernel's .config ({e.reason}); "
                          "its build options are inferred from its modules instead")
     magic, agree, other = _intree_vermagic(modules)
     if other:
