@@ -39,7 +39,7 @@ from .lookups import resolve_lookups
 from .neutralise import neutralise_kernel_macros
 from .records import FileResult, LoaderError, LookUp, ParseStats
 
-__all__ = ["TEXT_PASSES", "MAX_PARSE_BYTES", "PARSE_SECONDS", "parse_source", "parse_read_file", "parse_file",
+__all__ = ["TEXT_PASSES", "MAX_PARSE_BYTES", "PARSE_SECONDS", "PARSE_MEMORY", "parse_source", "parse_read_file", "parse_file",
            "for_each_record", "resolve_file_lookups"]
 
 #: The passes over a file's text before tree-sitter reads it, in order. Each takes the bytes and
@@ -54,9 +54,18 @@ TEXT_PASSES: tuple[Callable[[bytes], bytes], ...] = (neutralise_kernel_macros,)
 MAX_PARSE_BYTES = 4 << 20
 
 #: The time one file may take, from its text passes to its last record. The slowest file of
-#: linux-source-6.1 takes 2 s on a busy machine; a 1 MB binary file used to take 37.6 s in
-#: tree-sitter's parse alone.
+#: linux-source-6.1 takes under 3 s on a busy machine (rtw8852a_table.c); a 1 MB binary file
+#: used to take 37.6 s in tree-sitter's parse alone.
 PARSE_SECONDS = 20.0
+
+#: The memory one file's parse may add to its process, tree-sitter's tree and the records read
+#: from it together. No file of linux-source-6.1 needs 100 MiB; 1.6 MB of fuzzed C (unclosed
+#: calls repeated: 400k nodes straight under the root) made a tree of 670 MB.
+PARSE_MEMORY = 512 << 20
+
+#: How often (in checks of the clock) the resident set is looked at: tree-sitter's progress
+#: callback comes every few hundred bytes parsed, the readers' checks every 1,024 nodes.
+_MEMORY_EVERY = 64
 
 _START_BYTE = operator.attrgetter("start_byte")
 #: How much text tree-sitter is handed at a time (it asks for more through a callback, the only
@@ -83,19 +92,48 @@ class _Skip(Exception):
     """A file not parsed; the message says why."""
 
 
+def _resident_bytes() -> int | None:
+    """The process's resident set now (``/proc/self/statm``), or None where there is no /proc."""
+    try:
+        fd = os.open("/proc/self/statm", os.O_RDONLY)
+        try:
+            return int(os.read(fd, 128).split()[1]) * _PAGE
+        finally:
+            os.close(fd)
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
 class _Deadline:
-    """The moment one file's parse gives up."""
+    """When one file's parse gives up: past its time, or past :data:`PARSE_MEMORY` more memory
+    than the process had when it began (looked at every :data:`_MEMORY_EVERY` checks)."""
 
     def __init__(self, seconds: float):
         self.seconds = seconds
         self.at = time.monotonic() + seconds
+        start = _resident_bytes()
+        self.memory_at = None if start is None else start + PARSE_MEMORY
+        self.checks = 0
+        self.reason = ""
 
     def passed(self) -> bool:
-        return time.monotonic() > self.at
+        if time.monotonic() > self.at:
+            self.reason = f"over the parse deadline of {self.seconds:g} s: not parsed"
+            return True
+        self.checks += 1
+        if self.memory_at is not None and not self.checks % _MEMORY_EVERY:
+            rss = _resident_bytes()
+            if rss is not None and rss > self.memory_at:
+                self.reason = f"over the parse memory limit ({PARSE_MEMORY >> 20} MiB more): not parsed"
+                return True
+        return False
 
     def check(self) -> None:
-        if time.monotonic() > self.at:
-            raise _Skip(f"over the parse deadline of {self.seconds:g} s: not parsed")
+        if self.passed():
+            raise _Skip(self.reason)
 
 
 def _tree_sitter():
@@ -136,8 +174,7 @@ def _parse_tree(text: bytes, deadline: _Deadline):
         tree = None
     if tree is None:
         parser.reset()  # else the next parse would resume this one
-        deadline.check()
-        raise _Skip("tree-sitter could not parse it")
+        raise _Skip(deadline.reason or "tree-sitter could not parse it")
     return tree
 
 

@@ -289,3 +289,14 @@ def test_a_macro_with_too_many_calls_is_cut_and_said(tmp_path):
     assert found == {"ONE": (1, 1, 1), "MANY": (2, 2 + macros.MAX_CALLS + 9, macros.MAX_CALLS),
                      "AFTER": (macros.MAX_CALLS + 12, macros.MAX_CALLS + 12, 1)}
     assert skipped == [("m.h:2", f"macro MANY: more than {macros.MAX_CALLS} calls, the rest not recorded")]
+
+
+def test_parse_that_would_take_too_much_memory_is_cut(monkeypatch):
+    # found by fuzzing: 1.6 MB of C with an unclosed call repeated 100,000 times left 400k nodes
+    # straight under the root and a tree of 670 MB; the parse is cancelled past PARSE_MEMORY
+    # (lowered here: this one needs 300 MB)
+    src = b"int a(void) { return 0; }\nint g(void)\n{\n\tint rval = 0;\n\n\tDEBUG" + b"2(ql4_printk(KUG" * 100_000
+    monkeypatch.setattr(cparse, "PARSE_MEMORY", 64 << 20)
+    r = cparse.parse_source(src, "x.c")
+    assert r.error == "over the parse memory limit (64 MiB more): not parsed"
+    assert r.stats.files_skipped == 1
