@@ -216,9 +216,11 @@ def cmd_explore(args) -> int:
         raise CliError(f"{notebook}: no such notebook (give --notebook PATH)")
     token = args.token if args.token is not None else os.environ.get("KSYMGRAPH_EXPLORE_TOKEN")
     limits = ServerLimits(max_kernels=args.max_kernels, cull_after=args.cull_after)
-    env = {}
+    env: dict[str, str | None] = {}
     if args.db:
+        # The store asked for, also when $NEO4J_URI is set (the kernels' open_store would prefer it).
         env["KSYMGRAPH_DB"] = str(Path(args.db).resolve())
+        env["NEO4J_URI"] = None
     if args.neo4j:
         env["NEO4J_URI"] = args.neo4j
     serve_explorer(notebook, port=args.port, token=token, hosts=args.allow_host, limits=limits, env=env)

@@ -392,12 +392,13 @@ def _jupyter_path() -> str:
 
 def serve_explorer(notebook: str | Path, *, port: int = 8866, token: str | None = None,
                    hosts: Iterable[str] = (), limits: ServerLimits = ServerLimits(),
-                   env: dict[str, str] | None = None) -> None:
+                   env: dict[str, str | None] | None = None) -> None:
     """Serve ``notebook`` with Voila on 127.0.0.1:``port`` until interrupted (SIGINT or SIGTERM).
 
     ``token`` (default: :func:`new_token`) is required by every request; ``hosts`` are host names
     allowed besides localhost and the loopback addresses; ``limits`` bound kernels and widget
-    connections; ``env`` is added to this process's environment, which the kernels inherit.
+    connections; ``env`` is added to this process's environment, which the kernels inherit (a
+    value of None removes that variable).
     The URL with the token is printed on stderr once the server listens. Voila's configuration
     files (``voila.json``, ``voila.py`` in the working directory) are not read: what is set here
     stays set.
@@ -406,7 +407,11 @@ def serve_explorer(notebook: str | Path, *, port: int = 8866, token: str | None 
     token = new_token() if token is None else token
     if not token:
         raise ExplorerError("the explorer's token must not be empty (give none for a random one)")
-    os.environ.update(env or {})
+    for name, value in (env or {}).items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
     cfg = Config()
     cfg.Voila.ip = "127.0.0.1"
     cfg.Voila.port = port

@@ -170,7 +170,10 @@ def server(fixture_db, tmp_path_factory):
         proc = subprocess.Popen(
             [sys.executable, "-m", "ksymgraph", "explore", "--db", str(fixture_db), f"--port={_free_port()}",
              "--token", TOKEN, "--allow-host", "explorer.test", f"--max-kernels={MAX_KERNELS}",
-             f"--cull-after={CULL_AFTER}"], cwd=tmp, stdout=out, stderr=subprocess.STDOUT)
+             f"--cull-after={CULL_AFTER}"], cwd=tmp, stdout=out, stderr=subprocess.STDOUT,
+            # --db wins over $NEO4J_URI in the kernels too (CI sets it for the live Neo4j suite;
+            # the kernels once opened that server instead, and the page had no widgets).
+            env=dict(os.environ, NEO4J_URI="bolt://127.0.0.1:9"))
     try:
         end = time.monotonic() + 90
         while not (found := re.search(r"at (http://127\.0\.0\.1:\d+/\?token=\S+)", log.read_text())):
