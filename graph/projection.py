@@ -20,7 +20,7 @@ from .store import GraphStore
 if TYPE_CHECKING:
     import networkx as nx
 
-__all__ = ["ModuleNode", "ExportEdge", "ImportEdge", "KernelProjection"]
+__all__ = ["ModuleNode", "ExportEdge", "ImportEdge", "KernelProjection", "export_rows"]
 
 
 class ModuleNode(NamedTuple):
@@ -87,6 +87,14 @@ MATCH (m:Module)-[e:EXPORTS]->(s:Symbol) WHERE m.kernel = $kernel
 RETURN s.name AS symbol, m.name AS module, e.gpl AS gpl, e.namespace AS namespace, e.crc AS crc
 ORDER BY symbol, module
 """
+
+
+def export_rows(store, kernel: str) -> list[tuple]:
+    """Every export of ``kernel`` as ``(symbol, module, gpl, namespace, crc)``, ordered by symbol
+    then module: the one query both the projection and ``diff`` read exports with."""
+    return store.query(_EXPORTS, {"kernel": kernel}).rows
+
+
 _IMPORTS = """
 MATCH (m:Module)-[i:IMPORTS]->(s:Symbol) WHERE m.kernel = $kernel
 RETURN m.name AS module, s.name AS symbol, i.weak AS weak, i.crc AS crc
@@ -126,7 +134,7 @@ class KernelProjection:
         for name, path, lic, gplc, intree, ns, magic, mv, layout in store.query(_MODULES, p).rows:
             proj.modules[name] = ModuleNode(name, path or "", lic or "", bool(gplc) if gplc is not None else True,
                                             bool(intree), frozenset(ns or ()), magic or "", bool(mv), layout)
-        for sym, mod, gpl, ns, crc in store.query(_EXPORTS, p).rows:
+        for sym, mod, gpl, ns, crc in export_rows(store, kernel):
             proj.exports[sym].append(ExportEdge(mod, bool(gpl), ns or "", crc))
         for mod, sym, weak, crc in store.query(_IMPORTS, p).rows:
             proj.imports[mod].append(ImportEdge(sym, bool(weak), crc))

@@ -47,7 +47,7 @@ def _load_series(args) -> int:
                         progress=not args.no_progress and sys.stderr.isatty(), reload=args.reload,
                         announce=lambda line: print(line, file=sys.stderr, flush=True))
         where = store.describe()
-    print(f"loaded {len(s.loaded)} kernels into {where} in {s.seconds:.0f} s"
+    print(f"loaded {len(s.loaded)} kernel{'' if len(s.loaded) == 1 else 's'} into {where} in {s.seconds:.0f} s"
           + (f"; {len(s.present)} already there (--reload loads them again)" if s.present else "")
           + (f"; {len(s.failed)} failed" if s.failed else ""))
     for kernel, why in s.failed:

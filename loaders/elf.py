@@ -110,11 +110,15 @@ PC_RELATIVE_RELOCS = {
 
 
 def module_name_from_path(path: str) -> str:
-    """The kernel's name for a module file: base name without ``.ko[.xz|.zst|.gz]``, ``-`` → ``_``."""
+    """The kernel's name for a module file, as Kbuild makes ``KBUILD_MODNAME``: the base name
+    without ``.ko`` (and a ``.xz``/``.zst``/``.gz`` after it), ``-`` → ``_``. A bare name
+    (``nvme-core``) works too."""
     base = path.rsplit("/", 1)[-1]
-    cut = base.find(".ko")
-    if cut > 0:
-        base = base[:cut]
+    for suffix in (".xz", ".zst", ".gz"):
+        if base.endswith(suffix):
+            base = base[: -len(suffix)]
+    if base.endswith(".ko"):
+        base = base[:-3]
     return base.replace("-", "_")
 
 

@@ -22,6 +22,7 @@ from typing import Iterable, Iterator, Mapping
 
 from .cfiles import MAX_MAKEFILE_BYTES, inside_tree, read_source, real_root
 from .make import Makefile
+from .elf import module_name_from_path
 from .records import BuiltInto, LoaderError, Skipped
 
 __all__ = [
@@ -29,19 +30,7 @@ __all__ = [
     "evaluate_kbuild",
     "evaluate_makefile",
     "kbuild_coverage",
-    "module_name",
 ]
-
-
-def module_name(ko: str) -> str:
-    """The kernel's name of a module given its ``.ko`` path or base name (``-`` becomes ``_``)."""
-    base = os.path.basename(ko)
-    for suffix in (".xz", ".zst", ".gz"):
-        if base.endswith(suffix):
-            base = base[: -len(suffix)]
-    if base.endswith(".ko"):
-        base = base[:-3]
-    return base.replace("-", "_")
 
 
 _CONFIG_RE = re.compile(r"^(CONFIG_\w+)=(.*)$")
@@ -201,7 +190,7 @@ def evaluate_kbuild(root: str | os.PathLike, config: str | os.PathLike | dict[st
             name = obj[:-2]
             if obj_mode == "m":
                 ko = os.path.normpath(os.path.join(directory, name + ".ko"))
-                module = module_name(ko)
+                module = module_name_from_path(ko)
             else:
                 ko, module = None, "vmlinux"
             for src in _expand_object(root, directory, mk_vars, name, obj_mode, 0):
@@ -230,7 +219,7 @@ def kbuild_coverage(records: Iterable[BuiltInto], ko_names: Iterable[str]) -> tu
     """Share of the modules in ``ko_names`` (``.ko`` paths, base names or module names) that
     ``records`` give at least one source file, and the sorted list of those they do not."""
     mapped = {r.module for r in records if r.module != "vmlinux"}
-    wanted = sorted({module_name(k) for k in ko_names})
+    wanted = sorted({module_name_from_path(k) for k in ko_names})
     if not wanted:
         return 0.0, []
     unmapped = [m for m in wanted if m not in mapped]

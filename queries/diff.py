@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from ..graph.projection import KernelProjection
+from ..graph.projection import KernelProjection, export_rows
 from ..graph.store import GraphStore
 from ..loaders.records import ModuleData
 from .callsites import sites_by_module
@@ -30,12 +30,6 @@ __all__ = ["DiffEntry", "KernelDiff", "UpgradeImpact", "diff_kernels",
 
 #: JSON keys of a diff, in report order.
 DIFF_KINDS = ("removed", "added", "gpl_only", "not_gpl_only", "namespace", "owner", "crc")
-
-_EXPORTS = """
-MATCH (m:Module)-[e:EXPORTS]->(s:Symbol) WHERE m.kernel = $kernel
-RETURN s.name AS symbol, m.name AS module, e.gpl AS gpl, e.namespace AS namespace, e.crc AS crc
-ORDER BY symbol, module
-"""
 
 
 class DiffEntry(NamedTuple):
@@ -84,7 +78,7 @@ class KernelDiff(NamedTuple):
 
 def _exports(store: GraphStore, kernel: str) -> dict[str, ExportState]:
     out: dict[str, ExportState] = {}
-    for sym, mod, gpl, ns, crc in store.query(_EXPORTS, {"kernel": kernel}).rows:
+    for sym, mod, gpl, ns, crc in export_rows(store, kernel):
         # A symbol exported twice (rare: two modules) is compared by its first owner in name order.
         out.setdefault(sym, ExportState(mod, bool(gpl), ns or "", crc))
     return out

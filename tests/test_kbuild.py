@@ -8,6 +8,7 @@ import pytest
 
 from ksymgraph.loaders import kbuild, make
 from ksymgraph.loaders.records import BuiltInto
+from ksymgraph.loaders.elf import module_name_from_path
 
 FIXTURES = Path(__file__).parent / "fixtures" / "kbuild"
 
@@ -95,9 +96,9 @@ def test_recursive_and_simple_variables(tmp_path):
 
 
 def test_module_name():
-    assert kbuild.module_name("sound/pci/hda/snd-hda-intel.ko") == "snd_hda_intel"
-    assert kbuild.module_name("/lib/modules/x/kernel/fs/ext4/ext4.ko.xz") == "ext4"
-    assert kbuild.module_name("nvme-core") == "nvme_core"
+    assert module_name_from_path("sound/pci/hda/snd-hda-intel.ko") == "snd_hda_intel"
+    assert module_name_from_path("/lib/modules/x/kernel/fs/ext4/ext4.ko.xz") == "ext4"
+    assert module_name_from_path("nvme-core") == "nvme_core"
 
 
 def test_kbuild_coverage():

@@ -11,6 +11,7 @@ subpackages; this test reads the mapping instead.)
 from __future__ import annotations
 
 import ast
+import re
 import tomllib
 from pathlib import Path
 
@@ -106,3 +107,24 @@ def test_no_two_modules_import_each_other():
     g.remove_nodes_from([n for n in list(g) if n in ("ksymgraph", "ksymgraph.graph", "ksymgraph.loaders",
                                                    "ksymgraph.queries")])
     assert [sorted(c) for c in nx.simple_cycles(g)] == []
+
+
+def test_the_readme_layout_names_every_module():
+    """The README's Layout tables list every module of the four packages, and nothing that is gone:
+    one obvious place for each thing, findable without reading the code."""
+    readme = (ROOT / "README.md").read_text()
+    layout = readme[readme.index("\n## Layout\n"):]
+    layout = layout[: layout.index("\n## ", 1)]
+    listed: dict[str, set[str]] = {}
+    folder = None
+    for line in layout.splitlines():
+        if m := re.match(r"\| `(\w+)/` \(`[\w.]+`\) \|", line):
+            folder = m.group(1)
+            listed[folder] = set()
+        elif folder and (m := re.match(r"\| `(\w+\.py)` \|", line)):
+            listed[folder].add(m.group(1))
+    for folder in ("loaders", "graph", "queries", "ksymgraph"):
+        present = {p.name for p in (ROOT / folder).glob("*.py") if p.name != "__init__.py"}
+        assert listed.get(folder) == present, (
+            f"README Layout, {folder}/: missing {sorted(present - listed.get(folder, set()))}, "
+            f"gone {sorted(listed.get(folder, set()) - present)}")
