@@ -26,7 +26,7 @@ The store is an embedded LadybugDB database (--db, default $KSYMGRAPH_DB or
 Downloads are cached in $KSYMGRAPH_CACHE (default ~/.cache/ksymgraph).
 
 exit status: 0 done; 1 with --exit-code when something breaks; 2 an error (one line on stderr),
-nothing changed; 3 `load` loaded, but some inputs were skipped.
+nothing changed; 3 `load`, `check` or `diff --modules` did the work, but some inputs were skipped.
 """
 
 

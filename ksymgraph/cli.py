@@ -139,53 +139,61 @@ def cmd_usage(args) -> int:
     return 0
 
 
-def cmd_check(args) -> int:
+def _read_modules(paths) -> tuple[list, int]:
+    """Read module files; each unreadable one is one line on stderr (the file and why) and counted."""
     from .loaders.modules import read_module_file
     from .loaders.records import LoaderError
-    from .queries import usecases
-    from .queries.report import render_check
 
     mods, bad = [], 0
-    for path in args.modules:
+    for path in paths:
         try:
             mods.append(read_module_file(path))
         except LoaderError as e:
             print(f"error: {e}", file=sys.stderr)
             bad += 1
+    return mods, bad
+
+
+def _skipped_status(bad: int, breaks: bool, exit_code: bool) -> int:
+    """1 when something breaks and --exit-code asks; else 3 when inputs were skipped; else 0."""
+    if bad:
+        print(f"skipped {bad} unreadable file{'' if bad == 1 else 's'}", file=sys.stderr)
+    return 1 if exit_code and breaks else 3 if bad else 0
+
+
+def cmd_check(args) -> int:
+    from .queries import usecases
+    from .queries.report import render_check
+
+    mods, bad = _read_modules(args.modules)
     if not mods:
-        raise CliError("no module could be read")
+        raise CliError("no module could be read (each file's reason is above)")
     with _open(args) as store:
         result = usecases.check(store, args.kernel, mods)
     _emit(render_check(result, args.format), args.output)
-    if bad:
-        print(f"skipped {bad} unreadable files", file=sys.stderr)
-    return 1 if args.exit_code and (bad or any(not m.loads for m in result.modules)) else 0
+    return _skipped_status(bad, any(not m.loads for m in result.modules), args.exit_code)
 
 
-def _module_set(items: list[str]) -> tuple[list, list[str]]:
-    """Split --modules values into module files (read now) and module names."""
-    from .loaders.modules import find_module_files, is_module_file, read_module_file
-    from .loaders.records import LoaderError
+def _module_set(items: list[str]) -> tuple[list, list[str], int]:
+    """Split --modules values into module files (read now) and module names; and how many files
+    could not be read."""
+    from .loaders.modules import find_module_files, is_module_file
 
-    files, names = [], []
+    paths, names = [], []
     for item in items:
         for part in filter(None, item.split(",")):
             p = Path(part)
             if p.is_dir():
-                paths = find_module_files(p)
-                if not paths:
+                found = find_module_files(p)
+                if not found:
                     raise CliError(f"{part}: no module files in this directory")
+                paths.extend(found)
             elif p.is_file() or is_module_file(part):
-                paths = [part]
+                paths.append(part)
             else:
                 names.append(part)
-                continue
-            for path in paths:
-                try:
-                    files.append(read_module_file(path))
-                except LoaderError as e:
-                    print(f"error: {e}", file=sys.stderr)
-    return files, names
+    files, bad = _read_modules(paths)
+    return files, names, bad
 
 
 def cmd_diff(args) -> int:
@@ -194,10 +202,10 @@ def cmd_diff(args) -> int:
 
     with _open(args) as store:
         if args.modules:
-            files, names = _module_set(args.modules)
+            files, names, bad = _module_set(args.modules)
             impact = usecases.upgrade(store, args.a, args.b, files, names)
             _emit(render_upgrade(impact, args.format), args.output)
-            return 1 if args.exit_code and any(not m.loads for m in impact.modules) else 0
+            return _skipped_status(bad, any(not m.loads for m in impact.modules), args.exit_code)
         d = usecases.diff(store, args.a, args.b)
     _emit(render_diff(d, args.format, args.limit), args.output)
     return 1 if args.exit_code and d.breaking else 0

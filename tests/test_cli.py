@@ -113,8 +113,16 @@ def test_check_out_of_tree_modules(db, tmp_path):
     ksymgraph("check", ok, "--db", db, "--exit-code", check_rc=0)
     bad = tmp_path / "junk.ko"
     bad.write_bytes(b"junk")
-    p = ksymgraph("check", bad, ok, "--db", db)
+    # An unreadable file is named with its reason, counted, and the exit status says so (3); the
+    # verdict on the readable one is still given. With --exit-code, a module that breaks wins (1).
+    p = ksymgraph("check", bad, ok, "--db", db, check_rc=3)
     assert f"{bad}: not an ELF file" in p.stderr
+    assert "skipped 1 unreadable file\n" in p.stderr and "weak_e" in p.stdout
+    ksymgraph("check", bad, needy, "--db", db, "--exit-code", check_rc=1)
+    p = ksymgraph("check", bad, "--db", db, check_rc=2)
+    assert "no module could be read" in p.stderr
+    p = ksymgraph("diff", FIXTURE_RELEASE, FIXTURE_RELEASE, "--modules", f"{bad},{ok}", "--db", db, check_rc=3)
+    assert f"{bad}: not an ELF file" in p.stderr and "skipped 1 unreadable file" in p.stderr
 
 
 def test_kernels(db):
