@@ -52,7 +52,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p.add_argument("--version", action="version", version=f"ksymgraph {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    for add in (_load_parser, _whatif_parser, _query_parser, _usage_parser, _check_parser, _diff_parser,
+                _history_parser, _export_parser, _explore_parser, _kernels_parser, _neo4j_parser):
+        add(sub)
+    return p
 
+
+def _load_parser(sub) -> None:
+    """``ksymgraph load``."""
     s = sub.add_parser("load", help="read module binaries and Module.symvers into the store",
                        description="Read one kernel from one or more SOURCEs and store it, replacing a kernel of the "
                                    "same name as a unit. SOURCE is debian:RELEASE[@SUITE] (fetched with apt-get "
@@ -87,6 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "modules than the store holds now (refused otherwise, leaving the store unchanged)")
     _store_args(s)
 
+
+def _whatif_parser(sub) -> None:
+    """``ksymgraph whatif``."""
     s = sub.add_parser("whatif", help="which modules break if exports change",
                        description="Apply changes to a kernel's exports and list the modules that would fail to load, "
                                    "with the rule (unknown-symbol, gpl-only, namespace, symbol-get, dependency), the "
@@ -109,6 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default 2)")
     _store_args(s)
 
+
+def _query_parser(sub) -> None:
+    """``ksymgraph query``."""
     s = sub.add_parser("query", help="run a Cypher query with parameters",
                        description="Run a read query on the store. User values go in $parameters, never into "
                                    "the query text: --param NAME=VALUE (VALUE is parsed as JSON when it can be, "
@@ -126,6 +139,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "it still cannot change the store")
     _store_args(s, kernel=False)
 
+
+def _usage_parser(sub) -> None:
+    """``ksymgraph usage``."""
     s = sub.add_parser("usage", help="every export with its users; every module with its dependencies",
                        description="What the kernel's removed scripts/export_report.pl gave: each export with owner, "
                                    "type, namespace and the number of in-tree modules importing it (unused exports "
@@ -135,6 +151,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-o", "--output", metavar="FILE")
     _store_args(s)
 
+
+def _check_parser(sub) -> None:
+    """``ksymgraph check``."""
     s = sub.add_parser("check", help="would these out-of-tree modules load on a kernel?",
                        description="Read MODULE files and check them against a stored kernel: unknown symbols, "
                                    "GPL-only symbols under a non-GPL licence, missing namespace imports, failing "
@@ -146,6 +165,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--exit-code", action="store_true", help="exit 1 when any module would not load")
     _store_args(s)
 
+
+def _diff_parser(sub) -> None:
+    """``ksymgraph diff``."""
     s = sub.add_parser("diff", help="export changes between two kernels, and what they do to your modules",
                        description="Compare the exports of two stored kernels A and B: removed, added, turned "
                                    "GPL-only (and back), namespaced or moved, moved owner (vmlinux <-> module), CRC "
@@ -168,6 +190,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="exit 1 on removed or tightened exports (with --modules: when a module would not load)")
     _store_args(s, kernel=False)
 
+
+def _history_parser(sub) -> None:
+    """``ksymgraph history``."""
     s = sub.add_parser("history", help="which kernel dropped, tightened or moved an export (or broke a module)",
                        description="Follow exports along every kernel of the store, in version order (Debian's own "
                                    "order for Debian kernels): exported or not, owner, GPL, namespace, CRC, in-tree "
@@ -191,6 +216,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-o", "--output", metavar="FILE")
     _store_args(s, kernel=False)
 
+
+def _export_parser(sub) -> None:
+    """``ksymgraph export``."""
     s = sub.add_parser("export", help="write stored kernels for `neo4j-admin database import`",
                        description="Write the CSV and header files that `neo4j-admin database import full` takes, "
                                    "plus import.sh with the exact command: the offline way to put very large graphs "
@@ -200,6 +228,9 @@ def build_parser() -> argparse.ArgumentParser:
     _store_args(s, kernel=False)
     s.add_argument("--kernel", action="append", metavar="NAME", help="kernel to export (repeatable; default: all)")
 
+
+def _explore_parser(sub) -> None:
+    """``ksymgraph explore``."""
     s = sub.add_parser("explore", help="serve the what-if explorer notebook in the browser (Voila, offline)",
                        description="Serve notebooks/02-whatif-explorer.ipynb with Voila on 127.0.0.1, with a template\n"
                                    "that loads nothing from the internet, and open the URL it prints:\n"
@@ -237,6 +268,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="stop the kernel of a page that has gone after this many idle seconds (default 60)")
     _store_args(s, kernel=False)
 
+
+def _kernels_parser(sub) -> None:
+    """``ksymgraph kernels``."""
     s = sub.add_parser("kernels", help="list the kernels in the store, or those Debian's archive carries",
                        description="List the kernels in the store; with --available, the Debian kernels that "
                                    "`load debian:RELEASE` can fetch (of one SUITE, or of every suite the mirror "
@@ -247,8 +281,6 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--available", nargs="?", const="", metavar="SUITE",
                    help="list what Debian's archive carries instead (of SUITE: bookworm, trixie, sid, ...)")
     _store_args(s, kernel=False)
-    _neo4j_parser(sub)
-    return p
 
 
 # `ksymgraph neo4j`: a local Neo4j server without Docker (ksymgraph.graph.neo4j_server) ------------------
