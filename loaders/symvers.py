@@ -17,6 +17,8 @@ Fields are held to what the kernel can mean, and a line that is not is skipped w
 (the rest of the file is still read): a CRC is a 32-bit value (modpost writes ``0x%08x``; the
 kernel compares it as a ``u32``), a symbol name has at most ``KSYM_NAME_LEN - 1`` bytes, and a
 line at most :data:`MAX_LINE_BYTES`; a longer one is passed over without being held in memory.
+A file of more than :data:`MAX_ENTRIES` exports is refused whole: it is not a kernel's, and a
+load of it would hold gigabytes (10 million lines needed 11.7 GB, issue 17).
 The owner and namespace strings of a file are shared between its lines (a Module.symvers names
 a few thousand owners on 30,000 lines).
 """
@@ -28,13 +30,17 @@ from typing import Iterator, NamedTuple
 
 from .elf import module_name_from_path
 from .elffile import KSYM_NAME_LEN
-from .records import Export, Skipped
+from .records import Export, LoaderError, Skipped
 
-__all__ = ["MAX_LINE_BYTES", "SymversEntry", "parse_symvers_line", "for_each_symvers_entry", "read_symvers"]
+__all__ = ["MAX_LINE_BYTES", "MAX_ENTRIES", "SymversEntry", "parse_symvers_line", "for_each_symvers_entry", "read_symvers"]
 
 #: The longest line read: a CRC, a symbol name (511 bytes at most), an owner path (PATH_MAX, 4,096
 #: bytes), the export type and a namespace, with room to spare.
 MAX_LINE_BYTES = 16 << 10
+
+#: The most exports a Module.symvers may list: eight times the largest of every Debian kernel from
+#: 5.10 to 7.3 (30,890 lines, 7.2.11+deb13-amd64). A load of this many takes about 0.5 GB.
+MAX_ENTRIES = 1 << 18
 
 
 EXPORT_TYPES = {
@@ -128,9 +134,11 @@ def for_each_symvers_entry(path: str | Path) -> Iterator[SymversEntry | Skipped]
     """Yield each entry of a Module.symvers file, or a :class:`Skipped` for a bad line.
 
     Lines that are not valid UTF-8, are longer than :data:`MAX_LINE_BYTES` or do not parse are
-    reported, with file and line number, and the rest of the file is still read.
+    reported, with file and line number, and the rest of the file is still read. Raises
+    :class:`LoaderError` at the entry after :data:`MAX_ENTRIES` (the caller keeps none of the file).
     """
     shared: dict = {}
+    entries = 0
     with open(path, "rb") as f:
         for lineno, raw in enumerate(_lines(f), 1):
             if isinstance(raw, int):
@@ -145,9 +153,16 @@ def for_each_symvers_entry(path: str | Path) -> Iterator[SymversEntry | Skipped]
                 yield Skipped(f"{path}:{lineno}", f"invalid UTF-8 at byte {e.start}")
                 continue
             try:
-                yield parse_symvers_line(line, shared)
+                entry = parse_symvers_line(line, shared)
             except ValueError as e:
                 yield Skipped(f"{path}:{lineno}", str(e))
+                continue
+            entries += 1
+            if entries > MAX_ENTRIES:
+                raise LoaderError(f"{path}:{lineno}", f"more than {MAX_ENTRIES:,} exports, where the largest "
+                                  "Debian kernel lists 30,890: not a kernel's Module.symvers, so none of it "
+                                  "is read (split it, or check what wrote it)")
+            yield entry
 
 
 def read_symvers(path: str | Path) -> tuple[list[SymversEntry], list[Skipped]]:

@@ -408,3 +408,49 @@ def test_fuzz_symvers_reader_sample(fuzz):
     assert stats.results > 2000
     assert {"symvers line: CRC -N is negative: a CRC is a N-bit unsigned value",
             "symvers line: symbol … of … bytes, longer than KSYM_NAME_LEN (N) allows"} <= set(stats.errors)
+
+
+def _load_in_child(*args: str) -> tuple[subprocess.CompletedProcess, int]:
+    """``ksymgraph load ARGS`` in a child: (its result, the peak RSS in MiB of it and its workers)."""
+    with open(os.devnull, "rb") as devnull:
+        p = subprocess.Popen([sys.executable, "-m", "ksymgraph", "load", *args], stdin=devnull,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    watchdog = threading.Timer(HANG_AFTER, p.kill)
+    watchdog.start()
+    err: list[str] = []
+    drain = threading.Thread(target=lambda: err.append(p.stderr.read()))
+    drain.start()
+    out = p.stdout.read()
+    _pid, status, usage = os.wait4(p.pid, 0)
+    watchdog.cancel()
+    drain.join()
+    p.returncode = os.waitstatus_to_exitcode(status)
+    return subprocess.CompletedProcess(p.args, p.returncode, out, err[0]), usage.ru_maxrss // 1024
+
+
+def _write_symvers(path: Path, lines: int) -> Path:
+    with open(path, "w") as f:
+        for i in range(lines):
+            f.write(f"0x{i * 2654435761 & 0xffffffff:08x}\tsym_{i:07d}\tdrivers/x/mod{i % 3000}\tEXPORT_SYMBOL\t\n")
+    return path
+
+
+def test_a_module_symvers_too_long_for_a_kernel_is_refused_whole(tmp_path):
+    """Valid lines, one more than MAX_ENTRIES (10 million such lines once needed 11.7 GB): the load
+    says which line passed the limit and why, stores nothing, and stays small; at the limit a load
+    stays under the bound."""
+    from ksymgraph.loaders.symvers import MAX_ENTRIES
+
+    over = _write_symvers(tmp_path / "over.symvers", MAX_ENTRIES + 1)
+    db = tmp_path / "graph.lbdb"
+    p, _ = _load_in_child(str(over), "--kernel", "big", "--db", str(db))
+    assert p.returncode == 2, p.stderr
+    assert f"{over}:{MAX_ENTRIES + 1}: more than {MAX_ENTRIES:,} exports" in p.stderr
+    assert "Traceback" not in p.stderr and not db.exists()
+
+    at = _write_symvers(tmp_path / "at.symvers", MAX_ENTRIES)
+    p, peak = _load_in_child(str(at), "--kernel", "big", "--db", str(db))
+    assert p.returncode == 0, p.stderr
+    assert f"{MAX_ENTRIES} exports" in p.stdout
+    print(f"\nModule.symvers of {MAX_ENTRIES:,} lines: loaded, peak RSS {peak} MiB")
+    assert peak < RSS_BOUND_MIB
