@@ -136,8 +136,11 @@ def exported_callers(store: GraphStore, kernel: str, symbol: str, hops: int = 2,
 
 
 def exported_functions(store: GraphStore, kernel: str) -> list[tuple]:
-    """(function id, export, gpl, file) of every export site of ``kernel``'s source."""
-    return store.query(_EXPORTED, {"kernel": kernel}).rows
+    """(function id, export, gpl, file) of every export site of ``kernel``'s source, by file, export,
+    gpl: where two functions first met at one hop export one name (``notify_wx_assoc_event`` in
+    rtl8192e and rtl8192u), the replacement named is the one in the first file."""
+    return sorted(store.query(_EXPORTED, {"kernel": kernel}).rows,
+                  key=lambda r: (r[3] or "", r[1] or "", bool(r[2]), r[0]))
 
 
 def add_source_evidence(result: WhatIfResult, store: GraphStore, hops: int = 2) -> WhatIfResult:

@@ -1,11 +1,16 @@
 """The call-site and replacement queries of ksymgraph before issue 14's speed work (commit 15c904f,
 ``queries/callsites.py``), kept verbatim as the reference the faster path must agree with, row for
 row: tests/test_whatif_speed_equivalence.py and tests/bench/bench_whatif_source.py compare the
-whole what-if JSON of both. Not used by ksymgraph itself."""
+whole what-if JSON of both. Not used by ksymgraph itself.
+
+One thing is not verbatim, :func:`fixed_ties`: the old path took, of two functions first met at one
+hop that export one name, whichever the engine's scan returned first; the new one takes the first by
+file (then export, gpl). The comparison runs the old queries with that order added."""
 
 from __future__ import annotations
 
-from typing import Iterable
+import contextlib
+from typing import Iterable, Iterator
 
 from ksymgraph.graph.store import GraphStore
 from ksymgraph.queries.records import CallSite, Replacement
@@ -114,3 +119,16 @@ def sites_by_module(store: GraphStore, kernel: str, pairs: Iterable[tuple[str, s
         if (s.module, s.symbol) in wanted:
             out.setdefault(s.module, []).append(s)
     return out
+
+
+@contextlib.contextmanager
+def fixed_ties() -> Iterator[None]:
+    """Within the block, the old export-site query returns its rows by file, export, gpl (and is
+    otherwise unchanged): the tie rule of the new path, for a comparison row for row."""
+    global _EXPORTED
+    old = _EXPORTED
+    _EXPORTED = old.rstrip() + "\nORDER BY file, export, gpl\n"
+    try:
+        yield
+    finally:
+        _EXPORTED = old
