@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from .file_access import file_access_in
 from .schema import NODES, RELS, TableKey, rel_table
-from .store import GraphStore, Rows, StoreError
+from .store import GraphStore, Rows, StoreError, TableStream
 from .store_files import (
     SIDECARS,
     NextDatabase,
@@ -481,7 +481,7 @@ class EmbeddedStore(GraphStore):
                                   name="ksymgraph-store-writer", daemon=True)
         writer.start()
 
-        def put(key: TableKey, table: pa.Table) -> None:
+        def put(key: TableKey, table: pa.Table | TableStream) -> None:
             if failed:  # stop resolving as soon as the write has failed
                 raise failed[0]
             # Staged here, not on the writer thread: there each step of writing the file would
@@ -533,12 +533,24 @@ class EmbeddedStore(GraphStore):
             with contextlib.suppress(RuntimeError):
                 _rollback(conn)
 
-    def _stage(self, key: TableKey, batch: pa.Table, staging: str) -> tuple[str, str, str]:
+    def _stage(self, key: TableKey, batch: pa.Table | TableStream, staging: str) -> tuple[str, str, str]:
         """Write ``batch`` as a Parquet file in ``staging``; the table name, file and ``COPY``
-        options to load it with."""
+        options to load it with. A :class:`TableStream` (a relationship table) is written a chunk
+        at a time, so that no more than one chunk of it is in memory."""
         import pyarrow.compute as pc
         import pyarrow.parquet as pq
 
+        if isinstance(batch, TableStream):
+            if isinstance(key, str):
+                raise StoreError(f"internal error: node table {key} handed over in chunks")
+            name, a, b = key
+            options = f" (from='{a}', to='{b}')" if len(rel_table(name).pairs) > 1 else ""
+            path = os.path.join(staging, "-".join(key) + ".parquet")
+            with pq.ParquetWriter(path, batch.schema, compression="none", use_dictionary=False,
+                                  write_statistics=False) as out:
+                for chunk in batch.chunks():
+                    out.write_table(chunk, row_group_size=_ROW_GROUP)
+            return name, path, options
         if isinstance(key, str):
             ids = batch.column("id")
             if pc.count_distinct(ids).as_py() != len(ids):

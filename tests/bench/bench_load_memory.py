@@ -60,12 +60,11 @@ def mark(name):
 def wrap(mod, attr, name):
     fn = getattr(mod, attr)
     def inner(*a, **k):
-        before = phase[0]
         mark(name)
         try:
             return fn(*a, **k)
         finally:
-            mark(before + " (after " + name + ")")
+            mark("after " + name)
     setattr(mod, attr, inner)
 
 from ksymgraph.graph import load, build, source, embedded
