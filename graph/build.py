@@ -21,9 +21,8 @@ import pyarrow.compute as pc
 
 from ..loaders.records import BuildOptions, Export, KernelMeta, LookUpEdge, ModuleData, ModuleInfo, Skipped
 from ..loaders.symvers import SymversEntry
-from .columns import column, int64s, string_scalar, strings
+from .columns import TableStream, column, int64s, string_scalar, strings
 from .schema import TableKey, arrow_schema, node_id
-from .store import TableStream
 
 if TYPE_CHECKING:
     from ..loaders.trees import SourceTree
@@ -183,7 +182,7 @@ def build_kernel_graph(
     before the relationship tables that join it, the big ones first and the small ones last), so a
     store can write the first tables while the last are still being resolved
     (:meth:`ksymgraph.graph.store.GraphStore.writing_kernel`). The source's ``CALLS`` tables are
-    then :class:`~ksymgraph.graph.store.TableStream` s, and the tables are not kept: the returned
+    then :class:`~ksymgraph.graph.columns.TableStream` s, and the tables are not kept: the returned
     batch has none (memory stays bounded on a whole kernel tree).
     """
     sources = list(sources)

@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from .file_access import file_access_in
 from .schema import NODES, RELS, TableKey, rel_table
-from .store import GraphStore, Rows, StoreError, TableStream
+from .store import GraphStore, Rows, StoreError
 from .store_files import (
     SIDECARS,
     NextDatabase,
@@ -66,6 +66,7 @@ if TYPE_CHECKING:  # the tables come from ksymgraph.graph.build, which imports p
 
     from ..loaders.records import KernelMeta
     from .build import GraphBatch
+    from .columns import TableStream
 
 __all__ = ["EmbeddedStore", "schema_statements"]
 
@@ -539,6 +540,8 @@ class EmbeddedStore(GraphStore):
         at a time, so that no more than one chunk of it is in memory."""
         import pyarrow.compute as pc
         import pyarrow.parquet as pq
+
+        from .columns import TableStream
 
         if isinstance(batch, TableStream):
             if isinstance(key, str):

@@ -30,7 +30,7 @@ import pyarrow.compute as pc
 
 from ..loaders.macros import FILE_SCOPE
 from ..loaders.trees import SourceTree
-from .store import TableStream
+from .columns import TableStream
 
 __all__ = ["SourceTables", "source_tables"]
 
@@ -215,7 +215,7 @@ def source_tables(kernel: str, trees: Iterable[SourceTree], module_ids: dict[str
 
     ``module_ids`` maps module names to the ids the binary side wrote; ``symbol_ids`` holds the
     Symbol ids it wrote, so only new symbols are added here. With ``stream``, the two ``CALLS``
-    tables are :class:`~ksymgraph.graph.store.TableStream` s (their ids made a chunk at a time as
+    tables are :class:`~ksymgraph.graph.columns.TableStream` s (their ids made a chunk at a time as
     the store writes them); else whole tables.
     """
     trees = list(trees)

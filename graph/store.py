@@ -24,9 +24,10 @@ if TYPE_CHECKING:  # pyarrow is imported by whoever builds tables, not to open a
 
     from ..loaders.records import KernelMeta
     from .build import GraphBatch
+    from .columns import TableStream
     from .schema import TableKey
 
-__all__ = ["StoreError", "QueryRefused", "Rows", "TableStream", "GraphStore", "cypher_code"]
+__all__ = ["StoreError", "QueryRefused", "Rows", "GraphStore", "cypher_code"]
 
 
 class StoreError(KsymgraphError):
@@ -84,27 +85,6 @@ def cypher_code(cypher: str) -> str:
     return "".join(out)
 
 
-class TableStream(NamedTuple):
-    """A table too large to hold at once, handed to a store a chunk at a time.
-
-    The source graph's ``CALLS`` tables have 4M rows of string ids on a kernel tree; the builder
-    keeps them as integer rows and makes the ids one chunk at a time when the store writes them
-    (``writing_kernel``'s ``put`` takes a table or one of these)."""
-
-    schema: pa.Schema
-    """The schema of every chunk."""
-    num_rows: int
-    """Rows over all chunks."""
-    chunks: Callable[[], Iterator[pa.Table]]
-    """Makes the chunks, in order (may be called more than once)."""
-
-    def table(self) -> pa.Table:
-        """The whole table at once."""
-        import pyarrow as pa
-
-        return pa.concat_tables([self.schema.empty_table(), *self.chunks()])
-
-
 class Rows(NamedTuple):
     """The result of a read query."""
 
@@ -147,6 +127,8 @@ class GraphStore(abc.ABC):
         rels: dict[tuple[str, str, str], pa.Table] = {}
 
         def put(key: TableKey, table: pa.Table | TableStream) -> None:
+            from .columns import TableStream
+
             if isinstance(table, TableStream):
                 table = table.table()
             if isinstance(key, str):
