@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 
 from ..loaders.records import BuildOptions, Export, KernelMeta, LookUpEdge, ModuleData, ModuleInfo, Skipped
 from ..loaders.symvers import SymversEntry
-from .columns import column, int64s, string_scalar, strings
+from .columns import TableStream, column, int64s, string_scalar, strings
 from .schema import TableKey, arrow_schema, node_id
 
 if TYPE_CHECKING:
@@ -181,7 +181,9 @@ def build_kernel_graph(
     ``ready``, when given, is called with each table as soon as it is complete (each node table
     before the relationship tables that join it, the big ones first and the small ones last), so a
     store can write the first tables while the last are still being resolved
-    (:meth:`ksymgraph.graph.store.GraphStore.writing_kernel`).
+    (:meth:`ksymgraph.graph.store.GraphStore.writing_kernel`). The source's ``CALLS`` tables are
+    then :class:`~ksymgraph.graph.columns.TableStream` s, and the tables are not kept: the returned
+    batch has none (memory stays bounded on a whole kernel tree).
     """
     sources = list(sources)
     with_source = {m for tree in sources for m in tree.built_into.values()}
@@ -189,13 +191,17 @@ def build_kernel_graph(
     t = _Tables(k)
     nodes: dict[str, pa.Table] = {}
     rels: dict[tuple[str, str, str], pa.Table] = {}
+    handed: dict[TableKey, int] = {}  # rows of each table handed over
 
-    def done(key: TableKey, table: pa.Table | None) -> None:
+    def done(key: TableKey, table: pa.Table | TableStream | None) -> None:
         if table is None or table.num_rows == 0:
             return
-        (nodes if isinstance(key, str) else rels)[key] = table
+        handed[key] = table.num_rows
         if ready is not None:
+            # Handed over and not kept: a kernel tree's source tables are gigabytes.
             ready(key, table)
+            return
+        (nodes if isinstance(key, str) else rels)[key] = table
 
     def ours(key: TableKey) -> pa.Table | None:
         return t.table(key) if t.count(key) else None
@@ -249,17 +255,18 @@ def build_kernel_graph(
     if sources:
         from .source import source_tables
 
-        st = source_tables(k, sources, {n: node_id(k, n) for n in module_names}, {node_id(k, n) for n in names})
+        st = source_tables(k, sources, {n: node_id(k, n) for n in module_names}, {node_id(k, n) for n in names},
+                           stream=ready is not None)
     sym = t.table("Symbol")
     if st is not None:
         # A symbol some non-static function implements is a function (the binaries cannot tell).
         implemented = st.rels[("IMPLEMENTS", "Function", "Symbol")]["to"]
         kind = pc.if_else(pc.is_in(sym["id"], implemented), pa.scalar("function"), sym["kind"])
         sym = sym.set_column(sym.column_names.index("kind"), "kind", kind)
-    done("Symbol", _merged("Symbol", sym, st.nodes.get("Symbol") if st else None))
-    for label, table in st.nodes.items() if st is not None else ():
-        if label != "Symbol":
-            done(label, _merged(label, None, table))
+    # (each source table is dropped from st as it is handed over)
+    done("Symbol", _merged("Symbol", sym, st.nodes.pop("Symbol", None) if st else None))
+    for label in list(st.nodes) if st is not None else ():
+        done(label, _merged(label, None, st.nodes.pop(label)))
 
     # Exports: ksymtab of the .ko files; Module.symvers for vmlinux and absent modules. Where
     # both describe a module, the differences are reported.
@@ -287,7 +294,7 @@ def build_kernel_graph(
         ordered = [e._replace(crc=None) for e in ordered]
 
     def rel_done(key: tuple[str, str, str]) -> None:
-        done(key, _merged(key, ours(key), st.rels.get(key) if st else None))
+        done(key, _merged(key, ours(key), st.rels.pop(key, None) if st else None))
 
     t.extend(("EXPORTS", "Module", "Symbol"), [e.module for e in ordered], [e.symbol for e in ordered],
              [e.gpl for e in ordered], [e.namespace for e in ordered], [e.crc for e in ordered])
@@ -320,8 +327,8 @@ def build_kernel_graph(
     for lu in lookups:
         t.rel("LOOKS_UP", "Module", "Symbol", lu.module, lu.symbol, lu.how, lu.file, lu.line)
     rel_done(("LOOKS_UP", "Module", "Symbol"))
-    for key in st.rels if st is not None else ():
-        if key not in rels:
+    for key in list(st.rels) if st is not None else ():
+        if key not in handed:
             rel_done(key)
     done("Kernel", t.table("Kernel"))
     done("Namespace", ours("Namespace"))
@@ -332,18 +339,24 @@ def build_kernel_graph(
         source_counts = dict(st.counts, modules_with_source=len(set(chosen) & with_source))
     report = BuildReport(
         modules=len(module_names), exports=len(exports), imports=n_imports, depends=len(depends),
-        symbols=nodes["Symbol"].num_rows if "Symbol" in nodes else 0, duplicates=duplicates,
+        symbols=handed.get("Symbol", 0), duplicates=duplicates,
         symvers_mismatches=mismatches, source=source_counts,
         unmapped=sorted(set(chosen) - with_source) if sources else [])
     return GraphBatch(meta, nodes, rels), report
 
 
-def _merged(key: TableKey, table: pa.Table | None, more: pa.Table | None) -> pa.Table | None:
+def _merged(key: TableKey, table: pa.Table | None, more: pa.Table | TableStream | None
+            ) -> pa.Table | TableStream | None:
     """``table`` with the rows of ``more`` (a source table) appended, cast to the schema of ``key``;
-    either may be None."""
+    either may be None. A stream stays a stream (the binary side has no rows of those tables)."""
     if more is None or more.num_rows == 0:
         return table
     schema = arrow_schema(key)
+    if isinstance(more, TableStream):
+        if table is not None and table.num_rows:
+            raise ValueError(f"internal error: {key} has rows from both the binaries and a stream")
+        chunks = more.chunks
+        return TableStream(schema, more.num_rows, lambda: (c.select(schema.names).cast(schema) for c in chunks()))
     more = more.select(schema.names).cast(schema)
     return more if table is None else pa.concat_tables([table, more])
 

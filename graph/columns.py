@@ -1,4 +1,5 @@
-"""Arrow columns from Python lists, laid out from buffers as the Arrow format defines them.
+"""Arrow columns from Python lists, laid out from buffers as the Arrow format defines them; and
+:class:`TableStream`, a table handed over a chunk at a time.
 
 ``pa.array(list)`` asks pyarrow's pandas shim whether the list is "array-like", and the shim
 imports pandas to answer: 0.27 s, a seventh of a whole kernel load, spent on a library the load
@@ -12,14 +13,14 @@ array for lists. ``tests/test_columns.py`` checks every kind against ``pa.array`
 from __future__ import annotations
 
 from itertools import chain
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Callable, Iterator, NamedTuple, Sequence
 
 import numpy as np
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
-__all__ = ["strings", "int64s", "booleans", "string_lists", "column", "string_scalar"]
+__all__ = ["strings", "int64s", "booleans", "string_lists", "column", "string_scalar", "TableStream"]
 
 
 def _validity(values: Sequence) -> pa.Buffer:
@@ -125,3 +126,24 @@ def column(values: Sequence, type: pa.DataType) -> pa.Array:
 def string_scalar(value: str) -> pa.Scalar:
     """A ``string`` scalar (``pa.scalar`` would ask the pandas shim too)."""
     return strings([value])[0]
+
+
+class TableStream(NamedTuple):
+    """A table too large to hold at once, handed to a store a chunk at a time.
+
+    The source graph's ``CALLS`` tables have 4M rows of string ids on a kernel tree; the builder
+    keeps them as integer rows and makes the ids one chunk at a time when the store writes them
+    (``writing_kernel``'s ``put`` takes a table or one of these)."""
+
+    schema: pa.Schema
+    """The schema of every chunk."""
+    num_rows: int
+    """Rows over all chunks."""
+    chunks: Callable[[], Iterator[pa.Table]]
+    """Makes the chunks, in order (may be called more than once)."""
+
+    def table(self) -> pa.Table:
+        """The whole table at once."""
+        import pyarrow as pa
+
+        return pa.concat_tables([self.schema.empty_table(), *self.chunks()])

@@ -66,6 +66,7 @@ if TYPE_CHECKING:  # the tables come from ksymgraph.graph.build, which imports p
 
     from ..loaders.records import KernelMeta
     from .build import GraphBatch
+    from .columns import TableStream
 
 __all__ = ["EmbeddedStore", "schema_statements"]
 
@@ -481,7 +482,7 @@ class EmbeddedStore(GraphStore):
                                   name="ksymgraph-store-writer", daemon=True)
         writer.start()
 
-        def put(key: TableKey, table: pa.Table) -> None:
+        def put(key: TableKey, table: pa.Table | TableStream) -> None:
             if failed:  # stop resolving as soon as the write has failed
                 raise failed[0]
             # Staged here, not on the writer thread: there each step of writing the file would
@@ -533,12 +534,26 @@ class EmbeddedStore(GraphStore):
             with contextlib.suppress(RuntimeError):
                 _rollback(conn)
 
-    def _stage(self, key: TableKey, batch: pa.Table, staging: str) -> tuple[str, str, str]:
+    def _stage(self, key: TableKey, batch: pa.Table | TableStream, staging: str) -> tuple[str, str, str]:
         """Write ``batch`` as a Parquet file in ``staging``; the table name, file and ``COPY``
-        options to load it with."""
+        options to load it with. A :class:`TableStream` (a relationship table) is written a chunk
+        at a time, so that no more than one chunk of it is in memory."""
         import pyarrow.compute as pc
         import pyarrow.parquet as pq
 
+        from .columns import TableStream
+
+        if isinstance(batch, TableStream):
+            if isinstance(key, str):
+                raise StoreError(f"internal error: node table {key} handed over in chunks")
+            name, a, b = key
+            options = f" (from='{a}', to='{b}')" if len(rel_table(name).pairs) > 1 else ""
+            path = os.path.join(staging, "-".join(key) + ".parquet")
+            with pq.ParquetWriter(path, batch.schema, compression="none", use_dictionary=False,
+                                  write_statistics=False) as out:
+                for chunk in batch.chunks():
+                    out.write_table(chunk, row_group_size=_ROW_GROUP)
+            return name, path, options
         if isinstance(key, str):
             ids = batch.column("id")
             if pc.count_distinct(ids).as_py() != len(ids):

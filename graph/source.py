@@ -23,13 +23,14 @@ or, for a lookup inside a header's inline wrapper, from every module whose files
 
 from __future__ import annotations
 
-from typing import Iterable, NamedTuple
+from typing import Iterable, Iterator, NamedTuple
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..loaders.macros import FILE_SCOPE
 from ..loaders.trees import SourceTree
+from .columns import TableStream
 
 __all__ = ["SourceTables", "source_tables"]
 
@@ -78,17 +79,148 @@ def _concat(tables: list[pa.Table]) -> pa.Table:
     return pa.concat_tables(tables, promote_options="default") if len(tables) > 1 else tables[0]
 
 
+#: Calls resolved at a time: the resolve step holds one batch of calls, not a tree's 4M.
+CALL_BATCH = 1 << 19
+
+
+def _call_batches(tree: SourceTree) -> Iterator[pa.Table]:
+    """The calls of ``tree``'s index (its shards in order, then its macros' calls), about
+    :data:`CALL_BATCH` at a time, with the tree's prefix on the file paths."""
+    import pyarrow.parquet as pq
+
+    from ..loaders.cindex import read_table
+
+    files = sorted((tree.shard_dir / "calls").glob("*.parquet"))
+    schema = pq.read_schema(files[0]) if files else read_table(tree.shard_dir, "calls").schema
+    macros = tree.shard_dir / "macros" / "calls.parquet"
+    parts: list[pa.Table] = []
+    rows = 0
+
+    def batch() -> pa.Table:
+        t = pa.concat_tables(parts) if len(parts) > 1 else parts[0]
+        if tree.prefix:
+            t = t.set_column(t.column_names.index("file"), "file",
+                             pc.binary_join_element_wise(pa.scalar(tree.prefix), t["file"], ""))
+        return t
+
+    for path in [*files, *([macros] if macros.is_file() else [])]:
+        t = pq.read_table(path)
+        parts.append(t.select(schema.names).cast(schema) if t.schema != schema else t)
+        rows += len(t)
+        if rows >= CALL_BATCH:
+            yield batch()
+            parts, rows = [], 0
+    if parts:
+        yield batch()
+
+
+class _Calls(NamedTuple):
+    """The resolved calls, as rows of the function table (not ids: 16 bytes a call, not 150)."""
+
+    to_function: pa.Table
+    """caller (row), callee (row), line."""
+    to_symbol: pa.Table
+    """caller (row), to (symbol name, ``->member`` for member calls), line, via_member."""
+    header_calls: pa.Table
+    """callee, file of the calls to the functions that hold lookups in headers (for LOOKS_UP)."""
+    files: pa.Array
+    """The files the calls are in, once each, in order of appearance."""
+
+
+def _resolve_calls(trees: list[SourceTree], funcs: pa.Table, in_headers: pa.Array) -> _Calls:
+    """Resolve every call of ``trees`` (the rules in the module docstring), a batch at a time.
+
+    The rows are those of ``funcs`` (one per file and name). A caller is the function of its name
+    in the call's file; calls whose caller is not defined there are dropped."""
+    key = pc.binary_join_element_wise(funcs["file"], funcs["name"], "|").combine_chunks()
+    rows = pa.array(range(len(funcs)), type=pa.int32())
+    static = funcs["static"].combine_chunks()
+    globals_ = _first_rows_by_name(funcs, rows, pc.invert(static))
+    inline = pc.and_(pc.and_(static, pc.ends_with(funcs["file"], ".h").combine_chunks()),
+                     pc.fill_null(funcs["inline"], False).combine_chunks())
+    inlines = _first_rows_by_name(funcs, rows, inline)
+    to_fn, to_sym, header, files = [], [], [], []
+    for tree in trees:
+        for calls in _call_batches(tree):
+            header.append(calls.filter(pc.is_in(calls["callee"], in_headers)).select(["callee", "file"]))
+            files.append(pc.unique(calls["file"].combine_chunks()))
+            caller = pc.index_in(pc.binary_join_element_wise(calls["file"], calls["caller"], "|"), value_set=key)
+            known = pc.is_valid(caller)
+            calls, caller = calls.filter(known), caller.filter(known)
+            member = pc.fill_null(calls["via_member"], False)
+            direct, d_caller = calls.filter(pc.invert(member)), caller.filter(pc.invert(member))
+            # 1. same file; 2. a global (non-static) function anywhere; 3. a static inline in a header
+            same = pc.index_in(pc.binary_join_element_wise(direct["file"], direct["callee"], "|"), value_set=key)
+            glob = globals_[1].take(pc.index_in(direct["callee"], value_set=globals_[0]))
+            inl = inlines[1].take(pc.index_in(direct["callee"], value_set=inlines[0]))
+            target = pc.coalesce(same, glob, inl)
+            found = pc.is_valid(target)
+            line = pc.cast(direct["line"], pa.int64())
+            to_fn.append(pa.table({"caller": d_caller.filter(found), "callee": target.filter(found),
+                                   "line": line.filter(found)}))
+            lost = pc.invert(found)
+            n_lost = len(direct) - pc.sum(found).as_py() if len(direct) else 0
+            to_sym.append(pa.table({"caller": d_caller.filter(lost), "to": direct["callee"].filter(lost),
+                                    "line": line.filter(lost), "via_member": pa.repeat(pa.scalar(False), n_lost)}))
+            members = calls.filter(member)
+            names = pc.binary_join_element_wise(pa.scalar("->"), members["callee"], "")
+            to_sym.append(pa.table({"caller": caller.filter(member), "to": names,
+                                    "line": pc.cast(members["line"], pa.int64()),
+                                    "via_member": pa.repeat(pa.scalar(True), len(members))}))
+    empty_fn = pa.schema([("caller", pa.int32()), ("callee", pa.int32()), ("line", pa.int64())])
+    empty_sym = pa.schema([("caller", pa.int32()), ("to", pa.string()), ("line", pa.int64()),
+                           ("via_member", pa.bool_())])
+    return _Calls(
+        pa.concat_tables([empty_fn.empty_table(), *(t.cast(empty_fn) for t in to_fn)]).combine_chunks(),
+        pa.concat_tables([empty_sym.empty_table(), *(t.cast(empty_sym) for t in to_sym)]).combine_chunks(),
+        pa.concat_tables(header) if header else pa.table({"callee": pa.array([], pa.string()),
+                                                         "file": pa.array([], pa.string())}),
+        pc.unique(pa.concat_arrays(files)) if files else pa.array([], pa.string()))
+
+
+def _first_rows_by_name(funcs: pa.Table, rows: pa.Array, mask: pa.Array) -> tuple[pa.Array, pa.Array]:
+    """(names, rows) of the first function of each name (by file path) among those ``mask`` keeps."""
+    t = pa.table({"name": funcs["name"], "file": funcs["file"], "row": rows}).filter(mask)
+    t = t.sort_by([("name", "ascending"), ("file", "ascending")])
+    firsts = pc.equal(pc.index_in(t["name"], t["name"]), pa.array(range(len(t)), type=pa.int32()))
+    t = t.filter(firsts)
+    return t["name"].combine_chunks(), t["row"].combine_chunks()
+
+
+#: Rows of a CALLS table made into ids at a time, when the store writes it.
+ID_CHUNK = 1 << 18
+
+
+def _calls_stream(kernel: str, resolved: pa.Table, fid: pa.Array, to_function: bool) -> TableStream:
+    """A CALLS table (``from``, ``to``, ``kernel``, ``line``, ``via_member``) whose string ids are
+    made a chunk at a time from ``resolved``'s rows."""
+    schema = pa.schema([("from", pa.string()), ("to", pa.string()), ("kernel", pa.string()),
+                        ("line", pa.int64()), ("via_member", pa.bool_())])
+
+    def chunks() -> Iterator[pa.Table]:
+        for start in range(0, len(resolved), ID_CHUNK):
+            part = resolved.slice(start, ID_CHUNK)
+            n = len(part)
+            to = fid.take(part["callee"]) if to_function else _ids(kernel, part["to"])
+            via = pa.repeat(pa.scalar(False), n) if to_function else part["via_member"]
+            yield pa.table([fid.take(part["caller"]), to, pa.repeat(pa.scalar(kernel), n), part["line"], via],
+                           schema=schema)
+
+    return TableStream(schema, len(resolved), chunks)
+
+
 def source_tables(kernel: str, trees: Iterable[SourceTree], module_ids: dict[str, str],
-                  symbol_ids: set[str]) -> SourceTables:
+                  symbol_ids: set[str], stream: bool = False) -> SourceTables:
     """Resolve ``trees`` into tables for ``kernel``.
 
     ``module_ids`` maps module names to the ids the binary side wrote; ``symbol_ids`` holds the
-    Symbol ids it wrote, so only new symbols are added here.
+    Symbol ids it wrote, so only new symbols are added here. With ``stream``, the two ``CALLS``
+    tables are :class:`~ksymgraph.graph.columns.TableStream` s (their ids made a chunk at a time as
+    the store writes them); else whole tables.
     """
     trees = list(trees)
     k = kernel
     funcs = _concat([_read(t, "functions") for t in trees])
-    calls = _concat([_read(t, "calls") for t in trees])
     exports = _concat([_read(t, "exports") for t in trees])
     lookups = _concat([_read(t, "lookups") for t in trees])
 
@@ -104,53 +236,33 @@ def source_tables(kernel: str, trees: Iterable[SourceTree], module_ids: dict[str
         "line": pc.cast(funcs["line"], pa.int64()), "end_line": pc.cast(funcs["end_line"], pa.int64()),
         "static": funcs["static"], "inline": funcs["inline"], "is_macro": funcs["is_macro"]})
 
-    # Files.
+    # CALLS: caller = the function of that name in the call's file; the callee by the rules above.
     built = {}
     for t in trees:
         built.update({t.prefix + f: m for f, m in t.built_into.items()})
-    files = pc.unique(pa.concat_arrays([funcs["file"].combine_chunks(), calls["file"].combine_chunks(),
+    in_headers = pa.array(sorted({r["function"] for r in lookups.to_pylist()
+                                  if r["file"] not in built and r["function"]}), pa.string())
+    resolved = _resolve_calls(trees, funcs, in_headers)
+    fid = fid.combine_chunks()
+    calls_ff = _calls_stream(k, resolved.to_function, fid, to_function=True)
+    calls_fs = _calls_stream(k, resolved.to_symbol, fid, to_function=False)
+    if not stream:
+        calls_ff, calls_fs = calls_ff.table(), calls_fs.table()
+
+    # Files.
+    files = pc.unique(pa.concat_arrays([funcs["file"].combine_chunks(), resolved.files,
                                         exports["file"].combine_chunks(), pa.array(sorted(built), pa.string())]))
     file_nodes = pa.table({"id": _ids(k, files), "kernel": _str(len(files), k), "path": files})
-
-    # CALLS: caller = the function of that name in the call's file.
-    by_file = pa.table({"file": funcs["file"], "name": funcs["name"], "fid": fid})
-    calls = calls.append_column("row", pa.array(range(len(calls)), type=pa.int64()))
-    c = calls.join(by_file, keys=["file", "caller"], right_keys=["file", "name"], join_type="inner")
-    c = c.rename_columns([("caller_id" if x == "fid" else x) for x in c.column_names])
-    member = pc.fill_null(c["via_member"], False)
-    direct = c.filter(pc.invert(member))
-    members = c.filter(member)
-    # 1. same file
-    d = direct.join(by_file, keys=["file", "callee"], right_keys=["file", "name"], join_type="left outer")
-    # 2. a global (non-static) function anywhere; 3. a static inline in a header
-    globals_ = _first_by_name(funcs.filter(pc.invert(funcs["static"])), fid.filter(pc.invert(funcs["static"])))
-    is_header = pc.ends_with(funcs["file"], ".h")
-    inl = pc.and_(pc.and_(funcs["static"], is_header), pc.fill_null(funcs["inline"], False))
-    header_inlines = _first_by_name(funcs.filter(inl), fid.filter(inl))
-    d = d.join(globals_.rename_columns(["callee", "gid"]), keys="callee", join_type="left outer")
-    d = d.join(header_inlines.rename_columns(["callee", "hid"]), keys="callee", join_type="left outer")
-    target_fn = pc.coalesce(d["fid"], d["gid"], d["hid"])
-    to_fn = d.filter(pc.is_valid(target_fn))
-    to_sym = d.filter(pc.is_null(target_fn))
-    calls_ff = pa.table({"from": to_fn["caller_id"], "to": pc.coalesce(to_fn["fid"], to_fn["gid"], to_fn["hid"]),
-                         "kernel": _str(len(to_fn), k), "line": pc.cast(to_fn["line"], pa.int64()),
-                         "via_member": pa.array([False] * len(to_fn), pa.bool_())})
-    member_names = pc.binary_join_element_wise(pa.scalar("->"), members["callee"], "")
-    calls_fs = pa.table({
-        "from": pa.concat_arrays([to_sym["caller_id"].combine_chunks(), members["caller_id"].combine_chunks()]),
-        "to": pa.concat_arrays([_ids(k, to_sym["callee"]).combine_chunks() if len(to_sym) else pa.array([], pa.string()),
-                                _ids(k, member_names).combine_chunks() if len(members) else pa.array([], pa.string())]),
-        "kernel": _str(len(to_sym) + len(members), k),
-        "line": pa.concat_arrays([pc.cast(to_sym["line"], pa.int64()).combine_chunks(),
-                                  pc.cast(members["line"], pa.int64()).combine_chunks()]),
-        "via_member": pa.array([False] * len(to_sym) + [True] * len(members), pa.bool_())})
 
     # Symbols the source adds: callees outside the tree, member pseudo-symbols, what non-static
     # functions implement, export sites, lookups.
     nonstatic = funcs.filter(pc.invert(funcs["static"]))
+    to_sym = resolved.to_symbol
+    called = pc.unique(to_sym["to"].filter(pc.invert(to_sym["via_member"])))
+    member_names = pc.unique(to_sym["to"].filter(to_sym["via_member"]))
     sym_names = [
-        (to_sym["callee"].combine_chunks(), "unknown"),
-        (member_names.combine_chunks() if len(members) else pa.array([], pa.string()), "member"),
+        (called, "unknown"),
+        (member_names, "member"),
         (nonstatic["name"].combine_chunks(), "function"),
         (exports["symbol"].combine_chunks(), "unknown"),
         (lookups["symbol"].combine_chunks(), "unknown"),
@@ -182,7 +294,7 @@ def source_tables(kernel: str, trees: Iterable[SourceTree], module_ids: dict[str
                            "to": pa.array([m for _, m in built_pairs], pa.string()),
                            "kernel": _str(len(built_pairs), k)})
 
-    looks_up = _looks_up(k, lookups, calls, built, module_ids)
+    looks_up = _looks_up(k, lookups, resolved.header_calls, built, module_ids)
 
     rels = {
         ("CALLS", "Function", "Function"): calls_ff,
@@ -200,18 +312,10 @@ def source_tables(kernel: str, trees: Iterable[SourceTree], module_ids: dict[str
     return SourceTables(nodes, rels, counts)
 
 
-def _first_by_name(funcs: pa.Table, ids: pa.Array) -> pa.Table:
-    """(name, id) of the first function of each name (by file path)."""
-    t = pa.table({"name": funcs["name"], "file": funcs["file"], "id": ids}).sort_by([("name", "ascending"),
-                                                                                    ("file", "ascending")])
-    firsts = pc.equal(pc.index_in(t["name"], t["name"]), pa.array(range(len(t)), type=pa.int32()))
-    t = t.filter(firsts)
-    return pa.table({"name": t["name"], "id": t["id"]})
-
-
 def _looks_up(k: str, lookups: pa.Table, calls: pa.Table, built: dict[str, str], module_ids: dict[str, str]) -> pa.Table:
     """LOOKS_UP rows: a lookup belongs to the module its file is built into; a lookup in a header
-    (a ``static inline`` wrapper) belongs to every module whose files call the function holding it."""
+    (a ``static inline`` wrapper) belongs to every module whose files call the function holding it
+    (``calls``: callee and file of the calls to those functions)."""
     rows = lookups.to_pylist()
     in_headers = {r["function"] for r in rows if r["file"] not in built and r["function"]}
     users: dict[str, set[str]] = {}

@@ -24,6 +24,7 @@ if TYPE_CHECKING:  # pyarrow is imported by whoever builds tables, not to open a
 
     from ..loaders.records import KernelMeta
     from .build import GraphBatch
+    from .columns import TableStream
     from .schema import TableKey
 
 __all__ = ["StoreError", "QueryRefused", "Rows", "GraphStore", "cypher_code"]
@@ -125,7 +126,11 @@ class GraphStore(abc.ABC):
         nodes: dict[str, pa.Table] = {}
         rels: dict[tuple[str, str, str], pa.Table] = {}
 
-        def put(key: TableKey, table: pa.Table) -> None:
+        def put(key: TableKey, table: pa.Table | TableStream) -> None:
+            from .columns import TableStream
+
+            if isinstance(table, TableStream):
+                table = table.table()
             if isinstance(key, str):
                 nodes[key] = table
             else:

@@ -4,8 +4,16 @@ A what-if says *that* a module breaks; with the kernel's (or an out-of-tree modu
 loaded, :func:`add_source_evidence` adds *where*: for each broken module and symbol, the calls
 to that symbol in the files built into that module (function, file, line); and for each removed
 export, the still-exported functions that call it within a few hops — candidates to offer in
-its place. Both are plain Cypher on either store; the reverse walk is a loop of one-hop frontier
-queries (fast on both engines, unlike one variable-length pattern over millions of calls).
+its place. Both are plain Cypher on either store.
+
+Every query is anchored on a symbol's name (``t.name = $symbol``), the one filter both engines
+start a plan from: a list of ids or names (``x.id IN $ids``) is tested row by row against the whole
+list over every edge scanned (a what-if for ``kfree`` spent 155 s in one such query), and LadybugDB
+plans ``t.name IN $symbols`` through the variable-length pattern four times slower than one query
+per name. So the calls through header inlines are asked one symbol at a time (up to
+:data:`ONE_BY_ONE` symbols), the reverse walk asks for the callers within ``k`` calls of the
+symbol (``[:CALLS*1..k]``) and keeps the ones first met at hop ``k``, and the exported functions are
+read once and matched in Python.
 """
 
 from __future__ import annotations
@@ -16,10 +24,16 @@ from ..graph.store import GraphStore
 from .records import CallSite, Replacement
 from .whatif import WhatIfResult
 
-__all__ = ["source_loaded", "sites_by_module", "call_sites", "exported_callers", "add_source_evidence"]
+__all__ = ["source_loaded", "sites_by_module", "call_sites", "exported_callers", "exported_functions",
+           "add_source_evidence", "MAX_FRONTIER", "ONE_BY_ONE"]
 
 #: Frontier size past which the reverse walk stops widening (popular symbols have thousands of callers).
 MAX_FRONTIER = 5000
+
+#: Up to this many symbols, the calls through header inlines are asked one symbol at a time (each
+#: query about 2 s on Debian 6.1's whole tree, whatever the symbol); past it, in one query for all
+#: (about 9 s for one symbol, 13 s for 482).
+ONE_BY_ONE = 4
 
 
 # Which modules to look in: the given ones, or every module (vmlinux's code never breaks). The
@@ -32,9 +46,12 @@ WHERE m.kernel = $kernel AND {modules} AND t.name IN $symbols
 RETURN DISTINCT m.name AS module, t.name AS symbol, f.name AS function, f.file AS file, c.line AS line
 ORDER BY module, symbol, file, line
 """
+# {symbols} is _ONE_SYMBOL or _SYMBOLS, constants of this module.
+_ONE_SYMBOL = "t.name = $symbol"
+_SYMBOLS = "t.name IN $symbols"
 _CALL_SITES_VIA_HEADERS = """
 MATCH (m:Module)<-[:BUILT_INTO]-(file:File)<-[:DEFINED_IN]-(f:Function)-[c:CALLS]->(h:Function)-[:CALLS*1..3]->(t)
-WHERE m.kernel = $kernel AND {modules} AND t.name IN $symbols
+WHERE m.kernel = $kernel AND {modules} AND {symbols}
   AND h.static = true AND h.file ENDS WITH '.h'
 RETURN DISTINCT m.name AS module, t.name AS symbol, f.name AS function, f.file AS file, c.line AS line,
        h.name AS via
@@ -45,15 +62,16 @@ MATCH (f:Function)-[:CALLS]->(t)
 WHERE f.kernel = $kernel AND t.name = $symbol
 RETURN DISTINCT f.id AS id
 """
-_NEXT_HOP = """
-MATCH (f:Function)-[:CALLS]->(g:Function)
-WHERE g.id IN $ids
+# {hops} is an int.
+_WITHIN_HOPS = """
+MATCH (f:Function)-[:CALLS*1..{hops}]->(t)
+WHERE f.kernel = $kernel AND t.name = $symbol
 RETURN DISTINCT f.id AS id
 """
 _EXPORTED = """
 MATCH (f:Function)-[e:EXPORTED_AS]->(s:Symbol)
-WHERE f.id IN $ids
-RETURN s.name AS export, e.gpl AS gpl, f.file AS file
+WHERE f.kernel = $kernel
+RETURN f.id AS id, s.name AS export, e.gpl AS gpl, f.file AS file
 """
 
 
@@ -75,29 +93,54 @@ def call_sites(store: GraphStore, kernel: str, modules: list[str] | None, symbol
         params["modules"], clause = sorted(set(modules)), _IN_MODULES
     direct = [CallSite(*r) for r in store.query(_CALL_SITES.format(modules=clause), params).rows]
     have = {(c.module, c.symbol, c.file, c.line) for c in direct}
-    via = [CallSite(*r) for r in store.query(_CALL_SITES_VIA_HEADERS.format(modules=clause), params).rows
-           if (r[0], r[1], r[3], r[4]) not in have]
-    return sorted(direct + via, key=lambda c: (c.module, c.symbol, c.file, c.line))
+    if len(params["symbols"]) <= ONE_BY_ONE:
+        query = _CALL_SITES_VIA_HEADERS.format(modules=clause, symbols=_ONE_SYMBOL)
+        rows = [r for symbol in params["symbols"] for r in store.query(query, {**params, "symbol": symbol}).rows]
+    else:
+        rows = store.query(_CALL_SITES_VIA_HEADERS.format(modules=clause, symbols=_SYMBOLS), params).rows
+    via = [CallSite(*r) for r in rows if (r[0], r[1], r[3], r[4]) not in have]
+    return sorted(direct + via, key=_site_order)
+
+
+def _site_order(c: CallSite) -> tuple:
+    """By module, symbol, file and line; at one line, the direct call first, then by inline and
+    function (the engine's order of such ties is not fixed: the JSON stays the same run to run)."""
+    return c.module, c.symbol, c.file, c.line, c.via is not None, c.via or "", c.function
 
 
 def exported_callers(store: GraphStore, kernel: str, symbol: str, hops: int = 2,
-                     exclude: frozenset[str] = frozenset()) -> list[Replacement]:
-    """Exported functions that reach ``symbol`` within ``hops`` calls (nearest first)."""
+                     exclude: frozenset[str] = frozenset(), exported: list[tuple] | None = None) -> list[Replacement]:
+    """Exported functions that reach ``symbol`` within ``hops`` calls (nearest first).
+
+    ``exported``: the kernel's (function id, export, gpl, file) rows, when the caller has read them
+    already (:func:`exported_functions`)."""
+    if exported is None:
+        exported = exported_functions(store, kernel)
     found: dict[str, Replacement] = {}
     seen: set[str] = set()
-    frontier = [r[0] for r in store.query(_FIRST_HOP, {"kernel": kernel, "symbol": symbol}).rows]
+    params = {"kernel": kernel, "symbol": symbol}
+    frontier = [r[0] for r in store.query(_FIRST_HOP, params).rows]
     for hop in range(1, hops + 1):
-        frontier = [i for i in frontier if i not in seen]
+        frontier = [i for i in frontier if i not in seen]  # first met at this hop
         if not frontier:
             break
         seen.update(frontier)
-        for export, gpl, file in store.query(_EXPORTED, {"ids": frontier}).rows:
-            if export != symbol and export not in exclude and export not in found:
+        here = set(frontier)
+        for fid, export, gpl, file in exported:
+            if fid in here and export != symbol and export not in exclude and export not in found:
                 found[export] = Replacement(symbol, export, bool(gpl), file, hop)
         if hop == hops or len(frontier) > MAX_FRONTIER:
             break
-        frontier = [r[0] for r in store.query(_NEXT_HOP, {"ids": frontier}).rows]
+        frontier = [r[0] for r in store.query(_WITHIN_HOPS.format(hops=int(hop + 1)), params).rows]
     return sorted(found.values(), key=lambda r: (r.hops, r.gpl, r.export))
+
+
+def exported_functions(store: GraphStore, kernel: str) -> list[tuple]:
+    """(function id, export, gpl, file) of every export site of ``kernel``'s source, by file, export,
+    gpl: where two functions first met at one hop export one name (``notify_wx_assoc_event`` in
+    rtl8192e and rtl8192u), the replacement named is the one in the first file."""
+    return sorted(store.query(_EXPORTED, {"kernel": kernel}).rows,
+                  key=lambda r: (r[3] or "", r[1] or "", bool(r[2]), r[0]))
 
 
 def add_source_evidence(result: WhatIfResult, store: GraphStore, hops: int = 2) -> WhatIfResult:
@@ -106,7 +149,8 @@ def add_source_evidence(result: WhatIfResult, store: GraphStore, hops: int = 2) 
         return result
     direct = [(b.module, r.symbol) for b in result.broken for r in b.reasons if r.rule != "dependency"]
     removed = frozenset(c.target for c in result.changes if c.kind == "unexport")
-    replacements = {sym: exported_callers(store, result.kernel, sym, hops, removed) for sym in sorted(removed)}
+    exported = exported_functions(store, result.kernel) if removed else []
+    replacements = {sym: exported_callers(store, result.kernel, sym, hops, removed, exported) for sym in sorted(removed)}
     return result._replace(call_sites=sites_by_module(store, result.kernel, direct), replacements=replacements)
 
 
