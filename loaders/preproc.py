@@ -923,7 +923,7 @@ def preprocess(src: bytes, ctx: PreprocContext) -> PreprocResult:
         for a, b in blank:
             if b > a:
                 chunk = src[a:b]
-                lines_blanked += chunk.count(b"\n")
+                lines_blanked += max(chunk.count(b"\n") - 1, 0)  # (it starts at the end of a directive line)
                 buf[a:b] = chunk.translate(_BLANK_TABLE)
         text = bytes(buf)
     notes = f.notes

@@ -142,8 +142,12 @@ def debian_headers_tree(release: str) -> tuple[Path, list[str]]:
     return root, files
 
 
-def index_dir(root: Path) -> Path:
-    """The cache directory of ``root``'s index; indexes of trees that no longer exist are removed."""
+def index_dir(root: Path, build: str = "") -> Path:
+    """The cache directory of ``root``'s index; indexes of trees that no longer exist are removed.
+
+    ``build``: the digest of the build its conditionals are decided for (""
+    when every branch is read): an index per build, so that a load with a ``.config`` and one
+    without (or with another) each re-parse only what changed since their own last run."""
     import shutil
 
     base = debian.cache_dir() / "index"
@@ -152,7 +156,7 @@ def index_dir(root: Path) -> Path:
         marker = old / "tree"
         if marker.is_file() and not Path(marker.read_text().strip()).is_dir():
             shutil.rmtree(old, ignore_errors=True)
-    key = hashlib.sha1(str(root).encode()).hexdigest()[:16]
+    key = hashlib.sha1(str(root).encode() + (b"\0" + build.encode() if build else b"")).hexdigest()[:16]
     shard_dir = base / f"{root.name}-{key}"
     shard_dir.mkdir(exist_ok=True)
     (shard_dir / "tree").write_text(str(root) + "\n")
@@ -194,7 +198,6 @@ def index_source_tree(root: str | Path, config: Path | None = None, workers: int
     root = Path(root).resolve()
     if not root.is_dir():
         raise LoaderError(str(root), "not a directory")
-    shard_dir = index_dir(root)
     from .macros import index_macros
 
     if files is None:
@@ -218,6 +221,7 @@ def index_source_tree(root: str | Path, config: Path | None = None, workers: int
     else:
         skipped.append(Skipped(str(root), "no .config given (--config): preprocessor conditionals not decided, "
                                           "every branch read"))
+    shard_dir = index_dir(root, "" if context is None else context.digest())
     # Attributed before the index: MODULE of each file comes from it.
     built: dict[str, str] = {}
     built_sets: dict[str, set[str]] = {}
