@@ -71,6 +71,8 @@ __all__ = [
     "context_for_build",
     "version_code",
     "tree_version",
+    "command_line_defines",
+    "version_macros",
 ]
 
 #: Tokens one condition's macro expansion may produce before it is given up (kept).
@@ -856,6 +858,10 @@ class _File:
 def preprocess(src: bytes, ctx: PreprocContext) -> PreprocResult:
     """Decide ``src``'s conditionals under ``ctx`` and blank what is not compiled (see the module's
     docstring); never raises for bad input, which is in ``notes``."""
+    return _preprocess(src, ctx)[0]
+
+
+def _preprocess(src: bytes, ctx: PreprocContext) -> tuple[PreprocResult, _File]:
     f = _File(src, ctx)
     directives = _directives(src)
     line_at = _LineIndex(src)
@@ -929,7 +935,7 @@ def preprocess(src: bytes, ctx: PreprocContext) -> PreprocResult:
     notes = f.notes
     if f.more_notes:
         notes = notes + [(notes[-1][0], f"and {f.more_notes} more preprocessor notes")]
-    return PreprocResult(text, f.decided, f.kept, lines_blanked, notes)
+    return PreprocResult(text, f.decided, f.kept, lines_blanked, notes), f
 
 
 def _enter(f: _File, c: _Chain, value: bool | None, counted: bool = True) -> None:
@@ -993,3 +999,110 @@ class _LineIndex:
         self.line += self.src.count(b"\n", self.pos, offset)
         self.pos = offset
         return self.line
+
+
+# --------------------------------------------------------------------------------------------
+# A tree's own defines: its command line, its version macros
+
+_CMD_DEFINE_RE = re.compile(rb"(?:^|\s)-D\s*([A-Za-z_]\w*)(?:=(\S*))?")
+_MAX_CMD_FILES = 5000
+
+
+def command_line_defines(root) -> tuple[tuple[str, str], ...]:
+    """The ``-D`` flags every object of a built out-of-tree tree was compiled with, from Kbuild's
+    ``.<object>.o.cmd`` files (``cmd_<object> := gcc ... -DLTTNG_LINUX_PATCH=192 ...``): those
+    with the same value in every one (``KBUILD_*`` and ``MODULE``, which the context knows, left
+    out). Values with quotes are left out too (strings: no use in ``#if``). At most
+    :data:`_MAX_CMD_FILES` files are read, each up to 1 MiB."""
+    import os
+
+    common: dict[str, str] | None = None
+    seen = 0
+    for directory, dirs, names in os.walk(root):
+        dirs[:] = [d for d in dirs if not os.path.islink(os.path.join(directory, d))]
+        for name in names:
+            if not (name.startswith(".") and name.endswith(".o.cmd")) or name.endswith(".mod.o.cmd"):
+                continue
+            seen += 1
+            if seen > _MAX_CMD_FILES:
+                break
+            try:
+                with open(os.path.join(directory, name), "rb") as f:
+                    first = f.readline(1 << 20)
+            except OSError:
+                continue
+            if b":=" not in first or b" -c " not in first:  # (a link: ld -r, no flags)
+                continue
+            flags = {}
+            for m in _CMD_DEFINE_RE.finditer(first):
+                value = (m.group(2) or b"1").decode("latin-1")
+                if not m.group(1).startswith(b"KBUILD_") and m.group(1) != b"MODULE" and not set("\"'\\") & set(value):
+                    flags[m.group(1).decode()] = value
+            common = flags if common is None else {k: v for k, v in common.items() if flags.get(k) == v}
+    return tuple(sorted((common or {}).items()))
+
+
+_VERSION_NAMES = ("LINUX_VERSION_CODE", "KERNEL_VERSION")
+
+
+def version_macros(headers, ctx: PreprocContext) -> tuple[tuple[str, str], ...]:
+    """The version macros a tree's headers define, for the context of the files that include
+    them: each header (``(name, bytes)`` pairs) decided under ``ctx``, and the macros it defines
+    for certain kept when they are constant (their bodies use only numbers, operators, their
+    parameters and other such macros) and reach ``LINUX_VERSION_CODE`` or ``KERNEL_VERSION``, or
+    one of these (LTTng's ``LTTNG_KERNEL_VERSION(a, b, c)``, ``LTTNG_KERNEL_RANGE(...)``); a name
+    two headers define differently is left out. As (``NAME`` or ``NAME(a, b)``, body) pairs for
+    :attr:`PreprocContext.defines`."""
+    found: dict[str, _Macro | None] = {}
+    for _name, src in headers:
+        if b"VERSION" not in src:
+            continue
+        _result, f = _preprocess(src, ctx)
+        for name, m in f.local.items():
+            if not isinstance(m, _Macro):
+                continue
+            old = found.get(name, m)
+            same = old is m or (old is not None and (old.params, old.variadic, old.text) == (m.params, m.variadic, m.text))
+            found[name] = m if same else None
+    macros = {k: m for k, m in found.items() if m is not None}
+    env = _env(ctx)
+
+    def names(m: _Macro) -> set[str]:
+        return {v for k, v in m.body if k == "id" and v not in (m.params or ()) and v != "defined"}
+
+    # constant: the names used are constant macros of the tree, or macros the context defines
+    constant = set(macros)
+    changed = True
+    while changed:
+        changed = False
+        for k in list(constant):
+            m = macros[k]
+            if any(t[0] in ("str", "bad") or t == ("op", "#") or t == ("op", "##") for t in m.body) or \
+                    not all(n in constant or isinstance(env.lookup(n), _Macro) for n in names(m)):
+                constant.discard(k)
+                changed = True
+    # ... and reaching the version
+    version = set()
+    changed = True
+    while changed:
+        changed = False
+        for k in constant - version:
+            if names(macros[k]) & (version | set(_VERSION_NAMES)):
+                version.add(k)
+                changed = True
+    needed = set(version)
+    todo = list(version)
+    while todo:
+        for n in names(macros[todo.pop()]):
+            if n in constant and n not in needed:
+                needed.add(n)
+                todo.append(n)
+    out = []
+    for k in sorted(needed):
+        m = macros[k]
+        params = list(m.params or ())
+        if m.variadic:
+            params[-1] = "..." if params[-1] == "__VA_ARGS__" else params[-1] + "..."
+        head = k if m.params is None else f"{k}({', '.join(params)})"
+        out.append((head, m.text))
+    return tuple(out)

@@ -180,6 +180,24 @@ def _parse_version(version: str | None) -> tuple[int, int, int] | None:
     return int(m.group(1)), int(m.group(2)), int(m.group(3))
 
 
+def _with_tree_defines(root: Path, headers: list[str], context):
+    """``context`` with what an out-of-tree tree adds to its files' compilation: the ``-D`` flags of
+    its build (its ``.o.cmd`` files) and the version macros its headers define (LTTng's
+    ``LTTNG_KERNEL_VERSION``...), so that a file's ``#if`` on them is decided."""
+    from .cfiles import read_source
+    from .preproc import command_line_defines, version_macros
+
+    context = context._replace(defines=context.defines + command_line_defines(root))
+
+    def read(rel: str):
+        try:
+            return rel, read_source(str(root), rel)[0]
+        except LoaderError:
+            return rel, b""
+
+    return context._replace(defines=context.defines + version_macros(map(read, headers), context))
+
+
 def index_source_tree(root: str | Path, config: Path | None = None, workers: int | None = None,
                       progress: bool = False, files: list[str] | None = None,
                       version: str | None = None) -> SourceTree:
@@ -221,6 +239,8 @@ def index_source_tree(root: str | Path, config: Path | None = None, workers: int
     else:
         skipped.append(Skipped(str(root), "no .config given (--config): preprocessor conditionals not decided, "
                                           "every branch read"))
+    if context is not None and not kernel and has_c:
+        context = _with_tree_defines(root, headers, context)
     shard_dir = index_dir(root, "" if context is None else context.digest())
     # Attributed before the index: MODULE of each file comes from it.
     built: dict[str, str] = {}

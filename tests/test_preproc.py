@@ -556,3 +556,68 @@ def test_index_source_tree_without_config_says_so_once(tmp_path, monkeypatch):
     # not a kernel tree and not built: MODULE unknown for the .c files, the header decided
     assert decided.stats.conditions_decided == 2 and decided.stats.conditions_kept == 2
     assert ("h.h", "static_key_count") not in _calls(decided.shard_dir)
+
+
+# --------------------------------------------------------------------------------------------
+# An out-of-tree tree's own defines: its build's -D flags, its headers' version macros
+
+
+def test_command_line_defines_common_to_every_object(tmp_path):
+    (tmp_path / "src").mkdir()
+    cc = "cmd_/b/src/{0}.o := gcc-12 -Wp,-MMD -nostdinc -D__KERNEL__ -DLTTNG_LINUX_PATCH=176 -DDEBIAN_API_VERSION=100 " \
+         "-DMODULE -DKBUILD_BASENAME='\"{0}\"' -DKBUILD_MODNAME='\"{0}\"' -DONLY_{0}=1 -DQUOTED='\"x\"' -c -o {0}.o {0}.c\n"
+    (tmp_path / "src" / ".a.o.cmd").write_text(cc.format("a") + "source_a := a.c\n")
+    (tmp_path / "src" / ".b.o.cmd").write_text(cc.format("b"))
+    (tmp_path / "src" / ".ab.o.cmd").write_text("cmd_/b/src/ab.o := ld -m elf_x86_64 -r -o ab.o a.o b.o\n")
+    assert preproc.command_line_defines(tmp_path) == (
+        ("DEBIAN_API_VERSION", "100"), ("LTTNG_LINUX_PATCH", "176"), ("__KERNEL__", "1"))
+
+
+def test_version_macros_of_a_trees_headers():
+    headers = [("include/lttng/kernel-version.h", textwrap.dedent(LTTNG_VERSION_H).encode()),
+               ("include/other.h", b"#define LTTNG_OTHER_VERSION LTTNG_KERNEL_VERSION(1, 2, 3)\n"
+                                   b"#define NOT_VERSION 4\n#define CONFLICT_VERSION (KERNEL_VERSION(1,0,0))\n"
+                                   b"#define USES_UNKNOWN_VERSION (LINUX_VERSION_CODE + SOMETHING)\n"),
+               ("include/again.h", b"#define CONFLICT_VERSION (KERNEL_VERSION(2,0,0))\n")]
+    # LTTng's Kbuild passes -DLTTNG_LINUX_PATCH=$(SUBLEVEL): without it the header's #ifndef
+    # LTTNG_LINUX_PATCH is undecided (the name may come from the command line), and nothing is sure
+    assert preproc.version_macros(headers, ctx(version=(6, 1, 176))) == ()
+    flags = (("LTTNG_LINUX_MAJOR", "6"), ("LTTNG_LINUX_MINOR", "1"), ("LTTNG_LINUX_PATCH", "176"))
+    found = dict(preproc.version_macros(headers, ctx(version=(6, 1, 176), defines=flags)))
+    assert sorted(found) == ["LTTNG_KERNEL_RANGE(a_low, b_low, c_low, a_high, b_high, c_high)",
+                             "LTTNG_KERNEL_VERSION(a, b, c)", "LTTNG_LINUX_VERSION_CODE", "LTTNG_OTHER_VERSION"]
+    assert found["LTTNG_KERNEL_VERSION(a, b, c)"] == "(KERNEL_VERSION(a, b, c) * 1ULL)"  # the #else: 176 < 256
+    lines = code(LTTNG_USE, ctx(version=(6, 1, 176), defines=tuple(found.items())))
+    assert lines == ["int uses_stack_trace_save_user;"]
+
+
+# --------------------------------------------------------------------------------------------
+# Real data: linux-source-6.1 under Debian's config
+
+
+@pytest.mark.realdata
+def test_real_header_inline_in_a_dead_branch_disappears(debian_kernel):
+    from ksymgraph.loaders import kbuild
+
+    root = trees.debian_source_tree(debian_kernel.release)
+    values = kbuild.read_config(debian_kernel.config)
+    assert values["CONFIG_JUMP_LABEL"] == "y"
+    context = context_for_build(values, preproc.tree_version(root))
+    assert context.arch == "x86_64" and context.version[:2] == (6, 1)
+    plain = cparse.parse_file("include/linux/jump_label.h", root)
+    decided = cparse.parse_file("include/linux/jump_label.h", root, context=context)
+
+    def callers(result, callee):
+        return sorted({c.caller for c in result.calls if c.callee == callee})
+
+    # CONFIG_JUMP_LABEL=y: the #else inlines (static_key_false() testing static_key_count()) are
+    # not compiled; the live ones branch with arch_static_branch()
+    assert callers(plain, "static_key_count") == ["static_key_false", "static_key_true"]
+    assert callers(decided, "static_key_count") == []
+    assert "static_key_false" in callers(decided, "arch_static_branch")
+    assert decided.stats.conditions_decided >= 5 and decided.stats.lines_blanked > 50
+    # the lines of what is left are those of the file
+    assert {(f.name, f.line) for f in decided.functions} < {(f.name, f.line) for f in plain.functions}
+    src = (root / "include/linux/jump_label.h").read_bytes()
+    text = preprocess(src, context).text
+    assert len(text) == len(src) and text.count(b"\n") == src.count(b"\n")
