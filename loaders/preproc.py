@@ -22,8 +22,9 @@ What a condition may use, as the compiler would see it:
   IS_MODULE(option)``), and kconfig.h's ``__LITTLE_ENDIAN``/``__BIG_ENDIAN`` from
   ``CONFIG_CPU_BIG_ENDIAN``; kconfig.h is included in every compilation unit (``-include`` in
   the top Makefile's ``LINUXINCLUDE``);
-* ``MODULE``, defined for the parts of a module and not for built-in code (scripts/Makefile.lib:
-  ``modkern_cflags`` is ``$(KBUILD_CFLAGS_MODULE)`` = ``-DMODULE`` for objects in ``obj-m``);
+* ``MODULE``, defined for the parts of a module and not for built-in code (6.1 scripts/Makefile.lib:
+  ``modkern_cflags`` is ``$(KBUILD_CFLAGS_MODULE)`` when ``part-of-module``, the object being in
+  ``real-obj-m``; the top Makefile sets ``KBUILD_CFLAGS_MODULE := -DMODULE``);
   unknown (conditions on it kept) for headers and for files built both ways;
 * the version: ``LINUX_VERSION_CODE``, ``KERNEL_VERSION(a,b,c)`` and ``LINUX_VERSION_MAJOR``/
   ``PATCHLEVEL``/``SUBLEVEL`` as the top Makefile writes ``include/generated/uapi/linux/version.h``
@@ -111,8 +112,8 @@ _OTHER_ARCH_MACROS = frozenset(
     "__sparc_v9__ __riscv __ia64__ __alpha__ __hppa__ __m68k__ __sh__ __loongarch__ __loongarch64 "
     "__xtensa__ __nios2__ __microblaze__ __arc__ __csky__ __or1k__ __hexagon__ __ILP32__".split())
 
-#: Not defined in a kernel compilation unit of C: ``__ASSEMBLY__`` (``-D__ASSEMBLY__`` only for
-#: ``.S`` files, scripts/Makefile.build), ``__CHECKER__`` (sparse only), ``__GENKSYMS__`` (genksyms
+#: Not defined in a kernel compilation unit of C: ``__ASSEMBLY__`` (only in ``KBUILD_AFLAGS``, for
+#: ``.S`` files: the top Makefile, 6.1 line 578), ``__CHECKER__`` (sparse only), ``__GENKSYMS__`` (genksyms
 #: only), ``__cplusplus``, ``__OPTIMIZE_SIZE__`` unless ``CONFIG_CC_OPTIMIZE_FOR_SIZE``.
 KNOWN_UNDEFINED = frozenset("__ASSEMBLY__ __CHECKER__ __GENKSYMS__ __cplusplus __BPF__ __BPF_TRACING__ "
                             "__DISABLE_EXPORTS __KERNEL_STRICT_NAMES".split())
@@ -826,8 +827,8 @@ class _File:
         try:
             if kind in ("ifdef", "ifndef", "elifdef", "elifndef"):
                 toks = _tokens(rest)
-                if len(toks) != 1 or toks[0][0] != "id":
-                    raise _BadInput(f"#{kind} needs one name")
+                if not toks or toks[0][0] != "id":  # (extra tokens after the name: ignored, as cpp does)
+                    raise _BadInput(f"#{kind} needs a name")
                 m = self.lookup(toks[0][1])
                 if m is _UNKNOWN:
                     return None

@@ -403,7 +403,7 @@ def test_bad_input_is_reported_with_its_line_and_both_branches_kept():
         (5, "#endif without #if: ignored"),
         (6, "#if 1 / 0: division by zero; every branch kept"),
         (11, "#if A: macro A recurses; every branch kept"),
-        (14, "#ifdef : #ifdef needs one name; every branch kept"),
+        (14, "#ifdef : #ifdef needs a name; every branch kept"),
         (19, "#else after #else (the #if at line 17): every branch kept"),
         (22, "#if without #endif: every branch kept"),
     ]
@@ -621,3 +621,35 @@ def test_real_header_inline_in_a_dead_branch_disappears(debian_kernel):
     src = (root / "include/linux/jump_label.h").read_bytes()
     text = preprocess(src, context).text
     assert len(text) == len(src) and text.count(b"\n") == src.count(b"\n")
+
+
+# --------------------------------------------------------------------------------------------
+# A load: the counts reach its summary, the graph holds the live branch only
+
+
+def test_load_with_a_config_decides_and_says_so(tmp_path, fixture_tree, monkeypatch):
+    from conftest import FIXTURE_RELEASE
+    from ksymgraph.graph.connect import open_store
+    from ksymgraph.graph.load import load_kernel
+    from ksymgraph.queries.report import render_load
+
+    monkeypatch.setenv("KSYMGRAPH_CACHE", str(tmp_path / "cache"))
+    root = tmp_path / "oot"
+    root.mkdir()
+    (root / "m.c").write_text("#ifdef CONFIG_FOO\nint a_fn(void) { return on_foo(); }\n#else\n"
+                              "int a_fn(void) { return off_foo(); }\n#endif\n"
+                              "#if UNKNOWN_X\nint b_fn(void) { return maybe(); }\n#endif\n")
+    (root / "m.mod").write_text(f"{root / 'm.o'}\n")
+    config = tmp_path / "config"
+    config.write_text("CONFIG_FOO=y\nCONFIG_X86_64=y\n")
+    store = open_store(tmp_path / "g.lbdb")
+    try:
+        s = load_kernel(store, [str(fixture_tree)], workers=1, source_dirs=[str(root)], config=str(config))
+        out, _err = render_load(s, "here")
+        assert "preprocessor: 1 conditions decided for this build (1 lines not compiled left out), 1 kept " \
+               "undecided (every branch read)" in out.splitlines()
+        rows = store.query("MATCH (f:Function)-[:CALLS]->(g) WHERE f.kernel = $k AND f.file STARTS WITH 'oot/' "
+                           "RETURN f.name, g.name ORDER BY f.name, g.name", {"k": FIXTURE_RELEASE}).rows
+        assert [tuple(r) for r in rows] == [("a_fn", "on_foo"), ("b_fn", "maybe")]
+    finally:
+        store.close()
