@@ -653,3 +653,29 @@ def test_load_with_a_config_decides_and_says_so(tmp_path, fixture_tree, monkeypa
         assert [tuple(r) for r in rows] == [("a_fn", "on_foo"), ("b_fn", "maybe")]
     finally:
         store.close()
+
+
+@pytest.mark.realdata
+def test_real_module_branch_matches_the_compiled_module(debian_kernel):
+    """drivers/video/fbdev/uvesafb.c, built as a module by Debian (CONFIG_FB_UVESA=m): its
+    ``#ifndef MODULE`` parts (uvesafb_setup() with strsep(), fb_get_options() in uvesafb_init())
+    are not compiled, and the .ko imports neither; cn_add_callback(), outside them, it does."""
+    from ksymgraph.loaders import kbuild
+    from ksymgraph.loaders.modules import read_module_file
+
+    root = trees.debian_source_tree(debian_kernel.release)
+    values = kbuild.read_config(debian_kernel.config)
+    assert values["CONFIG_FB_UVESA"] == "m"
+    rel = "drivers/video/fbdev/uvesafb.c"
+    assert {r.module for r in kbuild.evaluate_kbuild(root, values) if r.file == rel} == {"uvesafb"}
+    ko = next(debian_kernel.modules_dir.rglob("uvesafb.ko*"))
+    imports = set(read_module_file(str(ko)).imports.symbols)
+    wanted = ("fb_get_options", "strsep", "cn_add_callback")
+    assert {s for s in wanted if s in imports} == {"cn_add_callback"}
+
+    def callees(context):
+        return {c.callee for c in cparse.parse_file(rel, root, context=context).calls if c.callee in wanted}
+
+    assert callees(None) == set(wanted)  # every branch read
+    assert callees(context_for_build(values, preproc.tree_version(root), module=True)) == {"cn_add_callback"}
+    assert callees(context_for_build(values, preproc.tree_version(root), module=False)) == set(wanted)
