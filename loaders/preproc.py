@@ -31,7 +31,8 @@ What a condition may use, as the compiler would see it:
   (6.1: ``KERNEL_VERSION(a,b,c)`` is ``(((a) << 16) + ((b) << 8) + ((c) > 255 ? 255 : (c)))``,
   and the code's sublevel is clamped at 255 likewise);
 * the architecture: ``__KERNEL__`` (``-D__KERNEL__`` in the top Makefile), the compiler's
-  predefined macros of the target (:data:`ARCH_PREDEFINES`; ``__GNUC__``/``__clang__`` from
+  predefined macros of the target (:data:`ARCH_PREDEFINES`; the few its headers define for every
+  file, :data:`ARCH_HEADER_MACROS`, such as ``BITS_PER_LONG``; ``__GNUC__``/``__clang__`` from
   ``CONFIG_GCC_VERSION``/``CONFIG_CC_IS_CLANG``), the other architectures' predefined macros,
   ``__ASSEMBLY__`` and ``__CHECKER__`` not defined (:data:`KNOWN_UNDEFINED`);
 * the object-like and function-like macros the file itself defines above the condition
@@ -63,6 +64,7 @@ __all__ = [
     "PreprocContext",
     "PreprocResult",
     "ARCH_PREDEFINES",
+    "ARCH_HEADER_MACROS",
     "KNOWN_UNDEFINED",
     "MAX_STEPS",
     "MAX_DEPTH",
@@ -104,13 +106,27 @@ ARCH_PREDEFINES: dict[str, dict[str, str]] = {
               "__ELF__": "1", "__STDC__": "1", "__OPTIMIZE__": "1"},
 }
 
+#: Macros the architecture's own headers define unconditionally (under its ``.config``), that the
+#: headers every file includes bring in (6.1): ``__LITTLE_ENDIAN_BITFIELD`` from
+#: include/uapi/linux/byteorder/little_endian.h (arch/x86/include/uapi/asm/byteorder.h),
+#: ``__BITS_PER_LONG`` from arch/x86/include/uapi/asm/bitsperlong.h, ``BITS_PER_LONG`` from
+#: include/asm-generic/bitsperlong.h (``CONFIG_64BIT``), ``PAGE_SHIFT``/``PAGE_SIZE`` from
+#: arch/x86/include/asm/page_types.h. A file that tests them without those headers would not
+#: build: a file that tests ``__LITTLE_ENDIAN_BITFIELD`` and ``__BIG_ENDIAN_BITFIELD`` has an
+#: ``#error`` for neither.
+ARCH_HEADER_MACROS: dict[str, dict[str, str]] = {
+    "x86_64": {"__LITTLE_ENDIAN_BITFIELD": "", "__BITS_PER_LONG": "64", "BITS_PER_LONG": "64", "PAGE_SHIFT": "12",
+               "PAGE_SIZE": "4096UL"},
+}
+
 #: Architecture macros of the compilers' other targets: not defined when the context's target is
 #: known and is not theirs.
 _OTHER_ARCH_MACROS = frozenset(
     "__i386__ __i386 __x86_64__ __x86_64 __amd64__ __amd64 __aarch64__ __arm__ __thumb__ __thumb2__ "
     "__powerpc__ __powerpc64__ __PPC__ __PPC64__ __ppc__ __s390__ __s390x__ __mips__ __mips64 __sparc__ "
     "__sparc_v9__ __riscv __ia64__ __alpha__ __hppa__ __m68k__ __sh__ __loongarch__ __loongarch64 "
-    "__xtensa__ __nios2__ __microblaze__ __arc__ __csky__ __or1k__ __hexagon__ __ILP32__".split())
+    "__xtensa__ __nios2__ __microblaze__ __arc__ __csky__ __or1k__ __hexagon__ __ILP32__ __mc68000__ mc68000 "
+    "__sparc __sparc64__ __mips __powerpc64 __PPC64 __arm64__ __BIG_ENDIAN_BITFIELD".split())
 
 #: Not defined in a kernel compilation unit of C: ``__ASSEMBLY__`` (only in ``KBUILD_AFLAGS``, for
 #: ``.S`` files: the top Makefile, 6.1 line 578), ``__CHECKER__`` (sparse only), ``__GENKSYMS__`` (genksyms
@@ -280,7 +296,8 @@ class _Env:
                 macros["__clang__"] = _Macro(None, "1")
             if ctx.config.get("CONFIG_CC_OPTIMIZE_FOR_SIZE") == "y":
                 macros["__OPTIMIZE_SIZE__"] = _Macro(None, "1")
-        predefined = ARCH_PREDEFINES.get(ctx.arch, {})
+        predefined = dict(ARCH_PREDEFINES.get(ctx.arch, {}))
+        predefined.update(ARCH_HEADER_MACROS.get(ctx.arch, {}) if ctx.config else {})
         for key, value in predefined.items():
             macros[key] = _Macro(None, value)
         if ctx.version is not None:

@@ -135,7 +135,18 @@ def test_arch_and_compiler():
         #ifdef __LITTLE_ENDIAN
         int le;
         #endif
-    """) == ["int x86_64;", "int not_sparse;", "int kernel;", "int gcc12;", "int le;"]
+        #if defined(__LITTLE_ENDIAN_BITFIELD)
+        int le_bitfield;
+        #elif defined(__BIG_ENDIAN_BITFIELD)
+        int be_bitfield;
+        #endif
+        #if BITS_PER_LONG == 64 && PAGE_SIZE == 4096
+        int long64;
+        #endif
+        #if defined(__mc68000__) || defined(__powerpc__)
+        int other_arch;
+        #endif
+    """) == ["int x86_64;", "int not_sparse;", "int kernel;", "int gcc12;", "int le;", "int le_bitfield;", "int long64;"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -357,7 +368,7 @@ def test_integer_expressions(expr, value):
 
 @pytest.mark.parametrize("expr", [
     "UNKNOWN_X", "UNKNOWN_X > 2", "__has_attribute(__fallthrough__)", "defined(UNKNOWN_X)",
-    "UNKNOWN_X && 1", "PASTE(a, b)", "BITS_PER_LONG == 64",
+    "UNKNOWN_X && 1", "PASTE(a, b)", "NR_IRQS > 16",
 ])
 def test_undecidable_keeps_every_branch_and_is_counted(expr):
     src = f"#define PASTE(a, b) a##b\n#if {expr}\nint yes;\n#else\nint no;\n#endif\n"
