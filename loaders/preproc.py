@@ -851,9 +851,7 @@ class _File:
                     return None
                 defined = m is not _UNDEF
                 return defined if kind in ("ifdef", "elifdef") else not defined
-            toks = _tokens(rest)
-            if any(k in ("bad", "str") for k, _ in toks):
-                raise _BadInput("not an integer expression")
+            toks = _tokens(rest)  # (strings may be arguments of __has_include("x.h"): unknown, not bad)
             expanded = _Expander(self.lookup, self.budget).expand(toks)
             if any(k in ("id", "str", "bad") for k, _ in expanded):
                 raise _BadInput("not an integer expression after expansion")

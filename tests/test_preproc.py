@@ -368,7 +368,7 @@ def test_integer_expressions(expr, value):
 
 @pytest.mark.parametrize("expr", [
     "UNKNOWN_X", "UNKNOWN_X > 2", "__has_attribute(__fallthrough__)", "defined(UNKNOWN_X)",
-    "UNKNOWN_X && 1", "PASTE(a, b)", "NR_IRQS > 16",
+    "UNKNOWN_X && 1", "PASTE(a, b)", "NR_IRQS > 16", '__has_include("errata/abi-1.h")', "__has_include(<linux/x.h>)",
 ])
 def test_undecidable_keeps_every_branch_and_is_counted(expr):
     src = f"#define PASTE(a, b) a##b\n#if {expr}\nint yes;\n#else\nint no;\n#endif\n"
