@@ -27,9 +27,19 @@ from typing import Iterable, Mapping, NamedTuple
 from .cfiles import file_signature, read_source, real_root, tree_files
 from .cparse import PARSE_SECONDS, parse_read_file
 from .includes import kernel_include_dirs
-from .preproc import PreprocContext
 from .lookups import find_wrappers, resolve_lookups
-from .records import ArgFlow, Call, ExportSite, FunctionDef, LoaderError, LookUp, ParseStats, Skipped, StringArg
+from .preproc import PreprocContext
+from .records import (
+    ArgFlow,
+    Call,
+    ExportSite,
+    FunctionDef,
+    LoaderError,
+    LookUp,
+    ParseStats,
+    Skipped,
+    StringArg,
+)
 
 __all__ = ["TABLES", "IndexResult", "TableWriter", "index_tree", "read_table", "write_table"]
 

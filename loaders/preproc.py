@@ -860,7 +860,7 @@ class _File:
         except _BadInput as e:
             self.note(line, f"#{kind} {rest.strip()[:80]}: {e}; every branch kept")
             return None
-        except _Undecidable as e:
+        except _Undecidable:
             if self.budget[0] < 0 and not self.exhausted:
                 self.exhausted = True
                 self.note(line, f"the file's macro expansion budget ({WORK_PER_BYTE} tokens a byte) is spent: "

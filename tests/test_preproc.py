@@ -329,8 +329,8 @@ def test_lttng_style_version_macros_from_the_context():
     defines = (("LTTNG_KERNEL_VERSION(a, b, c)", "(KERNEL_VERSION(a, b, c) * 1ULL)"),
                ("LTTNG_LINUX_VERSION_CODE", "(LINUX_VERSION_CODE * 1ULL)"),
                ("LTTNG_KERNEL_RANGE(a_low, b_low, c_low, a_high, b_high, c_high)",
-                "(LTTNG_LINUX_VERSION_CODE >= LTTNG_KERNEL_VERSION(a_low, b_low, c_low) && "
-                "LTTNG_LINUX_VERSION_CODE < LTTNG_KERNEL_VERSION(a_high, b_high, c_high))"))
+                ("(LTTNG_LINUX_VERSION_CODE >= LTTNG_KERNEL_VERSION(a_low, b_low, c_low) && "
+                "LTTNG_LINUX_VERSION_CODE < LTTNG_KERNEL_VERSION(a_high, b_high, c_high))")))
     assert code(LTTNG_USE, ctx(defines=defines)) == ["int uses_stack_trace_save_user;"]
     # without them, the names are unknown: both kept
     assert "int uses_save_stack_trace_user;" in code(LTTNG_USE)
@@ -586,9 +586,9 @@ def test_command_line_defines_common_to_every_object(tmp_path):
 
 def test_version_macros_of_a_trees_headers():
     headers = [("include/lttng/kernel-version.h", textwrap.dedent(LTTNG_VERSION_H).encode()),
-               ("include/other.h", b"#define LTTNG_OTHER_VERSION LTTNG_KERNEL_VERSION(1, 2, 3)\n"
+               ("include/other.h", (b"#define LTTNG_OTHER_VERSION LTTNG_KERNEL_VERSION(1, 2, 3)\n"
                                    b"#define NOT_VERSION 4\n#define CONFLICT_VERSION (KERNEL_VERSION(1,0,0))\n"
-                                   b"#define USES_UNKNOWN_VERSION (LINUX_VERSION_CODE + SOMETHING)\n"),
+                                   b"#define USES_UNKNOWN_VERSION (LINUX_VERSION_CODE + SOMETHING)\n")),
                ("include/again.h", b"#define CONFLICT_VERSION (KERNEL_VERSION(2,0,0))\n")]
     # LTTng's Kbuild passes -DLTTNG_LINUX_PATCH=$(SUBLEVEL): without it the header's #ifndef
     # LTTNG_LINUX_PATCH is undecided (the name may come from the command line), and nothing is sure

@@ -85,7 +85,7 @@ def main() -> None:
             for e in notes[:10]:
                 print(f"  {e.path}: {e.reason}")
     if len(rows) == 2:
-        (t0, plain), (t1, pp) = rows["plain"], rows["pp"]
+        (t0, plain), (_t1, pp) = rows["plain"], rows["pp"]
         s = pp.stats
         total = s.conditions_decided + s.conditions_kept
         print(f"\n{'index':10} {'wall s':>8} {'ratio':>7} {'functions':>10} {'calls':>10} {'lookups':>8}")
