@@ -5,10 +5,11 @@
 Parquet shard, one directory per table under ``shard_dir``. A manifest of every file's size,
 mtime, content hash, includes and shard lets a re-run re-parse only the files that changed, and
 drop the rows of files that changed or went away. Given a build's
-:class:`~ksymgraph.loaders.preproc.PreprocContext` (and which files are parts of modules), each file's
-conditionals are decided for that build; a file's entry records the digest of the context it was
-parsed under, so a file is re-parsed when its bytes or its context change, and only then. Lookups through wrappers are resolved over the
-whole index at the end (``lookups.parquet``). :func:`read_table` reads a table back.
+:class:`~ksymgraph.loaders.preproc.PreprocContext` (and which files are parts of modules), each
+file's conditionals are decided for that build; a file's entry records the digest of the context
+it was parsed under, so a file is re-parsed when its bytes or its context change, and only then.
+Lookups through wrappers are resolved over the whole index at the end (``lookups.parquet``).
+:func:`read_table` reads a table back.
 """
 
 from __future__ import annotations
@@ -29,17 +30,7 @@ from .cparse import PARSE_SECONDS, parse_read_file
 from .includes import kernel_include_dirs
 from .lookups import find_wrappers, resolve_lookups
 from .preproc import PreprocContext
-from .records import (
-    ArgFlow,
-    Call,
-    ExportSite,
-    FunctionDef,
-    LoaderError,
-    LookUp,
-    ParseStats,
-    Skipped,
-    StringArg,
-)
+from .records import ArgFlow, Call, ExportSite, FunctionDef, LoaderError, LookUp, ParseStats, Skipped, StringArg
 
 __all__ = ["TABLES", "IndexResult", "TableWriter", "index_tree", "read_table", "write_table"]
 
