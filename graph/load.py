@@ -172,8 +172,9 @@ def _collector(running: bool):
 
 
 def _index_trees(specs: Iterable[str], release: str, config: Path | None, workers: int | None, progress: bool,
-                 skipped: list[Skipped]) -> list:
+                 skipped: list[Skipped], version: str = "") -> list:
     """Index each source tree ``--source`` names; one that cannot be found is added to ``skipped``.
+    ``version``: the kernel's (``6.1.192-3``), for the conditionals of a tree without a top Makefile.
 
     The garbage collector runs as usual meanwhile: indexing takes minutes and makes other objects.
     """
@@ -191,7 +192,7 @@ def _index_trees(specs: Iterable[str], release: str, config: Path | None, worker
                     root, files = debian_headers_tree(release)
                 else:
                     root = Path(spec)
-                tree = index_source_tree(root, config, workers, progress, files)
+                tree = index_source_tree(root, config, workers, progress, files, version)
             except LoaderError as e:
                 skipped.append(Skipped(e.path, e.reason))
                 continue
@@ -244,7 +245,7 @@ def load_kernel(
         meta = meta._replace(build=build)
         if len(modules) < n_files and not allow_fewer:
             _refuse_fewer(store, meta.release, len({m.info.name for m in modules}), n_files - len(modules))
-        trees = _index_trees(source_dirs, meta.release, config_path, workers, progress, skipped)
+        trees = _index_trees(source_dirs, meta.release, config_path, workers, progress, skipped, meta.version)
         # Resolve and write at once: the store writes each table while the next ones are resolved.
         from .build import build_kernel_graph
 

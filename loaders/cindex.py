@@ -4,8 +4,12 @@
 :func:`ksymgraph.loaders.cparse.parse_read_file`), each worker writing its batch's rows to its own
 Parquet shard, one directory per table under ``shard_dir``. A manifest of every file's size,
 mtime, content hash, includes and shard lets a re-run re-parse only the files that changed, and
-drop the rows of files that changed or went away. Lookups through wrappers are resolved over the
-whole index at the end (``lookups.parquet``). :func:`read_table` reads a table back.
+drop the rows of files that changed or went away. Given a build's
+:class:`~ksymgraph.loaders.preproc.PreprocContext` (and which files are parts of modules), each
+file's conditionals are decided for that build; a file's entry records the digest of the context
+it was parsed under, so a file is re-parsed when its bytes or its context change, and only then.
+Lookups through wrappers are resolved over the whole index at the end (``lookups.parquet``).
+:func:`read_table` reads a table back.
 """
 
 from __future__ import annotations
@@ -19,12 +23,13 @@ import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
-from typing import Iterable, NamedTuple
+from typing import Iterable, Mapping, NamedTuple
 
 from .cfiles import file_signature, read_source, real_root, tree_files
 from .cparse import PARSE_SECONDS, parse_read_file
 from .includes import kernel_include_dirs
 from .lookups import find_wrappers, resolve_lookups
+from .preproc import PreprocContext
 from .records import ArgFlow, Call, ExportSite, FunctionDef, LoaderError, LookUp, ParseStats, Skipped, StringArg
 
 __all__ = ["TABLES", "IndexResult", "TableWriter", "index_tree", "read_table", "write_table"]
@@ -43,7 +48,7 @@ MANIFEST_VERSION = 2
 
 #: The modules whose code decides what an index holds: a change to any of them re-indexes all.
 _LOADER_MODULES = ("cparse.py", "ctree.py", "cexports.py", "ctext.py", "neutralise.py", "includes.py", "cfiles.py",
-                   "lookups.py", "records.py", "cindex.py")
+                   "lookups.py", "records.py", "cindex.py", "preproc.py")
 
 
 class IndexResult(NamedTuple):
@@ -59,8 +64,9 @@ class IndexResult(NamedTuple):
     stats: ParseStats
     """Parse statistics over all indexed files."""
     errors: list[Skipped]
-    """Files that could not be read (or not fully), includes not followed, and directories that
-    could not be listed, with the reason."""
+    """Files that could not be read (or not fully), includes not followed, directories that
+    could not be listed, and preprocessor directives that are bad input (``file:line``), with the
+    reason."""
     parsed: int
     """Files parsed during this run (the rest were unchanged and reused)."""
     reused: int
@@ -185,8 +191,9 @@ def _lookup_signature(result) -> str:
 def _index_batch(job) -> tuple[str, list[dict], dict[str, int]]:
     """Worker: parse a batch of files and write one shard per table. Returns (shard id, one entry
     per file for the manifest, row count per table)."""
-    root_s, files, include_dirs, shard_dir, shard_id, seconds = job
+    root_s, files, include_dirs, shard_dir, shard_id, seconds, pp = job
     root = Path(root_s)
+    base, digests, modules = pp if pp is not None else (None, {}, {})
     rows: dict[str, list] = {t: [] for t in TABLES}
     entries = []
     resolved: dict = {}
@@ -200,9 +207,16 @@ def _index_batch(job) -> tuple[str, list[dict], dict[str, int]]:
             continue
         entry["size"], entry["mtime_ns"] = st.st_size, st.st_mtime_ns
         entry["sha1"] = hashlib.sha1(src).hexdigest()
-        result = parse_read_file(src, rel, root, include_dirs, resolved, seconds)
+        context = None
+        if base is not None:
+            module = modules.get(rel)
+            context = base if module is base.module else base._replace(module=module)
+            entry["ctx"] = digests[module]
+        result = parse_read_file(src, rel, root, include_dirs, resolved, seconds, context)
         entry.update(error=result.error, includes=result.includes, refused=result.includes_refused,
                      stats=list(result.stats), lookup_sig=_lookup_signature(result))
+        if result.directive_notes:
+            entry["notes"] = [list(n) for n in result.directive_notes]
         rows["functions"] += result.functions
         rows["calls"] += result.calls
         rows["exports"] += result.exports
@@ -322,7 +336,8 @@ class _Indexer:
     headers they include, then theirs...), each file looked at once."""
 
     def __init__(self, root: Path, shard_dir: Path, include_dirs: list[str], headers: bool, workers: int,
-                 progress: bool, batch_bytes: int, batch_files: int, seconds: float):
+                 progress: bool, batch_bytes: int, batch_files: int, seconds: float,
+                 preproc: PreprocContext | None = None, modules: Mapping[str, bool | None] | None = None):
         self.root = root
         self.root_s = str(root)  # str joins: pathlib costs 0.4 s over a kernel tree here
         self.shard_dir = shard_dir
@@ -332,6 +347,11 @@ class _Indexer:
         self.progress = progress
         self.batch_bytes, self.batch_files = batch_bytes, batch_files
         self.seconds = seconds
+        self.preproc = None if preproc is None else preproc._replace(module=None)
+        self.modules = dict(modules or {})
+        #: The digest of each file's context, by its MODULE (a tree has at most three contexts).
+        self.digests = {} if preproc is None else \
+            {m: self.preproc._replace(module=m).digest() for m in (True, False, None)}
         #: Directories the walk could not list.
         self.unlisted: list[Skipped] = []
         self.manifest = _open_manifest(shard_dir, root, include_dirs)
@@ -383,6 +403,8 @@ class _Indexer:
         and mtime are recorded then)."""
         if not entry.get("sha1"):
             return False
+        if entry.get("ctx") != self.digests.get(self.modules.get(rel)):  # parsed for another build
+            return False
         path = os.path.join(self.root_s, rel)
         try:
             sig = file_signature(path)
@@ -401,7 +423,8 @@ class _Indexer:
 
     def parse(self, to_parse: list[str]) -> list[str]:
         """Parse ``to_parse`` in batches, one shard each; returns the files they include."""
-        jobs = [(self.root_s, batch, self.include_dirs, str(self.shard_dir), self.new_shard(), self.seconds)
+        jobs = [(self.root_s, batch, self.include_dirs, str(self.shard_dir), self.new_shard(), self.seconds,
+                 self.job_context(batch))
                 for batch in _batches(self.root, to_parse, self.batch_bytes, self.batch_files)]
         if self.progress and self.bar is None:
             from tqdm import tqdm
@@ -424,6 +447,13 @@ class _Indexer:
             if self.bar is not None:
                 self.bar.update(len(entries))
         return included
+
+    def job_context(self, batch: list[str]):
+        """What a worker needs to decide the conditionals of ``batch``: the build's context, the
+        digest of each of its variants, and the ``MODULE`` of each file (None without a context)."""
+        if self.preproc is None:
+            return None
+        return self.preproc, self.digests, {rel: self.modules[rel] for rel in batch if rel in self.modules}
 
     def new_shard(self) -> str:
         shard_id = f"{self.manifest['next_shard']:06d}"
@@ -462,12 +492,13 @@ class _Indexer:
             return
         except BrokenProcessPool:
             pass
-        root_s, files, include_dirs, shard_dir, shard_id, seconds = job
+        root_s, files, include_dirs, shard_dir, shard_id, seconds, pp = job
         for table in TABLES:  # whatever the dead process wrote of this shard
             (self.shard_dir / table / f"{shard_id}.parquet").unlink(missing_ok=True)
         if split and len(files) > 1:
             for rel in files:
-                yield from self.alone((root_s, [rel], include_dirs, shard_dir, self.new_shard(), seconds), split=False)
+                yield from self.alone((root_s, [rel], include_dirs, shard_dir, self.new_shard(), seconds, pp),
+                                      split=False)
             return
         for table, record_type in TABLES.items():
             write_table(self.shard_dir / table / f"{shard_id}.parquet", record_type, [])
@@ -510,6 +541,7 @@ class _Indexer:
             if e.get("error"):
                 errors.append(Skipped(rel, e["error"]))
             errors += [Skipped(rel, refused) for refused in e.get("refused", ())]
+            errors += [Skipped(*note) for note in e.get("notes", ())]
         return IndexResult(self.shard_dir, shards, rows, stats, errors, self.parsed, len(known) - self.parsed,
                            time.monotonic() - started)
 
@@ -538,6 +570,8 @@ def index_tree(
     batch_bytes: int = 2 << 20,
     batch_files: int = 200,
     seconds: float = PARSE_SECONDS,
+    preproc: PreprocContext | None = None,
+    modules: Mapping[str, bool | None] | None = None,
 ) -> IndexResult:
     """Index a whole tree into Parquet shards, re-parsing only what changed since the last run.
 
@@ -554,12 +588,19 @@ def index_tree(
     the tree, up to a size) and parsed within ``seconds`` each
     (:func:`~ksymgraph.loaders.cparse.parse_source`); those that are not, and the directories the
     walk cannot list, are in ``errors`` with the reason.
+
+    ``preproc``: the build whose preprocessor conditionals are decided in every file
+    (:mod:`ksymgraph.loaders.preproc`; its ``module`` is ignored), with ``MODULE`` defined for the
+    files that ``modules`` maps to True, not defined for those it maps to False, and not known
+    for the rest (headers); None reads every branch, as before. A file parsed under another
+    context than this run's is parsed again.
     """
     started = time.monotonic()
     root = Path(real_root(root))
     include_dirs = kernel_include_dirs() if include_dirs is None else list(include_dirs)
     shard_dir = Path(shard_dir) if shard_dir is not None else root / ".ksymgraph-index"
-    indexer = _Indexer(root, shard_dir, include_dirs, headers, workers, progress, batch_bytes, batch_files, seconds)
+    indexer = _Indexer(root, shard_dir, include_dirs, headers, workers, progress, batch_bytes, batch_files, seconds,
+                       preproc, modules)
     if files is None:
         listing = tree_files(root)
         indexer.unlisted = listing.skipped

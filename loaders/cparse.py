@@ -2,7 +2,9 @@
 
 Paths in records are relative to the tree root the caller gives; the loader never talks to a
 store. A file's bytes go through the passes over the text of :data:`TEXT_PASSES` (each keeps the
-length and the newlines, so that lines and byte offsets stay exact: today the neutralising of
+length and the newlines, so that lines and byte offsets stay exact: given a build's
+:class:`~ksymgraph.loaders.preproc.PreprocContext`, first the preprocessor's conditionals decided
+and their dead branches blanked, :mod:`ksymgraph.loaders.preproc`; then the neutralising of
 kernel macros, :mod:`ksymgraph.loaders.neutralise`), then through tree-sitter, and the tree is read
 by :mod:`ksymgraph.loaders.ctree`. ``EXPORT_SYMBOL*`` sites are found in the text and checked
 against the tree (:mod:`ksymgraph.loaders.cexports`). What the parser still cannot read is counted
@@ -37,7 +39,8 @@ from .ctree import MACRO_QUERY, MAX_DEPTH, QUERY, TreeRecords, calls_deeper_than
 from .includes import kernel_include_dirs, resolve_includes
 from .lookups import resolve_lookups
 from .neutralise import neutralise_kernel_macros
-from .records import FileResult, LoaderError, LookUp, ParseStats
+from .preproc import PreprocContext, preprocess
+from .records import FileResult, LoaderError, LookUp, ParseStats, Skipped
 
 __all__ = ["TEXT_PASSES", "MAX_PARSE_BYTES", "PARSE_SECONDS", "PARSE_MEMORY", "parse_source", "parse_read_file", "parse_file",
            "for_each_record", "resolve_file_lookups"]
@@ -45,7 +48,9 @@ __all__ = ["TEXT_PASSES", "MAX_PARSE_BYTES", "PARSE_SECONDS", "PARSE_MEMORY", "p
 #: The passes over a file's text before tree-sitter reads it, in order. Each takes the bytes and
 #: returns bytes of the same length with the newlines where they were (blanking, never moving); a
 #: pass that gives up raises :class:`~ksymgraph.loaders.ctext.TextPassIncomplete` and the file is
-#: parsed without it (the reason goes with the file).
+#: parsed without it (the reason goes with the file). The preprocessor pass
+#: (:func:`~ksymgraph.loaders.preproc.preprocess`) keeps the same contract and runs before these
+#: when a file is parsed with a context (it needs one: the build it decides for).
 TEXT_PASSES: tuple[Callable[[bytes], bytes], ...] = (neutralise_kernel_macros,)
 
 #: The largest file handed to tree-sitter. The largest file of linux-source-6.1 with a brace in it
@@ -220,9 +225,28 @@ def _captures(tree, size: int, deadline: _Deadline) -> tuple[dict, list]:
     return caps, matches
 
 
-def _run_passes(src: bytes, deadline: _Deadline) -> tuple[bytes, list[str]]:
-    """The text after :data:`TEXT_PASSES`, and why any of them gave up."""
+class _Preproc:
+    """What the preprocessor pass did to one file: its counts and its notes (``file:line``)."""
+
+    __slots__ = ("decided", "kept", "lines_blanked", "notes")
+
+    def __init__(self):
+        self.decided = self.kept = self.lines_blanked = 0
+        self.notes: list[Skipped] = []
+
+
+def _run_passes(src: bytes, deadline: _Deadline, file: str = "", context: PreprocContext | None = None,
+                pp: _Preproc | None = None) -> tuple[bytes, list[str]]:
+    """The text after the preprocessor pass (with a ``context``; its counts and notes go to
+    ``pp``) and :data:`TEXT_PASSES`, and why any of them gave up."""
     text, notes = src, []
+    if context is not None:
+        result = preprocess(src, context)
+        text = result.text
+        if pp is not None:
+            pp.decided, pp.kept, pp.lines_blanked = result.decided, result.kept, result.lines_blanked
+            pp.notes = [Skipped(f"{file}:{line}", f"preprocessor: {message}") for line, message in result.notes]
+        deadline.check()
     for text_pass in TEXT_PASSES:
         try:
             text = text_pass(text)
@@ -240,12 +264,14 @@ def _utf8_error(src: bytes) -> str | None:
     return None
 
 
-def _braceless_header(text: bytes, file: str, error: str | None) -> FileResult:
+def _braceless_header(text: bytes, file: str, error: str | None, pp: _Preproc | None = None) -> FileResult:
     """A header without a single brace (register definitions): nothing for tree-sitter to find
     beyond its includes and exports, so it is not parsed."""
     includes = [m.group(1).decode("utf-8", "replace") for m in _INCLUDE_RE.finditer(text)]
     exports = export_sites(text, file, set())
-    return FileResult(file, [], [], exports, [], [], [], includes, [], ParseStats(1, 0, 0, 0), error)
+    pp = pp or _Preproc()
+    return FileResult(file, [], [], exports, [], [], [], includes, [],
+                      ParseStats(1, 0, 0, 0, 0, 0, 0, pp.decided, pp.kept, pp.lines_blanked), error, pp.notes)
 
 
 def _unread(rel: str, error: str) -> FileResult:
@@ -253,25 +279,32 @@ def _unread(rel: str, error: str) -> FileResult:
     return FileResult(rel, [], [], [], [], [], [], [], [], ParseStats(0, 0, 0, 0, 1), error)
 
 
-def parse_source(src: bytes, file: str, seconds: float = PARSE_SECONDS) -> FileResult:
+def parse_source(src: bytes, file: str, seconds: float = PARSE_SECONDS,
+                 context: PreprocContext | None = None) -> FileResult:
     """Parse the bytes of one file named ``file`` (used only to fill the records' ``file``);
     ``includes`` are left unresolved (as written) — :func:`parse_file` resolves them. A file over
-    :data:`MAX_PARSE_BYTES` or ``seconds`` comes back empty with the reason in ``error``."""
+    :data:`MAX_PARSE_BYTES` or ``seconds`` comes back empty with the reason in ``error``. With a
+    ``context``, the preprocessor's conditionals are decided for that build first (the branches
+    not compiled are not read; see :mod:`ksymgraph.loaders.preproc`); without one, every branch
+    is read."""
     try:
-        return _parse(src, file, _Deadline(seconds))
+        return _parse(src, file, _Deadline(seconds), context)
     except _Skip as e:
         return _unread(file, str(e))
 
 
-def _parse(src: bytes, file: str, deadline: _Deadline) -> FileResult:
+def _parse(src: bytes, file: str, deadline: _Deadline, context: PreprocContext | None = None) -> FileResult:
     error = _utf8_error(src)
+    pp = _Preproc()
     if b"{" not in src and not file.endswith(".c"):
-        return _braceless_header(src, file, error)
+        if context is not None:  # (its includes and exports may be in dead branches)
+            src = _run_passes(src, deadline, file, context, pp)[0]
+        return _braceless_header(src, file, error, pp)
     if len(src) > MAX_PARSE_BYTES:
         raise _Skip(f"too large to parse: {len(src)} bytes (the limit is {MAX_PARSE_BYTES})")
-    text, notes = _run_passes(src, deadline)
+    text, notes = _run_passes(src, deadline, file, context, pp)
     if b"{" not in text and not file.endswith(".c"):  # (its braces were on blanked #if lines)
-        return _braceless_header(text, file, error)
+        return _braceless_header(text, file, error, pp)
     tree = _parse_tree(text, deadline)
     deadline.check()
     caps, macro_matches = _captures(tree, len(text), deadline)
@@ -284,18 +317,19 @@ def _parse(src: bytes, file: str, deadline: _Deadline) -> FileResult:
         notes.append(f"read in part: {deep} calls nested deeper than {MAX_DEPTH} levels not recorded")
     if error is not None:
         notes.insert(0, error)
-    stats = ParseStats(1, len(reader.functions), reader.with_errors, len(caps.get("error", ())), 0, deep, 0)
+    stats = ParseStats(1, len(reader.functions), reader.with_errors, len(caps.get("error", ())), 0, deep, 0,
+                       pp.decided, pp.kept, pp.lines_blanked)
     return FileResult(file, reader.functions, reader.calls, exports, reader.lookups, reader.string_args,
-                      reader.arg_flows, includes, [], stats, "; ".join(notes) or None)
+                      reader.arg_flows, includes, [], stats, "; ".join(notes) or None, pp.notes)
 
 
 def parse_read_file(src: bytes, rel: str, root: Path, include_dirs: list[str], cache: dict | None = None,
-                    seconds: float = PARSE_SECONDS) -> FileResult:
-    """Parse the bytes ``src`` of the file ``rel`` of the tree ``root`` and resolve its includes
-    (``cache``: see :func:`~ksymgraph.loaders.includes.resolve_include`); never raises for a bad
-    file (see ``error``)."""
+                    seconds: float = PARSE_SECONDS, context: PreprocContext | None = None) -> FileResult:
+    """Parse the bytes ``src`` of the file ``rel`` of the tree ``root`` (under ``context``, see
+    :func:`parse_source`) and resolve its includes (``cache``: see
+    :func:`~ksymgraph.loaders.includes.resolve_include`); never raises for a bad file (see ``error``)."""
     try:
-        result = parse_source(src, rel, seconds)
+        result = parse_source(src, rel, seconds, context)
     except Exception as e:  # a parser bug must not stop a whole tree
         return _unread(rel, f"parse failed: {e!r}")
     includes, refused = resolve_includes(root, rel, result.includes, include_dirs, cache)
@@ -304,7 +338,7 @@ def parse_read_file(src: bytes, rel: str, root: Path, include_dirs: list[str], c
 
 
 def parse_file(path: str | os.PathLike, root: str | os.PathLike, include_dirs: list[str] | None = None,
-               seconds: float = PARSE_SECONDS) -> FileResult:
+               seconds: float = PARSE_SECONDS, context: PreprocContext | None = None) -> FileResult:
     """Parse one file of the tree at ``root``; never raises for a bad file (see ``error``).
 
     ``includes`` holds the included files that exist in the tree (relative to ``root``),
@@ -321,7 +355,7 @@ def parse_file(path: str | os.PathLike, root: str | os.PathLike, include_dirs: l
         src, _st = read_source(real, rel)
     except LoaderError as e:
         return _unread(rel, e.reason)
-    return parse_read_file(src, rel, Path(real), include_dirs, None, seconds)
+    return parse_read_file(src, rel, Path(real), include_dirs, None, seconds, context)
 
 
 def for_each_record(
@@ -330,10 +364,12 @@ def for_each_record(
     include_dirs: list[str] | None = None,
     headers: bool = True,
     seconds: float = PARSE_SECONDS,
+    context: PreprocContext | None = None,
 ) -> Iterator[FileResult]:
     """Parse ``files`` (default: every ``.c`` file under ``root``) and, when ``headers``, every
     header they include, transitively, each once; yields one :class:`~ksymgraph.loaders.records.FileResult`
     per file (and one, with the reason in ``error``, per directory that could not be listed).
+    ``context``: the build whose conditionals are decided (see :func:`parse_source`), for every file.
 
     Runs in-process: meant for small trees (an out-of-tree module) and tests. Lookups through
     wrappers need the whole set: pass the results to :func:`resolve_file_lookups`.
@@ -348,7 +384,7 @@ def for_each_record(
     seen = set(todo)
     while todo:
         rel = todo.pop(0)
-        result = parse_file(rel, root, include_dirs, seconds)
+        result = parse_file(rel, root, include_dirs, seconds, context)
         yield result
         if headers:
             for inc in result.includes:

@@ -320,6 +320,15 @@ class ParseStats(NamedTuple):
     includes_refused: int = 0
     """``#include`` lines not followed: an absolute path, or one that leaves the tree (each is
     among the skips)."""
+    conditions_decided: int = 0
+    """Preprocessor conditions (``#if``, ``#ifdef``, ``#ifndef``, ``#elif``) decided under the
+    build's ``.config``, version, ``MODULE`` and architecture (:mod:`ksymgraph.loaders.preproc`):
+    the branches not compiled were not read. 0 without a ``.config``."""
+    conditions_kept: int = 0
+    """Preprocessor conditions that could not be decided (a macro from a header, an unknown
+    function-like macro, bad input): every branch they choose between was read."""
+    lines_blanked: int = 0
+    """Lines in the branches not compiled, not read."""
 
     def function_error_share(self) -> float:
         """Share of the functions found that a parse error touches (0.0 when none found)."""
@@ -358,6 +367,10 @@ class FileResult(NamedTuple):
     """Parse statistics of this file."""
     error: str | None
     """Why the file could not be read or was read only in part (None when all went well)."""
+    directive_notes: list[Skipped] = ()  # type: ignore[assignment]
+    """Preprocessor directives that are bad input (a condition that does not parse, ``#else``
+    without ``#if``, an unterminated conditional, a macro that recurses), each as
+    ``Skipped("file:line", reason)``; the file was read with every branch of those kept."""
 
 
 class BuiltInto(NamedTuple):

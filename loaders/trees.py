@@ -7,7 +7,11 @@ out-of-tree tree that has been built is attributed with its ``.mod`` files
 ``linux-source-X.Y`` package matching the kernel, fetched and unpacked into the cache.
 
 The index itself (Parquet shards, re-parsing only changed files) lives in the cache, keyed by the
-tree's path, so nothing is written into the user's tree.
+tree's path, so nothing is written into the user's tree. With a ``.config``, every file's
+preprocessor conditionals are decided for that build (:mod:`ksymgraph.loaders.preproc`): the
+kernel's version from the tree's top Makefile (else the one given), ``MODULE`` from the
+attribution (defined for the parts of modules, not for built-in code, not known for headers and
+for files built both ways).
 """
 
 from __future__ import annotations
@@ -138,8 +142,12 @@ def debian_headers_tree(release: str) -> tuple[Path, list[str]]:
     return root, files
 
 
-def index_dir(root: Path) -> Path:
-    """The cache directory of ``root``'s index; indexes of trees that no longer exist are removed."""
+def index_dir(root: Path, build: str = "") -> Path:
+    """The cache directory of ``root``'s index; indexes of trees that no longer exist are removed.
+
+    ``build``: the digest of the build its conditionals are decided for (""
+    when every branch is read): an index per build, so that a load with a ``.config`` and one
+    without (or with another) each re-parse only what changed since their own last run."""
     import shutil
 
     base = debian.cache_dir() / "index"
@@ -148,28 +156,66 @@ def index_dir(root: Path) -> Path:
         marker = old / "tree"
         if marker.is_file() and not Path(marker.read_text().strip()).is_dir():
             shutil.rmtree(old, ignore_errors=True)
-    key = hashlib.sha1(str(root).encode()).hexdigest()[:16]
+    key = hashlib.sha1(str(root).encode() + (b"\0" + build.encode() if build else b"")).hexdigest()[:16]
     shard_dir = base / f"{root.name}-{key}"
     shard_dir.mkdir(exist_ok=True)
     (shard_dir / "tree").write_text(str(root) + "\n")
     return shard_dir
 
 
+def _module_flags(built: dict[str, set[str]]) -> dict[str, bool | None]:
+    """``MODULE`` of each source file from the modules it is built into: defined when it goes
+    into modules only, not when into vmlinux only, not known when both."""
+    flags: dict[str, bool | None] = {}
+    for rel, modules in built.items():
+        into_vmlinux = "vmlinux" in modules
+        flags[rel] = None if into_vmlinux and len(modules) > 1 else not into_vmlinux
+    return flags
+
+
+def _parse_version(version: str | None) -> tuple[int, int, int] | None:
+    m = re.match(r"(\d+)\.(\d+)(?:\.(\d+))?", version or "")
+    if not m or m.group(3) is None:
+        return None
+    return int(m.group(1)), int(m.group(2)), int(m.group(3))
+
+
+def _with_tree_defines(root: Path, headers: list[str], context):
+    """``context`` with what an out-of-tree tree adds to its files' compilation: the ``-D`` flags of
+    its build (its ``.o.cmd`` files) and the version macros its headers define (LTTng's
+    ``LTTNG_KERNEL_VERSION``...), so that a file's ``#if`` on them is decided."""
+    from .cfiles import read_source
+    from .preproc import command_line_defines, version_macros
+
+    context = context._replace(defines=context.defines + command_line_defines(root))
+
+    def read(rel: str):
+        try:
+            return rel, read_source(str(root), rel)[0]
+        except LoaderError:
+            return rel, b""
+
+    return context._replace(defines=context.defines + version_macros(map(read, headers), context))
+
+
 def index_source_tree(root: str | Path, config: Path | None = None, workers: int | None = None,
-                      progress: bool = False, files: list[str] | None = None) -> SourceTree:
+                      progress: bool = False, files: list[str] | None = None,
+                      version: str | None = None) -> SourceTree:
     """Index ``root`` (re-parsing only what changed since the last run) and attribute its files.
 
     ``files`` limits the index to those files (relative to ``root``); by default every ``.c``
-    file with the headers it includes, or every header of a tree without ``.c`` files.
+    file with the headers it includes, or every header of a tree without ``.c`` files. With a
+    ``config``, conditionals are decided for that build, with the version of the tree's top
+    Makefile or else ``version`` (the kernel's, ``6.1.192-3``); without one, every branch is read.
     """
     from .cindex import index_tree
-    from .kbuild import evaluate_kbuild
+    from .kbuild import evaluate_kbuild, read_config
     from .modobjects import files_by_module
+    from .preproc import context_for_build, tree_version
 
     root = Path(root).resolve()
     if not root.is_dir():
         raise LoaderError(str(root), "not a directory")
-    shard_dir = index_dir(root)
     from .macros import index_macros
 
     if files is None:
@@ -181,22 +227,41 @@ def index_source_tree(root: str | Path, config: Path | None = None, workers: int
     else:
         headers, c_files, walked = [f for f in files if f.endswith(".h")], [f for f in files if f.endswith(".c")], []
         has_c = False
-    result = index_tree(root, files=files, workers=workers or 2, shard_dir=shard_dir, progress=progress)
-    _macros, macro_skips = index_macros(root, shard_dir, headers, c_files)
-    # (the macro pass reads the same files again: a file it cannot read is named once)
-    skipped = list(dict.fromkeys([*walked, *result.errors, *macro_skips]))
     kernel = is_kernel_tree(root)
+    skipped: list[Skipped] = []
+    context = None
+    if config is not None:
+        try:
+            context = context_for_build(read_config(config), tree_version(root) or _parse_version(version))
+        except LoaderError as e:
+            skipped.append(Skipped(e.path, f"{e.reason}: preprocessor conditionals not decided (every branch read), "
+                                           "files not attributed to modules"))
+    else:
+        skipped.append(Skipped(str(root), "no .config given (--config): preprocessor conditionals not decided, "
+                                          "every branch read"))
+    if context is not None and not kernel and has_c:
+        context = _with_tree_defines(root, headers, context)
+    shard_dir = index_dir(root, "" if context is None else context.digest())
+    # Attributed before the index: MODULE of each file comes from it.
     built: dict[str, str] = {}
+    built_sets: dict[str, set[str]] = {}
     if not has_c:
         pass  # headers only: nothing is built from them
     elif kernel:
         if config is None:
             skipped.append(Skipped(str(root), "no .config given (--config): files not attributed to modules"))
-        else:
-            for rec in evaluate_kbuild(root, config, skipped=skipped):
+        elif context is not None:
+            for rec in evaluate_kbuild(root, context.config, skipped=skipped):
                 built.setdefault(rec.file, rec.module)
+                built_sets.setdefault(rec.file, set()).add(rec.module)
     else:
         built = files_by_module(root, skipped)
+        built_sets = {rel: {module} for rel, module in built.items()}
         if not built:
             skipped.append(Skipped(str(root), "no .mod files (is the tree built?): files not attributed to modules"))
+    result = index_tree(root, files=files, workers=workers or 2, shard_dir=shard_dir, progress=progress,
+                        preproc=context, modules=_module_flags(built_sets))
+    _macros, macro_skips = index_macros(root, shard_dir, headers, c_files)
+    # (the macro pass reads the same files again: a file it cannot read is named once)
+    skipped = list(dict.fromkeys([*walked, *result.errors, *macro_skips, *skipped]))
     return SourceTree(root, shard_dir, "" if kernel else f"{root.name}/", built, skipped, result.stats)

@@ -118,6 +118,10 @@ def render_load(s: LoadSummary, where: str, show_skipped: int = 20) -> tuple[str
         if s.parse is not None:
             out.append(f"parsed {s.parse.files} files: parse errors touch {s.parse.function_error_share():.2%} of "
                        f"{s.parse.functions} function definitions")
+            if s.parse.conditions_decided or s.parse.conditions_kept:
+                out.append(f"preprocessor: {s.parse.conditions_decided} conditions decided for this build "
+                           f"({s.parse.lines_blanked} lines not compiled left out), {s.parse.conditions_kept} "
+                           "kept undecided (every branch read)")
     if s.build is not None:
         b = s.build
         out.append(f"load rules: vermagic {b.vermagic.strip()!r}, modversions {_yes_no(b.modversions)}, "
