@@ -15,7 +15,7 @@ from ..errors import KsymgraphError
 __all__ = ["GPL_COMPATIBLE_LICENSES", "KernelMeta", "BuildOptions", "ModuleInfo", "Export", "Import", "Imports",
            "ModuleData", "LookUpEdge", "Skipped", "LoaderError",
            "FunctionDef", "Call", "ExportSite", "LookUp", "StringArg", "ArgFlow", "ParseStats", "FileResult",
-           "BuiltInto", "ModObject"]
+           "BuiltInto", "ModObject", "Reference", "REFERENCE_KINDS"]
 
 
 #: include/linux/license.h: license_is_gpl_compatible().
@@ -320,6 +320,9 @@ class ParseStats(NamedTuple):
     includes_refused: int = 0
     """``#include`` lines not followed: an absolute path, or one that leaves the tree (each is
     among the skips)."""
+    references_too_deep: int = 0
+    """Identifiers nested deeper than :data:`ksymgraph.loaders.ctree.MAX_DEPTH` tree levels, counted
+    but not read as references (the bound calls have)."""
 
     def function_error_share(self) -> float:
         """Share of the functions found that a parse error touches (0.0 when none found)."""
@@ -358,6 +361,9 @@ class FileResult(NamedTuple):
     """Parse statistics of this file."""
     error: str | None
     """Why the file could not be read or was read only in part (None when all went well)."""
+    references: list[Reference] = []
+    """Identifiers that name data or a function's address rather than call it (see
+    :class:`Reference`)."""
 
 
 class BuiltInto(NamedTuple):
@@ -381,3 +387,30 @@ class ModObject(NamedTuple):
     module: str
     """The module's name (``lttng_tracer``)."""
 
+
+
+#: What a :class:`Reference` does with the symbol it names.
+REFERENCE_KINDS = ("read", "address", "initialiser")
+
+
+class Reference(NamedTuple):
+    """An identifier that names a symbol without calling it: a read of data (``jiffies``,
+    ``kmalloc_caches[i]``), an address taken (``&some_export``, a function passed as an argument),
+    or a file-scope initialiser (``.open = f`` in an ops table, ``&param_ops_int`` in what
+    ``module_param`` expands to)."""
+
+    function: str
+    """The enclosing function; for a file-scope initialiser the file's pseudo-function
+    :data:`ksymgraph.loaders.macros.FILE_SCOPE`; for one in a macro body, the macro."""
+    symbol: str
+    """The name referred to, as written (after macro argument substitution for expansions)."""
+    file: str
+    """Source file, relative to the tree root."""
+    line: int
+    """1-based line of the identifier (of the macro invocation, for an expansion)."""
+    kind: str
+    """One of :data:`REFERENCE_KINDS`: ``read`` (a value used), ``address`` (``&name``) or
+    ``initialiser`` (in a file-scope initialiser or a file-scope macro's expansion)."""
+    via: str = ""
+    """The macros a file-scope invocation expanded through to produce this name
+    (``module_param → module_param_named``), ``""`` when written in the source itself."""

@@ -2,7 +2,9 @@
 
 A what-if says *that* a module breaks; with the kernel's (or an out-of-tree module's) source
 loaded, :func:`add_source_evidence` adds *where*: for each broken module and symbol, the calls
-to that symbol in the files built into that module (function, file, line); and for each removed
+to that symbol and the references of it (``REFERENCES``: data read, address taken, file-scope
+initialisers) in the files built into that module (function, file, line, the chain of header
+inlines and macros it goes through); and for each removed
 export, the still-exported functions that call it within a few hops — candidates to offer in
 its place. Both are plain Cypher on either store; the reverse walk is a loop of one-hop frontier
 queries (fast on both engines, unlike one variable-length pattern over millions of calls).
@@ -32,13 +34,26 @@ WHERE m.kernel = $kernel AND {modules} AND t.name IN $symbols
 RETURN DISTINCT m.name AS module, t.name AS symbol, f.name AS function, f.file AS file, c.line AS line
 ORDER BY module, symbol, file, line
 """
+_REFERENCE_SITES = """
+MATCH (m:Module)<-[:BUILT_INTO]-(file:File)<-[:DEFINED_IN]-(f:Function)-[c:REFERENCES]->(t)
+WHERE m.kernel = $kernel AND {modules} AND t.name IN $symbols
+RETURN DISTINCT m.name AS module, t.name AS symbol, f.name AS function, f.file AS file, c.line AS line,
+       c.kind AS kind, c.via AS via
+ORDER BY module, symbol, file, line
+"""
 _CALL_SITES_VIA_HEADERS = """
-MATCH (m:Module)<-[:BUILT_INTO]-(file:File)<-[:DEFINED_IN]-(f:Function)-[c:CALLS]->(h:Function)-[:CALLS*1..3]->(t)
+MATCH (m:Module)<-[:BUILT_INTO]-(file:File)<-[:DEFINED_IN]-(f:Function)-[c:CALLS|REFERENCES]->(h:Function)-[:CALLS|REFERENCES*1..3]->(t)
 WHERE m.kernel = $kernel AND {modules} AND t.name IN $symbols
   AND h.static = true AND h.file ENDS WITH '.h'
 RETURN DISTINCT m.name AS module, t.name AS symbol, f.name AS function, f.file AS file, c.line AS line,
-       h.name AS via
+       h.name AS via, h.id AS via_id, c.kind AS kind
 ORDER BY module, symbol, file, line
+"""
+#: One hop of the walk that names a via site's chain (header inlines and macros are few).
+_OUT_EDGES = """
+MATCH (a:Function)-[:CALLS|REFERENCES]->(b)
+WHERE a.id IN $ids
+RETURN DISTINCT a.id AS src, b.id AS dst, b.name AS name
 """
 _FIRST_HOP = """
 MATCH (f:Function)-[:CALLS]->(t)
@@ -64,9 +79,11 @@ def source_loaded(store: GraphStore, kernel: str) -> bool:
 
 
 def call_sites(store: GraphStore, kernel: str, modules: list[str] | None, symbols: list[str]) -> list[CallSite]:
-    """Calls to any of ``symbols`` in the source files built into any of ``modules`` (None: into
-    any module): direct ones, and calls of header inlines or macros that reach them within three
-    more calls (``module_usb_driver`` → ``module_driver`` → ``usb_register`` → ``usb_register_driver``)."""
+    """Calls to, and references of, any of ``symbols`` in the source files built into any of
+    ``modules`` (None: into any module): direct ones; the names a file-scope macro's expansion
+    makes (``module_param`` → ``param_ops_int``); and calls or references of header inlines or
+    macros that reach them within three more calls or references (``module_usb_driver`` →
+    ``module_driver`` → ``usb_register`` → ``usb_register_driver``), each with its chain."""
     if modules is not None and not modules or not symbols:
         return []
     params = {"kernel": kernel, "symbols": sorted(set(symbols))}
@@ -74,10 +91,49 @@ def call_sites(store: GraphStore, kernel: str, modules: list[str] | None, symbol
     if modules is not None:
         params["modules"], clause = sorted(set(modules)), _IN_MODULES
     direct = [CallSite(*r) for r in store.query(_CALL_SITES.format(modules=clause), params).rows]
+    for module, symbol, function, file, line, kind, via in store.query(_REFERENCE_SITES.format(modules=clause),
+                                                                        params).rows:
+        chain = (*via.split(" → "), symbol) if via else ()
+        direct.append(CallSite(module, symbol, function, file, line, chain[0] if chain else None, "reference",
+                               kind, chain))
     have = {(c.module, c.symbol, c.file, c.line) for c in direct}
-    via = [CallSite(*r) for r in store.query(_CALL_SITES_VIA_HEADERS.format(modules=clause), params).rows
-           if (r[0], r[1], r[3], r[4]) not in have]
+    rows = [r for r in store.query(_CALL_SITES_VIA_HEADERS.format(modules=clause), params).rows
+            if (r[0], r[1], r[3], r[4]) not in have]
+    chains = _chains(store, {(r[6], r[5]) for r in rows}, set(params["symbols"]))
+    via = []
+    for module, symbol, function, file, line, h_name, h_id, kind in rows:
+        if (module, symbol, file, line) in have:
+            continue  # (reached through two inlines: the first row found is kept)
+        have.add((module, symbol, file, line))
+        via.append(CallSite(module, symbol, function, file, line, h_name, "call" if kind is None else "reference",
+                            kind, chains.get((h_id, symbol), ())))
     return sorted(direct + via, key=lambda c: (c.module, c.symbol, c.file, c.line))
+
+
+def _chains(store: GraphStore, starts: set[tuple[str, str]], targets: set[str], hops: int = 3
+            ) -> dict[tuple[str, str], tuple[str, ...]]:
+    """(start id, target name) → the shortest chain of names from the start (``(id, name)`` of a
+    header inline or macro) through calls and references to that target, within ``hops``; one
+    query per hop for all starts together, the frontier bounded by :data:`MAX_FRONTIER`."""
+    found: dict[tuple[str, str], tuple[str, ...]] = {}
+    level = {(sid, sid): (name,) for sid, name in starts}
+    seen = set(level)
+    for _hop in range(hops):
+        if not level or len(level) > MAX_FRONTIER:
+            break
+        out: dict[str, list[tuple[str, str]]] = {}
+        for src, dst, name in store.query(_OUT_EDGES, {"ids": sorted({n for _, n in level})}).rows:
+            out.setdefault(src, []).append((dst, name))
+        nxt = {}
+        for (start, node), path in sorted(level.items()):
+            for dst, name in out.get(node, ()):
+                if name in targets and (start, name) not in found:
+                    found[(start, name)] = (*path, name)
+                if (start, dst) not in seen:
+                    seen.add((start, dst))
+                    nxt[(start, dst)] = (*path, name)
+        level = nxt
+    return found
 
 
 def exported_callers(store: GraphStore, kernel: str, symbol: str, hops: int = 2,

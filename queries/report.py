@@ -168,7 +168,7 @@ def render_whatif(result: WhatIfResult, fmt: str = "md") -> str:
     if result.call_sites:
         parts.append(("h2", "Call sites to change"))
         parts.append(("table", (["module", "symbol", "function", "where", "through"],
-                                [[mod, c.symbol, c.function, c.where, c.via or ""]
+                                [[mod, c.symbol, c.function, c.where, c.through]
                                  for mod, sites in sorted(result.call_sites.items()) for c in sites])))
     if any(result.replacements.values()):
         parts.append(("h2", "Still-exported functions that call a removed export (possible replacements)"))
@@ -334,7 +334,7 @@ def render_upgrade(u: UpgradeImpact, fmt: str = "pretty") -> str:
     if sites:
         parts.append(("h2", "Call sites to change"))
         parts.append(("table", (["module", "symbol", "function", "where", "through"],
-                                [[mod, c.symbol, c.function, c.where, c.via or ""] for mod, c in sites])))
+                                [[mod, c.symbol, c.function, c.where, c.through] for mod, c in sites])))
     rebuild = [(m.module, r) for m in u.modules for r in m.rebuild]
     if rebuild:
         parts.append(("h2", "Rebuild needed, API kept"))
