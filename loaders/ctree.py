@@ -557,6 +557,8 @@ class TreeRecords:
             name = name_b.decode("utf-8", "replace")
             if _HAS_LOWER.search(name) is None:
                 continue
+            if name_b in file_defined:
+                continue  # the file's own variable
             function = at(n.start_byte)
             if function is not None:
                 if name_b in locals_.get(function, ()):
@@ -564,8 +566,8 @@ class TreeRecords:
                 kind = "address" if n.id in addressed else "read"
             else:
                 i = bisect.bisect_right(starts, n.start_byte) - 1
-                if i < 0 or ends[i] <= n.start_byte or name_b in file_defined:
-                    continue  # outside every file-scope initialiser, or the file's own
+                if i < 0 or ends[i] <= n.start_byte:
+                    continue  # outside every file-scope initialiser
                 function, kind = FILE_SCOPE, "initialiser"
             line = n.start_point[0] + 1
             key = (function, name, line, kind)
