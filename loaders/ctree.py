@@ -33,7 +33,7 @@ FILE_SCOPE = "(file scope)"
 
 #: A name with no lower-case letter is a macro constant or an enumerator by kernel style
 #: (``GFP_KERNEL``, ``THIS_MODULE``, ``CONFIG_X``): never read as a reference.
-_HAS_LOWER = re.compile(r"[a-z]")
+_HAS_LOWER = re.compile(rb"[a-z]")
 #: Macros whose last argument is a struct member's name, not a value (``container_of(p, struct s,
 #: list)``, ``list_for_each_entry(pos, head, list)``): that argument is no reference.
 _MEMBER_MACRO = re.compile(r"container_of|offsetof|_entry|sizeof_field|typeof_member|member")
@@ -55,7 +55,31 @@ QUERY = """
 (assignment_expression left: (field_expression) right: (identifier)) @field.assignvar
 (preproc_include path: (_) @include)
 (ERROR) @error
-(identifier) @ref
+(argument_list (identifier) @ref)
+(binary_expression left: (identifier) @ref)
+(binary_expression right: (identifier) @ref)
+(assignment_expression left: (identifier) @ref)
+(assignment_expression right: (identifier) @ref)
+(return_statement (identifier) @ref)
+(init_declarator value: (identifier) @ref)
+(initializer_list (identifier) @ref)
+(initializer_pair value: (identifier) @ref)
+(pointer_expression argument: (identifier) @ref)
+(field_expression argument: (identifier) @ref)
+(subscript_expression argument: (identifier) @ref)
+(subscript_expression index: (identifier) @ref)
+(unary_expression argument: (identifier) @ref)
+(update_expression argument: (identifier) @ref)
+(cast_expression value: (identifier) @ref)
+(conditional_expression condition: (identifier) @ref)
+(conditional_expression consequence: (identifier) @ref)
+(conditional_expression alternative: (identifier) @ref)
+(parenthesized_expression (identifier) @ref)
+(comma_expression left: (identifier) @ref)
+(comma_expression right: (identifier) @ref)
+(expression_statement (identifier) @ref)
+(gnu_asm_input_operand value: (identifier) @ref)
+(gnu_asm_output_operand value: (identifier) @ref)
 (declaration) @decl
 (init_declarator declarator: (identifier) @ref.decl)
 (declaration declarator: (identifier) @ref.decl)
@@ -66,11 +90,6 @@ QUERY = """
 (parenthesized_declarator (identifier) @ref.decl)
 (attributed_declarator (identifier) @ref.decl)
 (enumerator name: (identifier) @ref.decl)
-(preproc_def name: (identifier) @ref.not)
-(preproc_function_def name: (identifier) @ref.not)
-(preproc_params (identifier) @ref.not)
-(preproc_ifdef name: (identifier) @ref.not)
-(preproc_defined (identifier) @ref.not)
 (pointer_expression operator: "&" argument: (identifier) @ref.addr)
 (init_declarator value: (_) @ref.init)
 """
@@ -527,19 +546,20 @@ class TreeRecords:
 
     def read_references(self) -> None:
         """Identifiers that name a symbol without calling it (:class:`~ksymgraph.loaders.records.Reference`):
-        in a function body, a ``read`` or (after ``&``) an ``address``, unless the function declares
-        that name (a parameter or a local); at file scope, inside an initialiser, an
-        ``initialiser`` of the file's pseudo-function :data:`FILE_SCOPE`. Never a callee, a
-        declared name, a macro's name or parameter, a name the file itself defines at file scope
-        (not ``extern``), or a name without a lower-case letter (macro constants, enumerators)."""
+        an identifier in the place of a value (an argument, an operand, an initialiser, a returned
+        value...: the ``@ref`` patterns of :data:`QUERY`; never a callee, a declarator, a type or
+        a member). In a function body, a ``read`` or (after ``&``) an ``address``, unless the
+        function declares that name (a parameter or a local); at file scope, inside an
+        initialiser, an ``initialiser`` of the file's pseudo-function :data:`FILE_SCOPE`. Never a
+        name the file itself defines at file scope (not ``extern``), the member-name argument of
+        ``container_of`` and its kin, or a name without a lower-case letter (macro constants,
+        enumerators)."""
         caps = self.caps
         at = self.funcs.at
         text = self.text
         skip = self.not_refs
-        skip.update(n.id for n in caps.get("ref.not", ()))
         locals_: dict[str | None, set[bytes]] = {}
         for n in self.every(caps.get("ref.decl", ())):
-            skip.add(n.id)
             owner = at(n.start_byte)
             if owner is not None:
                 locals_.setdefault(owner, set()).add(text[n.start_byte : n.end_byte])
@@ -550,30 +570,28 @@ class TreeRecords:
         ends = list(itertools.accumulate((e for _, e in inits), max))  # furthest end of the first i
         seen: set[tuple] = set()
         out = self.references
+        has_lower = _HAS_LOWER.search
+        no_locals: set[bytes] = set()
         for n in self.every(caps.get("ref", ())):
-            if n.id in skip:
-                continue
-            name_b = text[n.start_byte : n.end_byte]
-            name = name_b.decode("utf-8", "replace")
-            if _HAS_LOWER.search(name) is None:
-                continue
-            if name_b in file_defined:
-                continue  # the file's own variable
-            function = at(n.start_byte)
+            start = n.start_byte
+            name_b = text[start : n.end_byte]
+            if has_lower(name_b) is None or name_b in file_defined:
+                continue  # a constant, or the file's own variable
+            function = at(start)
             if function is not None:
-                if name_b in locals_.get(function, ()):
+                if name_b in locals_.get(function, no_locals) or n.id in skip:
                     continue
                 kind = "address" if n.id in addressed else "read"
             else:
-                i = bisect.bisect_right(starts, n.start_byte) - 1
-                if i < 0 or ends[i] <= n.start_byte:
+                i = bisect.bisect_right(starts, start) - 1
+                if i < 0 or ends[i] <= start or n.id in skip:
                     continue  # outside every file-scope initialiser
                 function, kind = FILE_SCOPE, "initialiser"
             line = n.start_point[0] + 1
-            key = (function, name, line, kind)
+            key = (function, name_b, line, kind)
             if key not in seen:
                 seen.add(key)
-                out.append(Reference(function, name, self.file, line, kind))
+                out.append(Reference(function, name_b.decode("utf-8", "replace"), self.file, line, kind))
 
     def file_scope_definitions(self) -> set[bytes]:
         """Names the file declares at file scope other than as ``extern`` or as a prototype: its
