@@ -558,28 +558,34 @@ class TreeRecords:
         at = self.funcs.at
         text = self.text
         skip = self.not_refs
-        locals_: dict[str | None, set[bytes]] = {}
-        for n in self.every(caps.get("ref.decl", ())):
-            owner = at(n.start_byte)
-            if owner is not None:
-                locals_.setdefault(owner, set()).add(text[n.start_byte : n.end_byte])
         file_defined = self.file_scope_definitions()
+        has_lower = _HAS_LOWER.search
+        refs = caps.get("ref", ())
+        # The functions declaring each name that could be a reference (by name: a name is
+        # declared in few functions, a function declares many names that are never references).
+        names = {text[n.start_byte : n.end_byte] for n in refs}
+        declared_in: dict[bytes, set[str]] = {}
+        for n in self.every(caps.get("ref.decl", ())):
+            name_b = text[n.start_byte : n.end_byte]
+            if name_b in names:
+                owner = at(n.start_byte)
+                if owner is not None:
+                    declared_in.setdefault(name_b, set()).add(owner)
         addressed = {n.id for n in caps.get("ref.addr", ())}
         inits = sorted((n.start_byte, n.end_byte) for n in caps.get("ref.init", ()) if at(n.start_byte) is None)
         starts = [s for s, _ in inits]
         ends = list(itertools.accumulate((e for _, e in inits), max))  # furthest end of the first i
         seen: set[tuple] = set()
         out = self.references
-        has_lower = _HAS_LOWER.search
-        no_locals: set[bytes] = set()
-        for n in self.every(caps.get("ref", ())):
+        nowhere: set[str] = set()
+        for n in self.every(refs):
             start = n.start_byte
             name_b = text[start : n.end_byte]
             if has_lower(name_b) is None or name_b in file_defined:
                 continue  # a constant, or the file's own variable
             function = at(start)
             if function is not None:
-                if name_b in locals_.get(function, no_locals) or n.id in skip:
+                if function in declared_in.get(name_b, nowhere) or n.id in skip:
                     continue
                 kind = "address" if n.id in addressed else "read"
             else:
