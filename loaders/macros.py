@@ -1,19 +1,27 @@
-"""Function-like macros in headers: the source API that hides an export's ELF name.
+"""Macros in headers: the source API that hides an export's ELF name, and the names macros make.
 
 Between kernels an export often vanishes behind an unchanged API: 6.10's memory allocation
 profiling, 7bd230a26648 ("mm/slab: enable slab allocation tagging for kmalloc and friends"),
 turned ``kmalloc()`` into ``#define kmalloc(...) alloc_hooks(kmalloc_noprof(__VA_ARGS__))``, so
 modules rebuilt against 6.10+ headers import ``__kmalloc_noprof`` where they imported
 ``__kmalloc``. tree-sitter does not expand macros, so this module reads every function-like
-``#define NAME(params) body`` of the headers and records it as a function definition (``static``
-and ``inline``, like a header inline) with one call per identifier followed by ``(`` in its body,
-and per lower-case name passed as an argument to another macro (a function handed on to be
-called, as ``module_usb_driver`` hands ``usb_register`` to ``module_driver``).
+``#define NAME(params) body`` of the headers, and every object-like one whose name starts with a
+lower-case letter (``#define current get_current()``), and records it as a function definition
+(``static`` and ``inline``, like a header inline) with one call per identifier followed by ``(``
+in its body, and per lower-case name passed as an argument to another macro (a function handed on
+to be called, as ``module_usb_driver`` hands ``usb_register`` to ``module_driver``), and one
+reference (:class:`~ksymgraph.loaders.records.Reference`) per other name in its body that may name
+a symbol (``paravirt_type(op)`` names ``pv_ops``).
+
+File-scope invocations of ``.c`` files (``module_param(debug, int, 0644);``) are calls from the
+file's pseudo-function :data:`FILE_SCOPE`; each is also expanded with the headers' function-like
+macros (:func:`expand_pasted`), because token pasting makes names no body spells:
+``module_param_named``'s ``&param_ops_##type`` is ``&param_ops_int`` there, an import of the module.
 
 Records use the C loader's types (:class:`~ksymgraph.loaders.records.FunctionDef`,
-:class:`~ksymgraph.loaders.records.Call`) and are written next to its shards
-(:mod:`ksymgraph.loaders.cindex`) as ``macros/*.parquet`` tables, which the graph reads like the
-others.
+:class:`~ksymgraph.loaders.records.Call`, :class:`~ksymgraph.loaders.records.Reference`) and are
+written next to its shards (:mod:`ksymgraph.loaders.cindex`) as ``macros/*.parquet`` tables, which
+the graph reads like the others.
 """
 
 from __future__ import annotations
@@ -299,7 +307,7 @@ _FILE_SCOPE_CALL = re.compile(rb"^([A-Za-z_]\w*)[ \t]*\(.*\)[ \t]*;", re.M)
 def for_each_file_scope_call(root: str | os.PathLike, files: Iterable[str],
                              skipped: list[Skipped] | None = None,
                              table: dict[str, Macro] | None = None
-                             ) -> Iterator[tuple[FunctionDef, list[Call]] | tuple[FunctionDef, list[Call], list[Reference]]]:
+                             ) -> Iterator[tuple[FunctionDef, list[Call], list[Reference]]]:
     """File-scope macro invocations of ``.c`` files (``module_usb_driver(foo_driver);``,
     ``module_init(foo_init);``), as calls from a pseudo-function :data:`FILE_SCOPE` per file.
 
@@ -310,9 +318,9 @@ def for_each_file_scope_call(root: str | os.PathLike, files: Iterable[str],
     not read, as the index does not read them, and are added to ``skipped``.
 
     With ``table`` (the function-like macros of the headers, by name), each invocation is also
-    expanded (:func:`expand_pasted`) and the names its token pasting makes are yielded as a third
-    item, ``initialiser`` references of :data:`FILE_SCOPE` whose ``via`` is the macro chain
-    (``module_param → module_param_named`` for ``param_ops_int``).
+    expanded (:func:`expand_pasted`) and the names its token pasting makes are the third item,
+    ``initialiser`` references of :data:`FILE_SCOPE` whose ``via`` is the macro chain
+    (``module_param → module_param_named`` for ``param_ops_int``); without it, that list is empty.
     """
     root_s = real_root(root)
     for rel in files:
@@ -345,7 +353,7 @@ def for_each_file_scope_call(root: str | os.PathLike, files: Iterable[str],
                             refs.append(Reference(FILE_SCOPE, symbol, rel, line, "initialiser", " → ".join(chain)))
         if calls:
             d = FunctionDef(FILE_SCOPE, rel, 1, data.count(b"\n") + 1, True, False)
-            yield (d, calls) if table is None else (d, calls, refs[:MAX_CALLS])
+            yield d, calls, refs[:MAX_CALLS]
 
 
 def index_macros(root: str | os.PathLike, shard_dir: str | os.PathLike, files: Iterable[str] | None = None,
