@@ -14,11 +14,11 @@ from __future__ import annotations
 
 from typing import Iterable
 
-from ..graph.store import GraphStore
+from ..graph.store import GraphStore, StoreError
 from .records import CallSite, Replacement
 from .whatif import WhatIfResult
 
-__all__ = ["source_loaded", "sites_by_module", "call_sites", "exported_callers", "add_source_evidence"]
+__all__ = ["source_loaded", "has_references", "sites_by_module", "call_sites", "exported_callers", "add_source_evidence"]
 
 #: Frontier size past which the reverse walk stops widening (popular symbols have thousands of callers).
 MAX_FRONTIER = 5000
@@ -42,16 +42,16 @@ RETURN DISTINCT m.name AS module, t.name AS symbol, f.name AS function, f.file A
 ORDER BY module, symbol, file, line
 """
 _CALL_SITES_VIA_HEADERS = """
-MATCH (m:Module)<-[:BUILT_INTO]-(file:File)<-[:DEFINED_IN]-(f:Function)-[c:CALLS|REFERENCES]->(h:Function)-[:CALLS|REFERENCES*1..3]->(t)
+MATCH (m:Module)<-[:BUILT_INTO]-(file:File)<-[:DEFINED_IN]-(f:Function)-[c:{rels}]->(h:Function)-[:{rels}*1..3]->(t)
 WHERE m.kernel = $kernel AND {modules} AND t.name IN $symbols
   AND h.static = true AND h.file ENDS WITH '.h'
 RETURN DISTINCT m.name AS module, t.name AS symbol, f.name AS function, f.file AS file, c.line AS line,
-       h.name AS via, h.id AS via_id, c.kind AS kind
+       h.name AS via, h.id AS via_id, {kind} AS kind
 ORDER BY module, symbol, file, line
 """
 #: One hop of the walk that names a via site's chain (header inlines and macros are few).
 _OUT_EDGES = """
-MATCH (a:Function)-[:CALLS|REFERENCES]->(b)
+MATCH (a:Function)-[:{rels}]->(b)
 WHERE a.id IN $ids
 RETURN DISTINCT a.id AS src, b.id AS dst, b.name AS name
 """
@@ -70,6 +70,23 @@ MATCH (f:Function)-[e:EXPORTED_AS]->(s:Symbol)
 WHERE f.id IN $ids
 RETURN s.name AS export, e.gpl AS gpl, f.file AS file
 """
+
+
+#: The relationships a via site's chain follows, in a store with REFERENCES and in one written
+#: before them (an embedded store gains the table at its next write, and a read of a table it
+#: lacks fails); constants of this module, never user text.
+_WITH_REFERENCES = "CALLS|REFERENCES"
+_CALLS_ONLY = "CALLS"
+_HAS_REFERENCES = "MATCH (:Function)-[r:REFERENCES]->() RETURN r.line LIMIT 1"
+
+
+def has_references(store: GraphStore) -> bool:
+    """True when the store has the REFERENCES relationship (any store written since it exists)."""
+    try:
+        store.query(_HAS_REFERENCES)
+    except StoreError:
+        return False
+    return True
 
 
 def source_loaded(store: GraphStore, kernel: str) -> bool:
@@ -91,15 +108,18 @@ def call_sites(store: GraphStore, kernel: str, modules: list[str] | None, symbol
     if modules is not None:
         params["modules"], clause = sorted(set(modules)), _IN_MODULES
     direct = [CallSite(*r) for r in store.query(_CALL_SITES.format(modules=clause), params).rows]
-    for module, symbol, function, file, line, kind, via in store.query(_REFERENCE_SITES.format(modules=clause),
-                                                                        params).rows:
+    refs = has_references(store)
+    rels = _WITH_REFERENCES if refs else _CALLS_ONLY
+    for module, symbol, function, file, line, kind, via in (
+            store.query(_REFERENCE_SITES.format(modules=clause), params).rows if refs else ()):
         chain = (*via.split(" → "), symbol) if via else ()
         direct.append(CallSite(module, symbol, function, file, line, chain[0] if chain else None, "reference",
                                kind, chain))
     have = {(c.module, c.symbol, c.file, c.line) for c in direct}
-    rows = [r for r in store.query(_CALL_SITES_VIA_HEADERS.format(modules=clause), params).rows
+    kind = "c.kind" if refs else "NULL"  # (a call has no kind: null in a store with both)
+    rows = [r for r in store.query(_CALL_SITES_VIA_HEADERS.format(modules=clause, rels=rels, kind=kind), params).rows
             if (r[0], r[1], r[3], r[4]) not in have]
-    chains = _chains(store, {(r[6], r[5]) for r in rows}, set(params["symbols"]))
+    chains = _chains(store, {(r[6], r[5]) for r in rows}, set(params["symbols"]), rels)
     via = []
     for module, symbol, function, file, line, h_name, h_id, kind in rows:
         if (module, symbol, file, line) in have:
@@ -110,8 +130,8 @@ def call_sites(store: GraphStore, kernel: str, modules: list[str] | None, symbol
     return sorted(direct + via, key=lambda c: (c.module, c.symbol, c.file, c.line))
 
 
-def _chains(store: GraphStore, starts: set[tuple[str, str]], targets: set[str], hops: int = 3
-            ) -> dict[tuple[str, str], tuple[str, ...]]:
+def _chains(store: GraphStore, starts: set[tuple[str, str]], targets: set[str], rels: str = _WITH_REFERENCES,
+            hops: int = 3) -> dict[tuple[str, str], tuple[str, ...]]:
     """(start id, target name) → the shortest chain of names from the start (``(id, name)`` of a
     header inline or macro) through calls and references to that target, within ``hops``; one
     query per hop for all starts together, the frontier bounded by :data:`MAX_FRONTIER`."""
@@ -122,7 +142,7 @@ def _chains(store: GraphStore, starts: set[tuple[str, str]], targets: set[str], 
         if not level or len(level) > MAX_FRONTIER:
             break
         out: dict[str, list[tuple[str, str]]] = {}
-        for src, dst, name in store.query(_OUT_EDGES, {"ids": sorted({n for _, n in level})}).rows:
+        for src, dst, name in store.query(_OUT_EDGES.format(rels=rels), {"ids": sorted({n for _, n in level})}).rows:
             out.setdefault(src, []).append((dst, name))
         nxt = {}
         for (start, node), path in sorted(level.items()):

@@ -237,3 +237,25 @@ def test_neo4j_has_the_same_references_and_sites(store, tree):
     finally:
         neo.delete_kernel(RELEASE)
         neo.close()
+
+
+def test_a_store_written_before_references_still_answers(tmp_path, tree):
+    """An embedded store written by an earlier ksymgraph has no REFERENCES table until its next
+    write, and LadybugDB refuses a query naming a table it lacks: a reader (the CLI opens stores
+    read-only) gets the call sites of calls."""
+    import ladybug
+
+    from ksymgraph.queries.callsites import has_references
+
+    path = tmp_path / "old.lbdb"
+    with open_store(path) as s:
+        load(s, tree)
+        assert has_references(s)
+    db = ladybug.Database(str(path))
+    ladybug.Connection(db).execute("DROP TABLE REFERENCES")
+    db.close()
+    with open_store(path, read_only=True) as s:
+        assert not has_references(s)
+        sites = call_sites(s, RELEASE, ["ref_g"], ["_raw_spin_lock", "jiffies", "param_ops_int"])
+    assert [(c.symbol, c.kind, c.chain) for c in sites] == [
+        ("_raw_spin_lock", "call", ("spin_lock", "raw_spin_lock", "_raw_spin_lock"))]
