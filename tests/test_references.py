@@ -83,6 +83,7 @@ def test_the_loader_reads_reads_addresses_and_initialisers():
         ("g_init", "jiffies", line_of(src, r"start = jiffies"), "read"),
         ("g_init", "platform_bus_type", line_of(src, r"&platform_bus_type"), "address"),
         ("g_init", "current", line_of(src, r"current->pid"), "read"),
+        ("g_init", "g_read", line_of(src, r"request_handler\(g_read\)"), "read"),
         (fs, "generic_file_open", line_of(src, r"\.open = generic_file_open"), "initialiser"),
         (fs, "g_read", line_of(src, r"\.read = g_read"), "initialiser"),
     }
@@ -159,6 +160,7 @@ def test_references_are_in_the_embedded_store(store, tree):
         ["g_init", "jiffies", line_of(c, r"start = jiffies"), "read", ""],
         ["g_init", "platform_bus_type", line_of(c, r"&platform_bus_type"), "address", ""],
         ["g_init", "current", line_of(c, r"current->pid"), "read", ""],
+        ["g_init", "g_read", line_of(c, r"request_handler\(g_read\)"), "address", ""],  # a function's name
         ["get_current", "current_task", line_of(src / "refs.h", r"return current_task"), "read", ""],
         ["h_fn", "hidden_table", line_of(src / "ref_h.c", r"hidden_table\[i\]"), "read", ""],
     ])
@@ -217,7 +219,7 @@ def test_load_summary_counts_references(tmp_path, tree):
     with open_store(tmp_path / "db") as s:
         summary = load(s, tree)
     assert summary.report.source["REFERENCES->Symbol"] == 7  # jiffies x2, platform_bus_type, ...
-    assert summary.report.source["REFERENCES->Function"] == 2  # g_read in the ops table, current
+    assert summary.report.source["REFERENCES->Function"] == 3  # g_read in the ops table and passed, current
 
 
 @pytest.mark.neo4j
