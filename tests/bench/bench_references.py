@@ -33,7 +33,7 @@ RELEASE = "6.1.0-56-amd64"  # 6.1.192-2: linux-source-6.1 is 6.1.192-3
 
 #: Imports the compiler adds on its own (kept apart: the source cannot name them).
 COMPILER = re.compile(r"^(__fentry__|__x86_return_thunk|__x86_indirect_thunk_\w+|__x86_indirect_call_thunk_\w+|"
-                      r"__stack_chk_fail|fortify_panic|__ubsan_\w+|__kasan\w*|__sanitizer\w*|__SCT__\w+|__SCK__\w+)$")
+                      r"__stack_chk_fail|fortify_panic|__ubsan_\w+|__kasan\w*|__sanitizer\w*)$")
 
 MEASURE = r'''
 import ksymgraph.loaders.ctree
