@@ -290,9 +290,9 @@ def _parse(src: bytes, file: str, deadline: _Deadline) -> FileResult:
     if error is not None:
         notes.insert(0, error)
     stats = ParseStats(1, len(reader.functions), reader.with_errors, len(caps.get("error", ())), 0, deep, 0,
-                       deep_refs)
+                       references_too_deep=deep_refs)
     return FileResult(file, reader.functions, reader.calls, exports, reader.lookups, reader.string_args,
-                      reader.arg_flows, includes, [], stats, "; ".join(notes) or None, reader.references)
+                      reader.arg_flows, includes, [], stats, "; ".join(notes) or None, references=reader.references)
 
 
 def parse_read_file(src: bytes, rel: str, root: Path, include_dirs: list[str], cache: dict | None = None,
