@@ -119,11 +119,14 @@ def call_sites(store: GraphStore, kernel: str, modules: list[str] | None, symbol
     kind = "c.kind" if refs else "NULL"  # (a call has no kind: null in a store with both)
     rows = [r for r in store.query(_CALL_SITES_VIA_HEADERS.format(modules=clause, rels=rels, kind=kind), params).rows
             if (r[0], r[1], r[3], r[4]) not in have]
+    # A site reached through two inlines keeps the first by name: the engine's order of such
+    # ties is not fixed, the answer is.
+    rows.sort(key=lambda r: (r[0], r[1], r[3], r[4], r[5], r[2], r[6], r[7] or ""))
     chains = _chains(store, {(r[6], r[5]) for r in rows}, set(params["symbols"]), rels)
     via = []
     for module, symbol, function, file, line, h_name, h_id, kind in rows:
         if (module, symbol, file, line) in have:
-            continue  # (reached through two inlines: the first row found is kept)
+            continue  # (reached through two inlines)
         have.add((module, symbol, file, line))
         via.append(CallSite(module, symbol, function, file, line, h_name, "call" if kind is None else "reference",
                             kind, chains.get((h_id, symbol), ())))
