@@ -80,6 +80,14 @@ RELS = (
     RelTable("IMPORTS_NS", (("Module", "Namespace"),), ()),
 )
 
+# References (issue 14, point 2): a function (or a file's ``(file scope)`` pseudo-function, or a
+# macro) naming a symbol without calling it. ``kind``: ``read``, ``address`` or ``initialiser``
+# (ksymgraph.loaders.records.REFERENCE_KINDS); ``via``: the macros a file-scope invocation
+# expanded through to make the name (``module_param → module_param_named``), ``""`` when written.
+RELS += (
+    RelTable("REFERENCES", (("Function", "Function"), ("Function", "Symbol")), _p("line:INT64 kind:STRING via:STRING")),
+)
+
 #: A table of one kernel's graph: a node label (``"Module"``), or a relationship type with the labels
 #: it connects (``("IMPORTS", "Module", "Symbol")``).
 TableKey = Union[str, tuple[str, str, str]]

@@ -1,5 +1,5 @@
-"""Resolve a source index into graph tables: Function, File, CALLS, DEFINED_IN, IMPLEMENTS,
-EXPORTED_AS, BUILT_INTO and LOOKS_UP — with Arrow joins, never a Python tuple per row.
+"""Resolve a source index into graph tables: Function, File, CALLS, REFERENCES, DEFINED_IN,
+IMPLEMENTS, EXPORTED_AS, BUILT_INTO and LOOKS_UP — with Arrow joins, never a Python tuple per row.
 
 A kernel tree has about 600k function definitions and 4M calls; the C loader
 (:mod:`ksymgraph.loaders.cindex`) leaves them in Parquet shards written by its workers, and this
@@ -15,6 +15,12 @@ How a call's callee is resolved, in order:
 
 A call through a struct member (``ops->fn()``) is kept as a call to the pseudo-symbol ``->fn``
 (kind ``member``): who calls which operation, without guessing the implementation.
+
+A reference (data read, address taken, file-scope initialiser: :class:`~ksymgraph.loaders.records.Reference`)
+is resolved the same way, except that it never adds a symbol: the name must be a function of
+the tree or a symbol the graph has for another reason (most often an export or import of the
+binaries: ``jiffies``, ``param_ops_int``). File-scope initialisers refer from the file's
+pseudo-function ``(file scope)``, made here for a file that has no file-scope macro call.
 
 Files are attributed to modules by ``BUILT_INTO`` (Kbuild under the kernel's ``.config``, or a
 built tree's ``.mod`` files); ``LOOKS_UP`` edges go from the module a lookup's file is built into,
@@ -64,7 +70,7 @@ def _read(tree: SourceTree, table: str) -> pa.Table:
     if table == "functions":
         t = t.append_column("is_macro", pa.array([False] * len(t), pa.bool_()))
     macros = tree.shard_dir / "macros" / f"{table}.parquet"
-    if table in ("functions", "calls") and macros.is_file():
+    if table in ("functions", "calls", "references") and macros.is_file():
         m = pq.read_table(macros)
         if table == "functions":  # macros, and the file-scope pseudo-functions of .c files
             m = m.append_column("is_macro", pc.not_equal(m["name"], pa.scalar(FILE_SCOPE)))
@@ -223,6 +229,8 @@ def source_tables(kernel: str, trees: Iterable[SourceTree], module_ids: dict[str
     funcs = _concat([_read(t, "functions") for t in trees])
     exports = _concat([_read(t, "exports") for t in trees])
     lookups = _concat([_read(t, "lookups") for t in trees])
+    refs = _concat([_read(t, "references") for t in trees])
+    funcs = _with_file_scopes(funcs, refs)
 
     # Functions: one per (file, name); the first definition wins (#ifdef alternatives).
     funcs = funcs.sort_by([("file", "ascending"), ("line", "ascending")])
@@ -296,6 +304,18 @@ def source_tables(kernel: str, trees: Iterable[SourceTree], module_ids: dict[str
 
     looks_up = _looks_up(k, lookups, resolved.header_calls, built, module_ids)
 
+    # REFERENCES: the referring function by name in its file; the name referred to as a callee is
+    # resolved, else a Symbol the graph already has.
+    known = pa.concat_arrays([pa.array(sorted(symbol_ids), pa.string()), sym["id"].combine_chunks()])
+    macro_ids = fid.filter(pc.fill_null(funcs["is_macro"], False).combine_chunks())
+    by_file = pa.table({"file": funcs["file"], "name": funcs["name"], "fid": fid})
+    static = funcs["static"].combine_chunks()
+    inl = pc.and_(pc.and_(static, pc.ends_with(funcs["file"], ".h").combine_chunks()),
+                  pc.fill_null(funcs["inline"], False).combine_chunks())
+    globals_ = _first_by_name(funcs.filter(pc.invert(static)), fid.filter(pc.invert(static)))
+    header_inlines = _first_by_name(funcs.filter(inl), fid.filter(inl))
+    refs_ff, refs_fs = _references(k, refs, by_file, globals_, header_inlines, known, macro_ids)
+
     rels = {
         ("CALLS", "Function", "Function"): calls_ff,
         ("CALLS", "Function", "Symbol"): calls_fs,
@@ -304,12 +324,82 @@ def source_tables(kernel: str, trees: Iterable[SourceTree], module_ids: dict[str
         ("EXPORTED_AS", "Function", "Symbol"): exported_as,
         ("BUILT_INTO", "File", "Module"): built_into,
         ("LOOKS_UP", "Module", "Symbol"): looks_up,
+        ("REFERENCES", "Function", "Function"): refs_ff,
+        ("REFERENCES", "Function", "Symbol"): refs_fs,
     }
     nodes = {"Function": function_nodes, "File": file_nodes, "Symbol": symbol_nodes}
     counts = {name: t.num_rows for name, t in nodes.items()}
-    counts.update({key[0] if key[0] != "CALLS" else f"CALLS->{key[2]}": t.num_rows for key, t in rels.items()})
+    counts.update({key[0] if key[0] not in ("CALLS", "REFERENCES") else f"{key[0]}->{key[2]}": t.num_rows
+                   for key, t in rels.items()})
     counts["unattributed_files"] = len(files) - len(built_pairs)
     return SourceTables(nodes, rels, counts)
+
+
+def _with_file_scopes(funcs: pa.Table, refs: pa.Table) -> pa.Table:
+    """``funcs`` with a :data:`FILE_SCOPE` pseudo-function for each file whose file-scope
+    initialisers refer to something and that has none yet (the macro pass makes one only for a
+    file with file-scope macro calls)."""
+    scoped = refs.filter(pc.equal(refs["function"], pa.scalar(FILE_SCOPE)))
+    if not len(scoped):
+        return funcs
+    have = funcs.filter(pc.equal(funcs["name"], pa.scalar(FILE_SCOPE)))["file"]
+    files = pc.unique(scoped["file"].combine_chunks())
+    files = files.filter(pc.invert(pc.is_in(files, have.combine_chunks())))
+    n = len(files)
+    if not n:
+        return funcs
+    ones = pa.array([1] * n, pa.int32())
+    extra = pa.table({"name": _str(n, FILE_SCOPE), "file": files, "line": ones, "end_line": ones,
+                      "static": pa.array([True] * n), "inline": pa.array([False] * n),
+                      "is_macro": pa.array([False] * n)})
+    return pa.concat_tables([funcs, extra.cast(funcs.schema)])
+
+
+def _references(k: str, refs: pa.Table, by_file: pa.Table, globals_: pa.Table, header_inlines: pa.Table,
+                known: pa.Array, macro_ids: pa.Array) -> tuple[pa.Table, pa.Table]:
+    """REFERENCES rows to functions and to symbols. The referring function is the one of that
+    name in the reference's file; the name referred to is resolved as a callee is (same file, a
+    non-static function anywhere, a header's static inline or macro), else to a ``Symbol`` the graph
+    already has (an export or import of the binaries, a lookup, a callee, an export site): a
+    reference adds no symbol, so a local type, a member or an enumerator the loader could not tell
+    from data finds nothing and is dropped. A ``read`` of a function (not of a macro: ``current`` is
+    ``get_current()``) is its ``address``."""
+    empty = pa.table({"from": pa.array([], pa.string()), "to": pa.array([], pa.string()),
+                      "kernel": pa.array([], pa.string()), "line": pa.array([], pa.int64()),
+                      "kind": pa.array([], pa.string()), "via": pa.array([], pa.string())})
+    if not len(refs):
+        return empty, empty
+    r = refs.join(by_file, keys=["file", "function"], right_keys=["file", "name"], join_type="inner")
+    r = r.rename_columns([("from_id" if x == "fid" else x) for x in r.column_names])
+    r = r.join(by_file, keys=["file", "symbol"], right_keys=["file", "name"], join_type="left outer")
+    r = r.join(globals_.rename_columns(["symbol", "gid"]), keys="symbol", join_type="left outer")
+    r = r.join(header_inlines.rename_columns(["symbol", "hid"]), keys="symbol", join_type="left outer")
+    target = pc.coalesce(r["fid"], r["gid"], r["hid"])
+    to_fn = r.filter(pc.is_valid(target))
+    to_fn_target = pc.coalesce(to_fn["fid"], to_fn["gid"], to_fn["hid"])
+    keep = pc.not_equal(to_fn_target, to_fn["from_id"])  # a macro naming itself, a recursion
+    to_fn, to_fn_target = to_fn.filter(keep), to_fn_target.filter(keep)
+    to_sym = r.filter(pc.is_null(target))
+    sym_ids = _ids(k, to_sym["symbol"]) if len(to_sym) else pa.array([], pa.string())
+    known_sym = pc.is_in(sym_ids, known)
+    to_sym, sym_ids = to_sym.filter(known_sym), sym_ids.filter(known_sym)
+
+    def rows(t: pa.Table, to: pa.Array, kind: pa.Array) -> pa.Table:
+        return pa.table({"from": t["from_id"], "to": to, "kernel": _str(len(t), k),
+                         "line": pc.cast(t["line"], pa.int64()), "kind": kind, "via": pc.fill_null(t["via"], "")})
+
+    is_fn_read = pc.and_(pc.equal(to_fn["kind"], pa.scalar("read")), pc.invert(pc.is_in(to_fn_target, macro_ids)))
+    fn_kind = pc.if_else(is_fn_read, pa.scalar("address"), to_fn["kind"])
+    return rows(to_fn, to_fn_target, fn_kind), rows(to_sym, sym_ids, to_sym["kind"])
+
+
+def _first_by_name(funcs: pa.Table, ids: pa.Array) -> pa.Table:
+    """(name, id) of the first function of each name (by file path)."""
+    t = pa.table({"name": funcs["name"], "file": funcs["file"], "id": ids}).sort_by([("name", "ascending"),
+                                                                                    ("file", "ascending")])
+    firsts = pc.equal(pc.index_in(t["name"], t["name"]), pa.array(range(len(t)), type=pa.int32()))
+    t = t.filter(firsts)
+    return pa.table({"name": t["name"], "id": t["id"]})
 
 
 def _looks_up(k: str, lookups: pa.Table, calls: pa.Table, built: dict[str, str], module_ids: dict[str, str]) -> pa.Table:

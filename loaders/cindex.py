@@ -30,7 +30,8 @@ from .cparse import PARSE_SECONDS, parse_read_file
 from .includes import kernel_include_dirs
 from .lookups import find_wrappers, resolve_lookups
 from .preproc import PreprocContext
-from .records import ArgFlow, Call, ExportSite, FunctionDef, LoaderError, LookUp, ParseStats, Skipped, StringArg
+from .records import (ArgFlow, Call, ExportSite, FunctionDef, LoaderError, LookUp, ParseStats, Reference, Skipped,
+                      StringArg)
 
 __all__ = ["TABLES", "IndexResult", "TableWriter", "index_tree", "read_table", "write_table"]
 
@@ -42,6 +43,7 @@ TABLES = {
     "direct_lookups": LookUp,
     "string_args": StringArg,
     "arg_flows": ArgFlow,
+    "references": Reference,
 }
 
 MANIFEST_VERSION = 2
@@ -223,6 +225,7 @@ def _index_batch(job) -> tuple[str, list[dict], dict[str, int]]:
         rows["direct_lookups"] += result.lookups
         rows["string_args"] += result.string_args
         rows["arg_flows"] += result.arg_flows
+        rows["references"] += result.references
     for table, record_type in TABLES.items():
         write_table(Path(shard_dir) / table / f"{shard_id}.parquet", record_type, rows[table])
     return shard_id, entries, {t: len(r) for t, r in rows.items()}

@@ -35,7 +35,7 @@ from typing import Callable, Iterable, Iterator
 from .cexports import export_sites
 from .cfiles import read_source, real_root, tree_files
 from .ctext import TextPassIncomplete
-from .ctree import MACRO_QUERY, MAX_DEPTH, QUERY, TreeRecords, calls_deeper_than
+from .ctree import MACRO_QUERY, MAX_DEPTH, QUERY, TreeRecords, nodes_deeper_than
 from .includes import kernel_include_dirs, resolve_includes
 from .lookups import resolve_lookups
 from .neutralise import neutralise_kernel_macros
@@ -91,6 +91,7 @@ _parser = None
 _query = None
 _macro_query = None
 _call_kind = None
+_ident_kind = None
 
 
 class _Skip(Exception):
@@ -143,7 +144,7 @@ class _Deadline:
 
 def _tree_sitter():
     """The process's parser and compiled queries, made on first use (once per worker)."""
-    global _parser, _query, _macro_query, _call_kind
+    global _parser, _query, _macro_query, _call_kind, _ident_kind
     if _parser is None:
         import tree_sitter
         import tree_sitter_c
@@ -153,6 +154,7 @@ def _tree_sitter():
         _query = tree_sitter.Query(lang, QUERY)
         _macro_query = tree_sitter.Query(lang, MACRO_QUERY)
         _call_kind = lang.id_for_node_kind("call_expression", True)
+        _ident_kind = lang.id_for_node_kind("identifier", True)
     return _parser, _query
 
 
@@ -309,18 +311,22 @@ def _parse(src: bytes, file: str, deadline: _Deadline, context: PreprocContext |
     deadline.check()
     caps, macro_matches = _captures(tree, len(text), deadline)
     deadline.check()
-    deep = calls_deeper_than(tree.root_node, MAX_DEPTH, _call_kind, deadline.check)
+    deep, deep_refs = nodes_deeper_than(tree.root_node, MAX_DEPTH, (_call_kind, _ident_kind), deadline.check)
     reader = TreeRecords(file, text, caps, macro_matches, deadline.check)
     # Deeper than the limit, a node costs its depth to find: exports are checked without the tree.
     exports, includes = reader.read(None if deep else tree.root_node)
     if deep:
         notes.append(f"read in part: {deep} calls nested deeper than {MAX_DEPTH} levels not recorded")
+    if deep_refs:
+        notes.append(f"read in part: {deep_refs} identifiers nested deeper than {MAX_DEPTH} levels not read "
+                     "as references")
     if error is not None:
         notes.insert(0, error)
     stats = ParseStats(1, len(reader.functions), reader.with_errors, len(caps.get("error", ())), 0, deep, 0,
-                       pp.decided, pp.kept, pp.lines_blanked)
+                       pp.decided, pp.kept, pp.lines_blanked, references_too_deep=deep_refs)
     return FileResult(file, reader.functions, reader.calls, exports, reader.lookups, reader.string_args,
-                      reader.arg_flows, includes, [], stats, "; ".join(notes) or None, pp.notes)
+                      reader.arg_flows, includes, [], stats, "; ".join(notes) or None, pp.notes,
+                      references=reader.references)
 
 
 def parse_read_file(src: bytes, rel: str, root: Path, include_dirs: list[str], cache: dict | None = None,

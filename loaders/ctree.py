@@ -16,14 +16,32 @@ from __future__ import annotations
 
 import bisect
 import heapq
+import itertools
 import re
 from typing import Callable
 
 from .cexports import SYMBOL_LIKE, export_sites
 from .lookups import IDENTIFIER_LOOKUPS
-from .records import ArgFlow, Call, ExportSite, FunctionDef, LookUp, StringArg
+from .records import ArgFlow, Call, ExportSite, FunctionDef, LookUp, Reference, StringArg
 
-__all__ = ["QUERY", "MACRO_QUERY", "MAX_DEPTH", "TreeRecords", "calls_deeper_than"]
+__all__ = ["QUERY", "MACRO_QUERY", "MAX_DEPTH", "FILE_SCOPE", "TreeRecords", "calls_deeper_than", "nodes_deeper_than",
+           "is_member_macro"]
+
+#: The pseudo-function that holds what a file does at file scope: its file-scope macro invocations
+#: (:mod:`ksymgraph.loaders.macros`) and the references of its file-scope initialisers.
+FILE_SCOPE = "(file scope)"
+
+#: A name with no lower-case letter is a macro constant or an enumerator by kernel style
+#: (``GFP_KERNEL``, ``THIS_MODULE``, ``CONFIG_X``): never read as a reference.
+_HAS_LOWER = re.compile(rb"[a-z]")
+#: Macros whose last argument is a struct member's name, not a value (``container_of(p, struct s,
+#: list)``, ``list_for_each_entry(pos, head, list)``): that argument is no reference.
+_MEMBER_MACRO = re.compile(r"container_of|offsetof|_entry|sizeof_field|typeof_member|member")
+
+
+def is_member_macro(name: str) -> bool:
+    """True for a macro whose last argument names a struct member (``container_of``...)."""
+    return _MEMBER_MACRO.search(name) is not None
 
 #: The one query run over each tree. Each pattern captures the node whose children are read.
 QUERY = """
@@ -37,6 +55,43 @@ QUERY = """
 (assignment_expression left: (field_expression) right: (identifier)) @field.assignvar
 (preproc_include path: (_) @include)
 (ERROR) @error
+(argument_list (identifier) @ref)
+(binary_expression left: (identifier) @ref)
+(binary_expression right: (identifier) @ref)
+(assignment_expression left: (identifier) @ref)
+(assignment_expression right: (identifier) @ref)
+(return_statement (identifier) @ref)
+(init_declarator value: (identifier) @ref)
+(initializer_list (identifier) @ref)
+(initializer_pair value: (identifier) @ref)
+(pointer_expression argument: (identifier) @ref)
+(field_expression argument: (identifier) @ref)
+(subscript_expression argument: (identifier) @ref)
+(subscript_expression index: (identifier) @ref)
+(unary_expression argument: (identifier) @ref)
+(update_expression argument: (identifier) @ref)
+(cast_expression value: (identifier) @ref)
+(conditional_expression condition: (identifier) @ref)
+(conditional_expression consequence: (identifier) @ref)
+(conditional_expression alternative: (identifier) @ref)
+(parenthesized_expression (identifier) @ref)
+(comma_expression left: (identifier) @ref)
+(comma_expression right: (identifier) @ref)
+(expression_statement (identifier) @ref)
+(gnu_asm_input_operand value: (identifier) @ref)
+(gnu_asm_output_operand value: (identifier) @ref)
+(declaration) @decl
+(init_declarator declarator: (identifier) @ref.decl)
+(declaration declarator: (identifier) @ref.decl)
+(parameter_declaration declarator: (identifier) @ref.decl)
+(pointer_declarator declarator: (identifier) @ref.decl)
+(array_declarator declarator: (identifier) @ref.decl)
+(function_declarator declarator: (identifier) @ref.decl)
+(parenthesized_declarator (identifier) @ref.decl)
+(attributed_declarator (identifier) @ref.decl)
+(enumerator name: (identifier) @ref.decl)
+(pointer_expression operator: "&" argument: (identifier) @ref.addr)
+(init_declarator value: (_) @ref.init)
 """
 
 #: ``MACRO(args)`` at file scope followed by a block: a function a macro defines, which
@@ -160,22 +215,33 @@ class _Functions:
 
 def calls_deeper_than(root, limit: int, call_kind: int, check: Callable[[], None] = lambda: None) -> int:
     """How many ``call_expression`` nodes (``call_kind``) lie more than ``limit`` levels below
-    ``root``. Iterative; descends only into a subtree whose size lets it reach that deep, so a
-    file of ordinary depth costs a few hundred node visits. ``check`` is called every 65,536."""
+    ``root`` (see :func:`nodes_deeper_than`)."""
+    return nodes_deeper_than(root, limit, (call_kind,), check)[0]
+
+
+def nodes_deeper_than(root, limit: int, kinds: tuple[int, ...], check: Callable[[], None] = lambda: None) -> list[int]:
+    """How many nodes of each of ``kinds`` (``call_expression``, ``identifier``...) lie more than
+    ``limit`` levels below ``root``, a count per kind. Iterative; descends only into a subtree whose
+    size lets it reach that deep, so a file of ordinary depth costs a few hundred node visits.
+    A node that is a call's ``function`` (its callee) is not counted. ``check`` is called every
+    65,536."""
 
     def can_reach(node, depth: int) -> bool:
         return depth + node.descendant_count - 1 > limit
 
+    counts = [0] * len(kinds)
     if not can_reach(root, 0):
-        return 0
+        return counts
     cur = root.walk()
-    depth = count = visits = 0
+    depth = visits = 0
     while True:
         visits += 1
         if not visits & 0xFFFF:
             check()
-        if depth > limit and cur.node.kind_id == call_kind:
-            count += 1
+        if depth > limit:
+            kind = cur.node.kind_id
+            if kind in kinds and cur.field_name != "function":  # (a callee is no reference)
+                counts[kinds.index(kind)] += 1
         if cur.goto_first_child():
             depth += 1
             if can_reach(cur.node, depth) or _next_reaching(cur, depth, can_reach):
@@ -184,7 +250,7 @@ def calls_deeper_than(root, limit: int, call_kind: int, check: Callable[[], None
             depth -= 1
         while True:  # on to the next subtree that can reach, climbing as far as need be
             if depth == 0:
-                return count
+                return counts
             if _next_reaching(cur, depth, can_reach):
                 break
             cur.goto_parent()
@@ -220,6 +286,10 @@ class TreeRecords:
         self.calls: list[Call] = []
         self.string_args: list[StringArg] = []
         self.arg_flows: list[ArgFlow] = []
+        self.references: list[Reference] = []
+        #: Identifier nodes (by id) that are no reference: callees, and last arguments of
+        #: member-taking macros.
+        self.not_refs: set[int] = set()
 
     def node_text(self, node) -> str:
         return self.text[node.start_byte : node.end_byte].decode("utf-8", "replace")
@@ -241,6 +311,7 @@ class TreeRecords:
         self.read_field_strings()
         self.read_calls()
         self.read_string_literal_args()
+        self.read_references()
         self.check()
         defined = {f.name for f in self.functions}
         exports = export_sites(self.text, self.file, defined, root)
@@ -412,7 +483,19 @@ class TreeRecords:
             line = name_node.start_point[0] + 1
             calls.append(Call(caller, callee, file, line, via_member))
             if not via_member:
+                self.not_refs.add(name_node.id)
+                if is_member_macro(callee):
+                    self.not_member_argument(node)
                 self.read_call_arguments(node, caller, callee, line)
+
+    def not_member_argument(self, node) -> None:
+        """The last argument of ``container_of(p, type, member)`` and its kin is a member's name."""
+        args = node.child_by_field_name("arguments")
+        last = None
+        for _index, arg in _arguments(args) if args is not None else ():
+            last = arg
+        if last is not None and last.type == "identifier":
+            self.not_refs.add(last.id)
 
     def read_call_arguments(self, node, caller: str, callee: str, line: int) -> None:
         """A lookup by a bare identifier (``symbol_get(x)``), a ``char *`` parameter passed on, or
@@ -460,3 +543,87 @@ class TreeRecords:
                                                             self.file, line)))
         found.sort(key=lambda f: f[0])
         self.string_args += [arg for _, arg in found]
+
+    def read_references(self) -> None:
+        """Identifiers that name a symbol without calling it (:class:`~ksymgraph.loaders.records.Reference`):
+        an identifier in the place of a value (an argument, an operand, an initialiser, a returned
+        value...: the ``@ref`` patterns of :data:`QUERY`; never a callee, a declarator, a type or
+        a member). In a function body, a ``read`` or (after ``&``) an ``address``, unless the
+        function declares that name (a parameter or a local); at file scope, inside an
+        initialiser, an ``initialiser`` of the file's pseudo-function :data:`FILE_SCOPE`. Never a
+        name the file itself defines at file scope (not ``extern``), the member-name argument of
+        ``container_of`` and its kin, or a name without a lower-case letter (macro constants,
+        enumerators)."""
+        caps = self.caps
+        at = self.funcs.at
+        text = self.text
+        skip = self.not_refs
+        file_defined = self.file_scope_definitions()
+        has_lower = _HAS_LOWER.search
+        refs = caps.get("ref", ())
+        # The functions declaring each name that could be a reference (by name: a name is
+        # declared in few functions, a function declares many names that are never references).
+        names = {text[n.start_byte : n.end_byte] for n in refs}
+        declared_in: dict[bytes, set[str]] = {}
+        for n in self.every(caps.get("ref.decl", ())):
+            name_b = text[n.start_byte : n.end_byte]
+            if name_b in names:
+                owner = at(n.start_byte)
+                if owner is not None:
+                    declared_in.setdefault(name_b, set()).add(owner)
+        addressed = {n.id for n in caps.get("ref.addr", ())}
+        inits = sorted((n.start_byte, n.end_byte) for n in caps.get("ref.init", ()) if at(n.start_byte) is None)
+        starts = [s for s, _ in inits]
+        ends = list(itertools.accumulate((e for _, e in inits), max))  # furthest end of the first i
+        seen: set[tuple] = set()
+        out = self.references
+        nowhere: set[str] = set()
+        for n in self.every(refs):
+            start = n.start_byte
+            name_b = text[start : n.end_byte]
+            if has_lower(name_b) is None or name_b in file_defined:
+                continue  # a constant, or the file's own variable
+            function = at(start)
+            if function is not None:
+                if function in declared_in.get(name_b, nowhere) or n.id in skip:
+                    continue
+                kind = "address" if n.id in addressed else "read"
+            else:
+                i = bisect.bisect_right(starts, start) - 1
+                if i < 0 or ends[i] <= start or n.id in skip:
+                    continue  # outside every file-scope initialiser
+                function, kind = FILE_SCOPE, "initialiser"
+            line = n.start_point[0] + 1
+            key = (function, name_b, line, kind)
+            if key not in seen:
+                seen.add(key)
+                out.append(Reference(function, name_b.decode("utf-8", "replace"), self.file, line, kind))
+
+    def file_scope_definitions(self) -> set[bytes]:
+        """Names the file declares at file scope other than as ``extern`` or as a prototype: its
+        own variables (and, as definitions of functions are among the functions, nothing else)."""
+        text = self.text
+        at = self.funcs.at
+        out: set[bytes] = set()
+        for node in self.every(self.caps.get("decl", ())):
+            if at(node.start_byte) is not None:
+                continue
+            if any(c.type == "storage_class_specifier" and text[c.start_byte : c.end_byte] == b"extern"
+                   for c in node.children):
+                continue
+            for d in node.children_by_field_name("declarator"):
+                inner = d.child_by_field_name("declarator") if d.type == "init_declarator" else d
+                if inner is not None and _function_declarator_at_top(inner):
+                    continue
+                name = _declarator_name(d)
+                if name is not None:
+                    out.add(text[name.start_byte : name.end_byte])
+        return out
+
+
+def _function_declarator_at_top(node) -> bool:
+    """True when a declarator declares a function (``int f(void)``, ``int *f(void)``), not a
+    pointer to one (``int (*f)(void)``, a variable)."""
+    while node is not None and node.type in ("pointer_declarator", "attributed_declarator"):
+        node = node.child_by_field_name("declarator")
+    return node is not None and node.type == "function_declarator"

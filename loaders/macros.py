@@ -1,19 +1,27 @@
-"""Function-like macros in headers: the source API that hides an export's ELF name.
+"""Macros in headers: the source API that hides an export's ELF name, and the names macros make.
 
 Between kernels an export often vanishes behind an unchanged API: 6.10's memory allocation
 profiling, 7bd230a26648 ("mm/slab: enable slab allocation tagging for kmalloc and friends"),
 turned ``kmalloc()`` into ``#define kmalloc(...) alloc_hooks(kmalloc_noprof(__VA_ARGS__))``, so
 modules rebuilt against 6.10+ headers import ``__kmalloc_noprof`` where they imported
 ``__kmalloc``. tree-sitter does not expand macros, so this module reads every function-like
-``#define NAME(params) body`` of the headers and records it as a function definition (``static``
-and ``inline``, like a header inline) with one call per identifier followed by ``(`` in its body,
-and per lower-case name passed as an argument to another macro (a function handed on to be
-called, as ``module_usb_driver`` hands ``usb_register`` to ``module_driver``).
+``#define NAME(params) body`` of the headers, and every object-like one whose name starts with a
+lower-case letter (``#define current get_current()``), and records it as a function definition
+(``static`` and ``inline``, like a header inline) with one call per identifier followed by ``(``
+in its body, and per lower-case name passed as an argument to another macro (a function handed on
+to be called, as ``module_usb_driver`` hands ``usb_register`` to ``module_driver``), and one
+reference (:class:`~ksymgraph.loaders.records.Reference`) per other name in its body that may name
+a symbol (``paravirt_type(op)`` names ``pv_ops``).
+
+File-scope invocations of ``.c`` files (``module_param(debug, int, 0644);``) are calls from the
+file's pseudo-function :data:`FILE_SCOPE`; each is also expanded with the headers' function-like
+macros (:func:`expand_pasted`), because token pasting makes names no body spells:
+``module_param_named``'s ``&param_ops_##type`` is ``&param_ops_int`` there, an import of the module.
 
 Records use the C loader's types (:class:`~ksymgraph.loaders.records.FunctionDef`,
-:class:`~ksymgraph.loaders.records.Call`) and are written next to its shards
-(:mod:`ksymgraph.loaders.cindex`) as ``macros/*.parquet`` tables, which the graph reads like the
-others.
+:class:`~ksymgraph.loaders.records.Call`, :class:`~ksymgraph.loaders.records.Reference`) and are
+written next to its shards (:mod:`ksymgraph.loaders.cindex`) as ``macros/*.parquet`` tables, which
+the graph reads like the others.
 """
 
 from __future__ import annotations
@@ -21,29 +29,65 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, NamedTuple
 
 from .cfiles import MAX_FILE_BYTES, read_source, real_root, tree_files
 from .cindex import TableWriter
 from .cparse import MAX_PARSE_BYTES
-from .records import Call, FunctionDef, LoaderError, Skipped
+from .ctree import FILE_SCOPE
+from .records import Call, FunctionDef, LoaderError, Reference, Skipped
 
-__all__ = ["for_each_macro", "for_each_file_scope_call", "index_macros", "FILE_SCOPE", "MAX_CALLS"]
+__all__ = ["Macro", "for_each_macro", "for_each_macro_record", "for_each_file_scope_call", "expand_pasted",
+           "index_macros", "FILE_SCOPE", "MAX_CALLS", "MAX_EXPANSION_DEPTH", "MAX_EXPANSION_TOKENS"]
 
-#: The pseudo-function that holds a ``.c`` file's file-scope macro invocations.
-FILE_SCOPE = "(file scope)"
-
-_DEFINE = re.compile(rb"^[ \t]*#[ \t]*define[ \t]+([A-Za-z_]\w*)\(([^)\n]*)\)(.*)$", re.M)
+#: Any ``#define``: group 1 the name, group 2 the parameters of a function-like macro (a ``(``
+#: right after the name), group 3 the rest of the line.
+_DEFINE = re.compile(rb"^[ \t]*#[ \t]*define[ \t]+([A-Za-z_]\w*)(?:\(([^)\n]*)\))?(.*)$", re.M)
+#: An object-like macro worth a function of its own: a name starting (after underscores) with a
+#: lower-case letter (``#define current get_current()``); ``#define FOO 0x10`` constants, which the
+#: kernel spells in capitals and has by the hundred thousand, are not.
+_OBJECT_NAME = re.compile(rb"_*[a-z]")
 _CALL = re.compile(rb"\b([A-Za-z_]\w*)[ \t]*\(")
 #: A function name handed to another macro as an argument (``module_driver(__usb_driver,
 #: usb_register, usb_deregister)`` calls ``usb_register`` through its ``__register`` parameter).
 _ARG = re.compile(rb"[(,][ \t]*([a-z_][a-z0-9_]*)[ \t]*(?=[,)])")
+_IDENT = re.compile(rb"[A-Za-z_]\w*")
+_HAS_LOWER = re.compile(rb"[a-z]")
+#: What a macro body's references are read without: comments, strings and character constants.
+_NOISE = re.compile(rb'/\*.*?(?:\*/|$)|//.*$|"(?:\\.|[^"\\])*"|\'(?:\\.|[^\'\\])*\'')
 #: The most calls kept of one macro, or of one file's file scope (the kernel's most are 333, in
-#: dcn20_dpp.h's TF_REG_LIST_SH_MASK_DCN20_COMMON, and 919); past it the rest are a skip.
+#: dcn20_dpp.h's TF_REG_LIST_SH_MASK_DCN20_COMMON, and 919); past it the rest are a skip. The same
+#: bound holds for the references of one macro and of one file's expansions.
 MAX_CALLS = 4096
+#: How deep one file-scope invocation is expanded (macros inside macros), and how many tokens its
+#: expansion may make in all: ``module_param`` is 4 deep and a few hundred tokens.
+MAX_EXPANSION_DEPTH = 16
+MAX_EXPANSION_TOKENS = 1 << 16
 _NOT_CALLS = frozenset([b"if", b"while", b"for", b"switch", b"return", b"sizeof", b"typeof", b"__typeof__",
                         b"__builtin_constant_p", b"__builtin_expect", b"defined", b"do", b"__stringify",
                         b"__attribute__", b"__same_type", b"_Generic", b"__is_constexpr"])
+#: Words of a macro body that never name a symbol: C's keywords and types, and the kernel's
+#: attribute macros.
+_NOT_REFERENCES = _NOT_CALLS | frozenset(
+    b"auto break case char const continue default double else enum extern float goto inline int long register "
+    b"restrict short signed static struct typedef union unsigned void volatile asm __asm__ __volatile__ "
+    b"__inline__ __inline _Bool bool true false __always_inline __init __exit __used __maybe_unused __user "
+    b"__iomem __percpu __rcu __force __must_check __cold __noreturn __section __aligned __weak __VA_ARGS__ "
+    b"__LINE__ __FILE__ __func__ __COUNTER__ __alignof__ __builtin_offsetof".split())
+_TAG_WORDS = (b"struct", b"union", b"enum")
+
+
+class Macro(NamedTuple):
+    """A function-like macro as :func:`expand_pasted` expands it."""
+
+    name: str
+    """The macro's name."""
+    params: tuple[bytes, ...]
+    """Its parameters in order (``...`` as ``__VA_ARGS__``; ``args...`` as ``args``)."""
+    variadic: bool
+    """The last parameter takes the rest of the arguments."""
+    body: bytes
+    """Its body, continuation lines joined, comments removed."""
 
 
 def _read_lines(root: str, rel: str, limit: int, skipped: list[Skipped] | None) -> bytes | None:
@@ -57,9 +101,18 @@ def _read_lines(root: str, rel: str, limit: int, skipped: list[Skipped] | None) 
 
 def for_each_macro(root: str | os.PathLike, files: Iterable[str],
                    skipped: list[Skipped] | None = None) -> Iterator[tuple[FunctionDef, list[Call]]]:
-    """Each function-like macro of ``files`` (relative to ``root``) with the calls in its body.
-    Files are read as :func:`~ksymgraph.loaders.cfiles.read_source` reads; those that cannot be
-    are added to ``skipped``, as is a macro with more than :data:`MAX_CALLS` calls."""
+    """Each macro of ``files`` (relative to ``root``) with the calls in its body: the function-like
+    ones, and the object-like ones with a lower-case name (see :func:`for_each_macro_record`)."""
+    for d, calls, _refs, _macro in for_each_macro_record(root, files, skipped):
+        yield d, calls
+
+
+def for_each_macro_record(root: str | os.PathLike, files: Iterable[str], skipped: list[Skipped] | None = None
+                          ) -> Iterator[tuple[FunctionDef, list[Call], list[Reference], Macro | None]]:
+    """Each macro of ``files`` (relative to ``root``): its definition, the calls and the references
+    in its body, and (function-like ones) the :class:`Macro` to expand it with. Files are read as
+    :func:`~ksymgraph.loaders.cfiles.read_source` reads; those that cannot be are added to
+    ``skipped``, as is a macro with more than :data:`MAX_CALLS` calls or references."""
     root_s = real_root(root)
     for rel in files:
         data = _read_lines(root_s, rel, MAX_FILE_BYTES, skipped)
@@ -67,13 +120,26 @@ def for_each_macro(root: str | os.PathLike, files: Iterable[str],
             yield from _macros_of(data, rel, skipped)
 
 
-def _macros_of(data: bytes, rel: str, skipped: list[Skipped] | None) -> Iterator[tuple[FunctionDef, list[Call]]]:
-    """The function-like macros of one file: each ``#define NAME(`` line and its continuation
-    lines, found by one search over the text (a file of 32 MiB is never split into lines)."""
+def _params(spec: bytes) -> tuple[tuple[bytes, ...], bool]:
+    params = [p.strip() for p in spec.split(b",")] if spec.strip() else []
+    variadic = bool(params) and params[-1].endswith(b"...")
+    if variadic:
+        params[-1] = params[-1][:-3].strip() or b"__VA_ARGS__"
+    return tuple(params), variadic
+
+
+def _macros_of(data: bytes, rel: str, skipped: list[Skipped] | None
+               ) -> Iterator[tuple[FunctionDef, list[Call], list[Reference], Macro | None]]:
+    """The macros of one file: each ``#define NAME`` line and its continuation lines, found by one
+    search over the text (a file of 32 MiB is never split into lines)."""
     line, counted, done_until = 1, 0, 0
     for m in _DEFINE.finditer(data):
         if m.start() < done_until:
             continue  # a continuation line of the macro before
+        function_like = m.group(2) is not None
+        name_b = m.group(1)
+        if not function_like and (not _OBJECT_NAME.match(name_b) or not m.group(3).strip()):
+            continue
         line += data.count(b"\n", counted, m.start())
         counted = m.start()
         end = data.find(b"\n", m.start())
@@ -86,31 +152,162 @@ def _macros_of(data: bytes, rel: str, skipped: list[Skipped] | None) -> Iterator
             body.append(current)
             end = nxt
         done_until = end
-        name = m.group(1).decode("ascii")
-        params = {p.strip() for p in m.group(2).split(b",")}
-        calls = []
-        for n, text in enumerate(body):
-            seen = set()
-            for c in (*_CALL.finditer(text), *_ARG.finditer(text)):
-                callee = c.group(1)
-                if callee in _NOT_CALLS or callee in params or callee in seen or callee.decode("ascii") == name:
-                    continue
-                seen.add(callee)
-                calls.append(Call(name, callee.decode("ascii"), rel, line + n, False))
-            if len(calls) > MAX_CALLS:
-                del calls[MAX_CALLS:]
-                if skipped is not None:
-                    skipped.append(Skipped(f"{rel}:{line}", f"macro {name}: more than {MAX_CALLS} calls, "
-                                                             "the rest not recorded"))
-                break
-        yield FunctionDef(name, rel, line, line + len(body) - 1, True, True), calls
+        name = name_b.decode("ascii")
+        params, variadic = _params(m.group(2) or b"")
+        clean = [_NOISE.sub(b" ", text.rstrip().removesuffix(b"\\")) for text in body]
+        if not function_like and not any(_HAS_LOWER.search(w) for t in clean for w in _IDENT.findall(t)):
+            continue  # #define foo_max 16
+        calls, refs = _body_records(name, set(params), clean, rel, line, skipped)
+        macro = Macro(name, params, variadic, b" ".join(clean)) if function_like else None
+        yield FunctionDef(name, rel, line, line + len(body) - 1, True, True), calls, refs, macro
+
+
+def _body_records(name: str, params: set[bytes], lines: list[bytes], rel: str, line: int,
+                  skipped: list[Skipped] | None) -> tuple[list[Call], list[Reference]]:
+    """The calls (an identifier followed by ``(``, or a lower-case name passed to another macro)
+    and the references (every other identifier that may name a symbol) of one macro body."""
+    calls: list[Call] = []
+    refs: list[Reference] = []
+    name_b = name.encode("ascii")
+    for n, text in enumerate(lines):
+        seen = set()
+        for c in (*_CALL.finditer(text), *_ARG.finditer(text)):
+            callee = c.group(1)
+            if (callee in _NOT_REFERENCES or callee in params or callee in seen or callee == name_b
+                    or text[: c.start(1)].rstrip().endswith(b"#")):
+                continue  # (a keyword, a parameter, or pasted: ``__driver##_init(void)``)
+            seen.add(callee)
+            calls.append(Call(name, callee.decode("ascii"), rel, line + n, False))
+        for r in _IDENT.finditer(text):
+            word = r.group()
+            if (word in seen or word in params or word in _NOT_REFERENCES or word == name_b
+                    or not _HAS_LOWER.search(word) or word[:1].isdigit()):
+                continue
+            before, after = text[: r.start()].rstrip(), text[r.end():].lstrip()
+            if before.endswith((b".", b"->", b"#")) or after.startswith((b"(", b"#")) or before.endswith(_TAG_WORDS):
+                continue  # a member, a call, pasted or stringified, a struct tag
+            if r.start() and (text[r.start() - 1 : r.start()].isalnum() or text[r.start() - 1 : r.start()] == b"_"):
+                continue  # (inside a number: 0x10ul)
+            seen.add(word)
+            kind = "address" if before.endswith(b"&") and not before.endswith(b"&&") else "read"
+            refs.append(Reference(name, word.decode("ascii"), rel, line + n, kind))
+        if len(calls) > MAX_CALLS or len(refs) > MAX_CALLS:
+            what = "calls" if len(calls) > MAX_CALLS else "references"
+            del calls[MAX_CALLS:], refs[MAX_CALLS:]
+            if skipped is not None:
+                skipped.append(Skipped(f"{rel}:{line}", f"macro {name}: more than {MAX_CALLS} {what}, "
+                                                         "the rest not recorded"))
+            break
+    return calls, refs
+
+
+# --------------------------------------------------------------------------------------------
+# Expanding file-scope invocations
+
+_TOKEN = re.compile(rb'"(?:\\.|[^"\\])*"|\'(?:\\.|[^\'\\])*\'|##|[A-Za-z_]\w*|\d\w*|\S')
+
+
+def _tokens(text: bytes) -> list[bytes]:
+    return _TOKEN.findall(text)
+
+
+def _arguments_at(toks: list, i: int) -> tuple[list[bytes], int] | None:
+    """The arguments of the invocation whose ``(`` is ``toks[i]`` (each as text) and the index past
+    its ``)``; None when it is not closed."""
+    args, cur, depth = [], [], 0
+    for j in range(i, len(toks)):
+        t = toks[j][0]
+        if t == b"(":
+            depth += 1
+            if depth == 1:
+                continue
+        elif t == b")":
+            depth -= 1
+            if depth == 0:
+                args.append(b" ".join(cur))
+                return ([] if args == [b""] else args), j + 1
+        elif t == b"," and depth == 1:
+            args.append(b" ".join(cur))
+            cur = []
+            continue
+        cur.append(t)
+    return None
+
+
+def _substitute(macro: Macro, args: list[bytes]) -> list[tuple[bytes, bool]]:
+    """The body with the arguments in place of the parameters, ``#param`` made a string and
+    ``a ## b`` pasted; each token with whether pasting made it."""
+    argmap = dict(zip(macro.params, args))
+    if macro.variadic and macro.params:
+        argmap[macro.params[-1]] = b", ".join(args[len(macro.params) - 1 :])
+    toks = _tokens(macro.body)
+    out: list[tuple[bytes, bool]] = []
+    i = 0
+    while i < len(toks):
+        t = toks[i]
+        if t == b"#" and i + 1 < len(toks) and toks[i + 1] in argmap:
+            out.append((b'""', False))
+            i += 2
+            continue
+        if t == b"##" and i + 1 < len(toks):
+            nxt = toks[i + 1]
+            right = _tokens(argmap[nxt]) if nxt in argmap else [nxt]
+            left = out.pop()[0] if out else b""
+            if right:
+                merged = left + right[0]
+                out.append((merged, bool(_IDENT.fullmatch(merged)) and bool(left) and bool(right[0])))
+                out += [(r, False) for r in right[1:]]
+            elif left and left != b",":  # (GNU: `, ## __VA_ARGS__` with none drops the comma)
+                out.append((left, False))
+            i += 2
+            continue
+        if t in argmap and not (i + 1 < len(toks) and toks[i + 1] == b"##"):
+            out += [(a, False) for a in _tokens(argmap[t])]
+        elif t in argmap:
+            out.append((argmap[t].strip(), False))  # pasted next: the argument as written
+        else:
+            out.append((t, False))
+        i += 1
+    return out
+
+
+def expand_pasted(table: dict[str, Macro], name: str, args: list[bytes],
+                  budget: list[int] | None = None, chain: tuple[str, ...] = ()) -> Iterator[tuple[str, tuple[str, ...]]]:
+    """Expand the invocation ``name(args)`` with the macros of ``table``, and yield each name that
+    token pasting makes and that is not called (``&param_ops_##type`` of ``module_param(x, int,
+    0644)`` → ``param_ops_int``), with the macros it was made in (``module_param``,
+    ``module_param_named``). Names written in a macro's body are its own calls and references;
+    only pasted ones need the arguments. Bounded by :data:`MAX_EXPANSION_DEPTH` and, over the whole
+    invocation, :data:`MAX_EXPANSION_TOKENS` (``budget``: the tokens left)."""
+    macro = table.get(name)
+    budget = [MAX_EXPANSION_TOKENS] if budget is None else budget
+    chain = (*chain, name)
+    if macro is None or len(chain) > MAX_EXPANSION_DEPTH or budget[0] <= 0:
+        return
+    toks = _substitute(macro, args)
+    budget[0] -= len(toks)
+    if budget[0] <= 0:
+        return
+    for i, (t, pasted) in enumerate(toks):
+        if not _IDENT.fullmatch(t) or t[:1].isdigit():
+            continue
+        called = i + 1 < len(toks) and toks[i + 1][0] == b"("
+        word = t.decode("ascii", "replace")
+        if called and word in table and word not in chain:
+            found = _arguments_at(toks, i + 1)
+            if found is not None:
+                yield from expand_pasted(table, word, found[0], budget, chain)
+        elif pasted and not called:
+            yield word, chain
 
 
 _FILE_SCOPE_CALL = re.compile(rb"^([A-Za-z_]\w*)[ \t]*\(.*\)[ \t]*;", re.M)
 
 
 def for_each_file_scope_call(root: str | os.PathLike, files: Iterable[str],
-                             skipped: list[Skipped] | None = None) -> Iterator[tuple[FunctionDef, list[Call]]]:
+                             skipped: list[Skipped] | None = None,
+                             table: dict[str, Macro] | None = None
+                             ) -> Iterator[tuple[FunctionDef, list[Call], list[Reference]]]:
     """File-scope macro invocations of ``.c`` files (``module_usb_driver(foo_driver);``,
     ``module_init(foo_init);``), as calls from a pseudo-function :data:`FILE_SCOPE` per file.
 
@@ -119,46 +316,73 @@ def for_each_file_scope_call(root: str | os.PathLike, files: Iterable[str],
     most drivers. A statement at column 0 is taken as file scope (kernel style indents bodies).
     Files larger than the C parser takes (:data:`~ksymgraph.loaders.cparse.MAX_PARSE_BYTES`) are
     not read, as the index does not read them, and are added to ``skipped``.
+
+    With ``table`` (the function-like macros of the headers, by name), each invocation is also
+    expanded (:func:`expand_pasted`) and the names its token pasting makes are the third item,
+    ``initialiser`` references of :data:`FILE_SCOPE` whose ``via`` is the macro chain
+    (``module_param → module_param_named`` for ``param_ops_int``); without it, that list is empty.
     """
     root_s = real_root(root)
     for rel in files:
         data = _read_lines(root_s, rel, MAX_PARSE_BYTES, skipped)
         if data is None:
             continue
-        calls = []
+        calls: list[Call] = []
+        refs: list[Reference] = []
         line, pos = 1, 0
         for m in _FILE_SCOPE_CALL.finditer(data):
             line += data.count(b"\n", pos, m.start())
             pos = m.start()
             name = m.group(1)
-            if name not in _NOT_CALLS:
-                if len(calls) == MAX_CALLS:
-                    if skipped is not None:
-                        skipped.append(Skipped(rel, f"more than {MAX_CALLS} file-scope calls, the rest not recorded"))
-                    break
-                calls.append(Call(FILE_SCOPE, name.decode("ascii"), rel, line, False))
+            if name in _NOT_CALLS:
+                continue
+            if len(calls) == MAX_CALLS:
+                if skipped is not None:
+                    skipped.append(Skipped(rel, f"more than {MAX_CALLS} file-scope calls, the rest not recorded"))
+                break
+            word = name.decode("ascii")
+            calls.append(Call(FILE_SCOPE, word, rel, line, False))
+            if table is not None and word in table and len(refs) < MAX_CALLS:
+                toks = [(t, False) for t in _tokens(m.group(0))]
+                found = _arguments_at(toks, 1) if len(toks) > 1 and toks[1][0] == b"(" else None
+                if found is not None:
+                    seen = set()
+                    for symbol, chain in expand_pasted(table, word, found[0]):
+                        if symbol not in seen and _HAS_LOWER.search(symbol.encode()):
+                            seen.add(symbol)
+                            refs.append(Reference(FILE_SCOPE, symbol, rel, line, "initialiser", " → ".join(chain)))
         if calls:
-            yield FunctionDef(FILE_SCOPE, rel, 1, data.count(b"\n") + 1, True, False), calls
+            d = FunctionDef(FILE_SCOPE, rel, 1, data.count(b"\n") + 1, True, False)
+            yield d, calls, refs[:MAX_CALLS]
 
 
 def index_macros(root: str | os.PathLike, shard_dir: str | os.PathLike, files: Iterable[str] | None = None,
                  c_files: Iterable[str] = ()) -> tuple[int, list[Skipped]]:
     """Write the macros of ``files`` (default: every header under ``root``) and the file-scope
-    macro calls of ``c_files`` as ``macros/functions`` and ``macros/calls`` Parquet tables in
-    ``shard_dir``, a row group at a time; returns the number of macros and the files (and
-    directories) that could not be read."""
+    macro calls of ``c_files`` as ``macros/functions``, ``macros/calls`` and ``macros/references``
+    Parquet tables in ``shard_dir``, a row group at a time; returns the number of macros and the
+    files (and directories) that could not be read.
+
+    The function-like macros are kept (by name, the first definition of each) while the headers are
+    read, to expand the file-scope invocations of ``c_files`` with (:func:`expand_pasted`)."""
     skipped: list[Skipped] = []
     if files is None:
         listing = tree_files(root)
         files, skipped = listing.headers, list(listing.skipped)
     out = Path(shard_dir) / "macros"
     out.mkdir(parents=True, exist_ok=True)
-    with TableWriter(out / "functions.parquet", FunctionDef) as defs, TableWriter(out / "calls.parquet", Call) as calls:
-        for d, cs in for_each_macro(root, files, skipped):
+    table: dict[str, Macro] = {}
+    with TableWriter(out / "functions.parquet", FunctionDef) as defs, TableWriter(out / "calls.parquet", Call) as calls, \
+            TableWriter(out / "references.parquet", Reference) as refs:
+        for d, cs, rs, macro in for_each_macro_record(root, files, skipped):
             defs.add(d)
             calls.extend(cs)
+            refs.extend(rs)
+            if macro is not None:
+                table.setdefault(macro.name, macro)
         n = defs.count + len(defs.rows)
-        for d, cs in for_each_file_scope_call(root, c_files, skipped):
+        for d, cs, rs in for_each_file_scope_call(root, c_files, skipped, table):
             defs.add(d)
             calls.extend(cs)
+            refs.extend(rs)
     return n, skipped

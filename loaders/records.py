@@ -15,7 +15,7 @@ from ..errors import KsymgraphError
 __all__ = ["GPL_COMPATIBLE_LICENSES", "KernelMeta", "BuildOptions", "ModuleInfo", "Export", "Import", "Imports",
            "ModuleData", "LookUpEdge", "Skipped", "LoaderError",
            "FunctionDef", "Call", "ExportSite", "LookUp", "StringArg", "ArgFlow", "ParseStats", "FileResult",
-           "BuiltInto", "ModObject"]
+           "BuiltInto", "ModObject", "Reference", "REFERENCE_KINDS"]
 
 
 #: include/linux/license.h: license_is_gpl_compatible().
@@ -329,6 +329,9 @@ class ParseStats(NamedTuple):
     function-like macro, bad input): every branch they choose between was read."""
     lines_blanked: int = 0
     """Lines in the branches not compiled, not read."""
+    references_too_deep: int = 0
+    """Identifiers nested deeper than :data:`ksymgraph.loaders.ctree.MAX_DEPTH` tree levels, counted
+    but not read as references (the bound calls have)."""
 
     def function_error_share(self) -> float:
         """Share of the functions found that a parse error touches (0.0 when none found)."""
@@ -371,6 +374,9 @@ class FileResult(NamedTuple):
     """Preprocessor directives that are bad input (a condition that does not parse, ``#else``
     without ``#if``, an unterminated conditional, a macro that recurses), each as
     ``Skipped("file:line", reason)``; the file was read with every branch of those kept."""
+    references: list[Reference] = ()  # type: ignore[assignment]
+    """Identifiers that name data or a function's address rather than call it (see
+    :class:`Reference`)."""
 
 
 class BuiltInto(NamedTuple):
@@ -394,3 +400,30 @@ class ModObject(NamedTuple):
     module: str
     """The module's name (``lttng_tracer``)."""
 
+
+
+#: What a :class:`Reference` does with the symbol it names.
+REFERENCE_KINDS = ("read", "address", "initialiser")
+
+
+class Reference(NamedTuple):
+    """An identifier that names a symbol without calling it: a read of data (``jiffies``,
+    ``kmalloc_caches[i]``), an address taken (``&some_export``, a function passed as an argument),
+    or a file-scope initialiser (``.open = f`` in an ops table, ``&param_ops_int`` in what
+    ``module_param`` expands to)."""
+
+    function: str
+    """The enclosing function; for a file-scope initialiser the file's pseudo-function
+    :data:`ksymgraph.loaders.macros.FILE_SCOPE`; for one in a macro body, the macro."""
+    symbol: str
+    """The name referred to, as written (after macro argument substitution for expansions)."""
+    file: str
+    """Source file, relative to the tree root."""
+    line: int
+    """1-based line of the identifier (of the macro invocation, for an expansion)."""
+    kind: str
+    """One of :data:`REFERENCE_KINDS`: ``read`` (a value used), ``address`` (``&name``) or
+    ``initialiser`` (in a file-scope initialiser or a file-scope macro's expansion)."""
+    via: str = ""
+    """The macros a file-scope invocation expanded through to produce this name
+    (``module_param → module_param_named``), ``""`` when written in the source itself."""

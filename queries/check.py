@@ -5,8 +5,9 @@
 vermagic, CRCs the kernel disagrees with, unknown symbols, GPL-only symbols under a non-GPL
 licence, missing namespace imports, a failing module of the set it depends on. For each symbol it
 needs that the kernel does not export, it lists the in-tree code that uses that symbol from a
-module — the justification export reviewers ask for ("every added export needs an in-tree user")
-— when the kernel's source graph is loaded.
+module — calls, and references (data read, address taken, ops-table initialisers), each with
+the chain of header inlines and macros it goes through — the justification export reviewers ask
+for ("every added export needs an in-tree user") — when the kernel's source graph is loaded.
 """
 
 from __future__ import annotations
@@ -43,8 +44,8 @@ class CheckResult(NamedTuple):
 
 
 def in_tree_modular_users(store: GraphStore, kernel: str, symbol: str) -> list[CallSite]:
-    """In-tree functions built into a module (not vmlinux) that call ``symbol``, directly or
-    through a header's inline or macro."""
+    """In-tree functions built into a module (not vmlinux) that call or reference ``symbol``
+    (``kind`` ``call`` or ``reference``), directly or through a header's inline or macro."""
     return call_sites(store, kernel, None, [symbol])
 
 

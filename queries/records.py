@@ -47,13 +47,34 @@ class CallSite(NamedTuple):
     via: str | None = None
     """The header inline or macro the call goes through (``usb_register`` for
     ``usb_register_driver``), None for a direct call."""
+    kind: str = "call"
+    """``call``, or ``reference`` for a site that names the symbol without calling it (reads
+    ``jiffies``, takes ``&param_ops_int``, puts a function in an ops table)."""
+    reference: str | None = None
+    """For a reference: ``read``, ``address`` or ``initialiser``
+    (:data:`ksymgraph.loaders.records.REFERENCE_KINDS`); None for a call."""
+    chain: tuple[str, ...] = ()
+    """The names from the one written at the site to the symbol, each calling or naming the next
+    (``spin_lock``, ``raw_spin_lock``, ``_raw_spin_lock``); empty when the site names the symbol."""
 
     def to_json(self, with_module: bool = False) -> dict:
-        """``{symbol, function, file, line, via}`` (and ``module`` first, with ``with_module``)."""
+        """``{symbol, function, file, line, via, kind, reference, chain}`` (and ``module`` first,
+        with ``with_module``)."""
         d = self._asdict()
+        d["chain"] = list(self.chain)
         if not with_module:
             del d["module"]
         return d
+
+    @property
+    def through(self) -> str:
+        """How the site reaches the symbol, in words: ``spin_lock → raw_spin_lock → _raw_spin_lock``,
+        ``reference (read)``, ``reference (initialiser) module_param → module_param_named →
+        param_ops_int``; ``""`` for a direct call."""
+        path = " → ".join(self.chain) if self.chain else (self.via or "")
+        if self.kind != "reference":
+            return path
+        return f"reference ({self.reference})" + (f" {path}" if path else "")
 
     @property
     def where(self) -> str:

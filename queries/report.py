@@ -108,7 +108,8 @@ def render_load(s: LoadSummary, where: str, show_skipped: int = 20) -> tuple[str
     if r.source:
         c = r.source
         out.append(f"source: {c.get('Function', 0)} functions, {c.get('CALLS->Function', 0) + c.get('CALLS->Symbol', 0)} "
-                   f"calls, {c.get('EXPORTED_AS', 0)} export sites, {c.get('LOOKS_UP', 0)} run-time lookups, "
+                   f"calls, {c.get('REFERENCES->Function', 0) + c.get('REFERENCES->Symbol', 0)} references, "
+                   f"{c.get('EXPORTED_AS', 0)} export sites, {c.get('LOOKS_UP', 0)} run-time lookups, "
                    f"{c.get('BUILT_INTO', 0)} files attributed to modules ({c.get('unattributed_files', 0)} not)")
         mapped = c.get("modules_with_source", 0)
         total = mapped + len(r.unmapped)
@@ -172,7 +173,7 @@ def render_whatif(result: WhatIfResult, fmt: str = "md") -> str:
     if result.call_sites:
         parts.append(("h2", "Call sites to change"))
         parts.append(("table", (["module", "symbol", "function", "where", "through"],
-                                [[mod, c.symbol, c.function, c.where, c.via or ""]
+                                [[mod, c.symbol, c.function, c.where, c.through]
                                  for mod, sites in sorted(result.call_sites.items()) for c in sites])))
     if any(result.replacements.values()):
         parts.append(("h2", "Still-exported functions that call a removed export (possible replacements)"))
@@ -338,7 +339,7 @@ def render_upgrade(u: UpgradeImpact, fmt: str = "pretty") -> str:
     if sites:
         parts.append(("h2", "Call sites to change"))
         parts.append(("table", (["module", "symbol", "function", "where", "through"],
-                                [[mod, c.symbol, c.function, c.where, c.via or ""] for mod, c in sites])))
+                                [[mod, c.symbol, c.function, c.where, c.through] for mod, c in sites])))
     rebuild = [(m.module, r) for m in u.modules for r in m.rebuild]
     if rebuild:
         parts.append(("h2", "Rebuild needed, API kept"))

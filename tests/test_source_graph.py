@@ -133,9 +133,9 @@ def test_whatif_report_gains_call_sites_and_lookups(store, built_tree):
     proj = KernelProjection.from_store(store, FIXTURE_RELEASE)
     r = add_source_evidence(what_if(proj, parse_changes(unexport=["a_plain", "register_kprobe"])), store)
     assert [c.to_json() for c in r.call_sites["user_b"]] == [{"symbol": "a_plain", "function": "b_fn", "file": "fixture-src/user_b.c",
-                                       "line": line_of(built_tree / "user_b.c", r"return a_plain\(x\)"), "via": None}]
+                                       "line": line_of(built_tree / "user_b.c", r"return a_plain\(x\)"), "via": None, "kind": "call", "reference": None, "chain": []}]
     assert [c.to_json() for c in r.call_sites["prop_d"]] == [{"symbol": "a_plain", "function": "d_fn", "file": "fixture-src/prop_d.c",
-                                       "line": line_of(built_tree / "prop_d.c", r"return a_plain\(x\)"), "via": None}]
+                                       "line": line_of(built_tree / "prop_d.c", r"return a_plain\(x\)"), "via": None, "kind": "call", "reference": None, "chain": []}]
     probe = sorted((c.symbol, c.function, c.line) for c in r.call_sites["probe_f"])
     assert [p[:2] for p in probe] == [("register_kprobe", "f_init"), ("register_kprobe", "f_init")]
     hits = {(h.lookup.symbol, h.lookup.how): h.why for h in r.lookups}
@@ -186,9 +186,9 @@ def test_upgrade_impact_lists_call_sites(tmp_path, fixture_tree, fixture_tree_b,
         u = upgrade_impact(s, FIXTURE_RELEASE, FIXTURE_RELEASE_B, names=["prop_d", "user_b"])
     sites = {m.module: [c.to_json() for c in m.call_sites] for m in u.modules}
     assert sites["prop_d"] == [{"symbol": "a_plain", "function": "d_fn", "file": "fixture-src/prop_d.c",
-                                "line": line_of(built_tree / "prop_d.c", r"return a_plain\(x\)"), "via": None}]
+                                "line": line_of(built_tree / "prop_d.c", r"return a_plain\(x\)"), "via": None, "kind": "call", "reference": None, "chain": []}]
     assert sites["user_b"] == [{"symbol": "a_plain", "function": "b_fn", "file": "fixture-src/user_b.c",
-                                "line": line_of(built_tree / "user_b.c", r"return a_plain\(x\)"), "via": None}]
+                                "line": line_of(built_tree / "user_b.c", r"return a_plain\(x\)"), "via": None, "kind": "call", "reference": None, "chain": []}]
 
 
 def test_call_site_through_header_inline(tmp_path, fixture_tree):
@@ -206,7 +206,8 @@ def test_call_site_through_header_inline(tmp_path, fixture_tree):
         r = add_source_evidence(what_if(KernelProjection.from_store(s, FIXTURE_RELEASE),
                                         parse_changes(unexport=["a_plain"])), s)
     assert [c.to_json() for c in r.call_sites["api_user"]] == [{"symbol": "a_plain", "function": "u_fn", "file": "api-src/api_user.c",
-                                         "line": 6, "via": "a_api"}]
+                                         "line": 6, "via": "a_api", "kind": "call", "reference": None,
+                                         "chain": ["a_api", "a_plain"]}]
 
 
 def test_check_lists_in_tree_modular_users_of_missing_symbols(tmp_path, fixture_tree):
@@ -231,4 +232,4 @@ def test_check_lists_in_tree_modular_users_of_missing_symbols(tmp_path, fixture_
     (m,) = result.modules
     assert not m.loads and result.source_loaded
     assert m.to_json()["missing"] == {"hidden_fn": [{"module": "inuse", "symbol": "hidden_fn", "function": "in_fn",
-                                                     "file": "intree/inuse.c", "line": 5, "via": None}]}
+                                                     "file": "intree/inuse.c", "line": 5, "via": None, "kind": "call", "reference": None, "chain": []}]}
