@@ -181,3 +181,25 @@ def test_every_entry_is_documented():
         assert e.symbol and e.where and e.why and e.flags, e
         assert e.trigger in ("code", "canary", "indirect", "none") or e.trigger.startswith("inline:"), e
         assert all(o.startswith("CONFIG_") for o in e.options), e
+
+
+@pytest.mark.neo4j
+def test_neo4j_gives_the_same_measure(tree, store_on):
+    """The same load into Neo4j (``$NEO4J_URI``; see tests/test_neo4j_store.py) measures the same."""
+    from test_neo4j_store import live_uri
+
+    from ksymgraph.graph.neo4j_store import Neo4jStore
+
+    kernel = "ksymgraph-test-fidelity"
+    neo = Neo4jStore(live_uri())
+    try:
+        kos = sorted(str(p) for p in tree.glob("*.ko"))
+        load_kernel(neo, [str(tree / "Module.symvers"), *kos], kernel=kernel, workers=1,
+                    source_dirs=[str(tree)], config=str(tree / "config-on"))
+        got, want = fidelity(neo, kernel), fidelity(store_on, FIXTURE_RELEASE)
+        assert got.relationships == want.relationships
+        assert got.modules == want.modules
+        assert (got.imports, got.predicted, got.both) == (10, 15, 10)
+    finally:
+        neo.delete_kernel(kernel)
+        neo.close()
