@@ -20,7 +20,7 @@ The relationships carry the options and the reason. They are not ``CALLS``: call
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Mapping
+from collections.abc import Mapping
 
 import pyarrow as pa
 import pyarrow.compute as pc

@@ -20,7 +20,8 @@ or a database.
 
 from __future__ import annotations
 
-from typing import Mapping, NamedTuple
+from collections.abc import Mapping
+from typing import NamedTuple
 
 __all__ = ["CompilerInsert", "TRIGGERS", "COMPILER_INSERTED", "RETPOLINE_REGISTERS", "PREEMPT_COUNT_INLINES",
            "inline_triggers", "inserted_symbols"]

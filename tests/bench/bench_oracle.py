@@ -27,7 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections import Counter, defaultdict
+from collections import defaultdict
 from pathlib import Path
 
 from ksymgraph.graph.connect import open_store
@@ -83,8 +83,9 @@ def in_tree(args) -> None:
 
 
 def ko_lookup_names(ko: Path) -> set[str]:
-    """Names a module looks up, from its code: a string constant moved into %rdi, then (within
-    the next few instructions, no other call between) a call of a lookup function."""
+    """Names a module looks up, from its code: a string constant moved into %rdi, then a call of a
+    lookup function with no other call, jump, return or write of %rdi between (gcc schedules the
+    load of the argument some instructions before the call)."""
     from elftools.elf.elffile import ELFFile
 
     with ko.open("rb") as f:
@@ -93,7 +94,7 @@ def ko_lookup_names(ko: Path) -> set[str]:
     out = subprocess.run(["objdump", "-dr", "--no-show-raw-insn", str(ko)], check=True, capture_output=True,
                          text=True).stdout
     names = set()
-    pending, age, last_insn = None, 0, ""
+    pending, last_insn = None, ""
     for line in out.splitlines():
         m = _RELOC.match(line)
         if m:
@@ -101,7 +102,7 @@ def ko_lookup_names(ko: Path) -> set[str]:
             if target in strings and re.search(r",%[re]di\s*$", last_insn):
                 off = int(addend or "0x0", 16) + (4 if kind == "R_X86_64_PC32" else 0)  # lea x(%rip): -4
                 data = strings[target]
-                pending, age = data[off:data.find(b"\0", off)].decode("ascii", "replace"), 0
+                pending = data[off:data.find(b"\0", off)].decode("ascii", "replace")
             elif "\tcall" in last_insn and target != "__fentry__":
                 if target in LOOKUP_CALLS and pending:
                     names.add(pending)
@@ -109,9 +110,8 @@ def ko_lookup_names(ko: Path) -> set[str]:
             continue
         if re.match(r"^\s*[0-9a-f]+:\t", line):
             last_insn = line
-            age += 1
-            if age > 8:
-                pending = None
+            if re.search(r",%[re]di\s*$", line) or "\tret" in line or "\tjmp" in line:
+                pending = None  # %rdi written again (a string load sets it back on its relocation line)
     return names
 
 
@@ -129,8 +129,10 @@ def out_of_tree(args) -> None:
     store.close()
     reported: dict[str, set[str]] = defaultdict(set)
     where: dict[tuple[str, str], str] = {}
+    kprobes = []
     for module, symbol, how, file, line in rows:
-        if how == "kprobe":  # a kprobe's .symbol_name is data, not a call: not in the objects' calls
+        if how == "kprobe":  # a kprobe's .symbol_name is data, not a call: compared apart, below
+            kprobes.append((module, symbol, f"{file}:{line}"))
             continue
         reported[module].add(symbol)
         where[(module, symbol)] = f"{file}:{line}"
@@ -143,8 +145,14 @@ def out_of_tree(args) -> None:
     n_reported = sum(len(v) for v in reported.values())
     print(f"\nLTTng 2.13.9 against {args.lttng_kernel} ({len(actual)} .ko files, {time.perf_counter() - t0:.0f} s): "
           f"lookups in the objects {n_actual}, reported by the source graph {n_reported} (kprobe symbol names "
-          f"left out: data, not calls), in both {both}; recall {both / n_actual if n_actual else 1:.3f}, "
+          f"compared apart below: data, not calls), in both {both}; recall {both / n_actual if n_actual else 1:.3f}, "
           f"precision {both / n_reported if n_reported else 1:.3f}")
+    ko_of = {ko.stem.replace("-", "_"): ko for ko in modules.rglob("*.ko")}
+    for module, symbol, at in sorted(set(kprobes)):
+        ko = ko_of.get(module)
+        present = ko is not None and symbol.encode() + b"\0" in ko.read_bytes()
+        print(f"  kprobe on {symbol} reported for {module} ({at}): the name is "
+              f"{'in' if present else 'NOT in'} the .ko's strings")
     for m in mods:
         a, r = actual.get(m, set()), reported.get(m, set())
         if a - r or r - a:
