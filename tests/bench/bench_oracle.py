@@ -13,7 +13,7 @@ against the lookup names the built ``.ko`` files contain — a string constant l
 argument register (``%rdi``) right before a call of a lookup function, read from the objects'
 relocations with ``objdump -dr`` (independent of ksymgraph's loaders).
 
-    python tests/bench/bench_oracle.py [--db PATH] [--kernel 6.1.0-57-amd64] [--no-lttng]
+    python tests/bench/bench_oracle.py [--db PATH] [--kernel 6.1.0-57-amd64] [--depths 0,2,4,16] [--no-lttng]
 
 ``--db`` reuses a store that already holds the kernel with its source (else one is loaded into a
 temporary directory: about 4 minutes with the source index cached).
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -60,6 +61,11 @@ def in_tree(args) -> None:
     print(f"kernel {args.kernel}: fidelity of the source graph against the .ko imports ({secs:.1f} s for both)")
     print(f"  without compiler-inserted ({'+'.join(before.relationships)}): {before.summary()}")
     print(f"  with    compiler-inserted ({'+'.join(after.relationships)}): {after.summary()}")
+    print(f"  per module (median): recall {statistics.median(m.recall for m in after.modules):.3f}, "
+          f"precision {statistics.median(m.precision for m in after.modules):.3f}")
+    for depth in args.depths:
+        d = fidelity(store, args.kernel, depth=depth)
+        print(f"  header inlines and macros followed {depth} deep: {d.summary()}")
     print(f"\n20 worst modules (missed + over-predicted), with {'+'.join(after.relationships)}:")
     print("| module | imports | predicted | both | recall | precision | missed (first 8) | over-predicted (first 8) |")
     print("|---|---|---|---|---|---|---|---|")
@@ -165,6 +171,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--db", help="a store holding the kernel with its source (default: load one)")
     p.add_argument("--kernel", default="6.1.0-57-amd64", help="the kernel matching linux-source-6.1 (6.1.192)")
     p.add_argument("--lttng-kernel", default="6.1.0-50-amd64", help="the kernel LTTng is built against (cached build)")
+    p.add_argument("--depths", type=lambda v: [int(x) for x in v.split(",") if x], default=[0, 2, 4, 16],
+                   help="also measure with header inlines and macros followed this deep (comma list; default 0,2,4,16)")
     p.add_argument("--no-lttng", action="store_true", help="skip the out-of-tree half")
     p.add_argument("--no-intree", action="store_true", help="skip the in-tree half")
     args = p.parse_args(argv)
