@@ -189,6 +189,8 @@ def inline_triggers(entry: CompilerInsert) -> tuple[str, ...]:
         return ()
     if entry.symbol == "__preempt_count":
         return PREEMPT_COUNT_INLINES
+    if entry.symbol == "current_task":  # and the object-like macro, once the graph records its uses
+        return ("get_current", "current")
     name = entry.trigger[len("inline:"):]
     return () if name == "NAME" else (name,)
 

@@ -2,20 +2,23 @@
 
 For every in-tree module with source files attributed to it (``BUILT_INTO``), the *predicted*
 imports are the exported symbols its source graph reaches: every predicting relationship
-(:data:`PREDICTING`: ``CALLS``, ``REFERENCES``, ``COMPILER_INSERTS``, those the schema has) out of
-the functions defined in its files and out of the module itself, followed through functions that
-are neither exported nor defined in a file built into a module (header inlines and macros),
-transitively up to ``depth`` hops. A reached name counts when some *other* module (``vmlinux``
-included) exports it: that is what the ``.ko`` could import. The *actual* imports are the
-module's ``IMPORTS`` — the undefined symbols of its ``.ko``, as the ELF loader stored them.
+(:data:`PREDICTING`: ``CALLS``, ``REFERENCES``, ``COMPILER_INSERTS``, those the store holds) out
+of the functions defined in its files and out of the module itself, followed through the
+functions and macros defined in headers (``.h`` files) that are not exported — what the module's
+code inlines or expands — transitively up to ``depth`` hops. A function of a ``.c`` file is
+never followed: the module's own are the start, another module's (or vmlinux's) are reached only
+as their export. A reached name counts when some *other* module (``vmlinux`` included) exports
+it: that is what the ``.ko`` could import. The *actual* imports are the module's ``IMPORTS`` —
+the undefined symbols of its ``.ko``, as the ELF loader stored them.
 
 Nothing is excluded from either side: no symbol is filtered out of the imports because the
 graph cannot know it, and nothing reached is dropped because it is rarely imported. Recall is
 ``both / imports`` and precision ``both / predicted``, micro-averaged over all modules
 (:class:`Fidelity`), and per module (:class:`ModuleFidelity`).
 
-Every query is parameterised Cypher on either store; a relationship type the schema lacks
-contributes nothing (it is never asked for).
+Every query is parameterised Cypher on either store. A relationship type the store lacks (no
+table in a store written before it existed, or no rows of the kernel) contributes nothing: it is
+never asked for (:func:`present_relationships`).
 """
 
 from __future__ import annotations
@@ -29,8 +32,8 @@ from ..graph.store import GraphStore
 __all__ = ["PREDICTING", "MAX_DEPTH", "ModuleFidelity", "Fidelity", "fidelity", "predicted_imports",
            "present_relationships"]
 
-#: Relationship types that predict an import, from a Function or from a Module. Types absent
-#: from the schema (a store without them) are skipped.
+#: Relationship types that predict an import, from a Function or from a Module. Types a store
+#: does not hold are skipped.
 PREDICTING = ("CALLS", "REFERENCES", "COMPILER_INSERTS")
 
 #: How many header inlines or macros deep a prediction is followed.
