@@ -19,8 +19,8 @@ The relationships carry the options and the reason. They are not ``CALLS``: call
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from collections.abc import Mapping
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -49,12 +49,21 @@ def read_build_config(config: str | Path | Mapping[str, str] | None) -> dict[str
         return None
 
 
+def _chunks(table) -> Iterator[pa.Table]:
+    """The rows of a table, or of a stream of tables (anything with ``chunks()``, as a store's
+    streamed CALLS tables are), a table at a time."""
+    if isinstance(table, pa.Table):
+        yield table
+    else:
+        yield from table.chunks()
+
+
 def _module_of_functions(st: SourceTables, fids: pa.Array) -> set[str]:
     """The module ids the files of the functions ``fids`` are built into."""
-    defined = st.rels[("DEFINED_IN", "Function", "File")]
-    built = st.rels[("BUILT_INTO", "File", "Module")]
-    files = defined.filter(pc.is_in(defined["from"], fids))["to"]
-    return set(built.filter(pc.is_in(built["from"], files))["to"].to_pylist())
+    files = pa.chunked_array([d.filter(pc.is_in(d["from"], fids))["to"]
+                              for d in _chunks(st.rels[("DEFINED_IN", "Function", "File")])], pa.string())
+    return {m for b in _chunks(st.rels[("BUILT_INTO", "File", "Module")])
+            for m in b.filter(pc.is_in(b["from"], files))["to"].to_pylist()}
 
 
 def modules_with_code(st: SourceTables) -> set[str]:
@@ -66,9 +75,10 @@ def modules_with_code(st: SourceTables) -> set[str]:
 
 def modules_with_indirect_calls(st: SourceTables) -> set[str]:
     """Module ids with a call through a function pointer (a struct member) in one of their functions."""
-    calls = st.rels[("CALLS", "Function", "Symbol")]
-    member = calls.filter(pc.fill_null(calls["via_member"], False))
-    return _module_of_functions(st, pc.unique(member["from"]))
+    callers: set[str] = set()
+    for calls in _chunks(st.rels[("CALLS", "Function", "Symbol")]):
+        callers.update(calls.filter(pc.fill_null(calls["via_member"], False))["from"].to_pylist())
+    return _module_of_functions(st, pa.array(sorted(callers), pa.string()))
 
 
 def with_compiler_inserts(st: SourceTables, kernel: str, config: Mapping[str, str] | None,
