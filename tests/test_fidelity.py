@@ -1,5 +1,5 @@
-"""The compiler as the oracle, hermetically: fixture modules compiled with gcc (``-pg -mfentry``, as
-Kbuild compiles with CONFIG_FUNCTION_TRACER), their source loaded, and the imports the source graph
+"""The compiler as the oracle, hermetically: fixture modules compiled with gcc (``-pg -mfentry`` and
+retpolines, as Kbuild compiles with CONFIG_FUNCTION_TRACER and CONFIG_RETPOLINE), their source loaded, and the imports the source graph
 predicts held against the undefined symbols of the objects gcc wrote.
 
 The expected figures are counted by hand from the C files (each module's imports are also read
@@ -29,14 +29,15 @@ FIDELITY_SOURCES = MODULE_SOURCES.parent / "fidelity"
 #: The in-tree fixture modules measured (weak_e has no intree=Y, prop_d is out-of-tree).
 SOURCES = ["core_a.c", "user_b.c", "user-c.c", "weak_e.c", "prop_d.c"]
 
-CONFIG_ON = "CONFIG_MODULES=y\nCONFIG_FUNCTION_TRACER=y\nCONFIG_HAVE_FENTRY=y\nCONFIG_STACKPROTECTOR=y\n"
+CONFIG_ON = ("CONFIG_MODULES=y\nCONFIG_FUNCTION_TRACER=y\nCONFIG_HAVE_FENTRY=y\nCONFIG_STACKPROTECTOR=y\n"
+             "CONFIG_RETPOLINE=y\n")
 CONFIG_OFF = "CONFIG_MODULES=y\n# CONFIG_FUNCTION_TRACER is not set\n# CONFIG_STACKPROTECTOR is not set\n"
 
 
 @pytest.fixture(scope="module")
 def tree(tmp_path_factory):
     """A built out-of-tree-style tree: the fixture C files, their objects compiled with
-    ``-pg -mfentry -fno-stack-protector``, Kbuild's .mod files, and a Module.symvers for vmlinux
+    ``-pg -mfentry -fno-stack-protector`` and retpolines, Kbuild's .mod files, and a Module.symvers for vmlinux
     that exports what the compiler inserts."""
     if shutil.which("gcc") is None:
         pytest.fail("gcc is missing: .ci/run installs it")
@@ -44,15 +45,17 @@ def tree(tmp_path_factory):
     root.mkdir()
     shutil.copy(MODULE_SOURCES / "fixture_module.h", root)
     shutil.copy(FIDELITY_SOURCES / "fid_inline.h", root)
-    for src in [*(MODULE_SOURCES / s for s in SOURCES), FIDELITY_SOURCES / "fid_user.c"]:
+    for src in [*(MODULE_SOURCES / s for s in SOURCES), FIDELITY_SOURCES / "fid_user.c", FIDELITY_SOURCES / "fid_ops.c"]:
         (root / src.name).write_text(kernel_a_only(src.read_text()))
         stem = src.stem
-        subprocess.run(["gcc", "-O1", "-fno-pic", "-pg", "-mfentry", "-fno-stack-protector", "-I", str(root),
+        subprocess.run(["gcc", "-O1", "-fno-pic", "-pg", "-mfentry", "-fno-stack-protector",
+                        "-mindirect-branch=thunk-extern", "-mindirect-branch-register", "-I", str(root),
                         "-c", str(root / src.name), "-o", str(root / f"{stem}.ko")], check=True)
         (root / f"{stem}.mod").write_text(f"{root / stem}.o\n")
     symvers = (MODULE_SOURCES / "vmlinux.symvers").read_text()
     symvers += "0x00000000\t__fentry__\tvmlinux\tEXPORT_SYMBOL\t\n"
     symvers += "0x00000000\t__stack_chk_fail\tvmlinux\tEXPORT_SYMBOL\t\n"
+    symvers += "0x00000000\t__x86_indirect_thunk_rax\tvmlinux\tEXPORT_SYMBOL\t\n"
     (root / "Module.symvers").write_text(symvers)
     (root / "config-on").write_text(CONFIG_ON)
     (root / "config-off").write_text(CONFIG_OFF)
@@ -94,12 +97,14 @@ IMPORTS = {
     "user_b": {"a_plain", "a_ns", "__fentry__"},
     "user_c": {"b_fn", "__fentry__"},
     "fid_user": {"a_plain", "__fentry__"},  # fid_dead's kfree is dead code
+    "fid_ops": {"__fentry__", "__x86_indirect_thunk_rax"},  # ops->run(x) through the retpoline
 }
 CALLED = {
     "core_a": {"_printk", "kfree"},
     "user_b": {"a_plain", "a_ns"},
     "user_c": {"b_fn"},
     "fid_user": {"a_plain", "kfree"},  # through fid_wrap (live) and fid_dead (dead: over-predicted)
+    "fid_ops": set(),  # a call through a member is no symbol
 }
 
 
@@ -118,13 +123,14 @@ def test_fidelity_without_compiler_options(store_off):
         m = by[module]
         assert set(m.missed) == imports - CALLED[module], module
         assert set(m.over) == CALLED[module] - imports, module
-    # 10 imports; 7 predicted; 6 in both: __fentry__ missed 4 times, fid_user's kfree over-predicted.
-    assert (f.imports, f.predicted, f.both) == (10, 7, 6)
-    assert Fraction(f.both, f.imports) == Fraction(6, 10) and f.recall == pytest.approx(0.6)
+    # 12 imports; 7 predicted; 6 in both: __fentry__ missed 5 times, the thunk once, fid_user's kfree
+    # over-predicted.
+    assert (f.imports, f.predicted, f.both) == (12, 7, 6)
+    assert Fraction(f.both, f.imports) == Fraction(1, 2) and f.recall == pytest.approx(0.5)
     assert f.precision == pytest.approx(6 / 7)
-    assert f.most_missed(1) == [("__fentry__", 4)]
+    assert f.most_missed(2) == [("__fentry__", 5), ("__x86_indirect_thunk_rax", 1)]
     assert f.most_over() == [("kfree", 1)]
-    assert [m.module for m in f.worst(1)] == ["fid_user"]
+    assert [(m.module, m.errors) for m in f.worst(2)] == [("fid_ops", 2), ("fid_user", 2)]
     assert rows(store_off, "MATCH ()-[r:COMPILER_INSERTS]->() RETURN count(r)") == [(0,)]
 
 
@@ -136,14 +142,16 @@ def test_fidelity_with_compiler_options(store_on):
         # __fentry__ is predicted now; __stack_chk_fail is predicted for every module with code
         # (CONFIG_STACKPROTECTOR), which these objects, built without canaries, do not import.
         predicted = CALLED[module] | {"__fentry__", "__stack_chk_fail"}
+        if module == "fid_ops":  # the one with an indirect call (CONFIG_RETPOLINE)
+            predicted |= {"__x86_indirect_thunk_rax"}
         assert set(by[module].missed) == imports - predicted, module
         assert set(by[module].over) == predicted - imports, module
-    assert (f.imports, f.predicted, f.both) == (10, 15, 10)
-    assert f.recall == 1.0 and f.precision == pytest.approx(10 / 15)
-    assert f.most_over(2) == [("__stack_chk_fail", 4), ("kfree", 1)]
+    assert (f.imports, f.predicted, f.both) == (12, 18, 12)
+    assert f.recall == 1.0 and f.precision == pytest.approx(12 / 18)
+    assert f.most_over(2) == [("__stack_chk_fail", 5), ("kfree", 1)]
     # Leaving the relationship out gives the figures without it, from the same store.
     calls_only = fidelity(store_on, types=("CALLS",))
-    assert (calls_only.imports, calls_only.predicted, calls_only.both) == (10, 7, 6)
+    assert (calls_only.imports, calls_only.predicted, calls_only.both) == (12, 7, 6)
 
 
 def rows(store, cypher, **params):
@@ -153,9 +161,10 @@ def rows(store, cypher, **params):
 def test_compiler_inserts_present_iff_the_option_is_on(store_on, store_off):
     got = rows(store_on, "MATCH (m:Module)-[r:COMPILER_INSERTS]->(s:Symbol) WHERE m.kernel = $k "
                          "RETURN m.name, s.name, r.causes ORDER BY m.name, s.name")
-    modules_with_code = ["core_a", "fid_user", "prop_d", "user_b", "user_c", "weak_e"]
+    modules_with_code = ["core_a", "fid_ops", "fid_user", "prop_d", "user_b", "user_c", "weak_e"]
     assert got == sorted([(m, "__fentry__", ["CONFIG_FUNCTION_TRACER", "CONFIG_HAVE_FENTRY"]) for m in modules_with_code]
-                         + [(m, "__stack_chk_fail", ["CONFIG_STACKPROTECTOR"]) for m in modules_with_code])
+                         + [(m, "__stack_chk_fail", ["CONFIG_STACKPROTECTOR"]) for m in modules_with_code]
+                         + [("fid_ops", "__x86_indirect_thunk_rax", ["CONFIG_RETPOLINE"])])
     assert rows(store_off, "MATCH (m:Module)-[r:COMPILER_INSERTS]->(s:Symbol) RETURN count(r)") == [(0,)]
     # The option list decides: on -> the two entries whose options are all y, nothing else.
     on = {e.symbol for e in inserted_symbols({"CONFIG_FUNCTION_TRACER": "y", "CONFIG_HAVE_FENTRY": "y",
@@ -199,7 +208,7 @@ def test_neo4j_gives_the_same_measure(tree, store_on):
         got, want = fidelity(neo, kernel), fidelity(store_on, FIXTURE_RELEASE)
         assert got.relationships == want.relationships
         assert got.modules == want.modules
-        assert (got.imports, got.predicted, got.both) == (10, 15, 10)
+        assert (got.imports, got.predicted, got.both) == (12, 18, 12)
     finally:
         neo.delete_kernel(kernel)
         neo.close()
