@@ -25,6 +25,9 @@ from .columns import TableStream, column, int64s, string_scalar, strings
 from .schema import TableKey, arrow_schema, node_id
 
 if TYPE_CHECKING:
+    from pathlib import Path
+    from typing import Mapping
+
     from ..loaders.trees import SourceTree
 
 __all__ = [
@@ -170,6 +173,7 @@ def build_kernel_graph(
     lookups: Iterable[LookUpEdge] = (),
     sources: Iterable["SourceTree"] = (),
     ready: Callable[[TableKey, pa.Table], None] | None = None,
+    config: Mapping[str, str] | str | Path | None = None,
 ) -> tuple[GraphBatch, BuildReport]:
     """Resolve one kernel's records into a :class:`GraphBatch` and a :class:`BuildReport`.
 
@@ -184,6 +188,9 @@ def build_kernel_graph(
     (:meth:`ksymgraph.graph.store.GraphStore.writing_kernel`). The source's ``CALLS`` tables are
     then :class:`~ksymgraph.graph.columns.TableStream` s, and the tables are not kept: the returned
     batch has none (memory stays bounded on a whole kernel tree).
+
+    ``config`` (the kernel's ``.config``, a path or a mapping) turns on the compiler-inserted
+    imports of the source graph (:mod:`ksymgraph.graph.compiler`).
     """
     sources = list(sources)
     with_source = {m for tree in sources for m in tree.built_into.values()}
@@ -257,6 +264,9 @@ def build_kernel_graph(
 
         st = source_tables(k, sources, {n: node_id(k, n) for n in module_names}, {node_id(k, n) for n in names},
                            stream=ready is not None)
+        from .compiler import read_build_config, with_compiler_inserts
+
+        st = with_compiler_inserts(st, k, read_build_config(config), {node_id(k, n) for n in names})
     sym = t.table("Symbol")
     if st is not None:
         # A symbol some non-static function implements is a function (the binaries cannot tell).

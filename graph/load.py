@@ -250,7 +250,8 @@ def load_kernel(
         from .build import build_kernel_graph
 
         with store.writing_kernel(meta) as write:
-            _batch, report = build_kernel_graph(meta, modules, entries, lookups, trees, ready=write)
+            _batch, report = build_kernel_graph(meta, modules, entries, lookups, trees, ready=write,
+                                                config=config_path)
             # Free the records while the store commits, and before the collector resumes.
             del modules, entries, _batch
     parse = None

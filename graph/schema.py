@@ -127,3 +127,13 @@ def arrow_type(prop_type: str) -> pa.DataType:
 
     return {"STRING": pa.string(), "INT64": pa.int64(), "BOOLEAN": pa.bool_(),
             "STRING[]": pa.list_(pa.string())}[prop_type]
+
+
+# Compiler-inserted imports (issue 14, 3b; graph/compiler.py): from a module (every function of it
+# gets the insert: __fentry__, __x86_return_thunk, ...) or from a header inline (asm or token
+# pasting in its body: __preempt_count, __SCT__might_resched) to the symbol the build inserts, with
+# the .config options that cause it (loaders/compiler.py). Kept apart from CALLS so call-site
+# worklists never list them as sites to change.
+RELS = RELS + (
+    RelTable("COMPILER_INSERTS", (("Module", "Symbol"), ("Function", "Symbol")), _p("causes:STRING[] why:STRING")),
+)
