@@ -1,0 +1,419 @@
+"""Rebuild impact: what a module would import once rebuilt against another kernel's headers.
+
+A module that loads on kernel A can fail on kernel B after a plain rebuild, with no change of its
+own: B's header inlines and macros call other symbols than A's did. In 6.8, 6.7.3 and 6.6.15,
+5ec8e8ea8b77 ("mm/sparsemem: fix race in accessing memory_section->usage") made ``pfn_valid()``,
+an inline of ``include/linux/mmzone.h``, call ``rcu_read_lock()``, whose inline calls
+``__rcu_read_lock`` under ``CONFIG_PREEMPT_RCU`` — an ``EXPORT_SYMBOL_GPL`` of
+``kernel/rcu/tree_plugin.h``; every non-GPL module calling ``pfn_valid()`` (OpenZFS, NVIDIA) was
+then refused: ``GPL-incompatible module zfs.ko uses GPL-only symbol '__rcu_read_lock'``.
+
+:func:`predict_rebuild` answers it from a store holding kernel A with the module's source (an
+out-of-tree tree loaded with ``--source DIR`` and its ``.mod`` files, or the kernel's own source for
+an in-tree module) and kernel B with its headers (``--source debian-headers``):
+
+1. the module's own functions: those defined in the files built into it in A (``BUILT_INTO``),
+   with the file-scope macro calls of its ``.c`` files, and the inlines of its own private headers;
+2. their calls (and references, when the store has a ``REFERENCES`` relationship) to anything
+   else are taken by *name* into B: a name B exports is an import; a name B's kernel headers
+   (``include/``, ``arch/*/include/``) define as ``static inline`` functions or function-like
+   macros is followed through every definition B has of it — never through A's; anything else
+   is the end of the walk;
+3. a name B does not export is an import the loader cannot resolve (``unknown-symbol``) when it is
+   a symbol at all: A exported it, or the module imported it as built against A. Other names the
+   walk ends at (compiler builtins, function pointers, names of types) are listed as
+   ``unresolved`` and count nowhere;
+4. the load rules of B (:mod:`ksymgraph.queries.loadrules`: GPL-only with the module's licence,
+   namespaces it imports, unknown symbols, the cascade) are applied to that predicted import set,
+   with the module's vermagic and CRCs those of a build against B; every break keeps the chain of
+   names that leads to its symbol (``pfn_valid → rcu_read_lock → __rcu_read_lock``) and the
+   module's function and line that start it.
+
+A name B both exports and defines in a header (``#ifdef CONFIG_X`` an ``extern``, ``#else`` a
+``static inline`` stub) is taken as the export. Without the preprocessor pass every ``#if`` branch
+of B's headers counts, so a name defined twice is followed through both definitions.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import deque
+from typing import Iterable, NamedTuple
+
+from ..graph.projection import ExportEdge, KernelProjection
+from ..graph.schema import RELS
+from ..graph.store import GraphStore
+from ..loaders.records import Imports, ModuleData
+from .diff import rebuilt_against
+from .library import QueryError
+from .renames import headers_loaded
+from .whatif import failing_modules
+
+__all__ = ["RebuildImport", "RebuildBreak", "RebuiltModule", "RebuildPrediction", "predict_rebuild",
+           "is_kernel_header", "edge_types"]
+
+#: A kernel header relative to its tree: what ``-I include -I arch/$(SRCARCH)/include`` finds.
+_KERNEL_HEADER = re.compile(r"(?:include|arch/[^/]+/include)/")
+
+#: Ids per query when a walk asks the store about many functions at once.
+_BATCH = 2000
+
+_OWN_FUNCTIONS = """
+MATCH (f:Function)-[:DEFINED_IN]->(file:File)-[:BUILT_INTO]->(m:Module)
+WHERE m.kernel = $kernel AND m.name IN $modules
+RETURN m.name AS module, f.id AS id, f.name AS name, f.file AS file
+"""
+#: One query per relationship type (a constant of this module, never user text) and target label.
+_EDGES_TO_FUNCTION = """
+MATCH (f:Function)-[c:{rel}]->(g:Function)
+WHERE f.id IN $ids
+RETURN f.id AS src, {line} AS line, g.id AS id, g.name AS name, g.file AS file, g.static AS static
+"""
+_EDGES_TO_SYMBOL = """
+MATCH (f:Function)-[c:{rel}]->(s:Symbol)
+WHERE f.id IN $ids
+RETURN f.id AS src, {line} AS line, s.name AS name
+"""
+_HEADER_DEFS = """
+MATCH (f:Function)
+WHERE f.kernel = $kernel AND f.name IN $names AND f.static = true AND f.file ENDS WITH '.h'
+RETURN f.id AS id, f.name AS name, f.file AS file, f.is_macro AS is_macro
+"""
+
+
+def edge_types() -> list[tuple[str, bool, tuple[str, ...]]]:
+    """(relationship type, has a ``line`` property, target labels) of the relationships a
+    function's code reaches other code or data by: ``CALLS``, and ``REFERENCES`` when the schema
+    has it (data reads, address-taken functions)."""
+    out = []
+    for rel in RELS:
+        if rel.type not in ("CALLS", "REFERENCES"):
+            continue
+        targets = tuple(t for f, t in rel.pairs if f == "Function" and t in ("Function", "Symbol"))
+        if targets:
+            out.append((rel.type, any(p.name == "line" for p in rel.props), targets))
+    return out
+
+
+def is_kernel_header(path: str, own_tops: frozenset[str] = frozenset()) -> bool:
+    """Is ``path`` (as the graph names files) one of the kernel's headers, under ``include/`` or
+    ``arch/*/include/`` of the kernel tree (no prefix) or of a headers tree (one leading
+    directory, ``linux-headers-6.12.38+deb13-common/``)? A leading directory in ``own_tops`` is
+    the module's own tree: its ``include/`` is the module's."""
+    if not path.endswith(".h"):
+        return False
+    if _KERNEL_HEADER.match(path):
+        return True
+    top, _, rest = path.partition("/")
+    return top not in own_tops and bool(_KERNEL_HEADER.match(rest))
+
+
+class RebuildImport(NamedTuple):
+    """One symbol a module is predicted to import once rebuilt against kernel B."""
+
+    symbol: str
+    """The symbol."""
+    exported_by: str
+    """The module of B that exports it (``vmlinux`` for the kernel); ``""``: B does not export it."""
+    gpl: bool
+    """B exports it GPL-only."""
+    namespace: str
+    """B's namespace of the export (``""``: none)."""
+    chain: tuple[str, ...]
+    """The names from the module's call to the symbol: ``("pfn_valid", "rcu_read_lock",
+    "__rcu_read_lock")``; ``(symbol,)`` for a direct call."""
+    function: str
+    """The module's function that starts the chain."""
+    file: str
+    """Its file."""
+    line: int | None
+    """The line of its call (or reference) of the chain's first name."""
+
+    @property
+    def through(self) -> str:
+        """The chain as text, with where it starts: ``f (x.c:12): pfn_valid → rcu_read_lock → X``."""
+        where = f"{self.file}:{self.line}" if self.line is not None else self.file
+        return f"{self.function} ({where}): {' → '.join(self.chain)}"
+
+    def to_json(self) -> dict:
+        d = self._asdict()
+        d["chain"] = list(self.chain)
+        return d
+
+
+class RebuildBreak(NamedTuple):
+    """One reason the rebuilt module would be refused by kernel B, with how the rebuild reaches it."""
+
+    rule: str
+    """The load rule (:data:`ksymgraph.queries.loadrules.RULES`)."""
+    symbol: str
+    """The symbol concerned."""
+    message: str
+    """The kernel's or modpost's words."""
+    via_module: str | None
+    """For ``dependency``: the failing module of B that exports the symbol."""
+    chain: tuple[str, ...]
+    """The chain of names that leads the rebuilt module to the symbol (empty for vermagic)."""
+    through: str
+    """The chain as text, with the module's function and line that start it."""
+
+    def to_json(self) -> dict:
+        d = self._asdict()
+        d["chain"] = list(self.chain)
+        return d
+
+
+class RebuiltModule(NamedTuple):
+    """The prediction for one module."""
+
+    module: str
+    """Module name."""
+    path: str
+    """Its file as built against A (``""`` when only named)."""
+    license: str
+    """``MODULE_LICENSE``: decides the GPL-only rule."""
+    source: bool
+    """Whether A holds the module's source (its files' ``BUILT_INTO``); without it nothing is predicted."""
+    loads: bool | None
+    """Would B load it once rebuilt? None without source."""
+    imports: list[RebuildImport]
+    """The predicted imports (B's exports, and names B does not export that are symbols), by symbol."""
+    breaks: list[RebuildBreak]
+    """Why B would refuse it, its own reasons first."""
+    new: list[str]
+    """Predicted imports the module does not import as built against A."""
+    dropped: list[str]
+    """Imports of the module as built against A that the rebuild would no longer make."""
+    unresolved: list[str]
+    """Names the walk ended at that are no symbol either kernel exports (builtins, function
+    pointers, types): not imports."""
+
+    def to_json(self) -> dict:
+        return {"module": self.module, "path": self.path, "license": self.license, "source": self.source,
+                "loads": self.loads, "imports": [i.to_json() for i in self.imports],
+                "breaks": [b.to_json() for b in self.breaks], "new": self.new, "dropped": self.dropped,
+                "unresolved": len(self.unresolved)}
+
+
+class RebuildPrediction(NamedTuple):
+    """What a set of modules of kernel A would import, and whether they would load, once rebuilt
+    against kernel B's headers."""
+
+    a: str
+    """Kernel A: the one the modules were built against."""
+    b: str
+    """Kernel B: the one they are rebuilt against."""
+    headers: bool
+    """Whether B's headers are in the store (without them only direct calls are followed)."""
+    modules: list[RebuiltModule]
+    """One per module, in the order asked."""
+
+    @property
+    def summary(self) -> dict:
+        by_rule: dict[str, int] = {}
+        for m in self.modules:
+            for rule in sorted({b.rule for b in m.breaks}):
+                by_rule[rule] = by_rule.get(rule, 0) + 1
+        return {"modules": len(self.modules), "with_source": sum(m.source for m in self.modules),
+                "fail": sum(m.loads is False for m in self.modules),
+                "load": sum(m.loads is True for m in self.modules), "by_rule": by_rule}
+
+    def to_json(self) -> dict:
+        return {"a": self.a, "b": self.b, "headers": self.headers,
+                "modules": [m.to_json() for m in self.modules], "summary": self.summary}
+
+
+class _Edge(NamedTuple):
+    """A call (or reference) out of a function, as read from the store."""
+
+    line: int | None
+    target_id: str | None
+    """The Function it reaches (None: a Symbol)."""
+    name: str
+    file: str
+    static: bool
+
+
+def _edges(store: GraphStore, ids: list[str]) -> dict[str, list[_Edge]]:
+    """Calls and references out of functions ``ids``, by function."""
+    out: dict[str, list[_Edge]] = {i: [] for i in ids}
+    for rel, has_line, targets in edge_types():
+        line = "c.line" if has_line else "null"
+        for start in range(0, len(ids), _BATCH):
+            batch = {"ids": ids[start:start + _BATCH]}
+            if "Function" in targets:
+                for src, ln, gid, name, file, static in store.query(
+                        _EDGES_TO_FUNCTION.format(rel=rel, line=line), batch).rows:
+                    out[src].append(_Edge(ln, gid, name, file or "", bool(static)))
+            if "Symbol" in targets:
+                for src, ln, name in store.query(_EDGES_TO_SYMBOL.format(rel=rel, line=line), batch).rows:
+                    if not name.startswith("->"):  # a call through a struct member: no symbol
+                        out[src].append(_Edge(ln, None, name, "", False))
+    return out
+
+
+class _Headers:
+    """Kernel B's header inlines and macros, by name, read from the store as a walk needs them."""
+
+    def __init__(self, store: GraphStore, kernel: str):
+        self.store, self.kernel = store, kernel
+        self.callees: dict[str, list[str]] = {}
+        """name → the names its definitions call (empty list: B's headers do not define it)."""
+        self.defined: dict[str, bool] = {}
+
+    def fetch(self, names: Iterable[str]) -> None:
+        """Read the definitions of ``names`` not read yet, and the names they call."""
+        todo = sorted({n for n in names if n not in self.defined})
+        if not todo:
+            return
+        defs: dict[str, str] = {}
+        for start in range(0, len(todo), _BATCH):
+            rows = self.store.query(_HEADER_DEFS, {"kernel": self.kernel, "names": todo[start:start + _BATCH]}).rows
+            defs.update({fid: name for fid, name, file, _m in rows if is_kernel_header(file)})
+        for n in todo:
+            self.defined[n] = False
+            self.callees[n] = []
+        for fid, edges in _edges(self.store, sorted(defs)).items():
+            name = defs[fid]
+            self.defined[name] = True
+            seen = set(self.callees[name])
+            for e in edges:
+                if e.name not in seen and e.name != name:
+                    seen.add(e.name)
+                    self.callees[name].append(e.name)
+        for name in set(defs.values()):
+            self.defined[name] = True
+
+
+def _own_functions(store: GraphStore, kernel: str, modules: list[str]) -> dict[str, dict[str, tuple[str, str]]]:
+    """module → {function id: (name, file)} of the functions defined in the files built into it."""
+    out: dict[str, dict[str, tuple[str, str]]] = {m: {} for m in modules}
+    for start in range(0, len(modules), _BATCH):
+        for mod, fid, name, file in store.query(_OWN_FUNCTIONS, {"kernel": kernel,
+                                                                 "modules": modules[start:start + _BATCH]}).rows:
+            out[mod][fid] = (name, file)
+    return out
+
+
+class _Origin(NamedTuple):
+    """Where a name was first reached: from the module's function (``parent`` None) or from a name."""
+
+    parent: str | None
+    function: str
+    file: str
+    line: int | None
+
+
+def _walk(store: GraphStore, own: dict[str, tuple[str, str]], b_exports: dict[str, list[ExportEdge]],
+          headers: _Headers, a_edges: dict[str, list[_Edge]]) -> tuple[dict[str, _Origin], set[str]]:
+    """Every kernel name the module's code reaches, with where each was first reached (a
+    breadth-first walk, so each chain is a shortest one), and the names that ended the walk."""
+    own_files = {file for _n, file in own.values()}
+    own_tops = frozenset(f.partition("/")[0] for f in own_files if "/" in f)
+    funcs = dict(own)
+    origins: dict[str, _Origin] = {}
+    ends: set[str] = set()
+    queue = deque(sorted(funcs))
+    seen_funcs = set(queue)
+    # The module's own code, in A: its functions, and the inlines of its private headers they call.
+    while queue:
+        batch = [queue.popleft() for _ in range(min(len(queue), _BATCH))]
+        missing = [f for f in batch if f not in a_edges]
+        if missing:
+            a_edges.update(_edges(store, missing))
+        for fid in batch:
+            fname, ffile = funcs[fid]
+            for e in a_edges.get(fid, ()):
+                if e.target_id is not None and (e.file in own_files or (
+                        e.file.endswith(".h") and not is_kernel_header(e.file, own_tops))):
+                    if e.target_id not in seen_funcs:
+                        seen_funcs.add(e.target_id)
+                        funcs[e.target_id] = (e.name, e.file)
+                        queue.append(e.target_id)
+                elif e.name not in origins:
+                    origins[e.name] = _Origin(None, fname, ffile, e.line)
+    # Kernel names, in B: exports end the walk, header inlines and macros are followed.
+    frontier = sorted(origins)
+    while frontier:
+        headers.fetch(n for n in frontier if n not in b_exports)
+        nxt = []
+        for name in frontier:
+            if name in b_exports or not headers.defined.get(name):
+                ends.add(name)
+                continue
+            o = origins[name]
+            for callee in headers.callees[name]:
+                if callee not in origins:
+                    origins[callee] = _Origin(name, o.function, o.file, o.line)
+                    nxt.append(callee)
+        frontier = nxt
+    return origins, ends
+
+
+def _chain(origins: dict[str, _Origin], name: str) -> tuple[str, ...]:
+    out = [name]
+    while origins[out[-1]].parent is not None:
+        out.append(origins[out[-1]].parent)
+    return tuple(reversed(out))
+
+
+def predict_rebuild(store: GraphStore, a: str, b: str, names: Iterable[str] = (),
+                    files: Iterable[ModuleData] = ()) -> RebuildPrediction:
+    """What modules of kernel ``a`` (``names``, or ``files`` built against it whose source ``a``
+    holds) would import once rebuilt against kernel ``b``'s headers, and whether ``b`` would load
+    them (see the module's docstring)."""
+    pa = KernelProjection.from_store(store, a)
+    pb = KernelProjection.from_store(store, b)
+    names, files = list(names), list(files)
+    missing = [n for n in names if n not in pa.modules]
+    if missing:
+        raise QueryError(f"not modules of kernel {a}: {', '.join(missing)}")
+    subset: list[ModuleData] = list(files) + [pa.module_data(n) for n in names]
+    wanted = list(dict.fromkeys(m.info.name for m in subset))
+    own = _own_functions(store, a, wanted)
+    headers = _Headers(store, b)
+    b_exports = {s: es for s, es in pb.exports.items() if es}
+    a_exports = {s for s, es in pa.exports.items() if es}
+    a_edges: dict[str, list[_Edge]] = {}
+    walked: dict[str, tuple[dict[str, _Origin], set[str]]] = {}
+    rebuilt: list[ModuleData] = []
+    for m in subset:
+        name = m.info.name
+        if not own[name] or name in walked:
+            continue
+        origins, ends = walked[name] = _walk(store, own[name], b_exports, headers, a_edges)
+        built = set(m.imports.symbols)
+        symbols = sorted(n for n in ends if n in b_exports or n in a_exports or n in built)
+        rebuilt.append(rebuilt_against(m._replace(imports=Imports(symbols, [None] * len(symbols),
+                                                                  [False] * len(symbols))), pb))
+    failing = failing_modules(pb.with_modules(rebuilt, {r.info.name: [] for r in rebuilt})) if rebuilt else {}
+    out = []
+    for m in subset:
+        name = m.info.name
+        if name not in walked:
+            out.append(RebuiltModule(name, m.info.path, m.info.license, False, None, [], [], [], [], []))
+            continue
+        origins, ends = walked[name]
+        predicted = next(r for r in rebuilt if r.info.name == name).imports.symbols
+        imports = []
+        for sym in predicted:
+            o = origins[sym]
+            e = _first_export(b_exports.get(sym, ()))
+            imports.append(RebuildImport(sym, e.module if e else "", bool(e and e.gpl), e.namespace if e else "",
+                                         _chain(origins, sym), o.function, o.file, o.line))
+        by_symbol = {i.symbol: i for i in imports}
+        breaks = []
+        for r in failing.get(name, []):
+            hit = by_symbol.get(r.symbol)
+            breaks.append(RebuildBreak(r.rule, r.symbol, r.message, r.via_module, hit.chain if hit else (),
+                                       hit.through if hit else ""))
+        built = set(m.imports.symbols)
+        out.append(RebuiltModule(name, m.info.path, m.info.license, True, not breaks, imports, breaks,
+                                 sorted(set(predicted) - built), sorted(built - set(predicted)),
+                                 sorted(ends - set(predicted))))
+    return RebuildPrediction(a, b, headers_loaded(store, b), out)
+
+
+def _first_export(edges: Iterable[ExportEdge]) -> ExportEdge | None:
+    """The export ``find_symbol()`` finds first: vmlinux's, then the modules' by name."""
+    return min(edges, key=lambda e: (e.module != "vmlinux", e.module), default=None)
