@@ -196,8 +196,10 @@ def cmd_diff(args) -> int:
         if args.modules:
             files, names = _module_set(args.modules)
             impact = usecases.upgrade(store, args.a, args.b, files, names)
-            _emit(render_upgrade(impact, args.format), args.output)
-            return 1 if args.exit_code and any(not m.loads for m in impact.modules) else 0
+            rebuilt = usecases.rebuild(store, args.a, args.b, files, names)
+            _emit(render_upgrade(impact, args.format, rebuilt), args.output)
+            return 1 if args.exit_code and (any(not m.loads for m in impact.modules)
+                                            or any(m.loads is False for m in rebuilt.modules)) else 0
         d = usecases.diff(store, args.a, args.b)
     _emit(render_diff(d, args.format, args.limit), args.output)
     return 1 if args.exit_code and d.breaking else 0
