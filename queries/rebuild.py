@@ -37,7 +37,6 @@ of B's headers counts, so a name defined twice is followed through both definiti
 from __future__ import annotations
 
 import re
-from collections import deque
 from typing import Iterable, NamedTuple
 
 from ..graph.projection import ExportEdge, KernelProjection
@@ -74,10 +73,26 @@ MATCH (f:Function)-[c:{rel}]->(s:Symbol)
 WHERE f.id IN $ids
 RETURN f.id AS src, {line} AS line, s.name AS name
 """
-_HEADER_DEFS = """
+#: The same, for every function of the files built into some modules (one scan, not one per id batch).
+_MODULE_EDGES_TO_FUNCTION = """
+MATCH (m:Module)<-[:BUILT_INTO]-(:File)<-[:DEFINED_IN]-(f:Function)-[c:{rel}]->(g:Function)
+WHERE m.kernel = $kernel AND m.name IN $modules
+RETURN f.id AS src, {line} AS line, g.id AS id, g.name AS name, g.file AS file, g.static AS static
+"""
+_MODULE_EDGES_TO_SYMBOL = """
+MATCH (m:Module)<-[:BUILT_INTO]-(:File)<-[:DEFINED_IN]-(f:Function)-[c:{rel}]->(s:Symbol)
+WHERE m.kernel = $kernel AND m.name IN $modules
+RETURN f.id AS src, {line} AS line, s.name AS name
+"""
+_ALL_HEADER_DEFS = """
 MATCH (f:Function)
-WHERE f.kernel = $kernel AND f.name IN $names AND f.static = true AND f.file ENDS WITH '.h'
-RETURN f.id AS id, f.name AS name, f.file AS file, f.is_macro AS is_macro
+WHERE f.kernel = $kernel AND f.static = true AND f.file ENDS WITH '.h'
+RETURN f.id AS id, f.name AS name, f.file AS file
+"""
+_ALL_HEADER_EDGES = """
+MATCH (f:Function)-[:{rel}]->(t:{label})
+WHERE f.kernel = $kernel AND f.static = true AND f.file ENDS WITH '.h'
+RETURN f.id AS src, t.name AS name
 """
 
 
@@ -252,37 +267,45 @@ def _edges(store: GraphStore, ids: list[str]) -> dict[str, list[_Edge]]:
     return out
 
 
+def _module_edges(store: GraphStore, kernel: str, modules: list[str], own: dict[str, dict[str, tuple[str, str]]],
+                  per_query: int = 200) -> dict[str, list[_Edge]]:
+    """Calls and references out of every function of ``modules``' own files, by function."""
+    out: dict[str, list[_Edge]] = {fid: [] for m in modules for fid in own[m]}
+    for rel, has_line, targets in edge_types():
+        line = "c.line" if has_line else "null"
+        for start in range(0, len(modules), per_query):
+            p = {"kernel": kernel, "modules": modules[start:start + per_query]}
+            if "Function" in targets:
+                for src, ln, gid, name, file, static in store.query(
+                        _MODULE_EDGES_TO_FUNCTION.format(rel=rel, line=line), p).rows:
+                    out.setdefault(src, []).append(_Edge(ln, gid, name, file or "", bool(static)))
+            if "Symbol" in targets:
+                for src, ln, name in store.query(_MODULE_EDGES_TO_SYMBOL.format(rel=rel, line=line), p).rows:
+                    if not name.startswith("->"):
+                        out.setdefault(src, []).append(_Edge(ln, None, name, "", False))
+    # A file built into two modules lists its edges once per module: keep one of each.
+    return {fid: list(dict.fromkeys(es)) for fid, es in out.items()}
+
+
 class _Headers:
-    """Kernel B's header inlines and macros, by name, read from the store as a walk needs them."""
+    """Kernel B's header inlines and macros, by name: the names each one's definitions call. Read
+    whole, in a few queries (Debian 6.12's headers: 38k definitions, 48k calls)."""
 
     def __init__(self, store: GraphStore, kernel: str):
-        self.store, self.kernel = store, kernel
-        self.callees: dict[str, list[str]] = {}
-        """name → the names its definitions call (empty list: B's headers do not define it)."""
-        self.defined: dict[str, bool] = {}
-
-    def fetch(self, names: Iterable[str]) -> None:
-        """Read the definitions of ``names`` not read yet, and the names they call."""
-        todo = sorted({n for n in names if n not in self.defined})
-        if not todo:
-            return
-        defs: dict[str, str] = {}
-        for start in range(0, len(todo), _BATCH):
-            rows = self.store.query(_HEADER_DEFS, {"kernel": self.kernel, "names": todo[start:start + _BATCH]}).rows
-            defs.update({fid: name for fid, name, file, _m in rows if is_kernel_header(file)})
-        for n in todo:
-            self.defined[n] = False
-            self.callees[n] = []
-        for fid, edges in _edges(self.store, sorted(defs)).items():
-            name = defs[fid]
-            self.defined[name] = True
-            seen = set(self.callees[name])
-            for e in edges:
-                if e.name not in seen and e.name != name:
-                    seen.add(e.name)
-                    self.callees[name].append(e.name)
-        for name in set(defs.values()):
-            self.defined[name] = True
+        defs = {fid: name for fid, name, file in store.query(_ALL_HEADER_DEFS, {"kernel": kernel}).rows
+                if is_kernel_header(file)}
+        self.callees: dict[str, list[str]] = {name: [] for name in defs.values()}
+        """name → the names its definitions call; a name missing: B's headers do not define it."""
+        seen: dict[str, set[str]] = {name: set() for name in self.callees}
+        for rel, _line, targets in edge_types():
+            for label in targets:
+                for src, callee in store.query(_ALL_HEADER_EDGES.format(rel=rel, label=label),
+                                               {"kernel": kernel}).rows:
+                    name = defs.get(src)
+                    if name is None or callee == name or callee.startswith("->") or callee in seen[name]:
+                        continue
+                    seen[name].add(callee)
+                    self.callees[name].append(callee)
 
 
 def _own_functions(store: GraphStore, kernel: str, modules: list[str]) -> dict[str, dict[str, tuple[str, str]]]:
@@ -304,45 +327,52 @@ class _Origin(NamedTuple):
     line: int | None
 
 
-def _walk(store: GraphStore, own: dict[str, tuple[str, str]], b_exports: dict[str, list[ExportEdge]],
-          headers: _Headers, a_edges: dict[str, list[_Edge]]) -> tuple[dict[str, _Origin], set[str]]:
-    """Every kernel name the module's code reaches, with where each was first reached (a
-    breadth-first walk, so each chain is a shortest one), and the names that ended the walk."""
-    own_files = {file for _n, file in own.values()}
-    own_tops = frozenset(f.partition("/")[0] for f in own_files if "/" in f)
-    funcs = dict(own)
-    origins: dict[str, _Origin] = {}
-    ends: set[str] = set()
-    queue = deque(sorted(funcs))
-    seen_funcs = set(queue)
-    # The module's own code, in A: its functions, and the inlines of its private headers they call.
-    while queue:
-        batch = [queue.popleft() for _ in range(min(len(queue), _BATCH))]
-        missing = [f for f in batch if f not in a_edges]
+def _own_code(store: GraphStore, own: dict[str, dict[str, tuple[str, str]]],
+              a_edges: dict[str, list[_Edge]]) -> dict[str, dict[str, tuple[str, str]]]:
+    """Each module's own code in A: its functions, and the inlines and macros of its private
+    headers that they reach (fetched level by level for all modules at once)."""
+    code = {m: dict(fs) for m, fs in own.items()}
+    tops = {m: frozenset(f.partition("/")[0] for _n, f in fs.values() if "/" in f) for m, fs in own.items()}
+    files = {m: {f for _n, f in fs.values()} for m, fs in own.items()}
+    frontier = {m: list(fs) for m, fs in own.items()}
+    while any(frontier.values()):
+        missing = sorted({f for fs in frontier.values() for f in fs if f not in a_edges})
         if missing:
             a_edges.update(_edges(store, missing))
-        for fid in batch:
-            fname, ffile = funcs[fid]
-            for e in a_edges.get(fid, ()):
-                if e.target_id is not None and (e.file in own_files or (
-                        e.file.endswith(".h") and not is_kernel_header(e.file, own_tops))):
-                    if e.target_id not in seen_funcs:
-                        seen_funcs.add(e.target_id)
-                        funcs[e.target_id] = (e.name, e.file)
-                        queue.append(e.target_id)
-                elif e.name not in origins:
-                    origins[e.name] = _Origin(None, fname, ffile, e.line)
+        nxt: dict[str, list[str]] = {}
+        for m, fids in frontier.items():
+            for fid in fids:
+                for e in a_edges.get(fid, ()):
+                    if e.target_id is not None and e.target_id not in code[m] and (
+                            e.file in files[m] or (e.file.endswith(".h") and not is_kernel_header(e.file, tops[m]))):
+                        code[m][e.target_id] = (e.name, e.file)
+                        nxt.setdefault(m, []).append(e.target_id)
+        frontier = nxt
+    return code
+
+
+def _walk(code: dict[str, tuple[str, str]], b_exports: dict[str, list[ExportEdge]], headers: _Headers,
+          a_edges: dict[str, list[_Edge]]) -> tuple[dict[str, _Origin], set[str]]:
+    """Every kernel name one module's code reaches, with where each was first reached (a
+    breadth-first walk, so each chain is a shortest one), and the names that ended the walk."""
+    origins: dict[str, _Origin] = {}
+    for fid in sorted(code):
+        fname, ffile = code[fid]
+        for e in a_edges.get(fid, ()):
+            if (e.target_id is None or e.target_id not in code) and e.name not in origins:
+                origins[e.name] = _Origin(None, fname, ffile, e.line)
     # Kernel names, in B: exports end the walk, header inlines and macros are followed.
+    ends: set[str] = set()
     frontier = sorted(origins)
     while frontier:
-        headers.fetch(n for n in frontier if n not in b_exports)
         nxt = []
         for name in frontier:
-            if name in b_exports or not headers.defined.get(name):
+            callees = None if name in b_exports else headers.callees.get(name)
+            if callees is None:
                 ends.add(name)
                 continue
             o = origins[name]
-            for callee in headers.callees[name]:
+            for callee in callees:
                 if callee not in origins:
                     origins[callee] = _Origin(name, o.function, o.file, o.line)
                     nxt.append(callee)
@@ -374,14 +404,16 @@ def predict_rebuild(store: GraphStore, a: str, b: str, names: Iterable[str] = ()
     headers = _Headers(store, b)
     b_exports = {s: es for s, es in pb.exports.items() if es}
     a_exports = {s for s, es in pa.exports.items() if es}
-    a_edges: dict[str, list[_Edge]] = {}
+    with_source = [n for n in wanted if own[n]]
+    a_edges = _module_edges(store, a, with_source, own)
+    code = _own_code(store, {n: own[n] for n in with_source}, a_edges)
     walked: dict[str, tuple[dict[str, _Origin], set[str]]] = {}
     rebuilt: list[ModuleData] = []
     for m in subset:
         name = m.info.name
         if not own[name] or name in walked:
             continue
-        origins, ends = walked[name] = _walk(store, own[name], b_exports, headers, a_edges)
+        origins, ends = walked[name] = _walk(code[name], b_exports, headers, a_edges)
         built = set(m.imports.symbols)
         symbols = sorted(n for n in ends if n in b_exports or n in a_exports or n in built)
         rebuilt.append(rebuilt_against(m._replace(imports=Imports(symbols, [None] * len(symbols),
