@@ -84,6 +84,18 @@ MATCH (m:Module)<-[:BUILT_INTO]-(:File)<-[:DEFINED_IN]-(f:Function)-[c:{rel}]->(
 WHERE m.kernel = $kernel AND m.name IN $modules
 RETURN f.id AS src, {line} AS line, s.name AS name
 """
+#: Calls and references out of the header functions of a kernel, but those of its top ``include/``
+#: (the module-private headers of a kernel tree, and every header of other trees).
+_PRIVATE_HEADER_EDGES_TO_FUNCTION = """
+MATCH (f:Function)-[c:{rel}]->(g:Function)
+WHERE f.kernel = $kernel AND f.static = true AND f.file ENDS WITH '.h' AND NOT f.file STARTS WITH 'include/'
+RETURN f.id AS src, {line} AS line, g.id AS id, g.name AS name, g.file AS file, g.static AS static
+"""
+_PRIVATE_HEADER_EDGES_TO_SYMBOL = """
+MATCH (f:Function)-[c:{rel}]->(s:Symbol)
+WHERE f.kernel = $kernel AND f.static = true AND f.file ENDS WITH '.h' AND NOT f.file STARTS WITH 'include/'
+RETURN f.id AS src, {line} AS line, s.name AS name
+"""
 _ALL_HEADER_DEFS = """
 MATCH (f:Function)
 WHERE f.kernel = $kernel AND f.static = true AND f.file ENDS WITH '.h'
@@ -249,6 +261,24 @@ class _Edge(NamedTuple):
     static: bool
 
 
+def _header_edges(store: GraphStore, kernel: str) -> dict[str, list[_Edge]]:
+    """Calls and references out of every header function of ``kernel`` outside its top
+    ``include/``, by function: one scan, for walks that need thousands of them."""
+    out: dict[str, list[_Edge]] = {}
+    for rel, has_line, targets in edge_types():
+        line = "c.line" if has_line else "null"
+        p = {"kernel": kernel}
+        if "Function" in targets:
+            for src, ln, gid, name, file, static in store.query(
+                    _PRIVATE_HEADER_EDGES_TO_FUNCTION.format(rel=rel, line=line), p).rows:
+                out.setdefault(src, []).append(_Edge(ln, gid, name, file or "", bool(static)))
+        if "Symbol" in targets:
+            for src, ln, name in store.query(_PRIVATE_HEADER_EDGES_TO_SYMBOL.format(rel=rel, line=line), p).rows:
+                if not name.startswith("->"):
+                    out.setdefault(src, []).append(_Edge(ln, None, name, "", False))
+    return out
+
+
 def _edges(store: GraphStore, ids: list[str]) -> dict[str, list[_Edge]]:
     """Calls and references out of functions ``ids``, by function."""
     out: dict[str, list[_Edge]] = {i: [] for i in ids}
@@ -327,16 +357,28 @@ class _Origin(NamedTuple):
     line: int | None
 
 
-def _own_code(store: GraphStore, own: dict[str, dict[str, tuple[str, str]]],
+def _own_code(store: GraphStore, kernel: str, own: dict[str, dict[str, tuple[str, str]]],
               a_edges: dict[str, list[_Edge]]) -> dict[str, dict[str, tuple[str, str]]]:
     """Each module's own code in A: its functions, and the inlines and macros of its private
-    headers that they reach (fetched level by level for all modules at once)."""
+    headers that they reach (fetched level by level for all modules at once; past a few thousand,
+    every private header's at once)."""
+    scanned = False
     code = {m: dict(fs) for m, fs in own.items()}
     tops = {m: frozenset(f.partition("/")[0] for _n, f in fs.values() if "/" in f) for m, fs in own.items()}
     files = {m: {f for _n, f in fs.values()} for m, fs in own.items()}
     frontier = {m: list(fs) for m, fs in own.items()}
     while any(frontier.values()):
         missing = sorted({f for fs in frontier.values() for f in fs if f not in a_edges})
+        if len(missing) > 2 * _BATCH and not scanned:
+            scanned = True
+            for fid, es in _header_edges(store, kernel).items():
+                a_edges.setdefault(fid, es)
+        if scanned:
+            # the scan read every header function outside the top include/: those it did not
+            # return have no calls
+            where = {fid: code[m][fid][1] for m, fids in frontier.items() for fid in fids}
+            missing = [f for f in missing if f not in a_edges and (where[f].startswith("include/") or
+                                                                   not where[f].endswith(".h"))]
         if missing:
             a_edges.update(_edges(store, missing))
         nxt: dict[str, list[str]] = {}
@@ -406,7 +448,7 @@ def predict_rebuild(store: GraphStore, a: str, b: str, names: Iterable[str] = ()
     a_exports = {s for s, es in pa.exports.items() if es}
     with_source = [n for n in wanted if own[n]]
     a_edges = _module_edges(store, a, with_source, own)
-    code = _own_code(store, {n: own[n] for n in with_source}, a_edges)
+    code = _own_code(store, a, {n: own[n] for n in with_source}, a_edges)
     walked: dict[str, tuple[dict[str, _Origin], set[str]]] = {}
     rebuilt: list[ModuleData] = []
     for m in subset:
