@@ -39,12 +39,15 @@ from __future__ import annotations
 import re
 from typing import Iterable, NamedTuple
 
-from ..graph.projection import ExportEdge, KernelProjection
+from collections import defaultdict
+
+from ..graph.projection import ExportEdge, ImportEdge, KernelProjection, ModuleNode
 from ..graph.schema import RELS
 from ..graph.store import GraphStore
 from ..loaders.records import Imports, ModuleData
 from .diff import rebuilt_against
 from .library import QueryError
+from .loadrules import LoadRules, sort_reasons
 from .renames import headers_loaded
 from .whatif import failing_modules
 
@@ -56,6 +59,8 @@ _KERNEL_HEADER = re.compile(r"(?:include|arch/[^/]+/include)/")
 
 #: Ids per query when a walk asks the store about many functions at once.
 _BATCH = 2000
+#: Past this many private-header functions to read, their calls are read in one scan instead.
+_SCAN_PAST = 2 * _BATCH
 
 _OWN_FUNCTIONS = """
 MATCH (f:Function)-[:DEFINED_IN]->(file:File)-[:BUILT_INTO]->(m:Module)
@@ -369,7 +374,7 @@ def _own_code(store: GraphStore, kernel: str, own: dict[str, dict[str, tuple[str
     frontier = {m: list(fs) for m, fs in own.items()}
     while any(frontier.values()):
         missing = sorted({f for fs in frontier.values() for f in fs if f not in a_edges})
-        if len(missing) > 2 * _BATCH and not scanned:
+        if len(missing) > _SCAN_PAST and not scanned:
             scanned = True
             for fid, es in _header_edges(store, kernel).items():
                 a_edges.setdefault(fid, es)
@@ -430,10 +435,16 @@ def _chain(origins: dict[str, _Origin], name: str) -> tuple[str, ...]:
 
 
 def predict_rebuild(store: GraphStore, a: str, b: str, names: Iterable[str] = (),
-                    files: Iterable[ModuleData] = ()) -> RebuildPrediction:
+                    files: Iterable[ModuleData] = (), alone: bool = False) -> RebuildPrediction:
     """What modules of kernel ``a`` (``names``, or ``files`` built against it whose source ``a``
     holds) would import once rebuilt against kernel ``b``'s headers, and whether ``b`` would load
-    them (see the module's docstring)."""
+    them (see the module's docstring).
+
+    The modules are rebuilt as a set: they replace ``b``'s modules of the same name, with the
+    exports they had in ``a``, and fail with each other (the cascade), as ``diff --modules`` takes
+    an out-of-tree tree. With ``alone``, each is rebuilt on its own among ``b``'s own modules,
+    which keep their exports: the question for every in-tree module of ``a`` at once, where a set
+    of 6.1's modules replacing 6.12's would fail through each other's 6.1 exports."""
     pa = KernelProjection.from_store(store, a)
     pb = KernelProjection.from_store(store, b)
     names, files = list(names), list(files)
@@ -460,7 +471,12 @@ def predict_rebuild(store: GraphStore, a: str, b: str, names: Iterable[str] = ()
         symbols = sorted(n for n in ends if n in b_exports or n in a_exports or n in built)
         rebuilt.append(rebuilt_against(m._replace(imports=Imports(symbols, [None] * len(symbols),
                                                                   [False] * len(symbols))), pb))
-    failing = failing_modules(pb.with_modules(rebuilt, {r.info.name: [] for r in rebuilt})) if rebuilt else {}
+    if not rebuilt:
+        failing = {}
+    elif alone:
+        failing = _alone(pb, rebuilt)
+    else:
+        failing = failing_modules(pb.with_modules(rebuilt, {r.info.name: [] for r in rebuilt}))
     out = []
     for m in subset:
         name = m.info.name
@@ -486,6 +502,29 @@ def predict_rebuild(store: GraphStore, a: str, b: str, names: Iterable[str] = ()
                                  sorted(set(predicted) - built), sorted(built - set(predicted)),
                                  sorted(ends - set(predicted))))
     return RebuildPrediction(a, b, headers_loaded(store, b), out)
+
+
+def _alone(kernel: KernelProjection, rebuilt: list[ModuleData]) -> dict[str, list]:
+    """B's load rules for each rebuilt module on its own: its imports and licence in place of
+    B's module of that name, B's exports as they are, B's own failing modules failing."""
+    failed = frozenset(failing_modules(kernel))
+    proj = KernelProjection(kernel.kernel, kernel.version, kernel.build)
+    proj.modules, proj.exports = dict(kernel.modules), kernel.exports
+    proj.imports, proj.lookups = defaultdict(list, kernel.imports), defaultdict(list, kernel.lookups)
+    for m in rebuilt:
+        i = m.info
+        proj.modules[i.name] = ModuleNode(i.name, i.path, i.license, i.gpl_compatible, i.intree,
+                                          frozenset(i.import_ns), i.vermagic, i.modversions, i.layout_crc)
+        proj.imports[i.name] = [ImportEdge(s, w, c) for s, w, c in zip(m.imports.symbols, m.imports.weak,
+                                                                        m.imports.crcs)]
+        proj.lookups[i.name] = []
+    rules = LoadRules(proj)
+    out = {}
+    for m in rebuilt:
+        reasons = rules.reasons(m.info.name, failed)
+        if reasons:
+            out[m.info.name] = sort_reasons(reasons)
+    return out
 
 
 def _first_export(edges: Iterable[ExportEdge]) -> ExportEdge | None:

@@ -213,3 +213,44 @@ def test_diff_modules_prints_and_jsons_the_prediction(store):
     # without --modules the diff is the diff
     plain = subprocess.run(run, capture_output=True, text=True, check=True).stdout
     assert plain.startswith(f"Exports from {A} to {B}") and "Rebuilt" not in plain
+
+
+def test_the_one_scan_of_private_headers_gives_the_same_prediction(store, prediction, monkeypatch):
+    """Past a few thousand private-header functions their calls are read in one scan (a whole
+    kernel's modules); on the fixture that path must give what the reads by id give."""
+    import ksymgraph.queries.rebuild as rebuild
+
+    monkeypatch.setattr(rebuild, "_SCAN_PAST", 0)
+    assert predict_rebuild(store, A, B, names=MODULES).to_json() == prediction.to_json()
+
+
+@pytest.mark.neo4j
+def test_neo4j_store_gives_the_same_prediction(prediction, module_tree):
+    """The same loads into the live Neo4j server give the same prediction (kernels renamed)."""
+    from test_neo4j_store import live_uri
+
+    from ksymgraph.graph.neo4j_store import Neo4jStore
+
+    names = {A: "ksymgraph-test-rb-a", B: "ksymgraph-test-rb-b"}
+    store = Neo4jStore(live_uri())
+    try:
+        load_kernel(store, [str(REBUILD / "a" / "Module.symvers"), str(module_tree)], kernel=names[A], workers=1,
+                    source_dirs=[str(module_tree), str(REBUILD / "a")])
+        load_kernel(store, [str(REBUILD / "b" / "Module.symvers")], kernel=names[B], workers=1,
+                    source_dirs=[str(REBUILD / "b")])
+        got = predict_rebuild(store, names[A], names[B], names=MODULES).to_json()
+    finally:
+        for k in names.values():
+            store.delete_kernel(k)
+        store.close()
+    want = prediction.to_json()
+    assert (got.pop("a"), got.pop("b")) == (names[A], names[B])
+    del want["a"], want["b"]
+    assert got == want
+
+
+def test_alone_gives_the_same_breaks_for_modules_b_lacks(store, prediction):
+    """Out-of-tree modules B does not have: rebuilt alone or as a set, B's rules say the same."""
+    alone = predict_rebuild(store, A, B, names=MODULES, alone=True)
+    assert [(m.module, m.loads, m.breaks) for m in alone.modules] == \
+        [(m.module, m.loads, m.breaks) for m in prediction.modules]

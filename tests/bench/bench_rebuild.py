@@ -7,8 +7,9 @@
    with its headers (``--source debian-headers``) into ``--store`` (default
    ``$KSYMGRAPH_CACHE/bench/rebuild.lbdb``; kept between runs) unless it holds them already.
 2. Predicts, for every module of A, the imports of a rebuild against B's headers and B's load
-   rules on them (:func:`ksymgraph.queries.rebuild.predict_rebuild`): modules per rule, the most
-   common symbols of each rule, and the time and peak RSS.
+   rules on them (:func:`ksymgraph.queries.rebuild.predict_rebuild`, each module ``alone`` among
+   B's own modules): modules per rule, the most common symbols of each rule, and the time and
+   peak RSS.
 3. What a non-GPL module would meet: the GPL-only exports of B that modules reach only through
    B's header inlines and macros (chain longer than one) — the pfn_valid() → rcu_read_lock() →
    __rcu_read_lock case — by the number of modules, with one chain each.
@@ -71,10 +72,10 @@ def main() -> int:
         pb = KernelProjection.from_store(s, args.b)
         mods = sorted(m for m, n in pa.modules.items() if m != "vmlinux" and n.path)
         t0 = time.perf_counter()
-        p = predict_rebuild(s, args.a, args.b, names=mods)
+        p = predict_rebuild(s, args.a, args.b, names=mods, alone=True)
         seconds = time.perf_counter() - t0
         t0 = time.perf_counter()
-        self_check = predict_rebuild(s, args.a, args.a, names=mods)
+        self_check = predict_rebuild(s, args.a, args.a, names=mods, alone=True)
         self_seconds = time.perf_counter() - t0
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     summ = p.summary
@@ -103,6 +104,10 @@ def main() -> int:
     print("\n| GPL-only symbol | modules | e.g. |\n|---|---|---|")
     for sym, ms in sorted(through.items(), key=lambda kv: (-len(kv[1]), kv[0]))[: args.top]:
         print(f"| {sym} | {len(ms)} | {example[sym]} |")
+    pfn = sorted({m.module for m in p.modules for i in m.imports if i.chain[0] == "pfn_valid"})
+    reach = collections.Counter(" → ".join(i.chain) for m in p.modules for i in m.imports if i.chain[0] == "pfn_valid")
+    print(f"\npfn_valid() in {args.b}'s headers: {len(pfn)} modules call it; what it makes them import: "
+          + "; ".join(f"{c} ({n})" for c, n in reach.most_common(args.top)))
     # 4. against the compilers' output
     actual_a = {m: {i.symbol for i in pa.imports.get(m, ())} for m in mods}
     pred_a = {m.module: {i.symbol for i in m.imports} for m in self_check.modules if m.source}
