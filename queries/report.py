@@ -17,7 +17,7 @@ from .check import CheckResult
 from .diff import DIFF_KINDS, KernelDiff, UpgradeImpact
 from .history import History, ModuleHistory
 from .rebuild import RebuildPrediction
-from .records import ModuleVerdict
+from .records import ModuleVerdict, Reason
 from .usage import UsageReport
 from .whatif import WhatIfResult
 
@@ -319,14 +319,25 @@ def render_diff(d: KernelDiff, fmt: str = "pretty", limit: int | None = 50) -> s
 
 def render_upgrade(u: UpgradeImpact, fmt: str = "pretty", rebuilt: RebuildPrediction | None = None) -> str:
     """Upgrade impact on a set of modules: the verdict per module first, then the export diff summary;
-    with ``rebuilt``, what the modules would import once rebuilt against B's headers (JSON: ``rebuilt``)."""
-    bad = [m for m in u.modules if not m.loads]
+    with ``rebuilt``, what the modules would import once rebuilt against B's headers (JSON: ``rebuilt``),
+    whose verdict is then the verdict of each module with source."""
+    verdicts = u.modules
+    predicted = {m.module: m for m in rebuilt.modules if m.source} if rebuilt is not None else {}
+    if predicted:
+        verdicts = [v._replace(loads=bool(predicted[v.module].loads),
+                               reasons=[Reason(b.rule, b.symbol, b.via_module, b.message)
+                                        for b in predicted[v.module].breaks])
+                    if v.module in predicted else v for v in u.modules]
+    bad = [m for m in verdicts if not m.loads]
     parts: list[tuple[str, Any]] = [
         ("h1", f"Upgrade {u.diff.a} -> {u.diff.b}: {len(bad)} of {len(u.modules)} modules would not load"),
-        ("p", f"{sum(m.loads and bool(m.rebuild) for m in u.modules)} load once rebuilt against {u.diff.b}'s headers "
+        ("p", f"{sum(m.loads and bool(m.rebuild) for m in verdicts)} load once rebuilt against {u.diff.b}'s headers "
               "(their vanished imports are renames behind a kept API)."),
-        _verdicts_table(u.modules),
     ]
+    if predicted:
+        parts.append(("p", f"For the {len(predicted)} with their source loaded the verdict is the rebuild's "
+                           f"prediction through {u.diff.b}'s headers (below)."))
+    parts.append(_verdicts_table(verdicts))
     binary = [(m.module, r) for m in u.modules for r in m.as_built]
     if binary:
         parts.append(("h2", f"Rebuild needed: {u.diff.b} refuses the binaries built against {u.diff.a}"))

@@ -199,7 +199,8 @@ def test_diff_modules_prints_and_jsons_the_prediction(store):
     out = p.stdout
     assert f"Rebuilt against {B}'s headers (predicted)" in out
     assert "2 of 3 modules with source would not load once rebuilt (1 gpl-only, 1 namespace, 1 unknown-symbol)" in out
-    row = next(line for line in out.splitlines() if line.startswith("cddl_pfn") and "__rcu_read_lock " in line)
+    row = next(line for line in out.splitlines()
+               if line.startswith("cddl_pfn") and "__rcu_read_lock " in line and "→" in line)
     assert "GPL-incompatible module cddl_pfn.ko uses GPL-only symbol '__rcu_read_lock'" in row
     assert "pfn_valid → rcu_read_lock → __rcu_read_lock" in row
     assert any(line.split()[:2] == ["gpl_pfn", "yes"] for line in out.splitlines())
@@ -254,3 +255,16 @@ def test_alone_gives_the_same_breaks_for_modules_b_lacks(store, prediction):
     alone = predict_rebuild(store, A, B, names=MODULES, alone=True)
     assert [(m.module, m.loads, m.breaks) for m in alone.modules] == \
         [(m.module, m.loads, m.breaks) for m in prediction.modules]
+
+
+def test_diff_verdict_of_a_module_with_source_is_the_prediction(store):
+    """The upgrade's own verdict (built imports with renames) says cddl_pfn loads: its kmalloc is a
+    rename behind a kept API. Its source says otherwise, and the report's verdict is the source's."""
+    from ksymgraph.queries.report import render_upgrade
+
+    u = usecases.upgrade(store, A, B, names=["cddl_pfn"])
+    assert [m.loads for m in u.modules] == [True]
+    text = render_upgrade(u, "pretty", usecases.rebuild(store, A, B, names=["cddl_pfn"]))
+    assert text.splitlines()[0] == f"Upgrade {A} -> {B}: 1 of 1 modules would not load"
+    assert any(line.split()[:4] == ["cddl_pfn", "no", "gpl-only", "__rcu_read_lock"] for line in text.splitlines())
+    assert "0 load once rebuilt" in text
