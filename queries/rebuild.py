@@ -44,7 +44,7 @@ from collections import defaultdict
 from ..graph.projection import ExportEdge, ImportEdge, KernelProjection, ModuleNode
 from ..graph.schema import RELS
 from ..graph.store import GraphStore
-from ..loaders.records import Imports, ModuleData
+from ..loaders.records import Export, Imports, ModuleData, ModuleInfo
 from .diff import rebuilt_against
 from .library import QueryError
 from .loadrules import LoadRules, sort_reasons
@@ -451,7 +451,7 @@ def predict_rebuild(store: GraphStore, a: str, b: str, names: Iterable[str] = ()
     missing = [n for n in names if n not in pa.modules]
     if missing:
         raise QueryError(f"not modules of kernel {a}: {', '.join(missing)}")
-    subset: list[ModuleData] = list(files) + [pa.module_data(n) for n in names]
+    subset: list[ModuleData] = list(files) + _modules_data(pa, names)
     wanted = list(dict.fromkeys(m.info.name for m in subset))
     own = _own_functions(store, a, wanted)
     headers = _Headers(store, b)
@@ -502,6 +502,28 @@ def predict_rebuild(store: GraphStore, a: str, b: str, names: Iterable[str] = ()
                                  sorted(set(predicted) - built), sorted(built - set(predicted)),
                                  sorted(ends - set(predicted))))
     return RebuildPrediction(a, b, headers_loaded(store, b), out)
+
+
+def _modules_data(proj: KernelProjection, names: list[str]) -> list[ModuleData]:
+    """:meth:`KernelProjection.module_data` of each of ``names``, the exports read in one pass
+    (module_data reads them all once per module: minutes for 4,000)."""
+    if len(names) < 8:
+        return [proj.module_data(n) for n in names]
+    wanted = set(names)
+    exports: dict[str, list[Export]] = defaultdict(list)
+    for sym, edges in proj.exports.items():
+        for e in edges:
+            if e.module in wanted:
+                exports[e.module].append(Export(e.module, sym, e.gpl, e.namespace, e.crc))
+    out = []
+    for name in names:
+        n = proj.modules[name]
+        info = ModuleInfo(n.name, n.path, n.license, n.vermagic, "", n.intree, (), tuple(sorted(n.import_ns)),
+                          n.modversions, n.layout_crc)
+        edges = proj.imports.get(name, [])
+        out.append(ModuleData(info, exports[name], Imports([i.symbol for i in edges], [i.crc for i in edges],
+                                                           [i.weak for i in edges])))
+    return out
 
 
 def _alone(kernel: KernelProjection, rebuilt: list[ModuleData]) -> dict[str, list]:

@@ -268,3 +268,13 @@ def test_diff_verdict_of_a_module_with_source_is_the_prediction(store):
     assert text.splitlines()[0] == f"Upgrade {A} -> {B}: 1 of 1 modules would not load"
     assert any(line.split()[:4] == ["cddl_pfn", "no", "gpl-only", "__rcu_read_lock"] for line in text.splitlines())
     assert "0 load once rebuilt" in text
+
+
+def test_many_modules_read_in_one_pass_equal_module_data(store):
+    """The one-pass reading of many modules' records equals the projection's own, module by module."""
+    from ksymgraph.graph.projection import KernelProjection
+    from ksymgraph.queries.rebuild import _modules_data
+
+    pa = KernelProjection.from_store(store, A)
+    names = sorted(pa.modules) * 3  # past the few read one by one
+    assert _modules_data(pa, names) == [pa.module_data(n) for n in names]
