@@ -104,7 +104,7 @@ RETURN f.id AS src, {line} AS line, s.name AS name
 _ALL_HEADER_DEFS = """
 MATCH (f:Function)
 WHERE f.kernel = $kernel AND f.static = true AND f.file ENDS WITH '.h'
-RETURN f.id AS id, f.name AS name, f.file AS file
+RETURN f.id AS id, f.name AS name, f.file AS file, f.is_macro AS is_macro
 """
 _ALL_HEADER_EDGES = """
 MATCH (f:Function)-[:{rel}]->(t:{label})
@@ -327,8 +327,14 @@ class _Headers:
     whole, in a few queries (Debian 6.12's headers: 38k definitions, 48k calls)."""
 
     def __init__(self, store: GraphStore, kernel: str):
-        defs = {fid: name for fid, name, file in store.query(_ALL_HEADER_DEFS, {"kernel": kernel}).rows
-                if is_kernel_header(file)}
+        rows = [r for r in store.query(_ALL_HEADER_DEFS, {"kernel": kernel}).rows if is_kernel_header(r[2])]
+        # An upper-case "function" that is also a macro is a definition whose name a macro makes
+        # (``static int CONCATENATE(GENL_MAGIC_FAMILY, _genl_register)(void)`` in
+        # genl_magic_func.h, which tree-sitter reads as a function CONCATENATE): the preprocessor
+        # expands every call of that name, so only the macro is followed.
+        macros = {name for _fid, name, _file, is_macro in rows if is_macro}
+        defs = {fid: name for fid, name, _file, is_macro in rows
+                if is_macro or name not in macros or name != name.upper()}
         self.callees: dict[str, list[str]] = {name: [] for name in defs.values()}
         """name → the names its definitions call; a name missing: B's headers do not define it."""
         seen: dict[str, set[str]] = {name: set() for name in self.callees}
