@@ -205,7 +205,9 @@ class RebuiltModule(NamedTuple):
     license: str
     """``MODULE_LICENSE``: decides the GPL-only rule."""
     source: bool
-    """Whether A holds the module's source (its files' ``BUILT_INTO``); without it nothing is predicted."""
+    """Whether A's source defines functions in files built into the module (``BUILT_INTO``);
+    without, nothing is predicted (no source loaded, or ``.c`` files that only ``#include`` their
+    code from a header, as LTTng's ring-buffer clients do: the graph has no include edges)."""
     loads: bool | None
     """Would B load it once rebuilt? None without source."""
     imports: list[RebuildImport]

@@ -378,8 +378,9 @@ def _rebuild_parts(p: RebuildPrediction) -> list[tuple[str, Any]]:
     parts: list[tuple[str, Any]] = [("h2", f"Rebuilt against {p.b}'s headers (predicted)")]
     nosrc = [m.module for m in p.modules if not m.source]
     if nosrc:
-        parts.append(("p", f"No source in {p.a} for {', '.join(nosrc)}: nothing predicted. Load the module's "
-                           f"built tree with the kernel (ksymgraph load ... --source DIR)."))
+        parts.append(("p", f"No function of their own in {p.a}'s source for {', '.join(nosrc)}: nothing predicted. "
+                           f"Load the module's built tree with the kernel (ksymgraph load ... --source DIR); a "
+                           f"file that only includes its code from a header is not followed."))
     with_src = [m for m in p.modules if m.source]
     if not with_src:
         return parts
