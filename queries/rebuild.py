@@ -37,9 +37,8 @@ of B's headers counts, so a name defined twice is followed through both definiti
 from __future__ import annotations
 
 import re
-from typing import Iterable, NamedTuple
-
 from collections import defaultdict
+from typing import Iterable, NamedTuple
 
 from ..graph.projection import ExportEdge, ImportEdge, KernelProjection, ModuleNode
 from ..graph.schema import RELS
