@@ -151,11 +151,16 @@ class KernelProjection:
         proj.exports = defaultdict(list, {k: list(v) for k, v in self.exports.items()})
         proj.imports = defaultdict(list, self.imports)
         proj.lookups = defaultdict(list, self.lookups)
+        # A module named twice: the last one wins. The exports of every module replaced are
+        # dropped in one pass (one pass per module made 4,000 replacements take minutes).
+        extra = list({m.info.name: m for m in extra}.values())
+        replaced = {m.info.name for m in extra if m.info.name in proj.modules}
+        if replaced:
+            for sym, edges in proj.exports.items():
+                if any(e.module in replaced for e in edges):
+                    proj.exports[sym] = [e for e in edges if e.module not in replaced]
         for m in extra:
             name = m.info.name
-            if name in proj.modules:
-                for sym in list(proj.exports):
-                    proj.exports[sym] = [e for e in proj.exports[sym] if e.module != name]
             proj.modules[name] = ModuleNode(name, m.info.path, m.info.license,
                                             m.info.gpl_compatible, m.info.intree,
                                             frozenset(m.info.import_ns), m.info.vermagic, m.info.modversions,

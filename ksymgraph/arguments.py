@@ -172,7 +172,9 @@ def _diff_parser(sub) -> None:
                        description="Compare the exports of two stored kernels A and B: removed, added, turned "
                                    "GPL-only (and back), namespaced or moved, moved owner (vmlinux <-> module), CRC "
                                    "changed. With --modules, tell for each module that works on A whether it would "
-                                   "load on B, and why not.",
+                                   "load on B, and why not; with the modules' source loaded with A and B's headers "
+                                   "(--source debian-headers), what each would import once rebuilt against B's "
+                                   "headers, through B's inlines and macros, and which of B's load rules that breaks.",
                        formatter_class=argparse.RawDescriptionHelpFormatter,
                        epilog="examples:\n  ksymgraph diff 6.1.0-50-amd64 6.12.117+deb13-amd64\n"
                               "  ksymgraph diff 6.1.0-50-amd64 6.12.117+deb13-amd64 --format json --exit-code\n"
@@ -182,7 +184,8 @@ def _diff_parser(sub) -> None:
     s.add_argument("b", metavar="KERNEL_B")
     s.add_argument("--modules", action="append", default=[], metavar="SET",
                    help="modules to check: .ko files or directories built against A, or names of A's modules "
-                        "(comma-separated); repeatable")
+                        "(comma-separated); repeatable. With their source in A, also predicts the imports of a "
+                        "rebuild against B's headers")
     s.add_argument("--format", choices=("pretty", "md", "json", "html"), default="pretty")
     s.add_argument("--limit", type=int, default=50, metavar="N", help="rows per list in pretty/md/html (default 50)")
     s.add_argument("-o", "--output", metavar="FILE")

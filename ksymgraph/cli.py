@@ -204,8 +204,12 @@ def cmd_diff(args) -> int:
         if args.modules:
             files, names, bad = _module_set(args.modules)
             impact = usecases.upgrade(store, args.a, args.b, files, names)
-            _emit(render_upgrade(impact, args.format), args.output)
-            return _skipped_status(bad, any(not m.loads for m in impact.modules), args.exit_code)
+            rebuilt = usecases.rebuild(store, args.a, args.b, files, names)
+            _emit(render_upgrade(impact, args.format, rebuilt), args.output)
+            # a module with its source loaded: the rebuild's prediction decides
+            predicted = {m.module: m.loads for m in rebuilt.modules if m.source}
+            fails = any(not predicted.get(m.module, m.loads) for m in impact.modules)
+            return _skipped_status(bad, fails, args.exit_code)
         d = usecases.diff(store, args.a, args.b)
     _emit(render_diff(d, args.format, args.limit), args.output)
     return 1 if args.exit_code and d.breaking else 0

@@ -16,14 +16,15 @@ from ..graph.store import Rows
 from .check import CheckResult
 from .diff import DIFF_KINDS, KernelDiff, UpgradeImpact
 from .history import History, ModuleHistory
-from .records import ModuleVerdict
+from .rebuild import RebuildPrediction
+from .records import ModuleVerdict, Reason
 from .usage import UsageReport
 from .whatif import WhatIfResult
 
 if TYPE_CHECKING:  # the load pipeline is not imported to render a what-if
     from ..graph.load import LoadSummary
 
-__all__ = ["render_load", "render_history", "render_module_history", "render_whatif", "render_usage", "render_check", "render_diff", "render_upgrade", "render_rows",
+__all__ = ["render_load", "render_history", "render_module_history", "render_whatif", "render_usage", "render_check", "render_diff", "render_upgrade", "render_rebuild", "render_rows",
            "markdown_table", "to_html"]
 
 
@@ -321,15 +322,27 @@ def render_diff(d: KernelDiff, fmt: str = "pretty", limit: int | None = 50) -> s
     return _render(fmt, f"ksymgraph diff {d.a} {d.b}", parts, d.to_json())
 
 
-def render_upgrade(u: UpgradeImpact, fmt: str = "pretty") -> str:
-    """Upgrade impact on a set of modules: the verdict per module first, then the export diff summary."""
-    bad = [m for m in u.modules if not m.loads]
+def render_upgrade(u: UpgradeImpact, fmt: str = "pretty", rebuilt: RebuildPrediction | None = None) -> str:
+    """Upgrade impact on a set of modules: the verdict per module first, then the export diff summary;
+    with ``rebuilt``, what the modules would import once rebuilt against B's headers (JSON: ``rebuilt``),
+    whose verdict is then the verdict of each module with source."""
+    verdicts = u.modules
+    predicted = {m.module: m for m in rebuilt.modules if m.source} if rebuilt is not None else {}
+    if predicted:
+        verdicts = [v._replace(loads=bool(predicted[v.module].loads),
+                               reasons=[Reason(b.rule, b.symbol, b.via_module, b.message)
+                                        for b in predicted[v.module].breaks])
+                    if v.module in predicted else v for v in u.modules]
+    bad = [m for m in verdicts if not m.loads]
     parts: list[tuple[str, Any]] = [
         ("h1", f"Upgrade {u.diff.a} -> {u.diff.b}: {len(bad)} of {len(u.modules)} modules would not load"),
-        ("p", f"{sum(m.loads and bool(m.rebuild) for m in u.modules)} load once rebuilt against {u.diff.b}'s headers "
+        ("p", f"{sum(m.loads and bool(m.rebuild) for m in verdicts)} load once rebuilt against {u.diff.b}'s headers "
               "(their vanished imports are renames behind a kept API)."),
-        _verdicts_table(u.modules),
     ]
+    if predicted:
+        parts.append(("p", f"For the {len(predicted)} with their source loaded the verdict is the rebuild's "
+                           f"prediction through {u.diff.b}'s headers (below)."))
+    parts.append(_verdicts_table(verdicts))
     binary = [(m.module, r) for m in u.modules for r in m.as_built]
     if binary:
         parts.append(("h2", f"Rebuild needed: {u.diff.b} refuses the binaries built against {u.diff.a}"))
@@ -350,12 +363,57 @@ def render_upgrade(u: UpgradeImpact, fmt: str = "pretty") -> str:
         parts.append(("h2", f"Symbols looked up by name that {u.diff.b} lacks"))
         parts.append(("table", (["module", "symbol", "how", "where"],
                                 [[mod, lu.symbol, lu.how, f"{lu.file}:{lu.line}"] for mod, lu in gone])))
+    if rebuilt is not None:
+        parts.extend(_rebuild_parts(rebuilt))
     s = u.diff.summary
     parts.append(("p", f"Export diff: {s['removed']} removed, {s['gpl_only']} turned GPL-only, "
                        f"{s['namespace']} changed namespace, {s['added']} added."))
     if fmt == "pretty":
         return _pretty(parts)
-    return _render(fmt, f"ksymgraph upgrade {u.diff.a} -> {u.diff.b}", parts, u.to_json())
+    data = u.to_json()
+    if rebuilt is not None:
+        data["rebuilt"] = rebuilt.to_json()
+    return _render(fmt, f"ksymgraph upgrade {u.diff.a} -> {u.diff.b}", parts, data)
+
+
+def _rebuild_parts(p: RebuildPrediction) -> list[tuple[str, Any]]:
+    """The rebuild prediction: one row per break (with the chain that reaches its symbol), then
+    the imports the rebuild adds and drops."""
+    s = p.summary
+    parts: list[tuple[str, Any]] = [("h2", f"Rebuilt against {p.b}'s headers (predicted)")]
+    nosrc = [m.module for m in p.modules if not m.source]
+    if nosrc:
+        parts.append(("p", f"No function of their own in {p.a}'s source for {', '.join(nosrc)}: nothing predicted. "
+                           f"Load the module's built tree with the kernel (ksymgraph load ... --source DIR); a "
+                           f"file that only includes its code from a header is not followed."))
+    with_src = [m for m in p.modules if m.source]
+    if not with_src:
+        return parts
+    rules = ", ".join(f"{n} {rule}" for rule, n in sorted(s["by_rule"].items()))
+    parts.append(("p", f"{s['fail']} of {s['with_source']} modules with source would not load once rebuilt"
+                       + (f" ({rules})" if rules else "") + f": their own code's calls followed through "
+                       f"{p.b}'s header inlines and macros to the symbols it exports."))
+    if not p.headers:
+        parts.append(("p", f"{p.b} has no headers in the store: only direct calls are followed. Load them: "
+                           f"ksymgraph load debian:{p.b} --source debian-headers"))
+    parts.append(("table", (["module", "loads", "rule", "symbol", "message", "through"],
+                            [[m.module, "no", b.rule, b.symbol, b.message, b.through]
+                             for m in with_src for b in m.breaks] +
+                            [[m.module, "yes", "", "", "", ""] for m in with_src if m.loads])))
+    changed = [(m.module, "+", i.symbol, i.through) for m in with_src for i in m.imports if i.symbol in m.new]
+    changed += [(m.module, "-", sym, "") for m in with_src for sym in m.dropped]
+    if changed:
+        parts.append(("h2", "Imports the rebuild adds (+) and drops (-)"))
+        parts.append(("table", (["module", "", "import", "through"], [list(r) for r in sorted(changed)])))
+    return parts
+
+
+def render_rebuild(p: RebuildPrediction, fmt: str = "pretty") -> str:
+    """The rebuild prediction on its own."""
+    parts = [("h1", f"Rebuild {p.a} -> {p.b}")] + _rebuild_parts(p)
+    if fmt == "pretty":
+        return _pretty(parts)
+    return _render(fmt, f"ksymgraph rebuild {p.a} -> {p.b}", parts, p.to_json())
 
 
 _TRANSITION_TITLES = {"appeared": "appeared", "vanished": "vanished", "gpl_only": "turned GPL-only",

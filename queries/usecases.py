@@ -3,7 +3,8 @@
 Each use case takes a store and names (a kernel, changes, module files), reads what it needs, and
 returns the result record that :mod:`ksymgraph.queries.report` renders: :func:`whatif` (the load
 rules after a change, with call sites and replacements when source is loaded), :func:`check`,
-:func:`diff` and :func:`upgrade`, :func:`usage`. The CLI calls one per command; the notebooks and
+:func:`diff` and :func:`upgrade`, :func:`rebuild` (the imports of a rebuild against another
+kernel's headers), :func:`usage`. The CLI calls one per command; the notebooks and
 the explorer call the same ones, so both always give the same answer.
 
 Reading a kernel into memory (:class:`~ksymgraph.graph.projection.KernelProjection`) takes about a
@@ -23,11 +24,12 @@ from .check import CheckResult, check_modules
 from .diff import KernelDiff, UpgradeImpact, diff_kernels, upgrade_impact
 from .history import History, ModuleHistory, export_history, module_from_store
 from .history import module_history as _module_history
+from .rebuild import RebuildPrediction, predict_rebuild
 from .usage import UsageReport, export_usage
 from .whatif import Change, WhatIfResult, what_if
 
-__all__ = ["KernelView", "kernel_view", "forget", "whatif", "check", "diff", "upgrade", "usage", "history",
-           "module_history"]
+__all__ = ["KernelView", "kernel_view", "forget", "whatif", "check", "diff", "upgrade", "rebuild", "usage",
+           "history", "module_history"]
 
 
 class KernelView(NamedTuple):
@@ -92,6 +94,13 @@ def upgrade(store: GraphStore, a: str, b: str, files: Iterable[ModuleData] = (),
     """Would modules that load on ``a`` (``files`` built against it, or ``names`` of its modules)
     load on ``b``, as built and once rebuilt?"""
     return upgrade_impact(store, store.resolve_kernel(a), store.resolve_kernel(b), list(files), list(names))
+
+
+def rebuild(store: GraphStore, a: str, b: str, files: Iterable[ModuleData] = (),
+            names: Iterable[str] = ()) -> RebuildPrediction:
+    """What modules of ``a`` (``names``, or ``files`` built against it), whose source ``a`` holds,
+    would import once rebuilt against ``b``'s headers, and whether ``b`` would load them."""
+    return predict_rebuild(store, store.resolve_kernel(a), store.resolve_kernel(b), list(names), list(files))
 
 
 def usage(store: GraphStore, kernel: str | None) -> UsageReport:
