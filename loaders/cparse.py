@@ -35,7 +35,7 @@ from typing import Callable, Iterable, Iterator
 from .cexports import export_sites
 from .cfiles import read_source, real_root, tree_files
 from .ctext import TextPassIncomplete
-from .ctree import MACRO_QUERY, MAX_DEPTH, QUERY, TreeRecords, nodes_deeper_than
+from .ctree import MACRO_QUERY, MAX_DEPTH, QUERY, REF_QUERY, TreeRecords, nodes_deeper_than
 from .includes import kernel_include_dirs, resolve_includes
 from .lookups import resolve_lookups
 from .neutralise import neutralise_kernel_macros
@@ -92,6 +92,7 @@ _query = None
 _macro_query = None
 _call_kind = None
 _ident_kind = None
+_ref_query = None
 
 
 class _Skip(Exception):
@@ -144,7 +145,7 @@ class _Deadline:
 
 def _tree_sitter():
     """The process's parser and compiled queries, made on first use (once per worker)."""
-    global _parser, _query, _macro_query, _call_kind, _ident_kind
+    global _parser, _query, _macro_query, _call_kind, _ident_kind, _ref_query
     if _parser is None:
         import tree_sitter
         import tree_sitter_c
@@ -153,6 +154,7 @@ def _tree_sitter():
         _parser = tree_sitter.Parser(lang)
         _query = tree_sitter.Query(lang, QUERY)
         _macro_query = tree_sitter.Query(lang, MACRO_QUERY)
+        _ref_query = tree_sitter.Query(lang, REF_QUERY)
         _call_kind = lang.id_for_node_kind("call_expression", True)
         _ident_kind = lang.id_for_node_kind("identifier", True)
     return _parser, _query
@@ -225,6 +227,25 @@ def _captures(tree, size: int, deadline: _Deadline) -> tuple[dict, list]:
     for nodes in caps.values():
         nodes.sort(key=_START_BYTE)
     return caps, matches
+
+
+def _ref_chunks(tree, size: int, deadline: _Deadline):
+    """The captures of :data:`~ksymgraph.loaders.ctree.REF_QUERY`, one sorted list per byte range
+    of :data:`_QUERY_CHUNK` (an identifier is in the range it starts in), made as they are read."""
+    import tree_sitter
+
+    ranges = [(a, min(a + _QUERY_CHUNK, size)) for a in range(0, size, _QUERY_CHUNK)] or [(0, 0)]
+    for i, (start, end) in enumerate(ranges):
+        deadline.check()
+        cursor = tree_sitter.QueryCursor(_ref_query)
+        cursor.set_max_start_depth(MAX_DEPTH)
+        if len(ranges) > 1:
+            cursor.set_byte_range(start, end + 1 if i == len(ranges) - 1 else end)
+        nodes = cursor.captures(tree.root_node).get("ref", [])
+        if len(ranges) > 1:
+            nodes = [n for n in nodes if start <= n.start_byte < end or (i == len(ranges) - 1 and n.start_byte >= start)]
+        nodes.sort(key=_START_BYTE)
+        yield nodes
 
 
 class _Preproc:
@@ -312,7 +333,8 @@ def _parse(src: bytes, file: str, deadline: _Deadline, context: PreprocContext |
     caps, macro_matches = _captures(tree, len(text), deadline)
     deadline.check()
     deep, deep_refs = nodes_deeper_than(tree.root_node, MAX_DEPTH, (_call_kind, _ident_kind), deadline.check)
-    reader = TreeRecords(file, text, caps, macro_matches, deadline.check)
+    reader = TreeRecords(file, text, caps, macro_matches, deadline.check,
+                         lambda: _ref_chunks(tree, len(text), deadline))
     # Deeper than the limit, a node costs its depth to find: exports are checked without the tree.
     exports, includes = reader.read(None if deep else tree.root_node)
     if deep:

@@ -18,13 +18,13 @@ import bisect
 import heapq
 import itertools
 import re
-from typing import Callable
+from typing import Callable, Iterable
 
 from .cexports import SYMBOL_LIKE, export_sites
 from .lookups import IDENTIFIER_LOOKUPS
 from .records import ArgFlow, Call, ExportSite, FunctionDef, LookUp, Reference, StringArg
 
-__all__ = ["QUERY", "MACRO_QUERY", "MAX_DEPTH", "FILE_SCOPE", "TreeRecords", "calls_deeper_than", "nodes_deeper_than",
+__all__ = ["QUERY", "MACRO_QUERY", "REF_QUERY", "MAX_DEPTH", "FILE_SCOPE", "TreeRecords", "calls_deeper_than", "nodes_deeper_than",
            "is_member_macro"]
 
 #: The pseudo-function that holds what a file does at file scope: its file-scope macro invocations
@@ -55,6 +55,24 @@ QUERY = """
 (assignment_expression left: (field_expression) right: (identifier)) @field.assignvar
 (preproc_include path: (_) @include)
 (ERROR) @error
+(declaration) @decl
+(init_declarator declarator: (identifier) @ref.decl)
+(declaration declarator: (identifier) @ref.decl)
+(parameter_declaration declarator: (identifier) @ref.decl)
+(pointer_declarator declarator: (identifier) @ref.decl)
+(array_declarator declarator: (identifier) @ref.decl)
+(function_declarator declarator: (identifier) @ref.decl)
+(parenthesized_declarator (identifier) @ref.decl)
+(attributed_declarator (identifier) @ref.decl)
+(enumerator name: (identifier) @ref.decl)
+(pointer_expression operator: "&" argument: (identifier) @ref.addr)
+(init_declarator value: (_) @ref.init)
+"""
+
+#: Identifiers in the place of a value: the candidates for references. A query of its own, run a
+#: byte range at a time and read range by range (:meth:`TreeRecords.read_references`): a file has
+#: four times as many of them as calls, and holding them all at once raised the parse's peak.
+REF_QUERY = """
 (argument_list (identifier) @ref)
 (binary_expression left: (identifier) @ref)
 (binary_expression right: (identifier) @ref)
@@ -80,18 +98,6 @@ QUERY = """
 (expression_statement (identifier) @ref)
 (gnu_asm_input_operand value: (identifier) @ref)
 (gnu_asm_output_operand value: (identifier) @ref)
-(declaration) @decl
-(init_declarator declarator: (identifier) @ref.decl)
-(declaration declarator: (identifier) @ref.decl)
-(parameter_declaration declarator: (identifier) @ref.decl)
-(pointer_declarator declarator: (identifier) @ref.decl)
-(array_declarator declarator: (identifier) @ref.decl)
-(function_declarator declarator: (identifier) @ref.decl)
-(parenthesized_declarator (identifier) @ref.decl)
-(attributed_declarator (identifier) @ref.decl)
-(enumerator name: (identifier) @ref.decl)
-(pointer_expression operator: "&" argument: (identifier) @ref.addr)
-(init_declarator value: (_) @ref.init)
 """
 
 #: ``MACRO(args)`` at file scope followed by a block: a function a macro defines, which
@@ -268,7 +274,8 @@ class TreeRecords:
     """The records of one file, read from the captures of :data:`QUERY` on its tree. ``check`` is
     called now and then (it raises when the file's parse deadline has passed)."""
 
-    def __init__(self, file: str, text: bytes, caps: dict, macro_matches: list, check: Callable[[], None]):
+    def __init__(self, file: str, text: bytes, caps: dict, macro_matches: list, check: Callable[[], None],
+                 ref_chunks: Callable[[], Iterable[list]] | None = None):
         self.file = file
         self.text = text
         self.caps = caps
@@ -287,8 +294,11 @@ class TreeRecords:
         self.string_args: list[StringArg] = []
         self.arg_flows: list[ArgFlow] = []
         self.references: list[Reference] = []
-        #: Identifier nodes (by id) that are no reference: callees, and last arguments of
-        #: member-taking macros.
+        #: The captures of :data:`REF_QUERY`, a list of nodes per byte range in document order
+        #: (None: in ``caps["ref"]``).
+        self.ref_chunks = ref_chunks
+        #: Identifier nodes (by id) that are no reference: the last arguments of member-taking
+        #: macros. (Callees are never among the ``@ref`` captures.)
         self.not_refs: set[int] = set()
 
     def node_text(self, node) -> str:
@@ -483,7 +493,6 @@ class TreeRecords:
             line = name_node.start_point[0] + 1
             calls.append(Call(caller, callee, file, line, via_member))
             if not via_member:
-                self.not_refs.add(name_node.id)
                 if is_member_macro(callee):
                     self.not_member_argument(node)
                 self.read_call_arguments(node, caller, callee, line)
@@ -560,14 +569,12 @@ class TreeRecords:
         skip = self.not_refs
         file_defined = self.file_scope_definitions()
         has_lower = _HAS_LOWER.search
-        refs = caps.get("ref", ())
-        # The functions declaring each name that could be a reference (by name: a name is
-        # declared in few functions, a function declares many names that are never references).
-        names = {text[n.start_byte : n.end_byte] for n in refs}
+        chunks = self.ref_chunks() if self.ref_chunks is not None else [caps.get("ref", ())]
+        # The functions declaring each name (by name: most names are declared in few functions).
         declared_in: dict[bytes, set[str]] = {}
         for n in self.every(caps.get("ref.decl", ())):
             name_b = text[n.start_byte : n.end_byte]
-            if name_b in names:
+            if has_lower(name_b) is not None:
                 owner = at(n.start_byte)
                 if owner is not None:
                     declared_in.setdefault(name_b, set()).add(owner)
@@ -578,7 +585,7 @@ class TreeRecords:
         seen: set[tuple] = set()
         out = self.references
         nowhere: set[str] = set()
-        for n in self.every(refs):
+        for n in (n for chunk in chunks for n in self.every(chunk)):
             start = n.start_byte
             name_b = text[start : n.end_byte]
             if has_lower(name_b) is None or name_b in file_defined:
