@@ -125,8 +125,8 @@ MODULE_LICENSE("Proprietary");
 
 
 @pytest.fixture(scope="module")
-def eq_store(tmp_path_factory, fixture_tree):
-    """The fixture kernel, the generated modules built from their tree, and that tree's source."""
+def eq_tree(tmp_path_factory):
+    """The generated tree: its C files, built modules and Kbuild's .mod files."""
     root = tmp_path_factory.mktemp("eq") / "eq-src"
     root.mkdir()
     shutil.copy(MODULE_SOURCES / "fixture_module.h", root)
@@ -136,6 +136,13 @@ def eq_store(tmp_path_factory, fixture_tree):
         src.write_text('#include "fixture_module.h"\n#include "eq_api.h"\n\n' + body)
         compile_module(src, root / f"{name}.ko")
         (root / f"{name}.mod").write_text(f"{root / name}.o\n")
+    return root
+
+
+@pytest.fixture(scope="module")
+def eq_store(tmp_path_factory, fixture_tree, eq_tree):
+    """The fixture kernel, the generated modules built from their tree, and that tree's source."""
+    root = eq_tree
     store = open_store(tmp_path_factory.mktemp("eqdb") / "graph.lbdb")
     load_kernel(store, [str(fixture_tree), *(str(root / f"{n}.ko") for n in MODULES)], workers=1,
                 source_dirs=[str(root)])

@@ -40,6 +40,8 @@ def rss():
         for line in f:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) // 1024
+import pyarrow as pa
+arrow = {}  # phase -> peak MiB allocated by Arrow's memory pool
 def sample():
     while True:
         r = rss()
@@ -47,6 +49,7 @@ def sample():
         if p not in peaks:
             order.append(p)
         peaks[p] = max(peaks.get(p, 0), r)
+        arrow[p] = max(arrow.get(p, 0), pa.total_allocated_bytes() >> 20)
         time.sleep(0.02)
 threading.Thread(target=sample, daemon=True).start()
 
@@ -92,7 +95,7 @@ t0 = time.perf_counter()
 summary = load.load_kernel(store, [f"debian:{kernel}"], source_dirs=srcs, workers=int(os.environ.get("WORKERS", "2")))
 mark("done")
 store.close()
-print(json.dumps({"seconds": time.perf_counter() - t0, "peaks": [(p, peaks[p]) for p in order],
+print(json.dumps({"seconds": time.perf_counter() - t0, "peaks": [(p, peaks[p], arrow.get(p, 0)) for p in order],
                   "functions": summary.report.source.get("Function", 0),
                   "calls": summary.report.source.get("CALLS->Function", 0) + summary.report.source.get("CALLS->Symbol", 0)}))
 """
@@ -127,25 +130,28 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--peers", action="store_true", help="also cscope -bqk and gtags on the same tree")
     ap.add_argument("--no-phases", action="store_true", help="skip the per-phase run")
+    ap.add_argument("--no-load", action="store_true", help="skip both loads (with --peers: the peers alone)")
     args = ap.parse_args()
 
     rows = []
-    clear(args.db)
     cmd = [sys.executable, "-m", "ksymgraph", "load", f"debian:{args.release}", "--source", args.source,
            "--db", str(args.db), "--no-progress", "--workers", str(args.workers)]
-    wall, rss, out = run_rss(cmd)
-    rows.append((f"ksymgraph load --source {args.source}", wall, rss, out.splitlines()[0][:100] if out else ""))
+    if not args.no_load:
+        clear(args.db)
+        wall, rss, out = run_rss(cmd)
+        rows.append((f"ksymgraph load --source {args.source}", wall, rss, out.splitlines()[0][:100] if out else ""))
 
-    if not args.no_phases:
+    if not args.no_phases and not args.no_load:
         clear(args.db)
         env = dict(os.environ, WORKERS=str(args.workers))
         wall, rss, out = run_rss([sys.executable, "-c", PHASES, args.release, str(args.db), args.source], env)
         res = json.loads(out.splitlines()[-1])
         print(f"load through the library: {res['seconds']:.1f} s, peak RSS {rss} MiB "
-              f"({res['functions']} functions, {res['calls']} calls); peak RSS per phase (MiB):")
-        for name, peak in res["peaks"]:
-            print(f"  {peak:7d}  {name}")
-    clear(args.db)
+              f"({res['functions']} functions, {res['calls']} calls); peak per phase (MiB), RSS and Arrow's pool:")
+        for name, peak, arrow in res["peaks"]:
+            print(f"  {peak:7d} {arrow:7d}  {name}")
+    if not args.no_load:
+        clear(args.db)
 
     if args.peers:
         from ksymgraph.loaders import trees
