@@ -30,70 +30,58 @@ from pathlib import Path
 
 PHASES = r"""
 import json, os, sys, threading, time
-from pathlib import Path
-samples = []  # (t, rss MiB, phase)
-phase = ["start"]
-peaks = {}
-order = []
+from ksymgraph.graph import load  # first: it sets Arrow's allocator up before pyarrow is imported
+import pyarrow as pa
+main, writer = ["start"], ["-"]  # what the loading thread and the store's writer thread are doing
+peaks, arrow, order = {}, {}, []
 def rss():
     with open("/proc/self/status") as f:
         for line in f:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) // 1024
-import pyarrow as pa
-arrow = {}  # phase -> peak MiB allocated by Arrow's memory pool
+def note():
+    r, a, p = rss(), pa.total_allocated_bytes() >> 20, f"{main[0]} | {writer[0]}"
+    if p not in peaks:
+        order.append(p)
+    peaks[p] = max(peaks.get(p, 0), r)
+    arrow[p] = max(arrow.get(p, 0), a)
 def sample():
     while True:
-        r = rss()
-        p = phase[0]
-        if p not in peaks:
-            order.append(p)
-        peaks[p] = max(peaks.get(p, 0), r)
-        arrow[p] = max(arrow.get(p, 0), pa.total_allocated_bytes() >> 20)
+        note()
         time.sleep(0.02)
 threading.Thread(target=sample, daemon=True).start()
-
-def mark(name):
-    r = rss()
-    if name not in peaks:
-        order.append(name)
-    peaks[name] = max(peaks.get(name, 0), r)
-    phase[0] = name
 
 def wrap(mod, attr, name):
     fn = getattr(mod, attr)
     def inner(*a, **k):
-        mark(name)
+        before = main[0]
+        note(); main[0] = name; note()
         try:
             return fn(*a, **k)
         finally:
-            mark("after " + name)
+            note(); main[0] = before; note()
     setattr(mod, attr, inner)
 
-from ksymgraph.graph import load, build, source, embedded
+from ksymgraph.graph import build, source, embedded
 from ksymgraph.graph.connect import open_store
-wrap(load, "read_kernel", "read modules")
-wrap(load, "_index_trees", "index source trees")
-wrap(source, "source_tables", "resolve source tables")
+wrap(load, "read_kernel", "reading modules")
+wrap(load, "_index_trees", "indexing the tree")
+wrap(build, "build_kernel_graph", "resolving and staging tables")
+wrap(source, "source_tables", "resolving the source tables")
+wrap(embedded.EmbeddedStore, "_switch", "commit and switch")
 copy = embedded.EmbeddedStore._copy
 def copy_marked(self, conn, table, path, options):
-    before = phase[0]
-    mark(f"COPY {table}{options}")
+    note(); writer[0] = f"COPY {table}{options}"; note()
     try:
         return copy(self, conn, table, path, options)
     finally:
-        phase[0] = before
+        note(); writer[0] = "-"; note()
 embedded.EmbeddedStore._copy = copy_marked
-switch = embedded.EmbeddedStore._switch
-def switch_marked(self, nxt):
-    mark("commit and switch")
-    return switch(self, nxt)
-embedded.EmbeddedStore._switch = switch_marked
 kernel, db, srcs = sys.argv[1], sys.argv[2], sys.argv[3:]
 store = open_store(db, lazy=True)
 t0 = time.perf_counter()
 summary = load.load_kernel(store, [f"debian:{kernel}"], source_dirs=srcs, workers=int(os.environ.get("WORKERS", "2")))
-mark("done")
+main[0] = "done"; note()
 store.close()
 print(json.dumps({"seconds": time.perf_counter() - t0, "peaks": [(p, peaks[p], arrow.get(p, 0)) for p in order],
                   "functions": summary.report.source.get("Function", 0),
@@ -147,7 +135,8 @@ def main() -> None:
         wall, rss, out = run_rss([sys.executable, "-c", PHASES, args.release, str(args.db), args.source], env)
         res = json.loads(out.splitlines()[-1])
         print(f"load through the library: {res['seconds']:.1f} s, peak RSS {rss} MiB "
-              f"({res['functions']} functions, {res['calls']} calls); peak per phase (MiB), RSS and Arrow's pool:")
+              f"({res['functions']} functions, {res['calls']} calls); peak per phase (MiB), RSS and Arrow's pool, "
+              "by what the loading thread | the store's writer thread were doing:")
         for name, peak, arrow in res["peaks"]:
             print(f"  {peak:7d} {arrow:7d}  {name}")
     if not args.no_load:
