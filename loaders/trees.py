@@ -16,20 +16,22 @@ for files built both ways).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
+import sys
 import tarfile
 import tempfile
 from pathlib import Path
-from typing import NamedTuple
+from typing import Iterator, NamedTuple
 
 from . import debian
 from .cfiles import tree_files
 from .debnames import DebianError, suite_for_release
 from .records import LoaderError, Skipped
 
-__all__ = ["SourceTree", "is_kernel_tree", "debian_source_tree", "unpack_source_tarball", "debian_headers_tree", "index_dir",
+__all__ = ["SourceTree", "is_kernel_tree", "debian_source_tree", "unpack_source_tarball", "debian_headers_tree", "index_dir", "index_lock",
            "index_source_tree"]
 
 #: Debian flavour suffix → the kernel's architecture directory.
@@ -198,6 +200,28 @@ def _with_tree_defines(root: Path, headers: list[str], context):
     return context._replace(defines=context.defines + version_macros(map(read, headers), context))
 
 
+@contextlib.contextmanager
+def index_lock(shard_dir: Path, progress: bool = False) -> Iterator[None]:
+    """Hold the index directory ``shard_dir`` alone while it is written: two loads of one tree
+    (two users, two terminals) once wrote the same shard files at once and left them unreadable
+    ("Couldn't deserialize thrift"). A second load waits for the first (saying so with
+    ``progress``), then finds the index up to date."""
+    import fcntl
+
+    shard_dir.mkdir(parents=True, exist_ok=True)
+    with open(shard_dir / ".lock", "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if progress:
+                print(f"waiting for another ksymgraph that is indexing into {shard_dir} ...", file=sys.stderr)
+            fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def index_source_tree(root: str | Path, config: Path | None = None, workers: int | None = None,
                       progress: bool = False, files: list[str] | None = None,
                       version: str | None = None) -> SourceTree:
@@ -259,9 +283,10 @@ def index_source_tree(root: str | Path, config: Path | None = None, workers: int
         built_sets = {rel: {module} for rel, module in built.items()}
         if not built:
             skipped.append(Skipped(str(root), "no .mod files (is the tree built?): files not attributed to modules"))
-    result = index_tree(root, files=files, workers=workers or 2, shard_dir=shard_dir, progress=progress,
-                        preproc=context, modules=_module_flags(built_sets))
-    _macros, macro_skips = index_macros(root, shard_dir, headers, c_files)
+    with index_lock(shard_dir, progress):
+        result = index_tree(root, files=files, workers=workers or 2, shard_dir=shard_dir, progress=progress,
+                            preproc=context, modules=_module_flags(built_sets))
+        _macros, macro_skips = index_macros(root, shard_dir, headers, c_files)
     # (the macro pass reads the same files again: a file it cannot read is named once)
     skipped = list(dict.fromkeys([*walked, *result.errors, *macro_skips, *skipped]))
     return SourceTree(root, shard_dir, "" if kernel else f"{root.name}/", built, skipped, result.stats)
