@@ -195,24 +195,8 @@ def build_kernel_graph(
     sources = list(sources)
     with_source = {m for tree in sources for m in tree.built_into.values()}
     k = meta.release
-    t = _Tables(k)
-    nodes: dict[str, pa.Table] = {}
-    rels: dict[tuple[str, str, str], pa.Table] = {}
-    handed: dict[TableKey, int] = {}  # rows of each table handed over
-
-    def done(key: TableKey, table: pa.Table | TableStream | None) -> None:
-        if table is None or table.num_rows == 0:
-            return
-        handed[key] = table.num_rows
-        if ready is not None:
-            # Handed over and not kept: a kernel tree's source tables are gigabytes.
-            ready(key, table)
-            return
-        (nodes if isinstance(key, str) else rels)[key] = table
-
-    def ours(key: TableKey) -> pa.Table | None:
-        return t.table(key) if t.count(key) else None
-
+    out = _Handover(_Tables(k), ready)
+    t = out.t
     # The big tables are handed over first, each when complete, so the store writes it while the
     # rest is resolved; the small ones last, when writing them no longer competes with resolving.
     # Source trees add no Kernel, Module or Namespace nodes.
@@ -221,16 +205,84 @@ def build_kernel_graph(
            b.missing_ns_allowed, b.source)
     chosen, duplicates = _pick_modules(modules)
     symvers = list(symvers)
-    # Module.symvers supplies vmlinux's exports and those of modules not given as files (the first
-    # line wins where one repeats an export).
+    symvers_only = _symvers_only(symvers, chosen)
+    _module_nodes(t, chosen, symvers_only, with_source)
+    module_names = t.seen["Module"]
+    out.done("Module", t.table("Module"))
+
+    lookups = [lu for lu in lookups if lu.module in module_names]
+    names = _symbol_nodes(t, chosen, symvers_only, lookups)
+    _source_nodes(out, sources, config, module_names, names)
+
+    exports, ordered, mismatches = _exports(chosen, symvers, symvers_only, b)
+    t.extend(("EXPORTS", "Module", "Symbol"), [e.module for e in ordered], [e.symbol for e in ordered],
+             [e.gpl for e in ordered], [e.namespace for e in ordered], [e.crc for e in ordered])
+    out.rel_done(("EXPORTS", "Module", "Symbol"))
+    n_imports, depends = _imports_and_depends(out, chosen, ordered)
+    for lu in lookups:
+        t.rel("LOOKS_UP", "Module", "Symbol", lu.module, lu.symbol, lu.how, lu.file, lu.line)
+    out.rel_done(("LOOKS_UP", "Module", "Symbol"))
+    for key in list(out.st.rels) if out.st is not None else ():
+        if key not in out.handed:
+            out.rel_done(key)
+    out.done("Kernel", t.table("Kernel"))
+    out.done("Namespace", out.ours("Namespace"))
+    out.rel_done(("IMPORTS_NS", "Module", "Namespace"))
+
+    source_counts: dict[str, int] = {}
+    if out.st is not None:
+        source_counts = dict(out.st.counts, modules_with_source=len(set(chosen) & with_source))
+    report = BuildReport(
+        modules=len(module_names), exports=len(exports), imports=n_imports, depends=len(depends),
+        symbols=out.handed.get("Symbol", 0), duplicates=duplicates,
+        symvers_mismatches=mismatches, source=source_counts,
+        unmapped=sorted(set(chosen) - with_source) if sources else [])
+    return GraphBatch(meta, out.nodes, out.rels), report
+
+
+class _Handover:
+    """Where the tables of one kernel go as each is complete: to ``ready`` (handed over and not
+    kept: a kernel tree's source tables are gigabytes), else into the returned batch."""
+
+    def __init__(self, t: "_Tables", ready: Callable[[TableKey, pa.Table], None] | None):
+        self.t, self.ready = t, ready
+        self.st = None  # the source tables, once resolved (each dropped as it is handed over)
+        self.nodes: dict[str, pa.Table] = {}
+        self.rels: dict[tuple[str, str, str], pa.Table] = {}
+        self.handed: dict[TableKey, int] = {}  # rows of each table handed over
+
+    def done(self, key: TableKey, table: pa.Table | TableStream | None) -> None:
+        if table is None or table.num_rows == 0:
+            return
+        self.handed[key] = table.num_rows
+        if self.ready is not None:
+            self.ready(key, table)
+            return
+        (self.nodes if isinstance(key, str) else self.rels)[key] = table
+
+    def ours(self, key: TableKey) -> pa.Table | None:
+        return self.t.table(key) if self.t.count(key) else None
+
+    def rel_done(self, key: tuple[str, str, str]) -> None:
+        self.done(key, _merged(key, self.ours(key), self.st.rels.pop(key, None) if self.st else None))
+
+
+def _symvers_only(symvers: list[SymversEntry], chosen: dict[str, ModuleData]) -> dict[tuple[str, str], Export]:
+    """Module.symvers supplies vmlinux's exports and those of modules not given as files (the
+    first line wins where one repeats an export)."""
     symvers_only: dict[tuple[str, str], Export] = {}
     for entry in symvers:
         e = entry.export
         if e.module not in chosen:
             symvers_only.setdefault((e.module, e.symbol), e)
+    return symvers_only
 
-    # Modules: (name, path, license, gpl_compatible, vermagic, srcversion, intree, import_ns, in_tree_source).
-    # (..., modversions, layout_crc): what the modversions and vermagic rules check.
+
+def _module_nodes(t: "_Tables", chosen: dict[str, ModuleData], symvers_only: dict[tuple[str, str], Export],
+                  with_source: set[str]) -> None:
+    """Module nodes: (name, path, license, gpl_compatible, vermagic, srcversion, intree, import_ns,
+    in_tree_source, modversions, layout_crc); the last two are what the modversions and vermagic
+    rules check."""
     t.node("Module", "vmlinux", "vmlinux", "", "GPL", True, "", "", True, [], None, None, None)
     for name in sorted(chosen):
         i: ModuleInfo = chosen[name].info
@@ -239,11 +291,12 @@ def build_kernel_graph(
                i.layout_crc)
     for name in sorted({e.module for e in symvers_only.values()} - t.seen["Module"]):
         t.node("Module", name, name, "", "", None, "", "", True, [], None, None, None)
-    module_names = t.seen["Module"]
-    done("Module", t.table("Module"))
 
-    # Symbols: everything exported, imported or looked up, once.
-    lookups = [lu for lu in lookups if lu.module in module_names]
+
+def _symbol_nodes(t: "_Tables", chosen: dict[str, ModuleData], symvers_only: dict[tuple[str, str], Export],
+                  lookups: list[LookUpEdge]) -> list[str]:
+    """Symbols (everything exported, imported or looked up, once) and Namespace nodes; the
+    symbol names, sorted."""
     names = {symbol for _module, symbol in symvers_only}
     namespaces = {e.namespace for e in symvers_only.values() if e.namespace}
     for m in chosen.values():
@@ -256,17 +309,22 @@ def build_kernel_graph(
     t.extend("Symbol", names, names, ["unknown"] * len(names))
     for ns in sorted(namespaces):
         t.node("Namespace", ns, ns)
+    return names
 
-    # Source trees add functions, files and symbols, and tell which symbols are functions.
+
+def _source_nodes(out: _Handover, sources: list, config, module_names: set[str], names: list[str]) -> None:
+    """Source trees add functions, files and symbols, and tell which symbols are functions; the
+    Symbol table is handed over here, then the source's node tables."""
+    k, t = out.t.kernel, out.t
     st = None
     if sources:
+        from .compiler import read_build_config, with_compiler_inserts
         from .source import source_tables
 
         st = source_tables(k, sources, {n: node_id(k, n) for n in module_names}, {node_id(k, n) for n in names},
-                           stream=ready is not None)
-        from .compiler import read_build_config, with_compiler_inserts
-
+                           stream=out.ready is not None)
         st = with_compiler_inserts(st, k, read_build_config(config), {node_id(k, n) for n in names})
+    out.st = st
     sym = t.table("Symbol")
     if st is not None:
         # A symbol some non-static function implements is a function (the binaries cannot tell).
@@ -274,12 +332,15 @@ def build_kernel_graph(
         kind = pc.if_else(pc.is_in(sym["id"], implemented), pa.scalar("function"), sym["kind"])
         sym = sym.set_column(sym.column_names.index("kind"), "kind", kind)
     # (each source table is dropped from st as it is handed over)
-    done("Symbol", _merged("Symbol", sym, st.nodes.pop("Symbol", None) if st else None))
+    out.done("Symbol", _merged("Symbol", sym, st.nodes.pop("Symbol", None) if st else None))
     for label in list(st.nodes) if st is not None else ():
-        done(label, _merged(label, None, st.nodes.pop(label)))
+        out.done(label, _merged(label, None, st.nodes.pop(label)))
 
-    # Exports: ksymtab of the .ko files; Module.symvers for vmlinux and absent modules. Where
-    # both describe a module, the differences are reported.
+
+def _exports(chosen: dict[str, ModuleData], symvers: list[SymversEntry], symvers_only: dict[tuple[str, str], Export],
+             b: BuildOptions) -> tuple[dict[tuple[str, str], Export], list[Export], list[str]]:
+    """Exports: ksymtab of the .ko files; Module.symvers for vmlinux and absent modules. Where
+    both describe a module, the differences are reported. (exports, in order, mismatches)"""
     exports: dict[tuple[str, str], Export] = {}
     for m in chosen.values():
         for e in m.exports:
@@ -302,27 +363,26 @@ def build_kernel_graph(
         # Built without CONFIG_MODVERSIONS (Debian's 7.2): Module.symvers writes 0x00000000 for every
         # CRC; that is "no CRC", never a CRC that could change.
         ordered = [e._replace(crc=None) for e in ordered]
+    return exports, ordered, mismatches
 
-    def rel_done(key: tuple[str, str, str]) -> None:
-        done(key, _merged(key, ours(key), st.rels.pop(key, None) if st else None))
 
-    t.extend(("EXPORTS", "Module", "Symbol"), [e.module for e in ordered], [e.symbol for e in ordered],
-             [e.gpl for e in ordered], [e.namespace for e in ordered], [e.crc for e in ordered])
-    rel_done(("EXPORTS", "Module", "Symbol"))
+def _imports_and_depends(out: _Handover, chosen: dict[str, ModuleData],
+                         ordered: list[Export]) -> tuple[int, dict[tuple[str, str], set[str]]]:
+    """IMPORTS, IMPORTS_NS, and the DEPENDS_ON edges derived from the imports as depmod derives
+    them; (the number of imports, the dependencies)."""
+    t = out.t
     # Who exports what, vmlinux aside: only these exports make one module depend on another.
     module_exporters: dict[str, list[str]] = defaultdict(list)
     for e in ordered:
         if e.module != "vmlinux":
             module_exporters[e.symbol].append(e.module)
-
-    # Imports, and the DEPENDS_ON edges derived from them as depmod derives them.
     for name in sorted(chosen):
         m = chosen[name]
         symbols = m.imports.symbols
         t.extend(("IMPORTS", "Module", "Symbol"), [name] * len(symbols), symbols, m.imports.crcs, m.imports.weak)
         for ns in m.info.import_ns:
             t.rel("IMPORTS_NS", "Module", "Namespace", name, ns)
-    rel_done(("IMPORTS", "Module", "Symbol"))
+    out.rel_done(("IMPORTS", "Module", "Symbol"))
     n_imports = t.count(("IMPORTS", "Module", "Symbol"))
     depends: dict[tuple[str, str], set[str]] = defaultdict(set)
     for name in sorted(chosen):
@@ -333,26 +393,8 @@ def build_kernel_graph(
                     depends[(name, owner)].add(s)
     for (a, b), syms in sorted(depends.items()):
         t.rel("DEPENDS_ON", "Module", "Module", a, b, sorted(syms))
-    rel_done(("DEPENDS_ON", "Module", "Module"))
-    for lu in lookups:
-        t.rel("LOOKS_UP", "Module", "Symbol", lu.module, lu.symbol, lu.how, lu.file, lu.line)
-    rel_done(("LOOKS_UP", "Module", "Symbol"))
-    for key in list(st.rels) if st is not None else ():
-        if key not in handed:
-            rel_done(key)
-    done("Kernel", t.table("Kernel"))
-    done("Namespace", ours("Namespace"))
-    rel_done(("IMPORTS_NS", "Module", "Namespace"))
-
-    source_counts: dict[str, int] = {}
-    if st is not None:
-        source_counts = dict(st.counts, modules_with_source=len(set(chosen) & with_source))
-    report = BuildReport(
-        modules=len(module_names), exports=len(exports), imports=n_imports, depends=len(depends),
-        symbols=handed.get("Symbol", 0), duplicates=duplicates,
-        symvers_mismatches=mismatches, source=source_counts,
-        unmapped=sorted(set(chosen) - with_source) if sources else [])
-    return GraphBatch(meta, nodes, rels), report
+    out.rel_done(("DEPENDS_ON", "Module", "Module"))
+    return n_imports, depends
 
 
 def _merged(key: TableKey, table: pa.Table | None, more: pa.Table | TableStream | None
