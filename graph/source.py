@@ -262,41 +262,15 @@ def source_tables(kernel: str, trees: Iterable[SourceTree], module_ids: dict[str
                                         exports["file"].combine_chunks(), pa.array(sorted(built), pa.string())]))
     file_nodes = pa.table({"id": _ids(k, files), "kernel": _str(len(files), k), "path": files})
 
-    # Symbols the source adds: callees outside the tree, member pseudo-symbols, what non-static
-    # functions implement, export sites, lookups.
     nonstatic = funcs.filter(pc.invert(funcs["static"]))
-    to_sym = resolved.to_symbol
-    called = pc.unique(to_sym["to"].filter(pc.invert(to_sym["via_member"])))
-    member_names = pc.unique(to_sym["to"].filter(to_sym["via_member"]))
-    sym_names = [
-        (called, "unknown"),
-        (member_names, "member"),
-        (nonstatic["name"].combine_chunks(), "function"),
-        (exports["symbol"].combine_chunks(), "unknown"),
-        (lookups["symbol"].combine_chunks(), "unknown"),
-    ]
-    names = pa.concat_arrays([a for a, _ in sym_names])
-    kinds = pa.concat_arrays([_str(len(a), kind) for a, kind in sym_names])
-    sids = _ids(k, names)
-    keep = pc.invert(pc.is_in(sids, pa.array(sorted(symbol_ids), pa.string())))
-    sym = pa.table({"id": sids, "kind": kinds, "name": names}).filter(keep)
-    # one row per id; a function kind wins over unknown (sort puts "function" before "unknown")
-    sym = sym.sort_by([("id", "ascending"), ("kind", "ascending")])
-    firsts = pc.equal(pc.index_in(sym["id"], sym["id"]), pa.array(range(len(sym)), type=pa.int32()))
-    sym = sym.filter(firsts)
+    sym = _new_symbols(k, resolved.to_symbol, nonstatic, exports, lookups, symbol_ids)
     symbol_nodes = pa.table({"id": sym["id"], "kernel": _str(len(sym), k), "name": sym["name"], "kind": sym["kind"]})
 
     defined_in = pa.table({"from": fid, "to": _ids(k, funcs["file"]), "kernel": _str(n, k)})
     ns_fid = fid.filter(pc.invert(funcs["static"]))
     implements = pa.table({"from": ns_fid, "to": _ids(k, nonstatic["name"]), "kernel": _str(len(ns_fid), k)})
 
-    ex = exports.filter(pc.is_valid(exports["function"]))
-    ex_fid = _ids(k, ex["file"], ex["function"])
-    ex = ex.append_column("fid", ex_fid).filter(pc.is_in(ex_fid, fid))
-    exported_as = pa.table({"from": ex["fid"], "to": _ids(k, ex["symbol"]), "kernel": _str(len(ex), k),
-                            "gpl": ex["gpl"], "namespace": pc.fill_null(ex["namespace"], ""),
-                            "line": pc.cast(ex["line"], pa.int64())})
-
+    exported_as = _exported_as(k, exports, fid)
     built_pairs = [(f, module_ids[m]) for f, m in sorted(built.items()) if m in module_ids]
     built_into = pa.table({"from": _ids(k, pa.array([f for f, _ in built_pairs], pa.string())),
                            "to": pa.array([m for _, m in built_pairs], pa.string()),
@@ -304,17 +278,7 @@ def source_tables(kernel: str, trees: Iterable[SourceTree], module_ids: dict[str
 
     looks_up = _looks_up(k, lookups, resolved.header_calls, built, module_ids)
 
-    # REFERENCES: the referring function by name in its file; the name referred to as a callee is
-    # resolved, else a Symbol the graph already has.
-    known = pa.concat_arrays([pa.array(sorted(symbol_ids), pa.string()), sym["id"].combine_chunks()])
-    macro_ids = fid.filter(pc.fill_null(funcs["is_macro"], False).combine_chunks())
-    by_file = pa.table({"file": funcs["file"], "name": funcs["name"], "fid": fid})
-    static = funcs["static"].combine_chunks()
-    inl = pc.and_(pc.and_(static, pc.ends_with(funcs["file"], ".h").combine_chunks()),
-                  pc.fill_null(funcs["inline"], False).combine_chunks())
-    globals_ = _first_by_name(funcs.filter(pc.invert(static)), fid.filter(pc.invert(static)))
-    header_inlines = _first_by_name(funcs.filter(inl), fid.filter(inl))
-    refs_ff, refs_fs = _references(k, refs, by_file, globals_, header_inlines, known, macro_ids)
+    refs_ff, refs_fs = _reference_rels(k, refs, funcs, fid, symbol_ids, sym)
 
     rels = {
         ("CALLS", "Function", "Function"): calls_ff,
@@ -333,6 +297,56 @@ def source_tables(kernel: str, trees: Iterable[SourceTree], module_ids: dict[str
                    for key, t in rels.items()})
     counts["unattributed_files"] = len(files) - len(built_pairs)
     return SourceTables(nodes, rels, counts)
+
+
+def _new_symbols(k: str, to_sym: pa.Table, nonstatic: pa.Table, exports: pa.Table, lookups: pa.Table,
+                 symbol_ids: set[str]) -> pa.Table:
+    """The symbols the source adds (id, kind, name), one row per id: callees outside the tree,
+    member pseudo-symbols, what non-static functions implement, export sites, lookups."""
+    called = pc.unique(to_sym["to"].filter(pc.invert(to_sym["via_member"])))
+    member_names = pc.unique(to_sym["to"].filter(to_sym["via_member"]))
+    sym_names = [
+        (called, "unknown"),
+        (member_names, "member"),
+        (nonstatic["name"].combine_chunks(), "function"),
+        (exports["symbol"].combine_chunks(), "unknown"),
+        (lookups["symbol"].combine_chunks(), "unknown"),
+    ]
+    names = pa.concat_arrays([a for a, _ in sym_names])
+    kinds = pa.concat_arrays([_str(len(a), kind) for a, kind in sym_names])
+    sids = _ids(k, names)
+    keep = pc.invert(pc.is_in(sids, pa.array(sorted(symbol_ids), pa.string())))
+    sym = pa.table({"id": sids, "kind": kinds, "name": names}).filter(keep)
+    # one row per id; a function kind wins over unknown (sort puts "function" before "unknown")
+    sym = sym.sort_by([("id", "ascending"), ("kind", "ascending")])
+    firsts = pc.equal(pc.index_in(sym["id"], sym["id"]), pa.array(range(len(sym)), type=pa.int32()))
+    return sym.filter(firsts)
+
+
+def _exported_as(k: str, exports: pa.Table, fid: pa.Array) -> pa.Table:
+    """EXPORTED_AS rows: the function an export site names, when the tree defines it."""
+    ex = exports.filter(pc.is_valid(exports["function"]))
+    ex_fid = _ids(k, ex["file"], ex["function"])
+    ex = ex.append_column("fid", ex_fid).filter(pc.is_in(ex_fid, fid))
+    return pa.table({"from": ex["fid"], "to": _ids(k, ex["symbol"]), "kernel": _str(len(ex), k),
+                     "gpl": ex["gpl"], "namespace": pc.fill_null(ex["namespace"], ""),
+                     "line": pc.cast(ex["line"], pa.int64())})
+
+
+def _reference_rels(k: str, refs: pa.Table, funcs: pa.Table, fid: pa.Array, symbol_ids: set[str],
+                    sym: pa.Table) -> tuple[pa.Table, pa.Table]:
+    """REFERENCES to functions and to symbols: the referring function by name in its file; the
+    name referred to resolved as a callee is, else a Symbol the graph already has (``symbol_ids``,
+    or one the source adds: ``sym``)."""
+    known = pa.concat_arrays([pa.array(sorted(symbol_ids), pa.string()), sym["id"].combine_chunks()])
+    macro_ids = fid.filter(pc.fill_null(funcs["is_macro"], False).combine_chunks())
+    by_file = pa.table({"file": funcs["file"], "name": funcs["name"], "fid": fid})
+    static = funcs["static"].combine_chunks()
+    inl = pc.and_(pc.and_(static, pc.ends_with(funcs["file"], ".h").combine_chunks()),
+                  pc.fill_null(funcs["inline"], False).combine_chunks())
+    globals_ = _first_by_name(funcs.filter(pc.invert(static)), fid.filter(pc.invert(static)))
+    header_inlines = _first_by_name(funcs.filter(inl), fid.filter(inl))
+    return _references(k, refs, by_file, globals_, header_inlines, known, macro_ids)
 
 
 def _with_file_scopes(funcs: pa.Table, refs: pa.Table) -> pa.Table:
