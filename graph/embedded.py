@@ -35,13 +35,11 @@ Every connection this store reads through is read-only, so a query can never cha
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import queue
 import shutil
 import tempfile
 import threading
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
@@ -49,12 +47,15 @@ from .file_access import file_access_in
 from .schema import NODES, RELS, TableKey, rel_table
 from .store import GraphStore, Rows, StoreError
 from .store_files import (
+    lock_path,
+    remove_staging_if_unlocked,
+    staging_dirs,
+    take_writer_lock,
     SIDECARS,
     NextDatabase,
     copy_file,
     engine_reason,
     fsync,
-    glob_escape,
     os_error,
     path_literal,
     reason,
@@ -176,29 +177,12 @@ class EmbeddedStore(GraphStore):
         return self._connection
 
     def _lock_path(self) -> Path:
-        return self._file.with_name(self._file.name + ".lock")
+        return lock_path(self._file)
 
     def _take_lock(self, wait: float) -> None:
         """Take ``PATH.lock``, waiting up to ``wait`` s (a reader may hold it for a moment)."""
-        if self._lock is not None:
-            return
-        try:
-            self._file.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self._lock_path(), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        except OSError as e:
-            raise os_error(f"cannot write the store at {self.path}", e) from None
-        deadline = time.monotonic() + wait
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    os.close(fd)
-                    raise StoreError(f"{self.path} is being written by another process (it holds {self._lock_path()}); "
-                                     "wait for it to finish or use another --db") from None
-                time.sleep(0.02)
-        self._lock = fd
+        if self._lock is None:
+            self._lock = take_writer_lock(self._file, self.path, wait)
 
     def _release_lock(self) -> None:
         if self._lock is not None:
@@ -206,7 +190,7 @@ class EmbeddedStore(GraphStore):
             self._lock = None
 
     def _staging_dirs(self) -> list[Path]:
-        return sorted(self._file.parent.glob(f"{glob_escape(self._file.name)}.staging-*"))
+        return staging_dirs(self._file)
 
     def _clean_leftovers(self) -> None:
         """Remove the staging directories of writers that died (the caller holds the lock)."""
@@ -216,22 +200,7 @@ class EmbeddedStore(GraphStore):
 
     def _clean_leftovers_if_free(self) -> None:
         """A reader: remove dead writers' staging directories if no writer holds the lock now."""
-        if not self._staging_dirs():
-            return
-        try:
-            fd = os.open(self._lock_path(), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        except OSError:
-            return  # not ours to clean
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            return  # a writer is at work: they may be its own
-        try:
-            for d in self._staging_dirs():
-                shutil.rmtree(d, ignore_errors=True)
-        finally:
-            os.close(fd)
+        remove_staging_if_unlocked(self._file)
 
     def _needs_recovery(self) -> bool:
         return any(self._file.with_name(self._file.name + s).exists() for s in SIDECARS)

@@ -27,17 +27,20 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import os
 import re
 import shutil
 import signal
 import threading
+import time
 from pathlib import Path
 
 from .store import StoreError
 
 __all__ = ["TEST_STOP_ENV", "STOP_POINTS", "SIDECARS", "NextDatabase", "copy_file", "fsync", "test_stop",
-           "glob_escape", "os_error", "engine_reason", "reason", "path_literal"]
+           "glob_escape", "os_error", "engine_reason", "reason", "path_literal", "lock_path", "take_writer_lock",
+           "staging_dirs", "remove_staging_if_unlocked"]
 
 #: Test-only: ``KSYMGRAPH_TEST_STOP=POINT[:SECONDS]`` makes a writing process stop itself
 #: (``SIGSTOP``) when it reaches POINT of a write, or SECONDS after, so that a test can look at the
@@ -166,3 +169,56 @@ def engine_reason(msg: str) -> str:
 def path_literal(path: str) -> str:
     """A file path as a Cypher string literal (``COPY … FROM`` takes no parameter for it)."""
     return "'" + path.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def lock_path(file: Path) -> Path:
+    """The writers' lock of the store at ``file``: ``PATH.lock``, never removed."""
+    return file.with_name(file.name + ".lock")
+
+
+def take_writer_lock(file: Path, shown: Path, wait: float) -> int:
+    """Take ``PATH.lock`` for a writer, waiting up to ``wait`` s (a reader may hold it for a
+    moment); the file descriptor (closing it releases the lock). ``shown``: the store's path as
+    the user gave it, for the message."""
+    try:
+        file.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock_path(file), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError as e:
+        raise os_error(f"cannot write the store at {shown}", e) from None
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return fd
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                os.close(fd)
+                raise StoreError(f"{shown} is being written by another process (it holds {lock_path(file)}); "
+                                 "wait for it to finish or use another --db") from None
+            time.sleep(0.02)
+
+
+def staging_dirs(file: Path) -> list[Path]:
+    """The staging directories beside the store at ``file`` (its next versions, or dead writers')."""
+    return sorted(file.parent.glob(f"{glob_escape(file.name)}.staging-*"))
+
+
+def remove_staging_if_unlocked(file: Path) -> None:
+    """Remove the staging directories dead writers left beside ``file``, if no writer holds the
+    lock now (a reader's clean-up: a writer at work may own them)."""
+    if not staging_dirs(file):
+        return
+    try:
+        fd = os.open(lock_path(file), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError:
+        return  # not ours to clean
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return  # a writer is at work: they may be its own
+    try:
+        for d in staging_dirs(file):
+            shutil.rmtree(d, ignore_errors=True)
+    finally:
+        os.close(fd)
