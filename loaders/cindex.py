@@ -29,6 +29,7 @@ from .cfiles import file_signature, read_source, real_root, tree_files
 from .cparse import PARSE_SECONDS, parse_read_file
 from .includes import kernel_include_dirs
 from .lookups import find_wrappers, resolve_lookups
+from .parquet import TableWriter, record_schema, replace_parquet, write_table
 from .preproc import PreprocContext
 from .records import (ArgFlow, Call, ExportSite, FunctionDef, LoaderError, LookUp, ParseStats, Reference, Skipped,
                       StringArg)
@@ -50,7 +51,7 @@ MANIFEST_VERSION = 2
 
 #: The modules whose code decides what an index holds: a change to any of them re-indexes all.
 _LOADER_MODULES = ("cparse.py", "ctree.py", "cexports.py", "ctext.py", "neutralise.py", "includes.py", "cfiles.py",
-                   "lookups.py", "records.py", "cindex.py", "preproc.py")
+                   "lookups.py", "records.py", "cindex.py", "parquet.py", "preproc.py", "ppcontext.py", "ppexpr.py")
 
 
 class IndexResult(NamedTuple):
@@ -78,86 +79,7 @@ class IndexResult(NamedTuple):
 
 
 # --------------------------------------------------------------------------------------------
-# Parquet
-
-
-def _schema(record_type):
-    """The Arrow schema of a record type: its fields, in order, as string/int32/bool columns."""
-    import typing
-
-    import pyarrow as pa
-
-    arrow = {str: pa.string(), int: pa.int32(), bool: pa.bool_()}
-    fields = []
-    for name, hint in typing.get_type_hints(record_type).items():
-        base = next(t for t in (typing.get_args(hint) or (hint,)) if t is not type(None))
-        fields.append(pa.field(name, arrow[base], nullable=True))
-    return pa.schema(fields)
-
-
-class TableWriter:
-    """Records of one type written to a Parquet file a row group at a time, so that memory stays
-    bounded however many there are; the file takes its place (atomically) when the writer closes
-    without an error. Use as a context manager."""
-
-    def __init__(self, path: Path, record_type, rows_per_group: int = 1 << 16, compression: str = "zstd"):
-        import pyarrow.parquet as pq
-
-        self.path = Path(path)
-        self.schema = _schema(record_type)
-        self.rows_per_group = rows_per_group
-        self.rows: list = []
-        self.count = 0
-        """Records written so far."""
-        self._tmp = self.path.with_name(f".{self.path.name}.tmp")
-        self._writer = pq.ParquetWriter(self._tmp, self.schema, compression=compression)
-
-    def add(self, row) -> None:
-        self.rows.append(row)
-        if len(self.rows) >= self.rows_per_group:
-            self._flush()
-
-    def extend(self, rows) -> None:
-        for row in rows:
-            self.add(row)
-
-    def _flush(self) -> None:
-        import pyarrow as pa
-
-        columns = list(zip(*self.rows)) if self.rows else [[] for _ in self.schema]
-        self._writer.write_table(pa.Table.from_arrays(
-            [pa.array(list(c), type=f.type) for c, f in zip(columns, self.schema)], schema=self.schema))
-        self.count += len(self.rows)
-        self.rows = []
-
-    def __enter__(self) -> "TableWriter":
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        try:
-            if exc_type is None and (self.rows or not self.count):
-                self._flush()
-        finally:
-            self._writer.close()
-        if exc_type is None:
-            os.replace(self._tmp, self.path)
-        else:
-            self._tmp.unlink(missing_ok=True)
-
-
-def write_table(path: Path, record_type, rows: list, compression: str = "zstd") -> None:
-    """Write ``rows`` (records of ``record_type``) to the Parquet file ``path``, atomically."""
-    with TableWriter(path, record_type, max(len(rows), 1), compression) as writer:
-        writer.extend(rows)
-
-
-def _replace_parquet(table, path: Path, compression: str = "zstd") -> None:
-    """Write ``table`` to ``path`` through a temporary file: readers see the old file or the new."""
-    import pyarrow.parquet as pq
-
-    tmp = path.with_name(f".{path.name}.tmp")
-    pq.write_table(table, tmp, compression=compression)
-    os.replace(tmp, path)
+# Reading an index back
 
 
 def read_table(shard_dir: str | os.PathLike, table: str):
@@ -171,7 +93,7 @@ def read_table(shard_dir: str | os.PathLike, table: str):
     if table not in TABLES:
         raise KeyError(f"no table {table!r}; tables: {', '.join([*TABLES, 'lookups'])}")
     files = sorted((shard_dir / table).glob("*.parquet"))
-    return ds.dataset(files, format="parquet", schema=_schema(TABLES[table])).to_table()
+    return ds.dataset(files, format="parquet", schema=record_schema(TABLES[table])).to_table()
 
 
 # --------------------------------------------------------------------------------------------
@@ -322,7 +244,7 @@ def _drop_files(shard_dir: Path, manifest: dict, gone: dict[str, set[str]]) -> N
             t = pq.read_table(path)
             keep = pc.invert(pc.is_in(t["file"], value_set=pa.array(sorted(files), type=pa.string())))
             t = t.filter(keep)
-            _replace_parquet(t, path)
+            replace_parquet(t, path)
             info["rows"][table] = t.num_rows
         if remaining:
             info["files"] = remaining

@@ -32,9 +32,9 @@ from pathlib import Path
 from typing import Iterable, Iterator, NamedTuple
 
 from .cfiles import MAX_FILE_BYTES, read_source, real_root, tree_files
-from .cindex import TableWriter
 from .cparse import MAX_PARSE_BYTES
 from .ctree import FILE_SCOPE
+from .parquet import TableWriter
 from .records import Call, FunctionDef, LoaderError, Reference, Skipped
 
 __all__ = ["Macro", "for_each_macro", "for_each_macro_record", "for_each_file_scope_call", "expand_pasted",
