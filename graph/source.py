@@ -29,7 +29,7 @@ or, for a lookup inside a header's inline wrapper, from every module whose files
 
 from __future__ import annotations
 
-from typing import Iterable, Iterator, NamedTuple
+from typing import Callable, Iterable, Iterator, NamedTuple
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -128,7 +128,7 @@ class _Calls(NamedTuple):
     to_symbol: pa.Table
     """caller (row), to (symbol name, ``->member`` for member calls), line, via_member."""
     header_calls: pa.Table
-    """callee, file of the calls to the functions that hold lookups in headers (for LOOKS_UP)."""
+    """caller, callee, file of the calls to the functions that hold lookups in headers (for LOOKS_UP)."""
     files: pa.Array
     """The files the calls are in, once each, in order of appearance."""
 
@@ -148,7 +148,7 @@ def _resolve_calls(trees: list[SourceTree], funcs: pa.Table, in_headers: pa.Arra
     to_fn, to_sym, header, files = [], [], [], []
     for tree in trees:
         for calls in _call_batches(tree):
-            header.append(calls.filter(pc.is_in(calls["callee"], in_headers)).select(["callee", "file"]))
+            header.append(calls.filter(pc.is_in(calls["callee"], in_headers)).select(["caller", "callee", "file"]))
             files.append(pc.unique(calls["file"].combine_chunks()))
             caller = pc.index_in(pc.binary_join_element_wise(calls["file"], calls["caller"], "|"), value_set=key)
             known = pc.is_valid(caller)
@@ -276,7 +276,7 @@ def source_tables(kernel: str, trees: Iterable[SourceTree], module_ids: dict[str
                            "to": pa.array([m for _, m in built_pairs], pa.string()),
                            "kernel": _str(len(built_pairs), k)})
 
-    looks_up = _looks_up(k, lookups, resolved.header_calls, built, module_ids)
+    looks_up = _looks_up(k, lookups, resolved.header_calls, built, module_ids, lambda names: _calls_to(trees, names))
 
     refs_ff, refs_fs = _reference_rels(k, refs, funcs, fid, symbol_ids, sym)
 
@@ -416,21 +416,66 @@ def _first_by_name(funcs: pa.Table, ids: pa.Array) -> pa.Table:
     return pa.table({"name": t["name"], "id": t["id"]})
 
 
-def _looks_up(k: str, lookups: pa.Table, calls: pa.Table, built: dict[str, str], module_ids: dict[str, str]) -> pa.Table:
+#: How many header functions deep a lookup held in a header is followed to the modules that use it.
+HEADER_LOOKUP_DEPTH = 4
+
+
+def _calls_to(trees: list[SourceTree], names: set[str]) -> pa.Table:
+    """caller, callee, file of every call of ``trees`` to one of ``names``."""
+    value_set = pa.array(sorted(names), pa.string())
+    parts = [calls.filter(pc.is_in(calls["callee"], value_set)).select(["caller", "callee", "file"])
+             for tree in trees for calls in _call_batches(tree)]
+    return _concat(parts) if parts else pa.table({"caller": pa.array([], pa.string()),
+                                                   "callee": pa.array([], pa.string()),
+                                                   "file": pa.array([], pa.string())})
+
+
+def _looks_up(k: str, lookups: pa.Table, calls: pa.Table, built: dict[str, str], module_ids: dict[str, str],
+              calls_to: Callable[[set[str]], pa.Table] | None = None) -> pa.Table:
     """LOOKS_UP rows: a lookup belongs to the module its file is built into; a lookup in a header
     (a ``static inline`` wrapper) belongs to every module whose files call the function holding it
-    (``calls``: callee and file of the calls to those functions)."""
+    (``calls``: caller, callee and file of the calls to those functions), or call a header
+    function that calls it, up to :data:`HEADER_LOOKUP_DEPTH` header functions deep (``calls_to``
+    reads the calls to the next level's functions: LTTng's ``init_type()`` calls
+    ``init_type_callstack_kernel()``, both in lttng-context-callstack-stackwalk-impl.h)."""
     rows = lookups.to_pylist()
     in_headers = {r["function"] for r in rows if r["file"] not in built and r["function"]}
+    # users[f]: modules whose built files call f; callers[f]: header functions that call f.
     users: dict[str, set[str]] = {}
-    if in_headers:
-        c = calls.filter(pc.is_in(calls["callee"], pa.array(sorted(in_headers), pa.string())))
-        for callee, file in zip(c["callee"].to_pylist(), c["file"].to_pylist()):
+    callers: dict[str, set[str]] = {}
+    seen_fns = set(in_headers)
+    level = calls if in_headers else None
+    for depth in range(HEADER_LOOKUP_DEPTH):
+        if level is None or not len(level):
+            break
+        new: set[str] = set()
+        for caller, callee, file in zip(level["caller"].to_pylist(), level["callee"].to_pylist(),
+                                        level["file"].to_pylist()):
+            if callee not in seen_fns:
+                continue
             if file in built:
                 users.setdefault(callee, set()).add(built[file])
+            elif caller and caller != callee:
+                callers.setdefault(callee, set()).add(caller)
+                if caller not in seen_fns:
+                    new.add(caller)
+        seen_fns |= new
+        level = calls_to(new) if new and calls_to is not None and depth + 1 < HEADER_LOOKUP_DEPTH else None
+
+    def modules_using(fn: str) -> set[str]:
+        found, todo, done = set(), [fn], set()
+        while todo:
+            f = todo.pop()
+            if f in done:
+                continue
+            done.add(f)
+            found |= users.get(f, set())
+            todo.extend(callers.get(f, ()))
+        return found
+
     out = []
     for r in rows:
-        mods = {built[r["file"]]} if r["file"] in built else users.get(r["function"], set())
+        mods = {built[r["file"]]} if r["file"] in built else modules_using(r["function"])
         out.extend((module_ids[m], r) for m in sorted(mods) if m in module_ids)
     seen = set()
     cols: dict[str, list] = {"from": [], "to": [], "kernel": [], "how": [], "file": [], "line": []}

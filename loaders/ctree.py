@@ -21,7 +21,7 @@ import re
 from typing import Callable, Iterable
 
 from .cexports import SYMBOL_LIKE, export_sites
-from .lookups import IDENTIFIER_LOOKUPS
+from .lookups import IDENTIFIER_LOOKUPS, LOOKUP_FUNCTIONS
 from .records import ArgFlow, Call, ExportSite, FunctionDef, LookUp, Reference, StringArg
 
 __all__ = ["QUERY", "MACRO_QUERY", "REF_QUERY", "MAX_DEPTH", "FILE_SCOPE", "TreeRecords", "calls_deeper_than", "nodes_deeper_than",
@@ -53,6 +53,9 @@ QUERY = """
 (initializer_pair value: (identifier)) @field.initvar
 (assignment_expression left: (field_expression) right: (string_literal)) @field.assign
 (assignment_expression left: (field_expression) right: (identifier)) @field.assignvar
+(assignment_expression left: (identifier) right: (cast_expression)) @ptr.assign
+(assignment_expression left: (identifier) right: (call_expression)) @ptr.assign
+(assignment_expression left: (identifier) right: (field_expression)) @ptr.assign
 (preproc_include path: (_) @include)
 (ERROR) @error
 (declaration) @decl
@@ -320,6 +323,7 @@ class TreeRecords:
         self.read_string_constants()
         self.read_field_strings()
         self.read_calls()
+        self.read_lookup_pointers()
         self.read_string_literal_args()
         self.read_references()
         self.check()
@@ -534,6 +538,43 @@ class TreeRecords:
                 fld = arg.child_by_field_name("field")
                 for value in self.field_strings.get(self.node_text(fld), ()) if fld is not None else ():
                     self.string_args.append(StringArg(caller, callee, index, value, self.file, line))
+
+    def read_lookup_pointers(self) -> None:
+        """A function pointer set to the address a kprobe found for a lookup function is that
+        lookup function (kernels since 5.7 no longer export ``kallsyms_lookup_name``: out-of-tree
+        modules register a kprobe with ``.symbol_name = "kallsyms_lookup_name"`` and call its
+        ``.addr``). ``p = (cast) f(...)`` where ``f`` holds such a kprobe in this file, or
+        ``p = (cast) kp.addr`` inside such a function, makes ``p`` a wrapper of the lookup
+        function (when this file calls ``p``): recorded as an :class:`ArgFlow` from ``p``'s name
+        argument to the lookup's."""
+        probed = {lu.function: lu.symbol for lu in self.lookups
+                  if lu.how in ("kprobe", "kretprobe") and lu.function and lu.symbol in LOOKUP_FUNCTIONS}
+        if not probed:
+            return
+        called = {c.callee for c in self.calls}
+        for node in self.every(self.caps.get("ptr.assign", ())):
+            left = node.child_by_field_name("left")
+            if self.node_text(left) not in called:
+                continue  # not a function pointer this file calls (``addr = kp.addr``)
+            right = node.child_by_field_name("right")
+            while right is not None and right.type in ("cast_expression", "parenthesized_expression"):
+                right = right.child_by_field_name("value") or (right.named_children[-1] if right.named_children
+                                                              else None)
+            if right is None:
+                continue
+            target = None
+            if right.type == "call_expression":
+                fn = right.child_by_field_name("function")
+                if fn is not None and fn.type == "identifier":
+                    target = probed.get(self.node_text(fn))
+            elif right.type == "field_expression":
+                fld = right.child_by_field_name("field")
+                if fld is not None and self.node_text(fld) == "addr":
+                    target = probed.get(self.funcs.at(node.start_byte))
+            if target is not None:
+                index = LOOKUP_FUNCTIONS[target]
+                self.arg_flows.append(ArgFlow(self.node_text(left), index, target, index,
+                                              self.file, node.start_point[0] + 1))
 
     def read_string_literal_args(self) -> None:
         """Symbol-like string literals passed to a named function (``f("sym")``), each argument
