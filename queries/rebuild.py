@@ -475,7 +475,10 @@ def predict_rebuild(store: GraphStore, a: str, b: str, names: Iterable[str] = ()
             continue
         origins, ends = walked[name] = _walk(code[name], b_exports, headers, a_edges)
         built = set(m.imports.symbols)
-        symbols = sorted(n for n in ends if n in b_exports or n in a_exports or n in built)
+        # A name the module exports itself is its own (a per-cpu variable its code reads, now that
+        # references are followed): the linker resolves it inside the module, never an import.
+        own_exports = {e.symbol for e in m.exports}
+        symbols = sorted(n for n in ends if n not in own_exports and (n in b_exports or n in a_exports or n in built))
         rebuilt.append(rebuilt_against(m._replace(imports=Imports(symbols, [None] * len(symbols),
                                                                   [False] * len(symbols))), pb))
     if not rebuilt:
