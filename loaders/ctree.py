@@ -6,10 +6,7 @@ that stand for values; the functions a macro defines). Nothing here walks up a t
 parent costs tree-sitter a descent from the root, so a file nested 100,000 levels deep would cost
 quadratic time. The patterns capture the node whose children are read instead.
 
-Depth is bounded where tree-sitter's query engine would not cope (its states keep a 16-bit depth,
-and a pattern with a child is quadratic in the nesting): patterns start at most :data:`MAX_DEPTH`
-levels down. The calls nested deeper are counted by :func:`calls_deeper_than`, an iterative walk
-that visits only the subtrees large enough to reach that deep, and reported.
+How deep the queries look, and how what lies deeper is counted: :mod:`ksymgraph.loaders.cqueries`.
 """
 
 from __future__ import annotations

@@ -81,6 +81,11 @@ RETURN DISTINCT h.id AS source, t.id AS id, t.name AS name
 """
 
 
+
+def _share(part: int, whole: int) -> float:
+    """``part / whole``, 1.0 when there is nothing to find (nothing imported, nothing predicted)."""
+    return part / whole if whole else 1.0
+
 class ModuleFidelity(NamedTuple):
     """Predicted against actual imports of one module."""
 
@@ -100,12 +105,12 @@ class ModuleFidelity(NamedTuple):
     @property
     def recall(self) -> float:
         """``both / imports`` (1.0 for a module importing nothing)."""
-        return self.both / self.imports if self.imports else 1.0
+        return _share(self.both, self.imports)
 
     @property
     def precision(self) -> float:
         """``both / predicted`` (1.0 for a module predicting nothing)."""
-        return self.both / self.predicted if self.predicted else 1.0
+        return _share(self.both, self.predicted)
 
     @property
     def errors(self) -> int:
@@ -143,12 +148,12 @@ class Fidelity(NamedTuple):
     @property
     def recall(self) -> float:
         """Micro-averaged recall: ``both / imports``."""
-        return self.both / self.imports if self.imports else 1.0
+        return _share(self.both, self.imports)
 
     @property
     def precision(self) -> float:
         """Micro-averaged precision: ``both / predicted``."""
-        return self.both / self.predicted if self.predicted else 1.0
+        return _share(self.both, self.predicted)
 
     def worst(self, n: int = 20) -> list[ModuleFidelity]:
         """The ``n`` modules with the most missed plus over-predicted symbols."""
