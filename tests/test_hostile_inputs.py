@@ -53,13 +53,11 @@ print(json.dumps({"modules": sorted(m.info.path for m in modules), "skipped": [l
 """
 
 
-def read_in_child(*sources: Path, workers: int = 1, script: str = CHILD) -> tuple[dict, int]:
-    """Read ``sources`` (module files, directories of them, Module.symvers files) in a child
-    process as a load reads them: (what it read, its peak RSS in MiB, the largest of it and its
-    own workers)."""
+def _child(argv: list[str]) -> tuple[int, bytes, bytes, int]:
+    """Run ``argv`` with no input, killed after :data:`HANG_AFTER` s: (exit status, stdout,
+    stderr, the peak RSS in MiB of it and the children it waited for)."""
     with open(os.devnull, "wb") as devnull:
-        p = subprocess.Popen([sys.executable, "-c", script, str(workers), *map(str, sources)],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=devnull)
+        p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=devnull)
     watchdog = threading.Timer(HANG_AFTER, p.kill)
     watchdog.start()
     err = []
@@ -69,9 +67,16 @@ def read_in_child(*sources: Path, workers: int = 1, script: str = CHILD) -> tupl
     _pid, status, usage = os.wait4(p.pid, 0)
     watchdog.cancel()
     drain.join()
-    p.returncode = os.waitstatus_to_exitcode(status)
-    assert p.returncode == 0, f"child failed ({p.returncode}; -9 = hung and killed): {err[0].decode()[-2000:]}"
-    return json.loads(out), usage.ru_maxrss // 1024
+    return os.waitstatus_to_exitcode(status), out, err[0], usage.ru_maxrss // 1024
+
+
+def read_in_child(*sources: Path, workers: int = 1, script: str = CHILD) -> tuple[dict, int]:
+    """Read ``sources`` (module files, directories of them, Module.symvers files) in a child
+    process as a load reads them: (what it read, its peak RSS in MiB, the largest of it and its
+    own workers)."""
+    code, out, err, peak = _child([sys.executable, "-c", script, str(workers), *map(str, sources)])
+    assert code == 0, f"child failed ({code}; -9 = hung and killed): {err.decode()[-2000:]}"
+    return json.loads(out), peak
 
 
 def skip_reasons(result: dict) -> dict[str, str]:
@@ -412,20 +417,9 @@ def test_fuzz_symvers_reader_sample(fuzz):
 
 def _load_in_child(*args: str) -> tuple[subprocess.CompletedProcess, int]:
     """``ksymgraph load ARGS`` in a child: (its result, the peak RSS in MiB of it and its workers)."""
-    with open(os.devnull, "rb") as devnull:
-        p = subprocess.Popen([sys.executable, "-m", "ksymgraph", "load", *args], stdin=devnull,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    watchdog = threading.Timer(HANG_AFTER, p.kill)
-    watchdog.start()
-    err: list[str] = []
-    drain = threading.Thread(target=lambda: err.append(p.stderr.read()))
-    drain.start()
-    out = p.stdout.read()
-    _pid, status, usage = os.wait4(p.pid, 0)
-    watchdog.cancel()
-    drain.join()
-    p.returncode = os.waitstatus_to_exitcode(status)
-    return subprocess.CompletedProcess(p.args, p.returncode, out, err[0]), usage.ru_maxrss // 1024
+    argv = [sys.executable, "-m", "ksymgraph", "load", *args]
+    code, out, err, peak = _child(argv)
+    return subprocess.CompletedProcess(argv, code, out.decode(), err.decode()), peak
 
 
 def _write_symvers(path: Path, lines: int) -> Path:
