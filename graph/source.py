@@ -5,13 +5,22 @@ A kernel tree has about 600k function definitions and 4M calls; the C loader
 (:mod:`ksymgraph.loaders.cindex`) leaves them in Parquet shards written by its workers, and this
 module turns the shards into the store's tables with ``pyarrow`` compute and joins.
 
-How a call's callee is resolved, in order:
+How a call's callee is resolved, in order — among what the build sees: nothing of a tree's
+:attr:`~ksymgraph.loaders.trees.SourceTree.outside` (``tools/``, ``scripts/``, the other
+architectures' ``arch/*/``), and no non-``static`` function of a file the build does not compile:
 
 1. a function of that name defined in the same file (a ``static`` helper, or any function there);
-2. a non-``static`` function of that name anywhere in the tree (the first by file path);
-3. a ``static inline`` function of that name in a header (the first by path) — a header's inline
-   is compiled into every file that includes it;
-4. otherwise a ``Symbol`` of that name: an export of another tree, a macro, or an assembly symbol.
+2. a function or macro of that name in a header of the same directory (a driver's own ``foo.h``:
+   dozens of drivers define their own ``dprintk()``);
+3. a non-``static`` function of that name in a file the build compiles (the first by path; any
+   file of a tree whose files are not attributed to modules);
+4. a ``static inline`` function or a macro of that name in a header: the architecture's own
+   (``arch/x86/include/``) first, then ``include/``, then the others by path — a header's inline is
+   compiled into every file that includes it;
+5. otherwise a ``Symbol`` of that name: an export of another tree, or an assembly symbol.
+
+Before these rules, a 6.1 call to ``spin_lock()`` reached the non-static ``spin_lock`` of
+``tools/testing/selftests/kvm/lib/aarch64/spinlock.c`` and ``udelay()`` arc's ``asm/delay.h``.
 
 A call through a struct member (``ops->fn()``) is kept as a call to the pseudo-symbol ``->fn``
 (kind ``member``): who calls which operation, without guessing the implementation.
@@ -85,20 +94,21 @@ def _concat(tables: list[pa.Table]) -> pa.Table:
     return pa.concat_tables(tables, promote_options="default") if len(tables) > 1 else tables[0]
 
 
-#: Calls resolved at a time: the resolve step holds one batch of calls, not a tree's 4M.
+#: Calls (or references) resolved at a time: the resolve step holds one batch, not a tree's 4M.
 CALL_BATCH = 1 << 19
 
 
-def _call_batches(tree: SourceTree) -> Iterator[pa.Table]:
-    """The calls of ``tree``'s index (its shards in order, then its macros' calls), about
-    :data:`CALL_BATCH` at a time, with the tree's prefix on the file paths."""
+def _batches(tree: SourceTree, table: str) -> Iterator[pa.Table]:
+    """The rows of ``tree``'s index table ``table`` (``calls`` or ``references``: its shards in
+    order, then its macros' rows), about :data:`CALL_BATCH` at a time, with the tree's prefix on the
+    file paths."""
     import pyarrow.parquet as pq
 
     from ..loaders.cindex import read_table
 
-    files = sorted((tree.shard_dir / "calls").glob("*.parquet"))
-    schema = pq.read_schema(files[0]) if files else read_table(tree.shard_dir, "calls").schema
-    macros = tree.shard_dir / "macros" / "calls.parquet"
+    files = sorted((tree.shard_dir / table).glob("*.parquet"))
+    schema = pq.read_schema(files[0]) if files else read_table(tree.shard_dir, table).schema
+    macros = tree.shard_dir / "macros" / f"{table}.parquet"
     parts: list[pa.Table] = []
     rows = 0
 
@@ -120,6 +130,87 @@ def _call_batches(tree: SourceTree) -> Iterator[pa.Table]:
         yield batch()
 
 
+def _call_batches(tree: SourceTree) -> Iterator[pa.Table]:
+    """The calls of ``tree``'s index, a batch at a time (:func:`_batches`)."""
+    return _batches(tree, "calls")
+
+
+def _dirs(files: pa.Array) -> pa.Array:
+    """The directory of each path (``drivers/net/a.c`` → ``drivers/net``)."""
+    return pc.replace_substring_regex(files, pattern="/[^/]*$", replacement="")
+
+
+def _starts_with_any(files: pa.Array, prefixes: Iterable[str]) -> pa.Array:
+    mask = pa.repeat(pa.scalar(False), len(files))
+    for p in prefixes:
+        mask = pc.or_(mask, pc.starts_with(files, p))
+    return mask
+
+
+class _Resolver:
+    """Where a name used in a file (a callee, a name referred to) resolves, by the rules of the
+    module docstring, as a row of the function table (one row per file and name) or null.
+
+    Only what the build sees is a candidate: nothing of a tree's :attr:`~SourceTree.outside`
+    (``tools/``, other architectures), and, in a tree whose files are attributed to modules, a
+    non-``static`` function only in a file the build compiles (``kernel/locking/spinlock.c``'s
+    ``_raw_spin_lock``, not ``tools/testing/selftests/kvm/lib/aarch64/spinlock.c``'s
+    ``spin_lock``)."""
+
+    def __init__(self, trees: list[SourceTree], funcs: pa.Table, built: dict[str, str]):
+        files = funcs["file"].combine_chunks()
+        names = funcs["name"].combine_chunks()
+        self.key = pc.binary_join_element_wise(files, names, "|")
+        rows = pa.array(range(len(funcs)), type=pa.int32())
+        static = funcs["static"].combine_chunks()
+        header = pc.ends_with(files, ".h")
+        outside = [t.prefix + p for t in trees for p in t.outside]
+        visible = pc.invert(_starts_with_any(files, outside))
+        unattributed = [t.prefix for t in trees if not t.built_into]
+        compiled = pc.or_(pc.is_in(files, pa.array(sorted(built), pa.string())), _starts_with_any(files, unattributed))
+        inline = pc.and_(pc.and_(static, header), pc.fill_null(funcs["inline"], False).combine_chunks())
+        # 2. a header's function in the directory of the file (a driver's own foo.h)
+        local = pc.and_(pc.and_(header, visible), pc.not_equal(names, pa.scalar(FILE_SCOPE)))
+        local_t = pa.table({"key": pc.binary_join_element_wise(_dirs(files), names, "|"), "file": files, "row": rows}
+                           ).filter(local).sort_by([("key", "ascending"), ("file", "ascending")])
+        self.local = self._firsts(local_t["key"], local_t["row"])
+        # 3. a non-static function the build compiles
+        self.globals = self._first_by(names, files, rows, pc.and_(pc.and_(pc.invert(static), visible), compiled))
+        # 4. a static inline or macro of a header the build sees: the architecture's own
+        #    (arch/x86/include/) first, then include/, then the rest by path
+        arch_inc = [f"{t.prefix}arch/{t.arch}/include/" for t in trees if t.arch]
+        rank = pc.if_else(_starts_with_any(files, arch_inc), pa.scalar("0"),
+                          pc.if_else(_starts_with_any(files, [f"{t.prefix}include/" for t in trees if not t.prefix]),
+                                     pa.scalar("1"), pa.scalar("2")))
+        self.inlines = self._first_by(names, pc.binary_join_element_wise(rank, files, ""), rows, pc.and_(inline, visible))
+
+    @staticmethod
+    def _firsts(keys: pa.Array, rows: pa.Array) -> tuple[pa.Array, pa.Array]:
+        keys, rows = keys.combine_chunks() if isinstance(keys, pa.ChunkedArray) else keys, rows
+        firsts = pc.equal(pc.index_in(keys, keys), pa.array(range(len(keys)), type=pa.int32()))
+        return keys.filter(firsts), (rows.combine_chunks() if isinstance(rows, pa.ChunkedArray) else rows).filter(firsts)
+
+    @classmethod
+    def _first_by(cls, names: pa.Array, order: pa.Array, rows: pa.Array, mask: pa.Array) -> tuple[pa.Array, pa.Array]:
+        """(names, rows) of the first function of each name by ``order`` among those ``mask`` keeps."""
+        t = pa.table({"name": names, "order": order, "row": rows}).filter(mask)
+        t = t.sort_by([("name", "ascending"), ("order", "ascending")])
+        return cls._firsts(t["name"], t["row"])
+
+    def function(self, files: pa.Array, names: pa.Array) -> pa.Array:
+        """The row of the function ``names`` defined in ``files`` (a caller, a referring function)."""
+        return pc.index_in(pc.binary_join_element_wise(files, names, "|"), value_set=self.key)
+
+    def resolve(self, files: pa.Array, names: pa.Array) -> pa.Array:
+        """The row each name used in each file resolves to (rules 1-4), null where none."""
+        same = self.function(files, names)
+        local = self.local[1].take(pc.index_in(pc.binary_join_element_wise(_dirs(files), names, "|"),
+                                               value_set=self.local[0]))
+        glob = self.globals[1].take(pc.index_in(names, value_set=self.globals[0]))
+        inl = self.inlines[1].take(pc.index_in(names, value_set=self.inlines[0]))
+        return pc.coalesce(same, local, glob, inl)
+
+
 class _Calls(NamedTuple):
     """The resolved calls, as rows of the function table (not ids: 16 bytes a call, not 150)."""
 
@@ -133,33 +224,22 @@ class _Calls(NamedTuple):
     """The files the calls are in, once each, in order of appearance."""
 
 
-def _resolve_calls(trees: list[SourceTree], funcs: pa.Table, in_headers: pa.Array) -> _Calls:
+def _resolve_calls(trees: list[SourceTree], resolver: _Resolver, in_headers: pa.Array) -> _Calls:
     """Resolve every call of ``trees`` (the rules in the module docstring), a batch at a time.
 
-    The rows are those of ``funcs`` (one per file and name). A caller is the function of its name
-    in the call's file; calls whose caller is not defined there are dropped."""
-    key = pc.binary_join_element_wise(funcs["file"], funcs["name"], "|").combine_chunks()
-    rows = pa.array(range(len(funcs)), type=pa.int32())
-    static = funcs["static"].combine_chunks()
-    globals_ = _first_rows_by_name(funcs, rows, pc.invert(static))
-    inline = pc.and_(pc.and_(static, pc.ends_with(funcs["file"], ".h").combine_chunks()),
-                     pc.fill_null(funcs["inline"], False).combine_chunks())
-    inlines = _first_rows_by_name(funcs, rows, inline)
+    A caller is the function of its name in the call's file; calls whose caller is not defined
+    there are dropped."""
     to_fn, to_sym, header, files = [], [], [], []
     for tree in trees:
         for calls in _call_batches(tree):
             header.append(calls.filter(pc.is_in(calls["callee"], in_headers)).select(["caller", "callee", "file"]))
             files.append(pc.unique(calls["file"].combine_chunks()))
-            caller = pc.index_in(pc.binary_join_element_wise(calls["file"], calls["caller"], "|"), value_set=key)
+            caller = resolver.function(calls["file"], calls["caller"])
             known = pc.is_valid(caller)
             calls, caller = calls.filter(known), caller.filter(known)
             member = pc.fill_null(calls["via_member"], False)
             direct, d_caller = calls.filter(pc.invert(member)), caller.filter(pc.invert(member))
-            # 1. same file; 2. a global (non-static) function anywhere; 3. a static inline in a header
-            same = pc.index_in(pc.binary_join_element_wise(direct["file"], direct["callee"], "|"), value_set=key)
-            glob = globals_[1].take(pc.index_in(direct["callee"], value_set=globals_[0]))
-            inl = inlines[1].take(pc.index_in(direct["callee"], value_set=inlines[0]))
-            target = pc.coalesce(same, glob, inl)
+            target = resolver.resolve(direct["file"], direct["callee"])
             found = pc.is_valid(target)
             line = pc.cast(direct["line"], pa.int64())
             to_fn.append(pa.table({"caller": d_caller.filter(found), "callee": target.filter(found),
@@ -182,15 +262,6 @@ def _resolve_calls(trees: list[SourceTree], funcs: pa.Table, in_headers: pa.Arra
         pa.concat_tables(header) if header else pa.table({"callee": pa.array([], pa.string()),
                                                          "file": pa.array([], pa.string())}),
         pc.unique(pa.concat_arrays(files)) if files else pa.array([], pa.string()))
-
-
-def _first_rows_by_name(funcs: pa.Table, rows: pa.Array, mask: pa.Array) -> tuple[pa.Array, pa.Array]:
-    """(names, rows) of the first function of each name (by file path) among those ``mask`` keeps."""
-    t = pa.table({"name": funcs["name"], "file": funcs["file"], "row": rows}).filter(mask)
-    t = t.sort_by([("name", "ascending"), ("file", "ascending")])
-    firsts = pc.equal(pc.index_in(t["name"], t["name"]), pa.array(range(len(t)), type=pa.int32()))
-    t = t.filter(firsts)
-    return t["name"].combine_chunks(), t["row"].combine_chunks()
 
 
 #: Rows of a CALLS table made into ids at a time, when the store writes it.
@@ -229,8 +300,7 @@ def source_tables(kernel: str, trees: Iterable[SourceTree], module_ids: dict[str
     funcs = _concat([_read(t, "functions") for t in trees])
     exports = _concat([_read(t, "exports") for t in trees])
     lookups = _concat([_read(t, "lookups") for t in trees])
-    refs = _concat([_read(t, "references") for t in trees])
-    funcs = _with_file_scopes(funcs, refs)
+    funcs = _with_file_scopes(funcs, _file_scope_files(trees))
 
     # Functions: one per (file, name); the first definition wins (#ifdef alternatives).
     funcs = funcs.sort_by([("file", "ascending"), ("line", "ascending")])
@@ -250,7 +320,8 @@ def source_tables(kernel: str, trees: Iterable[SourceTree], module_ids: dict[str
         built.update({t.prefix + f: m for f, m in t.built_into.items()})
     in_headers = pa.array(sorted({r["function"] for r in lookups.to_pylist()
                                   if r["file"] not in built and r["function"]}), pa.string())
-    resolved = _resolve_calls(trees, funcs, in_headers)
+    resolver = _Resolver(trees, funcs, built)
+    resolved = _resolve_calls(trees, resolver, in_headers)
     fid = fid.combine_chunks()
     calls_ff = _calls_stream(k, resolved.to_function, fid, to_function=True)
     calls_fs = _calls_stream(k, resolved.to_symbol, fid, to_function=False)
@@ -278,7 +349,16 @@ def source_tables(kernel: str, trees: Iterable[SourceTree], module_ids: dict[str
 
     looks_up = _looks_up(k, lookups, resolved.header_calls, built, module_ids, lambda names: _calls_to(trees, names))
 
-    refs_ff, refs_fs = _reference_rels(k, refs, funcs, fid, symbol_ids, sym)
+    # REFERENCES: resolved like the calls, to a function or to a symbol the graph has.
+    prefix = len(k) + 1
+    known = pa.concat_arrays([pa.array(sorted(i[prefix:] for i in symbol_ids), pa.string()),
+                              sym["name"].combine_chunks()])
+    refs = _resolve_references(trees, resolver, pc.fill_null(funcs["is_macro"], False).combine_chunks(), known)
+    del resolver
+    refs_ff = _references_stream(k, refs.to_function, fid, to_function=True)
+    refs_fs = _references_stream(k, refs.to_symbol, fid, to_function=False)
+    if not stream:
+        refs_ff, refs_fs = refs_ff.table(), refs_fs.table()
 
     rels = {
         ("CALLS", "Function", "Function"): calls_ff,
@@ -333,32 +413,19 @@ def _exported_as(k: str, exports: pa.Table, fid: pa.Array) -> pa.Table:
                      "line": pc.cast(ex["line"], pa.int64())})
 
 
-def _reference_rels(k: str, refs: pa.Table, funcs: pa.Table, fid: pa.Array, symbol_ids: set[str],
-                    sym: pa.Table) -> tuple[pa.Table, pa.Table]:
-    """REFERENCES to functions and to symbols: the referring function by name in its file; the
-    name referred to resolved as a callee is, else a Symbol the graph already has (``symbol_ids``,
-    or one the source adds: ``sym``)."""
-    known = pa.concat_arrays([pa.array(sorted(symbol_ids), pa.string()), sym["id"].combine_chunks()])
-    macro_ids = fid.filter(pc.fill_null(funcs["is_macro"], False).combine_chunks())
-    by_file = pa.table({"file": funcs["file"], "name": funcs["name"], "fid": fid})
-    static = funcs["static"].combine_chunks()
-    inl = pc.and_(pc.and_(static, pc.ends_with(funcs["file"], ".h").combine_chunks()),
-                  pc.fill_null(funcs["inline"], False).combine_chunks())
-    globals_ = _first_by_name(funcs.filter(pc.invert(static)), fid.filter(pc.invert(static)))
-    header_inlines = _first_by_name(funcs.filter(inl), fid.filter(inl))
-    return _references(k, refs, by_file, globals_, header_inlines, known, macro_ids)
+def _file_scope_files(trees: list[SourceTree]) -> pa.Array:
+    """The files whose file-scope initialisers refer to something (their ``FILE_SCOPE`` references)."""
+    parts = [pc.unique(r["file"].filter(pc.equal(r["function"], pa.scalar(FILE_SCOPE))).combine_chunks())
+             for tree in trees for r in _batches(tree, "references")]
+    return pc.unique(pa.concat_arrays(parts)) if parts else pa.array([], pa.string())
 
 
-def _with_file_scopes(funcs: pa.Table, refs: pa.Table) -> pa.Table:
-    """``funcs`` with a :data:`FILE_SCOPE` pseudo-function for each file whose file-scope
-    initialisers refer to something and that has none yet (the macro pass makes one only for a
-    file with file-scope macro calls)."""
-    scoped = refs.filter(pc.equal(refs["function"], pa.scalar(FILE_SCOPE)))
-    if not len(scoped):
-        return funcs
+def _with_file_scopes(funcs: pa.Table, scoped: pa.Array) -> pa.Table:
+    """``funcs`` with a :data:`FILE_SCOPE` pseudo-function for each file of ``scoped`` (whose
+    file-scope initialisers refer to something) that has none yet (the macro pass makes one only
+    for a file with file-scope macro calls)."""
     have = funcs.filter(pc.equal(funcs["name"], pa.scalar(FILE_SCOPE)))["file"]
-    files = pc.unique(scoped["file"].combine_chunks())
-    files = files.filter(pc.invert(pc.is_in(files, have.combine_chunks())))
+    files = scoped.filter(pc.invert(pc.is_in(scoped, have.combine_chunks())))
     n = len(files)
     if not n:
         return funcs
@@ -369,51 +436,62 @@ def _with_file_scopes(funcs: pa.Table, refs: pa.Table) -> pa.Table:
     return pa.concat_tables([funcs, extra.cast(funcs.schema)])
 
 
-def _references(k: str, refs: pa.Table, by_file: pa.Table, globals_: pa.Table, header_inlines: pa.Table,
-                known: pa.Array, macro_ids: pa.Array) -> tuple[pa.Table, pa.Table]:
-    """REFERENCES rows to functions and to symbols. The referring function is the one of that
-    name in the reference's file; the name referred to is resolved as a callee is (same file, a
-    non-static function anywhere, a header's static inline or macro), else to a ``Symbol`` the graph
-    already has (an export or import of the binaries, a lookup, a callee, an export site): a
-    reference adds no symbol, so a local type, a member or an enumerator the loader could not tell
-    from data finds nothing and is dropped. A ``read`` of a function (not of a macro: ``current`` is
-    ``get_current()``) is its ``address``."""
-    empty = pa.table({"from": pa.array([], pa.string()), "to": pa.array([], pa.string()),
-                      "kernel": pa.array([], pa.string()), "line": pa.array([], pa.int64()),
-                      "kind": pa.array([], pa.string()), "via": pa.array([], pa.string())})
-    if not len(refs):
-        return empty, empty
-    r = refs.join(by_file, keys=["file", "function"], right_keys=["file", "name"], join_type="inner")
-    r = r.rename_columns([("from_id" if x == "fid" else x) for x in r.column_names])
-    r = r.join(by_file, keys=["file", "symbol"], right_keys=["file", "name"], join_type="left outer")
-    r = r.join(globals_.rename_columns(["symbol", "gid"]), keys="symbol", join_type="left outer")
-    r = r.join(header_inlines.rename_columns(["symbol", "hid"]), keys="symbol", join_type="left outer")
-    target = pc.coalesce(r["fid"], r["gid"], r["hid"])
-    to_fn = r.filter(pc.is_valid(target))
-    to_fn_target = pc.coalesce(to_fn["fid"], to_fn["gid"], to_fn["hid"])
-    keep = pc.not_equal(to_fn_target, to_fn["from_id"])  # a macro naming itself, a recursion
-    to_fn, to_fn_target = to_fn.filter(keep), to_fn_target.filter(keep)
-    to_sym = r.filter(pc.is_null(target))
-    sym_ids = _ids(k, to_sym["symbol"]) if len(to_sym) else pa.array([], pa.string())
-    known_sym = pc.is_in(sym_ids, known)
-    to_sym, sym_ids = to_sym.filter(known_sym), sym_ids.filter(known_sym)
+class _References(NamedTuple):
+    """The resolved references, as rows of the function table (like :class:`_Calls`)."""
 
-    def rows(t: pa.Table, to: pa.Array, kind: pa.Array) -> pa.Table:
-        return pa.table({"from": t["from_id"], "to": to, "kernel": _str(len(t), k),
-                         "line": pc.cast(t["line"], pa.int64()), "kind": kind, "via": pc.fill_null(t["via"], "")})
-
-    is_fn_read = pc.and_(pc.equal(to_fn["kind"], pa.scalar("read")), pc.invert(pc.is_in(to_fn_target, macro_ids)))
-    fn_kind = pc.if_else(is_fn_read, pa.scalar("address"), to_fn["kind"])
-    return rows(to_fn, to_fn_target, fn_kind), rows(to_sym, sym_ids, to_sym["kind"])
+    to_function: pa.Table
+    """from (row), to (row), line, kind, via."""
+    to_symbol: pa.Table
+    """from (row), to (symbol name), line, kind, via."""
 
 
-def _first_by_name(funcs: pa.Table, ids: pa.Array) -> pa.Table:
-    """(name, id) of the first function of each name (by file path)."""
-    t = pa.table({"name": funcs["name"], "file": funcs["file"], "id": ids}).sort_by([("name", "ascending"),
-                                                                                    ("file", "ascending")])
-    firsts = pc.equal(pc.index_in(t["name"], t["name"]), pa.array(range(len(t)), type=pa.int32()))
-    t = t.filter(firsts)
-    return pa.table({"name": t["name"], "id": t["id"]})
+def _resolve_references(trees: list[SourceTree], resolver: _Resolver, is_macro: pa.Array,
+                        known: pa.Array) -> _References:
+    """REFERENCES of ``trees``, a batch at a time. The referring function is the one of that name
+    in the reference's file; the name referred to resolves as a callee does (:class:`_Resolver`),
+    else to a ``Symbol`` whose name is in ``known`` (an export or import of the binaries, a lookup,
+    a callee, an export site): a reference adds no symbol, so a local type, a member or an
+    enumerator the loader could not tell from data finds nothing and is dropped. A ``read`` of a
+    function (not of a macro: ``current`` is ``get_current()``) is its ``address``; a macro naming
+    itself, or a recursion, is no reference."""
+    to_fn, to_sym = [], []
+    for tree in trees:
+        for r in _batches(tree, "references"):
+            frm = resolver.function(r["file"], r["function"])
+            r, frm = r.filter(pc.is_valid(frm)), frm.filter(pc.is_valid(frm))
+            target = resolver.resolve(r["file"], r["symbol"])
+            found = pc.and_(pc.is_valid(target), pc.not_equal(pc.fill_null(target, -1), frm))
+            line = pc.cast(r["line"], pa.int64())
+            via = pc.fill_null(r["via"], "")
+            t, tf = target.filter(found), r.filter(found)
+            read_fn = pc.and_(pc.equal(tf["kind"], pa.scalar("read")), pc.invert(is_macro.take(t)))
+            to_fn.append(pa.table({"from": frm.filter(found), "to": t, "line": line.filter(found),
+                                   "kind": pc.if_else(read_fn, pa.scalar("address"), tf["kind"]),
+                                   "via": via.filter(found)}))
+            sym = pc.and_(pc.is_null(target), pc.is_in(r["symbol"], value_set=known))
+            to_sym.append(pa.table({"from": frm.filter(sym), "to": r["symbol"].filter(sym), "line": line.filter(sym),
+                                    "kind": r["kind"].filter(sym), "via": via.filter(sym)}))
+    fn = pa.schema([("from", pa.int32()), ("to", pa.int32()), ("line", pa.int64()), ("kind", pa.string()),
+                    ("via", pa.string())])
+    sy = fn.set(1, pa.field("to", pa.string()))
+    return _References(pa.concat_tables([fn.empty_table(), *(t.cast(fn) for t in to_fn)]).combine_chunks(),
+                       pa.concat_tables([sy.empty_table(), *(t.cast(sy) for t in to_sym)]).combine_chunks())
+
+
+def _references_stream(kernel: str, resolved: pa.Table, fid: pa.Array, to_function: bool) -> TableStream:
+    """A REFERENCES table (``from``, ``to``, ``kernel``, ``line``, ``kind``, ``via``) whose string
+    ids are made a chunk at a time from ``resolved``'s rows."""
+    schema = pa.schema([("from", pa.string()), ("to", pa.string()), ("kernel", pa.string()),
+                        ("line", pa.int64()), ("kind", pa.string()), ("via", pa.string())])
+
+    def chunks() -> Iterator[pa.Table]:
+        for start in range(0, len(resolved), ID_CHUNK):
+            part = resolved.slice(start, ID_CHUNK)
+            to = fid.take(part["to"]) if to_function else _ids(kernel, part["to"])
+            yield pa.table([fid.take(part["from"]), to, pa.repeat(pa.scalar(kernel), len(part)), part["line"],
+                            part["kind"], part["via"]], schema=schema)
+
+    return TableStream(schema, len(resolved), chunks)
 
 
 #: How many header functions deep a lookup held in a header is followed to the modules that use it.

@@ -29,7 +29,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Iterable, Iterator, NamedTuple
+from typing import Callable, Iterable, Iterator, NamedTuple
 
 from .cfiles import MAX_FILE_BYTES, read_source, real_root, tree_files
 from .cparse import MAX_PARSE_BYTES
@@ -90,13 +90,21 @@ class Macro(NamedTuple):
     """Its body, continuation lines joined, comments removed."""
 
 
-def _read_lines(root: str, rel: str, limit: int, skipped: list[Skipped] | None) -> bytes | None:
+#: Turns a file's text into the text its build compiles (``(rel, text) → text``, same length and
+#: lines): :func:`ksymgraph.loaders.preproc.preprocess` under the build's ``.config``, so that a
+#: ``#define`` in a dead branch (``#ifdef CONFIG_INLINE_SPIN_LOCK``) defines nothing.
+Compiled = Callable[[str, bytes], bytes]
+
+
+def _read_lines(root: str, rel: str, limit: int, skipped: list[Skipped] | None,
+                compiled: Compiled | None = None) -> bytes | None:
     try:
-        return read_source(root, rel, limit)[0]
+        data = read_source(root, rel, limit)[0]
     except LoaderError as e:
         if skipped is not None:
             skipped.append(Skipped(rel, e.reason))
         return None
+    return data if compiled is None else compiled(rel, data)
 
 
 def for_each_macro(root: str | os.PathLike, files: Iterable[str],
@@ -107,15 +115,17 @@ def for_each_macro(root: str | os.PathLike, files: Iterable[str],
         yield d, calls
 
 
-def for_each_macro_record(root: str | os.PathLike, files: Iterable[str], skipped: list[Skipped] | None = None
+def for_each_macro_record(root: str | os.PathLike, files: Iterable[str], skipped: list[Skipped] | None = None,
+                          compiled: Compiled | None = None
                           ) -> Iterator[tuple[FunctionDef, list[Call], list[Reference], Macro | None]]:
     """Each macro of ``files`` (relative to ``root``): its definition, the calls and the references
     in its body, and (function-like ones) the :class:`Macro` to expand it with. Files are read as
-    :func:`~ksymgraph.loaders.cfiles.read_source` reads; those that cannot be are added to
-    ``skipped``, as is a macro with more than :data:`MAX_CALLS` calls or references."""
+    :func:`~ksymgraph.loaders.cfiles.read_source` reads (then made what the build compiles with
+    ``compiled``); those that cannot be are added to ``skipped``, as is a macro with more than
+    :data:`MAX_CALLS` calls or references."""
     root_s = real_root(root)
     for rel in files:
-        data = _read_lines(root_s, rel, MAX_FILE_BYTES, skipped)
+        data = _read_lines(root_s, rel, MAX_FILE_BYTES, skipped, compiled)
         if data is not None:
             yield from _macros_of(data, rel, skipped)
 
@@ -306,7 +316,7 @@ _FILE_SCOPE_CALL = re.compile(rb"^([A-Za-z_]\w*)[ \t]*\(.*\)[ \t]*;", re.M)
 
 def for_each_file_scope_call(root: str | os.PathLike, files: Iterable[str],
                              skipped: list[Skipped] | None = None,
-                             table: dict[str, Macro] | None = None
+                             table: dict[str, Macro] | None = None, compiled: Compiled | None = None
                              ) -> Iterator[tuple[FunctionDef, list[Call], list[Reference]]]:
     """File-scope macro invocations of ``.c`` files (``module_usb_driver(foo_driver);``,
     ``module_init(foo_init);``), as calls from a pseudo-function :data:`FILE_SCOPE` per file.
@@ -321,10 +331,12 @@ def for_each_file_scope_call(root: str | os.PathLike, files: Iterable[str],
     expanded (:func:`expand_pasted`) and the names its token pasting makes are the third item,
     ``initialiser`` references of :data:`FILE_SCOPE` whose ``via`` is the macro chain
     (``module_param → module_param_named`` for ``param_ops_int``); without it, that list is empty.
+    With ``compiled``, only what the build compiles is read (a ``module_param`` under a dead
+    ``#ifdef`` makes no reference).
     """
     root_s = real_root(root)
     for rel in files:
-        data = _read_lines(root_s, rel, MAX_PARSE_BYTES, skipped)
+        data = _read_lines(root_s, rel, MAX_PARSE_BYTES, skipped, compiled)
         if data is None:
             continue
         calls: list[Call] = []
@@ -356,33 +368,75 @@ def for_each_file_scope_call(root: str | os.PathLike, files: Iterable[str],
             yield d, calls, refs[:MAX_CALLS]
 
 
+def _pass_key(root: str | os.PathLike, files: list[str], c_files: list[str], build: str) -> str:
+    """What the macro pass's tables depend on: this module's and the preprocessor's code, the
+    build (``build``: its digest), and each file's path, size and modification time."""
+    import hashlib
+
+    h = hashlib.sha1(b"macro-pass-1\0" + build.encode() + b"\0")
+    here = Path(__file__).parent
+    for module in ("macros.py", "cfiles.py", "preproc.py", "ppcontext.py", "ppexpr.py", "records.py"):
+        h.update((here / module).read_bytes())
+    root_s = real_root(root)
+    for kind, names in ((b"h", files), (b"c", c_files)):
+        for rel in names:
+            try:
+                st = os.stat(os.path.join(root_s, rel))
+                h.update(b"%s %s %d %d\n" % (kind, rel.encode("utf-8", "surrogateescape"), st.st_size, st.st_mtime_ns))
+            except OSError:
+                h.update(b"%s %s missing\n" % (kind, rel.encode("utf-8", "surrogateescape")))
+    return h.hexdigest()
+
+
 def index_macros(root: str | os.PathLike, shard_dir: str | os.PathLike, files: Iterable[str] | None = None,
-                 c_files: Iterable[str] = ()) -> tuple[int, list[Skipped]]:
+                 c_files: Iterable[str] = (), compiled: Compiled | None = None,
+                 build: str = "") -> tuple[int, list[Skipped]]:
     """Write the macros of ``files`` (default: every header under ``root``) and the file-scope
     macro calls of ``c_files`` as ``macros/functions``, ``macros/calls`` and ``macros/references``
     Parquet tables in ``shard_dir``, a row group at a time; returns the number of macros and the
     files (and directories) that could not be read.
 
+    ``compiled`` makes each file the text its build compiles first (the preprocessor under the
+    build's ``.config``); ``build`` names that build (its digest). The tables are written again only
+    when the files, the build or this code changed since the last pass into ``shard_dir``
+    (``macros/pass.json`` holds what the last one was for, and what it skipped).
+
     The function-like macros are kept (by name, the first definition of each) while the headers are
     read, to expand the file-scope invocations of ``c_files`` with (:func:`expand_pasted`)."""
+    import json
+
     skipped: list[Skipped] = []
     if files is None:
         listing = tree_files(root)
         files, skipped = listing.headers, list(listing.skipped)
+    files, c_files = list(files), list(c_files)
     out = Path(shard_dir) / "macros"
     out.mkdir(parents=True, exist_ok=True)
+    key = _pass_key(root, files, c_files, build if compiled is not None else "")
+    done = out / "pass.json"
+    try:
+        last = json.loads(done.read_text())
+        if last.get("key") == key and all((out / f"{t}.parquet").is_file() for t in ("functions", "calls", "references")):
+            return last["macros"], skipped + [Skipped(p, r) for p, r in last["skipped"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    done.unlink(missing_ok=True)
     table: dict[str, Macro] = {}
+    own: list[Skipped] = []
     with TableWriter(out / "functions.parquet", FunctionDef) as defs, TableWriter(out / "calls.parquet", Call) as calls, \
             TableWriter(out / "references.parquet", Reference) as refs:
-        for d, cs, rs, macro in for_each_macro_record(root, files, skipped):
+        for d, cs, rs, macro in for_each_macro_record(root, files, own, compiled):
             defs.add(d)
             calls.extend(cs)
             refs.extend(rs)
             if macro is not None:
                 table.setdefault(macro.name, macro)
         n = defs.count + len(defs.rows)
-        for d, cs, rs in for_each_file_scope_call(root, c_files, skipped, table):
+        for d, cs, rs in for_each_file_scope_call(root, c_files, own, table, compiled):
             defs.add(d)
             calls.extend(cs)
             refs.extend(rs)
-    return n, skipped
+    tmp = out / f".pass.json.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps({"key": key, "macros": n, "skipped": [[s.path, s.reason] for s in own]}))
+    os.replace(tmp, done)
+    return n, skipped + own

@@ -31,12 +31,21 @@ from .cfiles import tree_files
 from .debnames import DebianError, suite_for_release
 from .records import LoaderError, Skipped
 
-__all__ = ["SourceTree", "is_kernel_tree", "debian_source_tree", "unpack_source_tarball", "debian_headers_tree", "index_dir", "index_lock",
+__all__ = ["SourceTree", "is_kernel_tree", "outside_build", "HOST_DIRS", "debian_source_tree", "unpack_source_tarball", "debian_headers_tree", "index_dir", "index_lock",
            "index_source_tree"]
 
 #: Debian flavour suffix → the kernel's architecture directory.
 ARCH_DIRS = {"amd64": "x86", "i386": "x86", "686": "x86", "686-pae": "x86", "arm64": "arm64", "armmp": "arm",
              "ppc64el": "powerpc", "s390x": "s390", "riscv64": "riscv", "loong64": "loongarch"}
+
+#: The compiler's target (:attr:`~ksymgraph.loaders.ppcontext.PreprocContext.arch`) → its ``arch/`` directory.
+TARGET_ARCH_DIRS = {"x86_64": "x86", "i386": "x86", "arm64": "arm64"}
+
+#: Top-level directories of a kernel tree that no kernel object is compiled from and that no
+#: kernel file includes: user-space and host programs with their own headers (``tools/``: perf,
+#: the selftests, ``tools/include/linux/spinlock.h``; ``scripts/``: kconfig, modpost, the gcc
+#: plugins) and the documentation's examples.
+HOST_DIRS = ("tools/", "scripts/", "Documentation/", "usr/")
 
 
 class SourceTree(NamedTuple):
@@ -55,11 +64,30 @@ class SourceTree(NamedTuple):
     """Files that could not be parsed, and attribution problems."""
     stats: object
     """The index's :class:`~ksymgraph.loaders.records.ParseStats`."""
+    outside: tuple[str, ...] = ()
+    """Path prefixes (relative to ``root``) of the files the build neither compiles nor includes
+    (:func:`outside_build`): names defined there are not what the build's calls reach."""
+    arch: str = ""
+    """The ``arch/`` directory the build compiles for (``x86``); ``""``: not known."""
 
 
 def is_kernel_tree(root: Path) -> bool:
     """True for the top of a kernel source tree."""
     return (root / "Kbuild").is_file() and (root / "arch").is_dir() and (root / "include" / "linux").is_dir()
+
+
+def outside_build(root: Path, arch: str) -> tuple[str, ...]:
+    """The path prefixes of kernel tree ``root`` that a build for ``arch`` (an ``arch/``
+    directory, ``x86``) never sees: :data:`HOST_DIRS` and every other architecture's directory
+    (``arch/arm/include/asm/delay.h`` defines a ``udelay()`` no x86 file includes). Without an
+    ``arch``, only :data:`HOST_DIRS`."""
+    others = []
+    if arch:
+        try:
+            others = sorted(f"arch/{d.name}/" for d in (root / "arch").iterdir() if d.is_dir() and d.name != arch)
+        except OSError:
+            others = []
+    return (*HOST_DIRS, *others)
 
 
 def debian_source_tree(release: str) -> Path:
@@ -265,6 +293,8 @@ def index_source_tree(root: str | Path, config: Path | None = None, workers: int
                                           "every branch read"))
     if context is not None and not kernel and has_c:
         context = _with_tree_defines(root, headers, context)
+    arch = TARGET_ARCH_DIRS.get(context.arch, "") if context is not None else ""
+    outside = outside_build(root, arch) if kernel else ()
     shard_dir = index_dir(root, "" if context is None else context.digest())
     # Attributed before the index: MODULE of each file comes from it.
     built: dict[str, str] = {}
@@ -286,7 +316,29 @@ def index_source_tree(root: str | Path, config: Path | None = None, workers: int
     with index_lock(shard_dir, progress):
         result = index_tree(root, files=files, workers=workers or 2, shard_dir=shard_dir, progress=progress,
                             preproc=context, modules=_module_flags(built_sets))
-        _macros, macro_skips = index_macros(root, shard_dir, headers, c_files)
+        # The macros the build sees: not those of other architectures or of tools/, not those
+        # under a dead #if (spinlock_api_smp.h's `#define _raw_spin_lock` needs
+        # CONFIG_INLINE_SPIN_LOCK, which Debian's 6.1 has not set).
+        _macros, macro_skips = index_macros(
+            root, shard_dir, [f for f in headers if not f.startswith(outside)],
+            [f for f in c_files if not f.startswith(outside)],
+            _compiled_text(context, _module_flags(built_sets)), "" if context is None else context.digest())
     # (the macro pass reads the same files again: a file it cannot read is named once)
     skipped = list(dict.fromkeys([*walked, *result.errors, *macro_skips, *skipped]))
-    return SourceTree(root, shard_dir, "" if kernel else f"{root.name}/", built, skipped, result.stats)
+    return SourceTree(root, shard_dir, "" if kernel else f"{root.name}/", built, skipped, result.stats,
+                      outside, arch)
+
+
+def _compiled_text(context, modules: dict[str, bool | None]):
+    """The macro pass's view of a file under ``context``: the text the preprocessor leaves
+    (``MODULE`` as the file is built; not known for headers), or None without a build."""
+    if context is None:
+        return None
+    from .preproc import preprocess
+
+    contexts = {m: context._replace(module=m) for m in (True, False, None)}
+
+    def compiled(rel: str, data: bytes) -> bytes:
+        return preprocess(data, contexts[modules.get(rel)]).text
+
+    return compiled
