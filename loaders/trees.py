@@ -16,22 +16,20 @@ for files built both ways).
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 import re
-import sys
 import tarfile
 import tempfile
 from pathlib import Path
-from typing import Iterator, NamedTuple
+from typing import NamedTuple
 
 from . import debian
 from .cfiles import tree_files
 from .debnames import DebianError, suite_for_release
 from .records import LoaderError, Skipped
 
-__all__ = ["SourceTree", "is_kernel_tree", "debian_source_tree", "unpack_source_tarball", "debian_headers_tree", "index_dir", "index_lock",
+__all__ = ["SourceTree", "is_kernel_tree", "debian_source_tree", "unpack_source_tarball", "debian_headers_tree", "index_dir",
            "index_source_tree"]
 
 #: Debian flavour suffix → the kernel's architecture directory.
@@ -200,28 +198,6 @@ def _with_tree_defines(root: Path, headers: list[str], context):
     return context._replace(defines=context.defines + version_macros(map(read, headers), context))
 
 
-@contextlib.contextmanager
-def index_lock(shard_dir: Path, progress: bool = False) -> Iterator[None]:
-    """Hold the index directory ``shard_dir`` alone while it is written: two loads of one tree
-    (two users, two terminals) once wrote the same shard files at once and left them unreadable
-    ("Couldn't deserialize thrift"). A second load waits for the first (saying so with
-    ``progress``), then finds the index up to date."""
-    import fcntl
-
-    shard_dir.mkdir(parents=True, exist_ok=True)
-    with open(shard_dir / ".lock", "a") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            if progress:
-                print(f"waiting for another ksymgraph that is indexing into {shard_dir} ...", file=sys.stderr)
-            fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
 def index_source_tree(root: str | Path, config: Path | None = None, workers: int | None = None,
                       progress: bool = False, files: list[str] | None = None,
                       version: str | None = None) -> SourceTree:
@@ -232,7 +208,7 @@ def index_source_tree(root: str | Path, config: Path | None = None, workers: int
     ``config``, conditionals are decided for that build, with the version of the tree's top
     Makefile or else ``version`` (the kernel's, ``6.1.192-3``); without one, every branch is read.
     """
-    from .cindex import index_tree
+    from .cindex import index_lock, index_tree
     from .kbuild import evaluate_kbuild, read_config
     from .modobjects import files_by_module
     from .preproc import context_for_build, tree_version
@@ -283,6 +259,7 @@ def index_source_tree(root: str | Path, config: Path | None = None, workers: int
         built_sets = {rel: {module} for rel, module in built.items()}
         if not built:
             skipped.append(Skipped(str(root), "no .mod files (is the tree built?): files not attributed to modules"))
+    # One lock over the index and the macro pass (index_tree takes it again: re-entrant).
     with index_lock(shard_dir, progress):
         result = index_tree(root, files=files, workers=workers or 2, shard_dir=shard_dir, progress=progress,
                             preproc=context, modules=_module_flags(built_sets))
