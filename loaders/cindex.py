@@ -266,13 +266,15 @@ class _HeldLocks(threading.local):
     """The index directories this thread holds the lock of (their real paths): taken again by the
     same thread (``index_source_tree`` holds it over ``index_tree`` and the macro pass), the lock
     is not taken twice, which would wait forever (``flock`` on a second open file of one path
-    blocks, in one process too)."""
+    blocks, in one process too). A forked child starts with none: it must take the lock to write
+    (its parent's open file shares the lock, but the parent may be writing too)."""
 
     def __init__(self) -> None:
         self.dirs: set[str] = set()
 
 
 _held = _HeldLocks()
+os.register_at_fork(after_in_child=lambda: _held.dirs.clear())
 
 
 @contextlib.contextmanager

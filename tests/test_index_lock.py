@@ -122,6 +122,25 @@ def test_two_direct_index_tree_runs_into_one_directory(tmp_path):
         assert not list(shard_dir.rglob("*.tmp"))
 
 
+def test_a_direct_index_tree_waits_for_the_lock(tmp_path):
+    """``cindex.index_tree`` itself takes the lock (not only ``index_source_tree``): a run started
+    while the directory is held waits, then indexes."""
+    root = _tree(tmp_path / "tree", files=3)
+    shard_dir = tmp_path / "idx"
+    script = ("import sys; from ksymgraph.loaders import cindex; "
+              "r = cindex.index_tree(sys.argv[1], include_dirs=[], shard_dir=sys.argv[2], workers=1); "
+              "print(r.rows['functions'])")
+    with cindex.index_lock(shard_dir):
+        p = subprocess.Popen([sys.executable, "-c", script, str(root), str(shard_dir)], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+        time.sleep(3)
+        assert p.poll() is None  # waiting for the lock
+    out, err = p.communicate(timeout=300)
+    assert p.returncode == 0, err[-2000:]
+    assert f"waiting for another ksymgraph that is indexing into {shard_dir} ..." in err
+    assert out.split() == ["121"]
+
+
 def test_two_writers_of_one_parquet_file_each_write_their_own_temporary(tmp_path):
     """Two :class:`TableWriter` of one path open at once (what two indexers did): each writes a
     temporary file of its own, and the last to close leaves its complete file."""
@@ -176,3 +195,21 @@ def test_the_lock_is_reentrant_in_a_thread_and_excludes_another(tmp_path):
         assert not entered.wait(1)
     assert entered.wait(30)
     t.join()
+
+
+def _take_lock_in_child(shard_dir: str) -> None:
+    with cindex.index_lock(shard_dir):
+        pass
+
+
+def test_a_forked_child_of_the_holder_waits_too(tmp_path):
+    """The re-entrant guard is not inherited by ``fork``: a child of the holder takes the lock."""
+    shard_dir = tmp_path / "idx"
+    ctx = multiprocessing.get_context("fork")
+    with cindex.index_lock(shard_dir):
+        child = ctx.Process(target=_take_lock_in_child, args=(str(shard_dir),))
+        child.start()
+        child.join(1)
+        assert child.exitcode is None  # waiting
+    child.join(30)
+    assert child.exitcode == 0
