@@ -11,7 +11,8 @@ architectures' ``arch/*/``), and no non-``static`` function of a file the build 
 
 1. a function of that name defined in the same file (a ``static`` helper, or any function there);
 2. a function or macro of that name in a header of the same directory (a driver's own ``foo.h``:
-   dozens of drivers define their own ``dprintk()``);
+   dozens of drivers define their own ``dprintk()``), outside the kernel's ``include/`` and
+   ``arch/*/include/``;
 3. a non-``static`` function of that name in a file the build compiles (the first by path; any
    file of a tree whose files are not attributed to modules);
 4. a ``static inline`` function or a macro of that name in a header: the architecture's own
@@ -169,8 +170,11 @@ class _Resolver:
         unattributed = [t.prefix for t in trees if not t.built_into]
         compiled = pc.or_(pc.is_in(files, pa.array(sorted(built), pa.string())), _starts_with_any(files, unattributed))
         inline = pc.and_(pc.and_(static, header), pc.fill_null(funcs["inline"], False).combine_chunks())
-        # 2. a header's function in the directory of the file (a driver's own foo.h)
-        local = pc.and_(pc.and_(header, visible), pc.not_equal(names, pa.scalar(FILE_SCOPE)))
+        # 2. a header's function in the directory of the file (a driver's own foo.h); not in the
+        #    kernel's include directories, where a sibling is no include (spinlock_api_up.h)
+        shared = pc.match_substring_regex(files, "^(include|arch/[^/]+/include)/") if any(not t.prefix for t in trees) \
+            else pa.repeat(pa.scalar(False), len(files))
+        local = pc.and_(pc.and_(pc.and_(header, visible), pc.invert(shared)), pc.not_equal(names, pa.scalar(FILE_SCOPE)))
         local_t = pa.table({"key": pc.binary_join_element_wise(_dirs(files), names, "|"), "file": files, "row": rows}
                            ).filter(local).sort_by([("key", "ascending"), ("file", "ascending")])
         self.local = self._firsts(local_t["key"], local_t["row"])

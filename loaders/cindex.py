@@ -10,31 +10,38 @@ file's conditionals are decided for that build; a file's entry records the diges
 it was parsed under, so a file is re-parsed when its bytes or its context change, and only then.
 Lookups through wrappers are resolved over the whole index at the end (``lookups.parquet``).
 :func:`read_table` reads a table back.
+
+One process at a time writes an index directory: :func:`index_tree` holds its lock
+(:func:`index_lock`) for the whole run, and every file is written through a temporary file of
+its own (:mod:`ksymgraph.loaders.parquet`), so that two runs over one tree (two loads, a load and
+a bench script) leave readable shards and a complete manifest.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import multiprocessing
 import os
 import sys
+import threading
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
-from typing import Iterable, Mapping, NamedTuple
+from typing import Iterable, Iterator, Mapping, NamedTuple
 
 from .cfiles import file_signature, read_source, real_root, tree_files
 from .cparse import PARSE_SECONDS, parse_read_file
 from .includes import kernel_include_dirs
 from .lookups import find_wrappers, resolve_lookups
-from .parquet import TableWriter, record_schema, replace_parquet, write_table
+from .parquet import TableWriter, record_schema, remove_temp_files, replace_parquet, replacing, write_table
 from .preproc import PreprocContext
 from .records import (ArgFlow, Call, ExportSite, FunctionDef, LoaderError, LookUp, ParseStats, Reference, Skipped,
                       StringArg)
 
-__all__ = ["TABLES", "IndexResult", "TableWriter", "index_tree", "read_table", "write_table"]
+__all__ = ["TABLES", "IndexResult", "TableWriter", "index_lock", "index_tree", "indexed_files", "read_table", "write_table"]
 
 #: Tables written per shard, each ``<shard_dir>/<table>/<shard id>.parquet``.
 TABLES = {
@@ -80,6 +87,18 @@ class IndexResult(NamedTuple):
 
 # --------------------------------------------------------------------------------------------
 # Reading an index back
+
+
+def indexed_files(shard_dir: str | os.PathLike) -> set[str]:
+    """The files an index holds (relative to its tree): the ``.c`` files it was given and the
+    headers they include from code the build compiles (an ``#include`` in a dead branch is not
+    followed: ``spinlock_api_up.h`` on an SMP build). Empty when there is no index there."""
+    import json
+
+    try:
+        return set(json.loads((Path(shard_dir) / "manifest.json").read_text())["files"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return set()
 
 
 def read_table(shard_dir: str | os.PathLike, table: str):
@@ -206,9 +225,8 @@ def _loader_fingerprint() -> str:
 
 
 def _save_manifest(shard_dir: Path, manifest: dict) -> None:
-    tmp = shard_dir / "manifest.json.tmp"
-    tmp.write_bytes(_json_dumps(manifest))
-    os.replace(tmp, shard_dir / "manifest.json")
+    with replacing(shard_dir / "manifest.json") as tmp:
+        tmp.write_bytes(_json_dumps(manifest))
 
 
 # The manifest of a kernel tree is 23 MB of JSON: orjson reads and writes it in a quarter of the
@@ -250,6 +268,56 @@ def _drop_files(shard_dir: Path, manifest: dict, gone: dict[str, set[str]]) -> N
             info["files"] = remaining
         else:
             del manifest["shards"][shard_id]
+
+
+# --------------------------------------------------------------------------------------------
+# The lock of an index directory
+
+
+class _HeldLocks(threading.local):
+    """The index directories this thread holds the lock of (their real paths): taken again by the
+    same thread (``index_source_tree`` holds it over ``index_tree`` and the macro pass), the lock
+    is not taken twice, which would wait forever (``flock`` on a second open file of one path
+    blocks, in one process too). A forked child starts with none: it must take the lock to write
+    (its parent's open file shares the lock, but the parent may be writing too)."""
+
+    def __init__(self) -> None:
+        self.dirs: set[str] = set()
+
+
+_held = _HeldLocks()
+os.register_at_fork(after_in_child=lambda: _held.dirs.clear())
+
+
+@contextlib.contextmanager
+def index_lock(shard_dir: str | os.PathLike, progress: bool = False) -> Iterator[None]:
+    """Hold the index directory ``shard_dir`` alone while it is written: two loads of one tree
+    (two users, two terminals) once wrote the same shard files at once and left them unreadable
+    ("Couldn't deserialize thrift"). A second writer waits for the first (saying so with
+    ``progress``), then finds the index up to date. Re-entrant within a thread; another thread or
+    process waits."""
+    import fcntl
+
+    shard_dir = Path(shard_dir)
+    shard_dir.mkdir(parents=True, exist_ok=True)
+    key = os.path.realpath(shard_dir)
+    held = _held.dirs
+    if key in held:
+        yield
+        return
+    with open(shard_dir / ".lock", "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if progress:
+                print(f"waiting for another ksymgraph that is indexing into {shard_dir} ...", file=sys.stderr)
+            fcntl.flock(f, fcntl.LOCK_EX)
+        held.add(key)
+        try:
+            yield
+        finally:
+            held.discard(key)
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 # --------------------------------------------------------------------------------------------
@@ -473,9 +541,12 @@ class _Indexer:
 
 def _open_manifest(shard_dir: Path, root: Path, include_dirs: list[str]) -> dict:
     """The manifest of the index in ``shard_dir`` (made, with its table directories, if need be);
-    a fresh one when the old one is from another loader, and then no stale shard is left."""
+    a fresh one when the old one is from another loader, and then no stale shard is left. The
+    temporary files a killed run left are removed (the caller holds the lock: no other writer's)."""
+    remove_temp_files(shard_dir)
     for table in TABLES:
         (shard_dir / table).mkdir(parents=True, exist_ok=True)
+        remove_temp_files(shard_dir / table)
     manifest = _load_manifest(shard_dir, root, include_dirs)
     if not manifest["files"]:
         for table in TABLES:
@@ -519,19 +590,23 @@ def index_tree(
     files that ``modules`` maps to True, not defined for those it maps to False, and not known
     for the rest (headers); None reads every branch, as before. A file parsed under another
     context than this run's is parsed again.
+
+    The run holds ``shard_dir``'s lock (:func:`index_lock`): a second run into it waits for the
+    first.
     """
     started = time.monotonic()
     root = Path(real_root(root))
     include_dirs = kernel_include_dirs() if include_dirs is None else list(include_dirs)
     shard_dir = Path(shard_dir) if shard_dir is not None else root / ".ksymgraph-index"
-    indexer = _Indexer(root, shard_dir, include_dirs, headers, workers, progress, batch_bytes, batch_files, seconds,
-                       preproc, modules)
-    if files is None:
-        listing = tree_files(root)
-        indexer.unlisted = listing.skipped
-        files = listing.c
-    indexer.run(list(files))
-    return indexer.result(started)
+    with index_lock(shard_dir, progress):
+        indexer = _Indexer(root, shard_dir, include_dirs, headers, workers, progress, batch_bytes, batch_files,
+                           seconds, preproc, modules)
+        if files is None:
+            listing = tree_files(root)
+            indexer.unlisted = listing.skipped
+            files = listing.c
+        indexer.run(list(files))
+        return indexer.result(started)
 
 
 def _write_lookups(shard_dir: Path) -> int:

@@ -16,22 +16,21 @@ for files built both ways).
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 import re
-import sys
 import tarfile
 import tempfile
 from pathlib import Path
-from typing import Iterator, NamedTuple
+from typing import NamedTuple
 
 from . import debian
 from .cfiles import tree_files
 from .debnames import DebianError, suite_for_release
 from .records import LoaderError, Skipped
 
-__all__ = ["SourceTree", "is_kernel_tree", "outside_build", "HOST_DIRS", "debian_source_tree", "unpack_source_tarball", "debian_headers_tree", "index_dir", "index_lock",
+__all__ = ["SourceTree", "is_kernel_tree", "outside_build", "HOST_DIRS", "debian_source_tree", "unpack_source_tarball",
+           "debian_headers_tree", "index_dir",
            "index_source_tree"]
 
 #: Debian flavour suffix → the kernel's architecture directory.
@@ -228,28 +227,6 @@ def _with_tree_defines(root: Path, headers: list[str], context):
     return context._replace(defines=context.defines + version_macros(map(read, headers), context))
 
 
-@contextlib.contextmanager
-def index_lock(shard_dir: Path, progress: bool = False) -> Iterator[None]:
-    """Hold the index directory ``shard_dir`` alone while it is written: two loads of one tree
-    (two users, two terminals) once wrote the same shard files at once and left them unreadable
-    ("Couldn't deserialize thrift"). A second load waits for the first (saying so with
-    ``progress``), then finds the index up to date."""
-    import fcntl
-
-    shard_dir.mkdir(parents=True, exist_ok=True)
-    with open(shard_dir / ".lock", "a") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            if progress:
-                print(f"waiting for another ksymgraph that is indexing into {shard_dir} ...", file=sys.stderr)
-            fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
 def index_source_tree(root: str | Path, config: Path | None = None, workers: int | None = None,
                       progress: bool = False, files: list[str] | None = None,
                       version: str | None = None) -> SourceTree:
@@ -260,7 +237,7 @@ def index_source_tree(root: str | Path, config: Path | None = None, workers: int
     ``config``, conditionals are decided for that build, with the version of the tree's top
     Makefile or else ``version`` (the kernel's, ``6.1.192-3``); without one, every branch is read.
     """
-    from .cindex import index_tree
+    from .cindex import index_lock, index_tree, indexed_files
     from .kbuild import evaluate_kbuild, read_config
     from .modobjects import files_by_module
     from .preproc import context_for_build, tree_version
@@ -313,14 +290,17 @@ def index_source_tree(root: str | Path, config: Path | None = None, workers: int
         built_sets = {rel: {module} for rel, module in built.items()}
         if not built:
             skipped.append(Skipped(str(root), "no .mod files (is the tree built?): files not attributed to modules"))
+    # One lock over the index and the macro pass (index_tree takes it again: re-entrant).
     with index_lock(shard_dir, progress):
         result = index_tree(root, files=files, workers=workers or 2, shard_dir=shard_dir, progress=progress,
                             preproc=context, modules=_module_flags(built_sets))
-        # The macros the build sees: not those of other architectures or of tools/, not those
-        # under a dead #if (spinlock_api_smp.h's `#define _raw_spin_lock` needs
+        # The macros the build sees: those of the headers its code includes (the ones the index
+        # followed: not spinlock_api_up.h on SMP), none of other architectures or of tools/, and
+        # none under a dead #if (spinlock_api_smp.h's `#define _raw_spin_lock` needs
         # CONFIG_INLINE_SPIN_LOCK, which Debian's 6.1 has not set).
+        included = indexed_files(shard_dir)
         _macros, macro_skips = index_macros(
-            root, shard_dir, [f for f in headers if not f.startswith(outside)],
+            root, shard_dir, [f for f in headers if not f.startswith(outside) and (not included or f in included)],
             [f for f in c_files if not f.startswith(outside)],
             _compiled_text(context, _module_flags(built_sets)), "" if context is None else context.digest())
     # (the macro pass reads the same files again: a file it cannot read is named once)

@@ -139,6 +139,14 @@ def is_kernel_header(path: str, own_tops: frozenset[str] = frozenset()) -> bool:
     return top not in own_tops and bool(_KERNEL_HEADER.match(rest))
 
 
+def _json_with_chain(record) -> dict:
+    """A record with a ``chain`` of names (:class:`RebuildImport`, :class:`RebuildBreak`) as JSON:
+    its fields, the chain as a list."""
+    d = record._asdict()
+    d["chain"] = list(record.chain)
+    return d
+
+
 class RebuildImport(NamedTuple):
     """One symbol a module is predicted to import once rebuilt against kernel B."""
 
@@ -166,10 +174,7 @@ class RebuildImport(NamedTuple):
         where = f"{self.file}:{self.line}" if self.line is not None else self.file
         return f"{self.function} ({where}): {' → '.join(self.chain)}"
 
-    def to_json(self) -> dict:
-        d = self._asdict()
-        d["chain"] = list(self.chain)
-        return d
+    to_json = _json_with_chain
 
 
 class RebuildBreak(NamedTuple):
@@ -188,10 +193,7 @@ class RebuildBreak(NamedTuple):
     through: str
     """The chain as text, with the module's function and line that start it."""
 
-    def to_json(self) -> dict:
-        d = self._asdict()
-        d["chain"] = list(self.chain)
-        return d
+    to_json = _json_with_chain
 
 
 class RebuiltModule(NamedTuple):
