@@ -70,6 +70,7 @@ from .ppexpr import (MAX_DEPTH, MAX_STEPS, UNDEF as _UNDEF, UNK, UNKNOWN as _UNK
                      parse_define as _parse_define, tokens as _tokens)
 
 __all__ = [
+    "shared_header_macros",
     "PreprocContext",
     "PreprocResult",
     "ARCH_PREDEFINES",
@@ -419,6 +420,9 @@ class _LineIndex:
 
 _VERSION_NAMES = ("LINUX_VERSION_CODE", "KERNEL_VERSION")
 
+_CONDITION_RE = re.compile(r"\s*#\s*(?:if|ifdef|ifndef|elif|elifdef|elifndef)\b(.*)", re.S)
+_IDENT_RE = re.compile(r"[A-Za-z_]\w*")
+
 
 def version_macros(headers, ctx: PreprocContext) -> tuple[tuple[str, str], ...]:
     """The version macros a tree's headers define, for the context of the files that include
@@ -472,12 +476,66 @@ def version_macros(headers, ctx: PreprocContext) -> tuple[tuple[str, str], ...]:
             if n in constant and n not in needed:
                 needed.add(n)
                 todo.append(n)
-    out = []
-    for k in sorted(needed):
-        m = macros[k]
-        params = list(m.params or ())
-        if m.variadic:
-            params[-1] = "..." if params[-1] == "__VA_ARGS__" else params[-1] + "..."
-        head = k if m.params is None else f"{k}({', '.join(params)})"
-        out.append((head, m.text))
-    return tuple(out)
+    return tuple(_as_define(k, macros[k]) for k in sorted(needed))
+
+
+def _as_define(name: str, m: _Macro) -> tuple[str, str]:
+    """(``NAME`` or ``NAME(a, b)``, body) of a macro, as :attr:`PreprocContext.defines` holds it."""
+    params = list(m.params or ())
+    if m.variadic:
+        params[-1] = "..." if params[-1] == "__VA_ARGS__" else params[-1] + "..."
+    return (name if m.params is None else f"{name}({', '.join(params)})"), m.text
+
+
+def shared_header_macros(headers, ctx: PreprocContext) -> tuple[tuple[str, str], ...]:
+    """The macros the kernel's shared headers (``include/``, ``arch/<arch>/include/``: ``(name,
+    bytes)`` pairs) define for certain under ``ctx``, for the context of every file of the build.
+
+    A generic header decides on what the architecture's header defined before including it:
+    6.1's include/asm-generic/bug.h defines ``BUG()`` (calling ``panic()``) only ``#ifndef
+    HAVE_ARCH_BUG``, which arch/x86/include/asm/bug.h defines before its ``#include
+    <asm-generic/bug.h>``; jiffies.h picks ``_msecs_to_jiffies()`` by ``HZ`` (``CONFIG_HZ``, from
+    asm-generic/param.h) and ``MSEC_PER_SEC`` (vdso/time64.h). One file at a time cannot see that;
+    this pass reads the shared headers first, each decided under ``ctx``, and keeps each macro that
+    a header defines in a region compiled for certain and leaves defined at its end. Left out: a
+    name two headers define differently, one a header ``#undef`` s at its end, a header's include
+    guard (whether a header was included depends on the file), and the names the context already
+    decides (``PAGE_SIZE``, the ``.config``). The risk taken is order: a macro counts as defined
+    before the header defining it is included, as the kernel's arch-overrides-generic convention
+    has it."""
+    env = _env(ctx)
+    found: dict[str, _Macro | None] = {}
+    guards: set[str] = set()
+    tested: set[str] = set()
+    for _name, src in headers:
+        if b"define" not in src:
+            continue
+        directives = _directives(src)
+        for _start, _end, text in directives:
+            m = _CONDITION_RE.match(text)
+            if m:
+                tested.update(_IDENT_RE.findall(m.group(1)))
+        result, f = _preprocess(src, ctx)
+        guard = _include_guard(directives)
+        if guard is not None:
+            guards.add(guard)
+        for name, m in f.local.items():
+            if m is _UNKNOWN:
+                continue  # defined in a branch not decided: where it matters, a sure one decides
+            if not isinstance(m, _Macro):
+                found[name] = None  # #undef'd at the end of a header
+                continue
+            old = found.get(name, m)
+            same = old is m or (old is not None and (old.params, old.variadic, old.text) == (m.params, m.variadic, m.text))
+            found[name] = m if same else None
+    macros = {k: m for k, m in found.items() if m is not None and k not in guards and env.lookup(k) is _UNKNOWN}
+    # only what a condition tests, and the macros their bodies use (HZ → CONFIG_HZ): the context
+    # goes to every index worker with each batch
+    needed, todo = set(), [n for n in tested if n in macros]
+    while todo:
+        n = todo.pop()
+        if n in needed:
+            continue
+        needed.add(n)
+        todo.extend(v for k, v in macros[n].body if k == "id" and v in macros and v not in needed)
+    return tuple(_as_define(k, macros[k]) for k in sorted(needed))

@@ -227,6 +227,26 @@ def _with_tree_defines(root: Path, headers: list[str], context):
     return context._replace(defines=context.defines + version_macros(map(read, headers), context))
 
 
+def _with_shared_header_macros(root: Path, headers: list[str], context, arch: str):
+    """``context`` with the macros the kernel's shared headers (``include/``, ``arch/<arch>/include/``)
+    define for certain (:func:`~ksymgraph.loaders.preproc.shared_header_macros`): ``HAVE_ARCH_BUG``,
+    ``HZ``..., so that a generic header's ``#ifndef HAVE_ARCH_BUG`` is decided."""
+    from .cfiles import read_source
+    from .preproc import shared_header_macros
+
+    shared = ("include/", f"arch/{arch}/include/") if arch else ("include/",)
+
+    def read():
+        for rel in headers:
+            if rel.startswith(shared):
+                try:
+                    yield rel, read_source(str(root), rel)[0]
+                except LoaderError:
+                    continue  # the index names it when it reads it
+
+    return context._replace(defines=context.defines + shared_header_macros(read(), context))
+
+
 def index_source_tree(root: str | Path, config: Path | None = None, workers: int | None = None,
                       progress: bool = False, files: list[str] | None = None,
                       version: str | None = None) -> SourceTree:
@@ -272,6 +292,8 @@ def index_source_tree(root: str | Path, config: Path | None = None, workers: int
         context = _with_tree_defines(root, headers, context)
     arch = TARGET_ARCH_DIRS.get(context.arch, "") if context is not None else ""
     outside = outside_build(root, arch) if kernel else ()
+    if context is not None and kernel:
+        context = _with_shared_header_macros(root, headers, context, arch)
     shard_dir = index_dir(root, "" if context is None else context.digest())
     # Attributed before the index: MODULE of each file comes from it.
     built: dict[str, str] = {}
