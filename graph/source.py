@@ -13,8 +13,10 @@ architectures' ``arch/*/``), and no non-``static`` function of a file the build 
 2. a function or macro of that name in a header of the same directory (a driver's own ``foo.h``:
    dozens of drivers define their own ``dprintk()``), outside the kernel's ``include/`` and
    ``arch/*/include/``;
-3. a non-``static`` function of that name in a file the build compiles (the first by path; any
-   file of a tree whose files are not attributed to modules);
+3. a non-``static`` function defined in a header the build sees (``extern inline``, as
+   ``fortify-string.h``'s ``__FORTIFY_INLINE`` bodies: what the compiler inlines instead of the
+   library's), then a non-``static`` function of that name in a file the build compiles (the
+   first by path; any file of a tree whose files are not attributed to modules);
 4. a ``static inline`` function or a macro of that name in a header: the architecture's own
    (``arch/x86/include/``) first, then ``include/``, then the others by path — a header's inline is
    compiled into every file that includes it;
@@ -186,7 +188,11 @@ class _Resolver:
         rank = pc.if_else(_starts_with_any(files, arch_inc), pa.scalar("0"),
                           pc.if_else(_starts_with_any(files, [f"{t.prefix}include/" for t in trees if not t.prefix]),
                                      pa.scalar("1"), pa.scalar("2")))
-        self.inlines = self._first_by(names, pc.binary_join_element_wise(rank, files, ""), rows, pc.and_(inline, visible))
+        ranked = pc.binary_join_element_wise(rank, files, "")
+        self.inlines = self._first_by(names, ranked, rows, pc.and_(inline, visible))
+        # 3 comes after a header's non-static definition: an `extern inline` (gnu_inline) body is
+        # what the compiler inlines in place of the library's (fortify-string.h's kmemdup())
+        self.header_globals = self._first_by(names, ranked, rows, pc.and_(pc.and_(pc.invert(static), header), visible))
 
     @staticmethod
     def _firsts(keys: pa.Array, rows: pa.Array) -> tuple[pa.Array, pa.Array]:
@@ -210,9 +216,10 @@ class _Resolver:
         same = self.function(files, names)
         local = self.local[1].take(pc.index_in(pc.binary_join_element_wise(_dirs(files), names, "|"),
                                                value_set=self.local[0]))
+        extern_inline = self.header_globals[1].take(pc.index_in(names, value_set=self.header_globals[0]))
         glob = self.globals[1].take(pc.index_in(names, value_set=self.globals[0]))
         inl = self.inlines[1].take(pc.index_in(names, value_set=self.inlines[0]))
-        return pc.coalesce(same, local, glob, inl)
+        return pc.coalesce(same, local, extern_inline, glob, inl)
 
 
 class _Calls(NamedTuple):

@@ -22,7 +22,9 @@ from ksymgraph.loaders.preproc import context_for_build, preprocess, shared_head
 FILES = {
     "Kbuild": "obj-y += kernel/\nobj-$(CONFIG_FOO) += drivers/foo/\n",
     "Makefile": "VERSION = 6\nPATCHLEVEL = 1\nSUBLEVEL = 192\n",
-    "kernel/Makefile": "obj-y += spinlock.o\n",
+    "kernel/Makefile": "obj-y += spinlock.o util.o\n",
+    "kernel/util.c": "void *kmemdup(const void *p) { return 0; }\n",
+    "include/linux/fortify.h": "extern inline void *kmemdup(const void *p) { fortify_panic(); return __real_kmemdup(p); }\n",
     "kernel/spinlock.c": """
         void _raw_spin_lock(void *l) { }
         void not_built_either(void) { }
@@ -36,6 +38,7 @@ FILES = {
         #include <asm/delay.h>
         #include <asm/bug.h>
         #include "foo.h"
+        #include <linux/fortify.h>
         void foo(void)
         {
             spin_lock(0);
@@ -45,6 +48,7 @@ FILES = {
             foo_helper();
             flush_it();
             tools_helper();
+            kmemdup(0);
         }
     """,
     "include/linux/spinlock.h": """
@@ -140,7 +144,7 @@ def callees(edges, file, name):
 def test_the_tree_is_attributed_and_knows_its_architecture(tree):
     _root, _config, t = tree
     assert t.arch == "x86"
-    assert t.built_into == {"drivers/foo/foo.c": "foo", "kernel/spinlock.c": "vmlinux"}
+    assert t.built_into == {"drivers/foo/foo.c": "foo", "kernel/spinlock.c": "vmlinux", "kernel/util.c": "vmlinux"}
     assert "tools/" in t.outside and "arch/arm/" in t.outside and "arch/x86/" not in t.outside
 
 
@@ -211,3 +215,9 @@ def test_shared_header_macros_leave_out_conflicts_and_undefs():
     # TWICE: two bodies; GONE: #undef'd; NEVER_TESTED: no condition asks; HZ's other definition is
     # in a branch not decided, the certain one stands
     assert shared == {"SAME": "2", "HZ": "CONFIG_HZ"}
+
+
+def test_an_extern_inline_in_a_header_before_the_librarys_function(edges):
+    # fortify-string.h's __FORTIFY_INLINE kmemdup() is what foo() compiles, not mm/util.c's
+    assert ("include/linux/fortify.h", "kmemdup") in callees(edges, "drivers/foo/foo.c", "foo")
+    assert ("", "fortify_panic") in callees(edges, "include/linux/fortify.h", "kmemdup")
