@@ -57,7 +57,7 @@ RETURN DISTINCT m.name AS module, t.name AS symbol, f.name AS function, f.file A
 ORDER BY module, symbol, file, line
 """
 # {symbols} is _ONE_SYMBOL or _SYMBOLS, {rels} _WITH_REFERENCES or _CALLS_ONLY, {kind} "c.kind" or
-# "NULL": constants of this module.
+# "NULL", {path} one of _PATH: constants of this module.
 _ONE_SYMBOL = "t.name = $symbol"
 _SYMBOLS = "t.name IN $symbols"
 _CALL_SITES_VIA_HEADERS = """
@@ -66,15 +66,18 @@ WHERE m.kernel = $kernel AND {modules} AND {symbols}
   AND h.static = true AND h.file ENDS WITH '.h'
 {hint}
 RETURN DISTINCT m.name AS module, t.name AS symbol, f.name AS function, f.file AS file, c.line AS line,
-       h.name AS via, h.id AS via_id, {kind} AS kind
+       h.name AS via, h.id AS via_id, {kind} AS kind, {path}
 ORDER BY module, symbol, file, line
 """
-#: One hop of the walk that names a via site's chain (header inlines and macros are few).
-_OUT_EDGES = """
-MATCH (a:Function)-[:{rels}]->(b)
-WHERE a.id IN $ids
-RETURN DISTINCT a.id AS src, b.id AS dst, b.name AS name
-"""
+# The functions strictly between h and t on the path the query above matched (ids, names; none when
+# h calls t itself), from which the site's chain is taken: LadybugDB's nodes() of a recursive
+# relationship are those inner nodes (its docs, "Recursive relationship functions"; checked on
+# 0.22: a path of three has two), and it has no list comprehension; Neo4j's r is the list of
+# relationships, and nodes() wants a path. Constants of this module.
+_PATH = {
+    "ladybug": "properties(nodes(r), 'id') AS path_ids, properties(nodes(r), 'name') AS path_names",
+    "neo4j": "[x IN r[..-1] | endNode(x).id] AS path_ids, [x IN r[..-1] | endNode(x).name] AS path_names",
+}
 # LadybugDB's planner, left to itself, reads every function to project f's name and file (a hash
 # join: 1.3 s for kfree's direct calls, 2.3 s through inlines); told to start from the symbol and
 # walk back, 0.45 s and 0.5 s (1.1 s through inlines for t.name IN $symbols, against 9.2 s). Neo4j
@@ -153,21 +156,22 @@ def call_sites(store: GraphStore, kernel: str, modules: list[str] | None, symbol
                                kind, chain))
     have = {(c.module, c.symbol, c.file, c.line) for c in direct}
     kind = "c.kind" if refs else "NULL"  # (a call has no kind: null in a store with both)
+    path = _PATH["ladybug" if store.dialect == "ladybug" else "neo4j"]
     if len(params["symbols"]) <= ONE_BY_ONE:
         query = _CALL_SITES_VIA_HEADERS.format(modules=clause, rels=rels, kind=kind, symbols=_ONE_SYMBOL,
-                                               hint=_hint(store, "via"))
+                                               hint=_hint(store, "via"), path=path)
         rows = [r for symbol in params["symbols"] for r in store.query(query, {**params, "symbol": symbol}).rows]
     else:
         query = _CALL_SITES_VIA_HEADERS.format(modules=clause, rels=rels, kind=kind, symbols=_SYMBOLS,
-                                               hint=_hint(store, "via"))
+                                               hint=_hint(store, "via"), path=path)
         rows = store.query(query, params).rows
     rows = [r for r in rows if (r[0], r[1], r[3], r[4]) not in have]
+    chains = _chains(rows)
     # A site reached through two inlines keeps the first by name: the engine's order of such
-    # ties is not fixed, the answer is.
+    # ties is not fixed, the answer is. (Rows that differ only in the path are one site.)
     rows.sort(key=lambda r: (r[0], r[1], r[3], r[4], r[5], r[2], r[6], r[7] or ""))
-    chains = _chains(store, {(r[6], r[5]) for r in rows}, set(params["symbols"]), rels)
     via = []
-    for module, symbol, function, file, line, h_name, h_id, kind in rows:
+    for module, symbol, function, file, line, h_name, h_id, kind, _ids, _names in rows:
         if (module, symbol, file, line) in have:
             continue  # (reached through two inlines)
         have.add((module, symbol, file, line))
@@ -182,30 +186,22 @@ def _site_order(c: CallSite) -> tuple:
     return c.module, c.symbol, c.file, c.line, c.via is not None, c.via or "", c.function
 
 
-def _chains(store: GraphStore, starts: set[tuple[str, str]], targets: set[str], rels: str = _WITH_REFERENCES,
-            hops: int = 3) -> dict[tuple[str, str], tuple[str, ...]]:
-    """(start id, target name) → the shortest chain of names from the start (``(id, name)`` of a
-    header inline or macro) through calls and references to that target, within ``hops``; one
-    query per hop for all starts together, the frontier bounded by :data:`MAX_FRONTIER`."""
-    found: dict[tuple[str, str], tuple[str, ...]] = {}
-    level = {(sid, sid): (name,) for sid, name in starts}
-    seen = set(level)
-    for _hop in range(hops):
-        if not level or len(level) > MAX_FRONTIER:
-            break
-        out: dict[str, list[tuple[str, str]]] = {}
-        for src, dst, name in store.query(_OUT_EDGES.format(rels=rels), {"ids": sorted({n for _, n in level})}).rows:
-            out.setdefault(src, []).append((dst, name))
-        nxt = {}
-        for (start, node), path in sorted(level.items()):
-            for dst, name in out.get(node, ()):
-                if name in targets and (start, name) not in found:
-                    found[(start, name)] = (*path, name)
-                if (start, dst) not in seen:
-                    seen.add((start, dst))
-                    nxt[(start, dst)] = (*path, name)
-        level = nxt
-    return found
+def _chains(rows: Iterable[tuple]) -> dict[tuple[str, str], tuple[str, ...]]:
+    """(header inline or macro id, symbol) → the chain of names from it to the symbol, out of the
+    paths the via query matched (its rows: ..., symbol at 1, via at 5, via_id at 6, then the ids and
+    names of the functions between): the shortest, and of those the one a breadth-first walk in
+    order of id takes (the one before issue 14's point 5 did: each node keeps the first of its
+    predecessors by id, and the symbol the first node by id that reaches it), that is the least by
+    the ids read from the symbol's end back to the inline's. (That walk also stopped widening past
+    :data:`MAX_FRONTIER` pairs, leaving such sites without a chain; every site here has one.)"""
+    best: dict[tuple[str, str], tuple[tuple, tuple[str, ...]]] = {}
+    for r in rows:
+        symbol, h_name, h_id, ids, names = r[1], r[5], r[6], r[8] or (), r[9] or ()
+        rank = (len(ids), tuple(reversed(ids)))
+        key = (h_id, symbol)
+        if key not in best or rank < best[key][0]:
+            best[key] = (rank, (h_name, *names, symbol))
+    return {key: chain for key, (_rank, chain) in best.items()}
 
 
 def exported_callers(store: GraphStore, kernel: str, symbol: str, hops: int = 2,

@@ -10,8 +10,8 @@ makes the two paths differ if one is wrong: chains of header inlines 1 to 4 call
 is beyond reach), two calls on one line, one call site reached through two inlines, a module that
 calls a removed symbol both directly and through an inline, static helpers of the same name in
 two files, exported wrappers one, two and three calls from a removed export (for ``--hops``), one name
-exported from two files at one hop, and a module that fails only through a dependency (no call
-sites of its own).
+exported from two files at one hop, a module that fails only through a dependency (no call
+sites of its own), and inlines with two shortest chains to a symbol (which one a site names).
 """
 
 from __future__ import annotations
@@ -40,6 +40,21 @@ static inline int eq_h3(int x) { return eq_h2(x) + 2; }
 static inline int eq_h4(int x) { return eq_h3(x) + 3; }
 static inline int eq_both(int x) { kfree(0); return a_plain(x) + a_gpl(x); }
 static inline int eq_twin(int x) { return eq_h1(x); }
+static inline int eq_fork_a(int x);
+static inline int eq_fork_b(int x);
+static inline int eq_fork_c(int x) { return a_plain(x); }
+static inline int eq_fork_d(int x) { return a_plain(x) + 1; }
+static inline int eq_fork_a(int x) { return eq_fork_d(x); }
+static inline int eq_fork_b(int x) { return eq_fork_c(x); }
+static inline int eq_fork(int x) { return eq_fork_a(x) + eq_fork_b(x); }
+static inline int eq_gork_z(int x) { return a_plain(x); }
+static inline int eq_gork(int x) { return eq_gork_a(x) + eq_gork_z(x); }
+"""
+#: A second header, included by the first: its inline sorts first by name, last by id (file first).
+HEADER_ZZ = """\
+extern int a_plain(int x);
+
+static inline int eq_gork_a(int x) { return a_plain(x) + 2; }
 """
 
 #: module → its C body (after the includes). Line numbers matter: keep calls on their own lines.
@@ -92,6 +107,15 @@ int eq_two_fn(int x)
 
 MODULE_LICENSE("GPL");
 """,
+    "eq_five": """\
+int eq_five_fn(int x)
+{
+	x += eq_fork(x);
+	return eq_gork(x);
+}
+
+MODULE_LICENSE("GPL");
+""",
     "eq_three": """\
 extern int eq_two_wrap(int x);
 
@@ -130,7 +154,8 @@ def eq_tree(tmp_path_factory):
     root = tmp_path_factory.mktemp("eq") / "eq-src"
     root.mkdir()
     shutil.copy(MODULE_SOURCES / "fixture_module.h", root)
-    (root / "eq_api.h").write_text(HEADER)
+    (root / "eq_api.h").write_text('#include "eq_zz.h"\n' + HEADER)
+    (root / "eq_zz.h").write_text(HEADER_ZZ)
     for name, body in MODULES.items():
         src = root / f"{name}.c"
         src.write_text('#include "fixture_module.h"\n#include "eq_api.h"\n\n' + body)
@@ -211,8 +236,41 @@ def test_the_generated_tree_exercises_what_it_claims(eq_store):
     assert any(c[3] is None for c in sites["eq_two"]) and any(c[3] for c in sites["eq_two"])
     assert "eq_three" not in ref.call_sites  # inherited break (through eq_two): no call sites
     assert {b.module for b in ref.broken if not b.direct} >= {"eq_three"}
+    # two shortest chains from one inline: the walk keeps, for the symbol, the first node by id
+    # that reaches it, and for each node the first predecessor by id (ids are kernel|file|name)
+    chains = {c.via: c.chain for c in ref.call_sites["eq_five"] if c.symbol == "a_plain"}
+    assert chains["eq_fork"] == ("eq_fork", "eq_fork_b", "eq_fork_c", "a_plain")  # not _a, _d (by first hop)
+    assert chains["eq_gork"] == ("eq_gork", "eq_gork_z", "a_plain")  # eq_gork_a is in eq_zz.h
     # one name exported from two files, both one call from a_plain: the first file's is named
     dup = [r for r in ref.replacements["a_plain"] if r.export == "eq_dup_wrap"]
     assert [(r.file, r.gpl, r.hops) for r in dup] == [("eq-src/eq_four.c", True, 1)]
     reps = {r.export: r.hops for r in ref.replacements["a_plain"]}
     assert reps.get("eq_one_wrap") == 1 and reps.get("eq_two_wrap") == 2 and reps.get("eq_three_wrap") == 3
+
+
+#: The generated tree's kernel name in Neo4j (a shared server: a name of the live suite's).
+NEO_KERNEL = "ksymgraph-test-eq"
+
+
+@pytest.mark.neo4j
+def test_neo4j_gives_the_reference_answer(eq_store, fixture_tree, eq_tree):
+    """The same tree loaded into Neo4j (``$NEO4J_URI``; see tests/test_neo4j_store.py): its fast
+    path gives the reference's answer on LadybugDB, chains included (Neo4j reads them from the
+    relationships of the variable-length match, LadybugDB from its ``nodes()``)."""
+    from test_neo4j_store import live_uri
+
+    from ksymgraph.graph.neo4j_store import Neo4jStore
+
+    neo = Neo4jStore(live_uri())
+    try:
+        load_kernel(neo, [str(fixture_tree), *(str(eq_tree / f"{n}.ko") for n in MODULES)], kernel=NEO_KERNEL,
+                    workers=1, source_dirs=[str(eq_tree)])
+        for changes in CHANGES:
+            ref, _ = both(eq_store, changes, 2)
+            result = what_if(usecases.kernel_view(eq_store, FIXTURE_RELEASE).projection, parse_changes(**changes))
+            new = callsites.add_source_evidence(result._replace(kernel=NEO_KERNEL), neo, 2)
+            assert json.dumps(new._replace(kernel=FIXTURE_RELEASE).to_json(), indent=1) == \
+                json.dumps(ref.to_json(), indent=1), changes
+    finally:
+        neo.delete_kernel(NEO_KERNEL)
+        neo.close()
