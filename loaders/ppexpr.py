@@ -18,6 +18,7 @@ from __future__ import annotations
 import re
 
 __all__ = [
+    "EVALUATOR_NAMES",
     "MAX_STEPS",
     "MAX_DEPTH",
     "UNK",
@@ -299,6 +300,10 @@ def _binary(op: str, a, b):
 
 _KCONFIG_FUNCS = frozenset(("IS_ENABLED", "IS_BUILTIN", "IS_MODULE", "IS_REACHABLE"))
 
+#: Names a condition's evaluation gives their meaning itself: ``defined`` and kconfig.h's helpers
+#: (a header's ``#define IS_ENABLED(option) __or(...)`` must not replace them).
+EVALUATOR_NAMES = _KCONFIG_FUNCS | {"defined"}
+
 
 class Expander:
     """Macro expansion of one condition's tokens, with ``defined`` and kconfig.h's helpers."""
@@ -400,14 +405,16 @@ class Expander:
                     i += 1
                 out.append(("val", UNK))
                 continue
+            if m.params is not None and nxt != ("op", "("):
+                # a function-like macro's name alone is not expanded: 0 in #if — also inside its
+                # own expansion (vdso/const.h's UL(x) is (_UL(x)), _UL(x) is (_AC(x, UL))): no recursion
+                out.append(("val", (0, False)))
+                i += 1
+                continue
             if v in hide:
                 raise BadInput(f"macro {v} recurses")
             if m.params is None:
                 out += self.expand(m.body, hide | {v}, depth + 1)
-                i += 1
-                continue
-            if nxt != ("op", "("):  # a function-like macro's name alone is not expanded: 0 in #if
-                out.append(("val", (0, False)))
                 i += 1
                 continue
             args, i = self.args(toks, i + 1)

@@ -65,7 +65,7 @@ from typing import NamedTuple
 
 from .ppcontext import (ARCH_HEADER_MACROS, ARCH_PREDEFINES, KNOWN_UNDEFINED, PreprocContext, command_line_defines,
                         context_for_build, env as _env, tree_version, version_code)
-from .ppexpr import (MAX_DEPTH, MAX_STEPS, UNDEF as _UNDEF, UNK, UNKNOWN as _UNKNOWN, BadInput as _BadInput,
+from .ppexpr import (EVALUATOR_NAMES, MAX_DEPTH, MAX_STEPS, UNDEF as _UNDEF, UNK, UNKNOWN as _UNKNOWN, BadInput as _BadInput,
                      Eval as _Eval, Expander as _Expander, Macro as _Macro, Undecidable as _Undecidable,
                      parse_define as _parse_define, tokens as _tokens)
 
@@ -500,7 +500,8 @@ def shared_header_macros(headers, ctx: PreprocContext) -> tuple[tuple[str, str],
     a header defines in a region compiled for certain and leaves defined at its end. Left out: a
     name two headers define differently, one a header ``#undef`` s at its end, a header's include
     guard (whether a header was included depends on the file), and the names the context already
-    decides (``PAGE_SIZE``, the ``.config``). The risk taken is order: a macro counts as defined
+    decides (``PAGE_SIZE``, the ``.config``, ``IS_ENABLED``), and a macro that pastes or stringifies
+    (``__AC(X, Y)``: ``X##Y``, which conditions do not need). The risk taken is order: a macro counts as defined
     before the header defining it is included, as the kernel's arch-overrides-generic convention
     has it."""
     env = _env(ctx)
@@ -528,7 +529,9 @@ def shared_header_macros(headers, ctx: PreprocContext) -> tuple[tuple[str, str],
             old = found.get(name, m)
             same = old is m or (old is not None and (old.params, old.variadic, old.text) == (m.params, m.variadic, m.text))
             found[name] = m if same else None
-    macros = {k: m for k, m in found.items() if m is not None and k not in guards and env.lookup(k) is _UNKNOWN}
+    macros = {k: m for k, m in found.items()
+              if m is not None and k not in guards and k not in EVALUATOR_NAMES and env.lookup(k) is _UNKNOWN
+              and not any(t == ("op", "#") or t == ("op", "##") for t in m.body)}
     # only what a condition tests, and the macros their bodies use (HZ → CONFIG_HZ): the context
     # goes to every index worker with each batch
     needed, todo = set(), [n for n in tested if n in macros]
