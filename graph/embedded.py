@@ -69,7 +69,7 @@ if TYPE_CHECKING:  # the tables come from ksymgraph.graph.build, which imports p
     from .build import GraphBatch
     from .columns import TableStream
 
-__all__ = ["EmbeddedStore", "schema_statements", "write_buffer_pool", "WRITE_BUFFER_POOL_MB"]
+__all__ = ["EmbeddedStore", "schema_statements"]
 
 def schema_statements() -> list[str]:
     """The ``CREATE NODE TABLE`` / ``CREATE REL TABLE`` statements for the schema."""
@@ -82,29 +82,6 @@ def schema_statements() -> list[str]:
         cols = ", ".join(["kernel STRING", *(f"{p.name} {p.type}" for p in r.props)])
         out.append(f"CREATE REL TABLE IF NOT EXISTS {r.type}({pairs}, {cols})")
     return out
-
-
-#: LadybugDB's buffer pool for a fresh database a load writes, in MiB (``$KSYMGRAPH_BUFFER_POOL_MB``
-#: overrides it; 0 is LadybugDB's own default, most of the machine's memory). The pool is a cache of
-#: the database's pages, not a limit on its size: the whole kernel with its source (819k functions,
-#: 4M calls) loads into a fresh store with a 512 MiB pool in the same time as with LadybugDB's
-#: default, at 1.3-2.0 GB peak instead of 2.0 (docs/source-speed.md). A store that already holds
-#: kernels is copied and its replaced kernel's rows deleted first, which needs more pages at once
-#: (replacing 6.1 with its source in a store of two kernels failed with "the buffer pool is full"
-#: at 512): that copy keeps LadybugDB's default.
-WRITE_BUFFER_POOL_MB = 512
-
-
-def write_buffer_pool(copied: bool = False) -> int:
-    """The buffer pool in bytes for the database a load writes: :data:`WRITE_BUFFER_POOL_MB` for a
-    fresh one, LadybugDB's default (0) for a copy of a store that holds kernels."""
-    text = os.environ.get("KSYMGRAPH_BUFFER_POOL_MB", "").strip()
-    try:
-        mb = int(text) if text else (0 if copied else WRITE_BUFFER_POOL_MB)
-    except ValueError:
-        raise StoreError(f"KSYMGRAPH_BUFFER_POOL_MB={text!r}: not a whole number of MiB "
-                         f"(unset it for the default, {WRITE_BUFFER_POOL_MB})") from None
-    return max(mb, 0) << 20
 
 
 class EmbeddedStore(GraphStore):
@@ -372,7 +349,7 @@ class EmbeddedStore(GraphStore):
         try:
             if nxt.copied:
                 copy_file(self._file, nxt.path)
-            nxt.db = self._ladybug().Database(str(nxt.path), buffer_pool_size=write_buffer_pool(nxt.copied))
+            nxt.db = self._ladybug().Database(str(nxt.path))
             nxt.conn = self._ladybug().Connection(nxt.db)
             if nxt.copied:
                 self._migrate(nxt.conn)

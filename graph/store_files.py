@@ -163,9 +163,7 @@ def engine_reason(msg: str) -> str:
     if m:
         text = f"LadybugDB's checkpoint failed: {m.group(1)}"
     text = re.sub(r"(?:IO exception: )?Cannot write to file\. path: (\S+) .*?Error: (.*)", r"cannot write \1: \2", text)
-    return text + _space_hint(text) + (
-        ": the load's buffer pool is too small for this store, raise $KSYMGRAPH_BUFFER_POOL_MB (default 512 for a new store)"
-        if "buffer pool is full" in text.lower() or "unable to allocate memory" in text.lower() else "")
+    return text + _space_hint(text)
 
 
 def path_literal(path: str) -> str:

@@ -227,25 +227,3 @@ def test_older_database_gains_new_properties(tmp_path, fixture_tree):
         assert rows == [("f", None, None)]
         load_kernel(store, [str(fixture_tree)], workers=1)  # and the full schema works
         assert store.kernels() == [FIXTURE_RELEASE]
-
-
-def test_the_write_buffer_pool_default_and_override(monkeypatch):
-    from ksymgraph.graph.embedded import WRITE_BUFFER_POOL_MB, write_buffer_pool
-
-    monkeypatch.delenv("KSYMGRAPH_BUFFER_POOL_MB", raising=False)
-    assert write_buffer_pool() == WRITE_BUFFER_POOL_MB << 20 == 512 << 20
-    assert write_buffer_pool(copied=True) == 0  # a store with kernels: LadybugDB's default
-    monkeypatch.setenv("KSYMGRAPH_BUFFER_POOL_MB", "0")
-    assert write_buffer_pool() == 0  # LadybugDB's own default
-    monkeypatch.setenv("KSYMGRAPH_BUFFER_POOL_MB", "2048")
-    assert write_buffer_pool() == write_buffer_pool(copied=True) == 2048 << 20
-    monkeypatch.setenv("KSYMGRAPH_BUFFER_POOL_MB", "lots")
-    with pytest.raises(StoreError, match="KSYMGRAPH_BUFFER_POOL_MB='lots': not a whole number of MiB"):
-        write_buffer_pool()
-
-
-def test_a_full_buffer_pool_says_how_to_raise_it():
-    from ksymgraph.graph.store_files import engine_reason
-
-    msg = "Buffer manager exception: Unable to allocate memory! The buffer pool is full and no memory could be freed!"
-    assert engine_reason(msg).endswith("raise $KSYMGRAPH_BUFFER_POOL_MB (default 512 for a new store)")
