@@ -368,12 +368,34 @@ def for_each_file_scope_call(root: str | os.PathLike, files: Iterable[str],
             yield d, calls, refs[:MAX_CALLS]
 
 
+_MACRO_ARG = re.compile(rb"[(,][ \t]*([A-Za-z_]\w*)[ \t]*(?=[,)])")
+_HAS_UPPER = re.compile(rb"[A-Z]")
+
+
+def _macros_handed_on(table: dict[str, Macro], where: dict[str, tuple[str, int]]) -> Iterator[Call]:
+    """The calls of each macro of ``table`` to a function-like macro it hands to another macro as
+    an argument, to be called there: 6.1's ``WARN_ONCE(condition, format...)`` is
+    ``DO_ONCE_LITE_IF(condition, WARN, 1, format)``, which calls ``WARN(format)`` — and so
+    ``__warn_printk``. A lower-case name passed on is a call already (:func:`_body_records`); an
+    upper-case one is taken only when it names a function-like macro (``GFP_KERNEL`` does not)."""
+    for name, m in table.items():
+        seen = set()
+        for a in _MACRO_ARG.finditer(m.body):
+            arg = a.group(1)
+            if arg in seen or arg in m.params or not _HAS_UPPER.search(arg):
+                continue
+            seen.add(arg)
+            callee = arg.decode("ascii")
+            if callee != name and callee in table:
+                yield Call(name, callee, where[name][0], where[name][1], False)
+
+
 def _pass_key(root: str | os.PathLike, files: list[str], c_files: list[str], build: str) -> str:
     """What the macro pass's tables depend on: this module's and the preprocessor's code, the
     build (``build``: its digest), and each file's path, size and modification time."""
     import hashlib
 
-    h = hashlib.sha1(b"macro-pass-1\0" + build.encode() + b"\0")
+    h = hashlib.sha1(b"macro-pass-2\0" + build.encode() + b"\0")
     here = Path(__file__).parent
     for module in ("macros.py", "cfiles.py", "preproc.py", "ppcontext.py", "ppexpr.py", "records.py"):
         h.update((here / module).read_bytes())
@@ -422,6 +444,7 @@ def index_macros(root: str | os.PathLike, shard_dir: str | os.PathLike, files: I
         pass
     done.unlink(missing_ok=True)
     table: dict[str, Macro] = {}
+    where: dict[str, tuple[str, int]] = {}
     own: list[Skipped] = []
     with TableWriter(out / "functions.parquet", FunctionDef) as defs, TableWriter(out / "calls.parquet", Call) as calls, \
             TableWriter(out / "references.parquet", Reference) as refs:
@@ -429,8 +452,10 @@ def index_macros(root: str | os.PathLike, shard_dir: str | os.PathLike, files: I
             defs.add(d)
             calls.extend(cs)
             refs.extend(rs)
-            if macro is not None:
-                table.setdefault(macro.name, macro)
+            if macro is not None and macro.name not in table:
+                table[macro.name] = macro
+                where[macro.name] = (d.file, d.line)
+        calls.extend(_macros_handed_on(table, where))
         n = defs.count + len(defs.rows)
         for d, cs, rs in for_each_file_scope_call(root, c_files, own, table, compiled):
             defs.add(d)

@@ -221,3 +221,22 @@ def test_an_extern_inline_in_a_header_before_the_librarys_function(edges):
     # fortify-string.h's __FORTIFY_INLINE kmemdup() is what foo() compiles, not mm/util.c's
     assert ("include/linux/fortify.h", "kmemdup") in callees(edges, "drivers/foo/foo.c", "foo")
     assert ("", "fortify_panic") in callees(edges, "include/linux/fortify.h", "kmemdup")
+
+
+def test_a_macro_handed_to_a_macro_is_called(tmp_path):
+    # 6.1's WARN_ONCE(c, fmt...) is DO_ONCE_LITE_IF(c, WARN, 1, fmt): WARN is called there, and
+    # reaches __warn_printk; GFP_KERNEL passed on is no call
+    import pyarrow.parquet as pq
+
+    from ksymgraph.loaders.macros import index_macros
+
+    (tmp_path / "t").mkdir()
+    (tmp_path / "t" / "bug.h").write_text(
+        "#define WARN(c, fmt...) ({ __warn_printk(fmt); })\n"
+        "#define DO_ONCE_LITE_IF(c, func, ...) ({ if (c) func(__VA_ARGS__); })\n"
+        "#define WARN_ONCE(c, fmt...) DO_ONCE_LITE_IF(c, WARN, 1, fmt)\n"
+        "#define kz(s) kmalloc(s, GFP_KERNEL)\n")
+    index_macros(tmp_path / "t", tmp_path / "idx", ["bug.h"], [])
+    calls = {(c["caller"], c["callee"]) for c in pq.read_table(tmp_path / "idx" / "macros" / "calls.parquet").to_pylist()}
+    assert calls == {("WARN", "__warn_printk"), ("WARN_ONCE", "DO_ONCE_LITE_IF"), ("WARN_ONCE", "WARN"),
+                     ("kz", "kmalloc")}
