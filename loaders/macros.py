@@ -116,7 +116,7 @@ def for_each_macro(root: str | os.PathLike, files: Iterable[str],
 
 
 def for_each_macro_record(root: str | os.PathLike, files: Iterable[str], skipped: list[Skipped] | None = None,
-                          compiled: Compiled | None = None
+                          compiled: Compiled | None = None, bodies: _Bodies | None = None
                           ) -> Iterator[tuple[FunctionDef, list[Call], list[Reference], Macro | None]]:
     """Each macro of ``files`` (relative to ``root``): its definition, the calls and the references
     in its body, and (function-like ones) the :class:`Macro` to expand it with. Files are read as
@@ -127,7 +127,7 @@ def for_each_macro_record(root: str | os.PathLike, files: Iterable[str], skipped
     for rel in files:
         data = _read_lines(root_s, rel, MAX_FILE_BYTES, skipped, compiled)
         if data is not None:
-            yield from _macros_of(data, rel, skipped)
+            yield from _macros_of(data, rel, skipped, bodies)
 
 
 def _params(spec: bytes) -> tuple[tuple[bytes, ...], bool]:
@@ -138,17 +138,30 @@ def _params(spec: bytes) -> tuple[tuple[bytes, ...], bool]:
     return tuple(params), variadic
 
 
-def _macros_of(data: bytes, rel: str, skipped: list[Skipped] | None
+class _Bodies:
+    """What the body pass leaves for :func:`_upper_case_chains`: the object-like macros with an
+    upper-case name (``__PAGE_OFFSET``), and every other macro's body."""
+
+    def __init__(self):
+        self.upper: dict[str, list[tuple[str, int, bytes]]] = {}
+        """name → (file, line, body) of each definition."""
+        self.others: list[tuple[str, str, int, bytes, frozenset[bytes]]] = []
+        """(name, file, line, body, parameters) of the macros the pass records."""
+
+
+def _macros_of(data: bytes, rel: str, skipped: list[Skipped] | None, bodies: _Bodies | None = None
                ) -> Iterator[tuple[FunctionDef, list[Call], list[Reference], Macro | None]]:
     """The macros of one file: each ``#define NAME`` line and its continuation lines, found by one
-    search over the text (a file of 32 MiB is never split into lines)."""
+    search over the text (a file of 32 MiB is never split into lines). With ``bodies``, the bodies
+    of upper-case object-like macros are kept there (and those of the others)."""
     line, counted, done_until = 1, 0, 0
     for m in _DEFINE.finditer(data):
         if m.start() < done_until:
             continue  # a continuation line of the macro before
         function_like = m.group(2) is not None
         name_b = m.group(1)
-        if not function_like and (not _OBJECT_NAME.match(name_b) or not m.group(3).strip()):
+        upper = not function_like and not _OBJECT_NAME.match(name_b)
+        if not function_like and not m.group(3).strip() or upper and (bodies is None or not _HAS_LETTERS.search(m.group(3))):
             continue
         line += data.count(b"\n", counted, m.start())
         counted = m.start()
@@ -165,8 +178,13 @@ def _macros_of(data: bytes, rel: str, skipped: list[Skipped] | None
         name = name_b.decode("ascii")
         params, variadic = _params(m.group(2) or b"")
         clean = [_NOISE.sub(b" ", text.rstrip().removesuffix(b"\\")) for text in body]
+        if upper:
+            bodies.upper.setdefault(name, []).append((rel, line, b" ".join(clean)))
+            continue
         if not function_like and not any(_HAS_LOWER.search(w) for t in clean for w in _IDENT.findall(t)):
             continue  # #define foo_max 16
+        if bodies is not None:
+            bodies.others.append((name, rel, line, b" ".join(clean), frozenset(params)))
         calls, refs = _body_records(name, set(params), clean, rel, line, skipped)
         macro = Macro(name, params, variadic, b" ".join(clean)) if function_like else None
         yield FunctionDef(name, rel, line, line + len(body) - 1, True, True), calls, refs, macro
@@ -370,6 +388,7 @@ def for_each_file_scope_call(root: str | os.PathLike, files: Iterable[str],
 
 _MACRO_ARG = re.compile(rb"[(,][ \t]*([A-Za-z_]\w*)[ \t]*(?=[,)])")
 _HAS_UPPER = re.compile(rb"[A-Z]")
+_HAS_LETTERS = re.compile(rb"(?<![\w])[A-Za-z_]")  # an identifier, not only numbers
 
 
 def _macros_handed_on(table: dict[str, Macro], where: dict[str, tuple[str, int]]) -> Iterator[Call]:
@@ -388,6 +407,55 @@ def _macros_handed_on(table: dict[str, Macro], where: dict[str, tuple[str, int]]
             callee = arg.decode("ascii")
             if callee != name and callee in table:
                 yield Call(name, callee, where[name][0], where[name][1], False)
+
+
+_WORD = re.compile(rb"[A-Za-z_]\w*|\d\w*")
+#: Lower-case words of an upper-case macro's body that name no symbol: sparse's annotations.
+_ANNOTATIONS = frozenset(b"__force __iomem __user __percpu __rcu __bitwise __kernel __private __safe __nocast".split())
+
+
+def _upper_case_chains(bodies: _Bodies) -> Iterator[tuple[FunctionDef | None, list[Reference]]]:
+    """The object-like macros with an upper-case name that lead to a symbol, and the references to
+    them: x86's ``__va(x)`` adds ``PAGE_OFFSET``, which is ``((unsigned long)__PAGE_OFFSET)``, which
+    under ``CONFIG_DYNAMIC_MEMORY_LAYOUT`` is ``page_offset_base`` — an import of every module
+    using ``__va()``. An upper-case macro is kept when its body names a lower-case identifier other
+    than C's words, a ``*_t`` type or an annotation (``__force``), or one such macro; most
+    upper-case macros are constants (``#define REG_CTRL 0x10``, ``GFP_KERNEL``'s flags) and are
+    not. Each kept one is a macro (a function of the graph) referring to those names; every other
+    macro refers to the kept ones its body names."""
+    def names(body: bytes) -> list[bytes]:  # identifiers, not the letters of a number (0x10, 16UL)
+        return [w for w in _WORD.findall(body) if not w[:1].isdigit()]
+
+    def lower_words(body: bytes) -> list[bytes]:
+        return [w for w in names(body) if _HAS_LOWER.search(w) and w not in _NOT_REFERENCES
+                and w not in _ANNOTATIONS and not w.endswith(b"_t")]
+
+    words = {name: [set(names(b)) for _f, _l, b in defs] for name, defs in bodies.upper.items()}
+    keep = {name for name, defs in bodies.upper.items() if any(lower_words(b) for _f, _l, b in defs)}
+    grown = True
+    while grown:
+        grown = False
+        for name, sets in words.items():
+            if name not in keep and any(w.decode("ascii") in keep for ws in sets for w in ws):
+                keep.add(name)
+                grown = True
+
+    def refs_of(name: str, rel: str, line: int, body: bytes, params: frozenset[bytes], own: bool) -> list[Reference]:
+        seen, out = set(), []
+        for w in (lower_words(body) if own else []) + [w for w in names(body) if w.decode("ascii") in keep]:
+            if w in seen or w in params or w.decode("ascii") == name:
+                continue
+            seen.add(w)
+            out.append(Reference(name, w.decode("ascii"), rel, line, "read"))
+        return out[:MAX_CALLS]
+
+    for name in sorted(keep):
+        for rel, line, body in bodies.upper[name]:
+            yield FunctionDef(name, rel, line, line, True, True), refs_of(name, rel, line, body, frozenset(), True)
+    for name, rel, line, body, params in bodies.others:
+        rs = refs_of(name, rel, line, body, params, False)
+        if rs:
+            yield None, rs
 
 
 def _pass_key(root: str | os.PathLike, files: list[str], c_files: list[str], build: str) -> str:
@@ -445,10 +513,11 @@ def index_macros(root: str | os.PathLike, shard_dir: str | os.PathLike, files: I
     done.unlink(missing_ok=True)
     table: dict[str, Macro] = {}
     where: dict[str, tuple[str, int]] = {}
+    bodies = _Bodies()
     own: list[Skipped] = []
     with TableWriter(out / "functions.parquet", FunctionDef) as defs, TableWriter(out / "calls.parquet", Call) as calls, \
             TableWriter(out / "references.parquet", Reference) as refs:
-        for d, cs, rs, macro in for_each_macro_record(root, files, own, compiled):
+        for d, cs, rs, macro in for_each_macro_record(root, files, own, compiled, bodies):
             defs.add(d)
             calls.extend(cs)
             refs.extend(rs)
@@ -456,6 +525,11 @@ def index_macros(root: str | os.PathLike, shard_dir: str | os.PathLike, files: I
                 table[macro.name] = macro
                 where[macro.name] = (d.file, d.line)
         calls.extend(_macros_handed_on(table, where))
+        for d, rs in _upper_case_chains(bodies):
+            if d is not None:
+                defs.add(d)
+            refs.extend(rs)
+        del bodies
         n = defs.count + len(defs.rows)
         for d, cs, rs in for_each_file_scope_call(root, c_files, own, table, compiled):
             defs.add(d)

@@ -320,7 +320,9 @@ def index_source_tree(root: str | Path, config: Path | None = None, workers: int
         # followed: not spinlock_api_up.h on SMP), none of other architectures or of tools/, and
         # none under a dead #if (spinlock_api_smp.h's `#define _raw_spin_lock` needs
         # CONFIG_INLINE_SPIN_LOCK, which Debian's 6.1 has not set).
-        included = indexed_files(shard_dir)
+        # (a kernel tree has every header its files include; another tree may include one through
+        # a header it lacks: at24.c's <linux/moduleparam.h> comes through <linux/module.h>)
+        included = indexed_files(shard_dir) if kernel else set()
         _macros, macro_skips = index_macros(
             root, shard_dir, [f for f in headers if not f.startswith(outside) and (not included or f in included)],
             [f for f in c_files if not f.startswith(outside)],

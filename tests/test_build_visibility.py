@@ -240,3 +240,28 @@ def test_a_macro_handed_to_a_macro_is_called(tmp_path):
     calls = {(c["caller"], c["callee"]) for c in pq.read_table(tmp_path / "idx" / "macros" / "calls.parquet").to_pylist()}
     assert calls == {("WARN", "__warn_printk"), ("WARN_ONCE", "DO_ONCE_LITE_IF"), ("WARN_ONCE", "WARN"),
                      ("kz", "kmalloc")}
+
+
+def test_upper_case_macros_that_lead_to_a_symbol(tmp_path):
+    # x86's __va(x) adds PAGE_OFFSET, ((unsigned long)__PAGE_OFFSET), which under
+    # CONFIG_DYNAMIC_MEMORY_LAYOUT is page_offset_base: an import of every module using __va()
+    import pyarrow.parquet as pq
+
+    from ksymgraph.loaders.macros import index_macros
+
+    (tmp_path / "t").mkdir()
+    (tmp_path / "t" / "page.h").write_text(
+        "#define __PAGE_OFFSET page_offset_base\n"
+        "#define PAGE_OFFSET ((unsigned long)__PAGE_OFFSET)\n"
+        "#define __va(x) ((void *)((unsigned long)(x)+PAGE_OFFSET))\n"
+        "#define REG_CTRL 0x10\n#define REG_B (0x10UL << 4)\n"
+        "#define GFP_KERNEL ((__force gfp_t)___GFP_IO)\n"
+        "#define VMEMMAP_START vmemmap_base\n#define vmemmap ((struct page *)VMEMMAP_START)\n")
+    n, _skipped = index_macros(tmp_path / "t", tmp_path / "idx", ["page.h"], [])
+    macros = tmp_path / "idx" / "macros"
+    names = {r["name"] for r in pq.read_table(macros / "functions.parquet").to_pylist()}
+    refs = {(r["function"], r["symbol"]) for r in pq.read_table(macros / "references.parquet").to_pylist()}
+    # constants and flag masks are no macros of the graph; the chains to a symbol are
+    assert names == {"__va", "vmemmap", "PAGE_OFFSET", "__PAGE_OFFSET", "VMEMMAP_START"} and n == 5
+    assert refs == {("__va", "PAGE_OFFSET"), ("PAGE_OFFSET", "__PAGE_OFFSET"), ("__PAGE_OFFSET", "page_offset_base"),
+                    ("vmemmap", "VMEMMAP_START"), ("VMEMMAP_START", "vmemmap_base")}
