@@ -227,18 +227,74 @@ def _with_tree_defines(root: Path, headers: list[str], context):
     return context._replace(defines=context.defines + version_macros(map(read, headers), context))
 
 
+_ASM_GENERIC = ("include/asm-generic/", "include/uapi/asm-generic/")
+_KBUILD_LIST_RE = re.compile(r"^\s*(generic|mandatory|generated)-y\s*\+?=\s*(.*?)\s*$", re.M)
+_ASM_GENERIC_INCLUDE_RE = re.compile(rb'^\s*#\s*include\s*[<"](asm-generic/[^>"]+)[>"]', re.M)
+
+
+def _asm_generic_headers(root: Path, headers: list[str], arch: str) -> set[str]:
+    """The ``include/asm-generic/`` (and uapi) headers a build for ``arch`` includes: the wrappers
+    Kbuild generates for the arch's ``generic-y`` and for the ``mandatory-y`` headers it lacks
+    (scripts/Makefile.asm-generic, 6.1 lines 22-30), and the asm-generic headers the others
+    ``#include``, transitively. The rest are other architectures' (asm-generic/page.h defines a
+    ``__va()`` for nommu ones, which x86's asm/page.h would take for its own)."""
+    from .cfiles import read_source
+
+    have = set(headers)
+    found: set[str] = set()
+    if arch:
+        for asm, generic in ((f"arch/{arch}/include/asm", "include/asm-generic"),
+                             (f"arch/{arch}/include/uapi/asm", "include/uapi/asm-generic")):
+            lists: dict[str, list[str]] = {"generic": [], "mandatory": [], "generated": []}
+            for kbuild in (root / asm / "Kbuild", root / generic / "Kbuild"):
+                try:
+                    text = kbuild.read_text(errors="replace")
+                except OSError:
+                    continue
+                for kind, names in _KBUILD_LIST_RE.findall(text):
+                    if kind == "mandatory" and kbuild.parent != root / generic:
+                        continue
+                    lists[kind] += names.split()
+            wanted = set(lists["generic"]) | {f for f in lists["mandatory"] if f"{asm}/{f}" not in have}
+            # the wrapper is `#include <asm-generic/F>`: include/ comes before include/uapi/
+            found |= {_first_of(have, f"include/asm-generic/{f}", f"{generic}/{f}") for f in wanted - set(lists["generated"])}
+    todo = [h for h in headers if not h.startswith(_ASM_GENERIC) and h.startswith(("include/", f"arch/{arch}/include/"))]
+    todo += sorted(found)
+    seen = set(todo)
+    while todo:
+        rel = todo.pop()
+        try:
+            text = read_source(str(root), rel)[0]
+        except LoaderError:
+            continue
+        for name in _ASM_GENERIC_INCLUDE_RE.findall(text):
+            name = name.decode("utf-8", "replace")
+            target = _first_of(have, f"include/{name}", f"include/uapi/{name}")
+            if target in have and target not in seen:
+                seen.add(target)
+                found.add(target)
+                todo.append(target)
+    return found
+
+
+def _first_of(have: set[str], *paths: str) -> str:
+    """The first of ``paths`` that ``have`` holds (the include path's order), else the last."""
+    return next((p for p in paths if p in have), paths[-1])
+
+
 def _with_shared_header_macros(root: Path, headers: list[str], context, arch: str):
-    """``context`` with the macros the kernel's shared headers (``include/``, ``arch/<arch>/include/``)
-    define for certain (:func:`~ksymgraph.loaders.preproc.shared_header_macros`): ``HAVE_ARCH_BUG``,
+    """``context`` with the macros the kernel's shared headers (``include/`` but the asm-generic
+    headers other architectures use, ``arch/<arch>/include/``) define for certain (:func:`~ksymgraph.loaders.preproc.shared_header_macros`): ``HAVE_ARCH_BUG``,
     ``HZ``..., so that a generic header's ``#ifndef HAVE_ARCH_BUG`` is decided."""
     from .cfiles import read_source
     from .preproc import shared_header_macros
 
     shared = ("include/", f"arch/{arch}/include/") if arch else ("include/",)
+    generic = _asm_generic_headers(root, headers, arch)
 
     def read():
         for rel in headers:
-            if rel.startswith(shared):
+            if rel.startswith(shared) and (not rel.startswith(_ASM_GENERIC) or rel in generic):
                 try:
                     yield rel, read_source(str(root), rel)[0]
                 except LoaderError:
