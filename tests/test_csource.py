@@ -98,12 +98,12 @@ def test_functions(functions_c):
         FunctionDef("leave", f, 12, 29, True, False),
         FunctionDef("say", f, 31, 34, False, False),
         FunctionDef("fast", f, 36, 39, True, True),
-        FunctionDef("locked", f, 41, 47, False, False),
+        FunctionDef("locked", f, 41, 47, False, False, indirect=True),  # ops->start(l)...
         FunctionDef("weak_fn", f, 49, 52, False, False),
         FunctionDef("sys_read", f, 54, 57, False, False),
         FunctionDef("compat_sys_getfoo", f, 59, 63, False, False),
         FunctionDef("sys_getpid", f, 65, 68, False, False),
-        FunctionDef("bpf_map_peek", f, 70, 73, False, False),
+        FunctionDef("bpf_map_peek", f, 70, 73, False, False, indirect=True),
         FunctionDef("get_handler", f, 75, 78, True, False),
         FunctionDef("dpm_for_each_dev", f, 80, 83, False, False),
     ]
