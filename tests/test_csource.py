@@ -462,6 +462,20 @@ def test_includes_that_leave_the_tree_are_refused(tmp_path):
                        '#include "a\0b.h" not followed: not a file name']
 
 
+def test_an_asm_header_the_architecture_lacks_is_the_generic_one(tmp_path):
+    # 6.1's x86 has no asm/rwonce.h: the build generates one that includes asm-generic/rwonce.h
+    # (mandatory-y in include/asm-generic/Kbuild, scripts/Makefile.asm-generic).
+    for rel in ("include/asm-generic/rwonce.h", "include/asm-generic/bug.h", "arch/x86/include/asm/bug.h",
+                "include/uapi/asm-generic/ioctls.h"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text("")
+    written = ["<asm/rwonce.h>", "<asm/bug.h>", "<asm/ioctls.h>", "<asm/missing.h>"]
+    found, refused = includes.resolve_includes(tmp_path, "include/linux/compiler.h", written,
+                                               includes.kernel_include_dirs())
+    assert found == ["include/asm-generic/rwonce.h", "arch/x86/include/asm/bug.h", "include/uapi/asm-generic/ioctls.h"]
+    assert refused == []
+
+
 def test_read_source_reads_only_regular_files_inside_the_tree(tmp_path):
     tree = tmp_path / "tree"
     tree.mkdir()
