@@ -5,10 +5,13 @@ inline, to the symbol the kernel's build options make the compiler put there.
 module decides, from the kernel's ``.config`` and its source graph, which modules and functions
 get them (the entry's trigger):
 
-* ``code`` / ``canary``: every module with a C function of its own (a non-macro function defined
-  in a file built into it) — ``__fentry__``, ``__x86_return_thunk``, ``__stack_chk_fail``;
-* ``indirect``: every module with a call through a function pointer (``CALLS`` with
-  ``via_member``) — ``__x86_indirect_thunk_rax``;
+* ``code``: every module with a C function of its own (a non-macro function defined in a file
+  built into it) — ``__fentry__``, ``__x86_return_thunk``;
+* ``canary``: every module with a function that gets a stack canary (``Function.canary``: a local
+  array, a local whose address is taken, alloca), and every header function that has one, so that
+  a module whose code inlines it predicts the symbol as well — ``__stack_chk_fail``;
+* ``indirect``: likewise for a call through a function pointer (``Function.indirect``: a struct
+  member, a parameter, a local, an expression) — ``__x86_indirect_thunk_rax``;
 * ``inline:NAME``: the header functions called ``NAME`` (``might_resched`` →
   ``__SCT__might_resched``), so every module whose graph reaches them predicts the symbol.
 
@@ -30,7 +33,12 @@ from ..loaders.kbuild import read_config
 from ..loaders.macros import FILE_SCOPE
 from .source import SourceTables
 
-__all__ = ["read_build_config", "modules_with_code", "modules_with_indirect_calls", "with_compiler_inserts"]
+__all__ = ["read_build_config", "modules_with_code", "modules_with_flag", "modules_with_indirect_calls",
+           "with_compiler_inserts"]
+
+#: The Function property each per-function trigger reads (set by the C loader:
+#: :class:`~ksymgraph.loaders.records.FunctionDef`).
+FLAG_OF_TRIGGER = {"canary": "canary", "indirect": "indirect"}
 
 _MODULE_KEY = ("COMPILER_INSERTS", "Module", "Symbol")
 _FUNCTION_KEY = ("COMPILER_INSERTS", "Function", "Symbol")
@@ -73,12 +81,22 @@ def modules_with_code(st: SourceTables) -> set[str]:
     return _module_of_functions(st, code["id"])
 
 
+def _flagged(functions: pa.Table, flag: str) -> pa.Table:
+    """The rows of ``functions`` whose boolean ``flag`` is true (none when the column is missing)."""
+    if flag not in functions.column_names:
+        return functions.slice(0, 0)
+    return functions.filter(pc.fill_null(functions[flag], False))
+
+
+def modules_with_flag(st: SourceTables, flag: str) -> set[str]:
+    """Module ids with a function of their own (in a file built into them) whose ``flag``
+    (``canary``, ``indirect``) is true."""
+    return _module_of_functions(st, _flagged(st.nodes["Function"], flag)["id"])
+
+
 def modules_with_indirect_calls(st: SourceTables) -> set[str]:
-    """Module ids with a call through a function pointer (a struct member) in one of their functions."""
-    callers: set[str] = set()
-    for calls in _chunks(st.rels[("CALLS", "Function", "Symbol")]):
-        callers.update(calls.filter(pc.fill_null(calls["via_member"], False))["from"].to_pylist())
-    return _module_of_functions(st, pa.array(sorted(callers), pa.string()))
+    """Module ids with a call through a function pointer in one of their functions."""
+    return modules_with_flag(st, "indirect")
 
 
 def with_compiler_inserts(st: SourceTables, kernel: str, config: Mapping[str, str] | None,
@@ -91,10 +109,11 @@ def with_compiler_inserts(st: SourceTables, kernel: str, config: Mapping[str, st
         return st
     vmlinux = f"{kernel}|vmlinux"
     by_trigger: dict[str, set[str]] = {}
-    if any(e.trigger in ("code", "canary") for e in entries):
-        by_trigger["code"] = by_trigger["canary"] = modules_with_code(st) - {vmlinux}
-    if any(e.trigger == "indirect" for e in entries):
-        by_trigger["indirect"] = modules_with_indirect_calls(st) - {vmlinux}
+    if any(e.trigger == "code" for e in entries):
+        by_trigger["code"] = modules_with_code(st) - {vmlinux}
+    for trigger, flag in FLAG_OF_TRIGGER.items():
+        if any(e.trigger == trigger for e in entries):
+            by_trigger[trigger] = modules_with_flag(st, flag) - {vmlinux}
     funcs = st.nodes["Function"]
     headers = funcs.filter(pc.ends_with(funcs["file"], ".h"))
     m_rows: list[tuple[str, CompilerInsert]] = []
@@ -105,6 +124,8 @@ def with_compiler_inserts(st: SourceTables, kernel: str, config: Mapping[str, st
             f_rows += [(fid, e) for fid in ids.to_pylist()]
         else:
             m_rows += [(mid, e) for mid in sorted(by_trigger[e.trigger])]
+            if e.trigger in FLAG_OF_TRIGGER:  # what a header function has, its callers inline
+                f_rows += [(fid, e) for fid in _flagged(headers, FLAG_OF_TRIGGER[e.trigger])["id"].to_pylist()]
     rels = dict(st.rels)
     rels[_MODULE_KEY] = _rel_table(kernel, m_rows)
     rels[_FUNCTION_KEY] = _rel_table(kernel, f_rows)

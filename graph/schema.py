@@ -62,7 +62,8 @@ NODES = (
         "layout_crc:INT64")),
     NodeTable("Symbol", _p("name:STRING kind:STRING")),
     NodeTable("Function", _p(
-        "name:STRING file:STRING line:INT64 end_line:INT64 static:BOOLEAN inline:BOOLEAN is_macro:BOOLEAN")),
+        "name:STRING file:STRING line:INT64 end_line:INT64 static:BOOLEAN inline:BOOLEAN is_macro:BOOLEAN "
+        "canary:BOOLEAN indirect:BOOLEAN")),
     NodeTable("File", _p("path:STRING")),
     NodeTable("Namespace", _p("name:STRING")),
 )

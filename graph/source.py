@@ -323,7 +323,8 @@ def source_tables(kernel: str, trees: Iterable[SourceTree], module_ids: dict[str
     function_nodes = pa.table({
         "id": fid, "kernel": _str(n, k), "name": funcs["name"], "file": funcs["file"],
         "line": pc.cast(funcs["line"], pa.int64()), "end_line": pc.cast(funcs["end_line"], pa.int64()),
-        "static": funcs["static"], "inline": funcs["inline"], "is_macro": funcs["is_macro"]})
+        "static": funcs["static"], "inline": funcs["inline"], "is_macro": funcs["is_macro"],
+        "canary": pc.fill_null(funcs["canary"], False), "indirect": pc.fill_null(funcs["indirect"], False)})
 
     # CALLS: caller = the function of that name in the call's file; the callee by the rules above.
     built = {}
@@ -443,8 +444,9 @@ def _with_file_scopes(funcs: pa.Table, scoped: pa.Array) -> pa.Table:
     ones = pa.array([1] * n, pa.int32())
     extra = pa.table({"name": _str(n, FILE_SCOPE), "file": files, "line": ones, "end_line": ones,
                       "static": pa.array([True] * n), "inline": pa.array([False] * n),
+                      "canary": pa.array([False] * n), "indirect": pa.array([False] * n),
                       "is_macro": pa.array([False] * n)})
-    return pa.concat_tables([funcs, extra.cast(funcs.schema)])
+    return pa.concat_tables([funcs, extra.select(funcs.column_names).cast(funcs.schema)])
 
 
 class _References(NamedTuple):

@@ -54,10 +54,10 @@ TABLES = {
     "references": Reference,
 }
 
-MANIFEST_VERSION = 2
+MANIFEST_VERSION = 3  # 3: FunctionDef.canary and .indirect
 
 #: The modules whose code decides what an index holds: a change to any of them re-indexes all.
-_LOADER_MODULES = ("cparse.py", "ctree.py", "cexports.py", "ctext.py", "neutralise.py", "includes.py", "cfiles.py",
+_LOADER_MODULES = ("cparse.py", "ctree.py", "cqueries.py", "cexports.py", "ctext.py", "neutralise.py", "includes.py", "cfiles.py",
                    "lookups.py", "records.py", "cindex.py", "parquet.py", "preproc.py", "ppcontext.py", "ppexpr.py")
 
 

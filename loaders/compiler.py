@@ -30,10 +30,11 @@ __all__ = ["CompilerInsert", "TRIGGERS", "COMPILER_INSERTED", "RETPOLINE_REGISTE
 #:
 #: ``code``: the module has at least one function of its own (a C function defined in a file
 #: built into it): every such function gets the insert (``-mfentry``, ``-mfunction-return``).
-#: ``canary``: the same test, for inserts only some functions get (stack canaries: functions with
-#: local arrays or address-taken locals, which the graph does not record): predicted for every
-#: module with code, so an over-prediction is counted where a module has none.
-#: ``indirect``: the module calls through a function pointer (a ``CALLS`` with ``via_member``).
+#: ``canary``: a function of the module gets a stack canary (``Function.canary``: a local array,
+#: a local whose address is taken, alloca), or a header function its code reaches does (the
+#: relationship goes from that function too: what is inlined brings its frame along).
+#: ``indirect``: likewise for a call through a function pointer (``Function.indirect``: through a
+#: struct member, a parameter, a local variable, a variable of the file, an expression).
 #: ``inline:NAME``: a function of the module reaches the header inline ``NAME`` (the relationship
 #: goes from that inline, so every module reaching it predicts the symbol).
 #: ``none``: the compiler decides from sizes and types the graph lacks; listed, never predicted.
@@ -70,8 +71,10 @@ def _thunk(reg: str) -> CompilerInsert:
         "indirect" if reg == "rax" else "none",
         f"every indirect call or jump through %{reg} becomes `call __x86_indirect_thunk_{reg}`; which "
         "register holds the target is the register allocator's choice, which the graph cannot know: "
-        "%rax, where gcc loads a function pointer it calls at once, is predicted for modules with an "
-        "indirect call; the other registers are listed, not predicted")
+        "%rax, where gcc loads a function pointer it calls at once, is predicted for modules with a "
+        "call through a function pointer (a struct member, a parameter or local, an expression) in "
+        "a function of theirs or in a header function their code reaches; the other registers are "
+        "listed, not predicted")
 
 
 #: The documented list (x86_64; the options of other architectures are not modelled).
@@ -90,12 +93,18 @@ COMPILER_INSERTED: tuple[CompilerInsert, ...] = (
         "every `ret` becomes `jmp __x86_return_thunk` (retbleed mitigation, 6.1 backport of 0ee9073000e8)"),
     *(_thunk(r) for r in RETPOLINE_REGISTERS),
     CompilerInsert(
-        "__stack_chk_fail", ("CONFIG_STACKPROTECTOR",), "-fstack-protector / -fstack-protector-strong",
-        "Makefile:868-869 (stackp-flags-$(CONFIG_STACKPROTECTOR[_STRONG]))",
+        "__stack_chk_fail", ("CONFIG_STACKPROTECTOR", "CONFIG_STACKPROTECTOR_STRONG"), "-fstack-protector-strong",
+        "Makefile:867-871 (stackp-flags-$(CONFIG_STACKPROTECTOR_STRONG) := -fstack-protector-strong; "
+        "no x86 module's Makefile of 6.1 adds -fno-stack-protector); gcc/cfgexpand.cc "
+        "expand_used_vars (SPCT_FLAG_STRONG), stack_protect_decl_phase, stack_protect_classify_type",
         "canary",
         "a function with a stack canary calls __stack_chk_fail when the canary is overwritten; with "
-        "-strong, functions with local arrays or address-taken locals get one (the graph does not "
-        "record locals, so every module with code is predicted)"),
+        "-fstack-protector-strong gcc guards a function with a local array (any element type, also "
+        "inside a struct or union), a local whose address is taken, alloca, or a call returning "
+        "through a return slot, unless it is no_stack_protector; what an inlined callee has counts "
+        "for its caller. Predicted for a module with such a function of its own (Function.canary), "
+        "or reaching a header function with one; plain -fstack-protector (char arrays of 8 bytes "
+        "and more only) is not modelled"),
     CompilerInsert(
         "fortify_panic", ("CONFIG_FORTIFY_SOURCE",), "include/linux/fortify-string.h",
         "include/linux/fortify-string.h:12, :143, :155 (the fortified inlines of string.h)",

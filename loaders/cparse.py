@@ -334,7 +334,7 @@ def _parse(src: bytes, file: str, deadline: _Deadline, context: PreprocContext |
     deadline.check()
     deep, deep_refs = nodes_deeper_than(tree.root_node, MAX_DEPTH, (_call_kind, _ident_kind), deadline.check)
     reader = TreeRecords(file, text, caps, macro_matches, deadline.check,
-                         lambda: _ref_chunks(tree, len(text), deadline))
+                         lambda: _ref_chunks(tree, len(text), deadline), src if len(src) == len(text) else None)
     # Deeper than the limit, a node costs its depth to find: exports are checked without the tree.
     exports, includes = reader.read(None if deep else tree.root_node)
     if deep:

@@ -43,6 +43,8 @@ QUERY = """
 (attributed_declarator (identifier) @ref.decl)
 (enumerator name: (identifier) @ref.decl)
 (pointer_expression operator: "&" argument: (identifier) @ref.addr)
+(pointer_expression operator: "&" argument: (field_expression) @frame.addr)
+(pointer_expression operator: "&" argument: (subscript_expression) @frame.addr)
 (init_declarator value: (_) @ref.init)
 """
 

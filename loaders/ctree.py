@@ -44,6 +44,28 @@ def is_member_macro(name: str) -> bool:
 
 _DECLARATOR_FIELDS = ("pointer_declarator", "parenthesized_declarator", "attributed_declarator",
                       "function_declarator", "array_declarator", "init_declarator")
+#: What the innermost type constructor of a declarator makes of its name (:func:`_declared`).
+_CONSTRUCTOR_KIND = {"array_declarator": "array", "pointer_declarator": "pointer", "function_declarator": "function"}
+#: Type names that are arrays: ``va_list`` is ``__builtin_va_list``, on x86-64 an array of one
+#: struct (a ``va_list`` local gets a canary, as gcc shows).
+_ARRAY_TYPES = frozenset([b"va_list", b"__builtin_va_list"])
+#: What a call through an expression calls through: an array's element, a call's result, a cast, a
+#: choice (``table[i](x)``, ``get_op()(x)``, ``((cb_t)p)(x)``, ``(a ? f : g)(x)``). Not a literal:
+#: an asm operand in a macro's arguments (``"m" (*p)``) and a cast the text passes made ``(0)``
+#: read as calls.
+_CALLABLE_EXPRESSIONS = frozenset(["subscript_expression", "call_expression", "cast_expression",
+                                   "conditional_expression"])
+#: Macros that declare a local in a function body (``DEFINE_WAIT(wait);``, ``LIST_HEAD(list);``,
+#: ``DECLARE_COMPLETION_ONSTACK(done);``): their first argument is a variable of the function.
+_DECLARING_MACRO = re.compile(r"(?:DEFINE|DECLARE)_[A-Z0-9_]+|LIST_HEAD")
+#: Those of them that declare an array (include/linux/types.h's ``DECLARE_BITMAP``, and the
+#: macros made of it; kfifo.h's and hashtable.h's): a canary in a function.
+_ARRAY_MACROS = frozenset(["DECLARE_BITMAP", "DECLARE_PHY_INTERFACE_MASK", "DECLARE_HASHTABLE", "DECLARE_KFIFO"])
+#: Calls that make gcc's stack protector guard the caller (``cfun->calls_alloca``).
+_ALLOCA = frozenset(["alloca", "__builtin_alloca", "__builtin_alloca_with_align"])
+#: The attribute (``__no_stack_protector``, include/linux/compiler_attributes.h) and the optimize
+#: option that keep a function unguarded.
+_NO_STACK_PROTECTOR = re.compile(rb"no_stack_protector|no-stack-protector")
 _FIELD_KINDS = ("field.init", "field.initvar", "field.assign", "field.assignvar")
 #: How far up from a ``.symbol_name`` initialiser its struct's type is looked for.
 _PROBE_LEVELS = 8
@@ -69,6 +91,54 @@ def _declarator_name(node):
         node = _inner_declarator(node)  # int (*get(int))(int): parentheses have no field
     if node is not None and node.type in ("identifier", "field_identifier", "type_identifier"):
         return node
+    return None
+
+
+def _declared(node):
+    """(identifier node, kind) of what a declarator declares, kind being what its innermost type
+    constructor makes of the name: ``array`` (``a[4]``, ``*b[2]``: an array of pointers),
+    ``pointer`` (``*p``, ``(*c)[3]``, ``(*fn)(int)``), ``function`` (a prototype) or ``value``."""
+    kind = "value"
+    while node is not None and node.type in _DECLARATOR_FIELDS:
+        kind = _CONSTRUCTOR_KIND.get(node.type, kind)
+        node = _inner_declarator(node)
+    if node is not None and node.type == "identifier":
+        return node, kind
+    return None, kind
+
+
+def _callable_expression(node) -> bool:
+    """True when a call's function (one :func:`_callee` names nothing in) is an expression that
+    yields a function pointer (:data:`_CALLABLE_EXPRESSIONS`), inside parentheses or a ``*``."""
+    while node is not None and node.type in ("parenthesized_expression", "pointer_expression"):
+        inner = node.named_children
+        node = (inner[-1] if node.type == "pointer_expression" else inner[0]) if inner else None
+    if node is not None and node.type == "call_expression":
+        fn = node.child_by_field_name("function")
+        if fn is not None and fn.type == "identifier":
+            return False  # a macro making a name: static_call(name)(x), CC_OUT(c) (v) in asm operands
+    return node is not None and node.type in _CALLABLE_EXPRESSIONS
+
+
+def _addressed_base(node):
+    """The local whose address ``&node`` takes when ``node`` is a member of it (``&x.f``,
+    ``&x.a[i]``, ``&x.s.t``): the identifier at the base of ``.`` accesses, else None (``&p->f``
+    and ``&p[i]`` take the address of what a pointer points to; an array is guarded anyway)."""
+    dot = False
+    while node is not None:
+        if node.type == "field_expression":
+            op = node.child_by_field_name("operator")
+            if op is None or op.type != ".":
+                return None
+            dot, node = True, node.child_by_field_name("argument")
+        elif node.type == "subscript_expression":
+            dot, node = False, node.child_by_field_name("argument")
+        elif node.type == "parenthesized_expression":
+            node = node.named_children[0] if node.named_children else None
+        elif node.type == "identifier":
+            return node if dot else None
+        else:
+            return None
     return None
 
 
@@ -153,7 +223,7 @@ class TreeRecords:
     called now and then (it raises when the file's parse deadline has passed)."""
 
     def __init__(self, file: str, text: bytes, caps: dict, macro_matches: list, check: Callable[[], None],
-                 ref_chunks: Callable[[], Iterable[list]] | None = None):
+                 ref_chunks: Callable[[], Iterable[list]] | None = None, raw: bytes | None = None):
         self.file = file
         self.text = text
         self.caps = caps
@@ -178,6 +248,26 @@ class TreeRecords:
         #: Identifier nodes (by id) that are no reference: the last arguments of member-taking
         #: macros. (Callees are never among the ``@ref`` captures.)
         self.not_refs: set[int] = set()
+        #: The text as written, before the text passes blanked annotations (same offsets), to
+        #: see ``__no_stack_protector``; None: ``text``.
+        self.raw = raw
+        #: Per function: the names of its parameters and local variables (not prototypes), which
+        #: a call through is a call through a pointer; and of its locals on the stack (not
+        #: ``static``, not ``extern``), whose address taken gives it a canary.
+        self.variables: dict[str, set[bytes]] = {}
+        self.parameters: dict[str, set[bytes]] = {}
+        self.stack_locals: dict[str, set[bytes]] = {}
+        #: The functions declared ``inline``.
+        self.inline_functions: set[str] = set()
+        #: Functions with what gives them a stack canary, marked no_stack_protector, and with a
+        #: call through a function pointer (see :class:`~ksymgraph.loaders.records.FunctionDef`).
+        self.canary: set[str] = set()
+        self.unguarded: set[str] = set()
+        self.indirect: set[str] = set()
+        #: Calls through a pointer a function declares, or a variable of the file: no symbol is
+        #: called, so they are no :class:`Call` records; the lookup analysis still reads them.
+        self.pointer_calls: list[Call] = []
+        self._file_vars: set[bytes] | None = None
 
     def node_text(self, node) -> str:
         return self.text[node.start_byte : node.end_byte].decode("utf-8", "replace")
@@ -195,12 +285,15 @@ class TreeRecords:
         and the includes as written."""
         self.read_definitions()
         self.read_macro_definitions()
+        self.read_locals()
         self.read_string_constants()
         self.read_field_strings()
         self.read_calls()
         self.read_lookup_pointers()
         self.read_string_literal_args()
         self.read_references()
+        self.read_addresses()
+        self.mark_functions()
         self.check()
         defined = {f.name for f in self.functions}
         exports = export_sites(self.text, self.file, defined, root)
@@ -231,9 +324,109 @@ class TreeRecords:
             self.funcs.add(node.start_byte, node.end_byte, name)
             if node.has_error:
                 self.with_errors += 1
+            self.read_parameters(name, decl)
+            if inline:
+                self.inline_functions.add(name)
+            body = node.child_by_field_name("body")
+            raw = self.raw if self.raw is not None else text
+            head = raw[raw.rfind(b"\n", 0, node.start_byte) + 1 : body.start_byte if body is not None else node.end_byte]
+            if _NO_STACK_PROTECTOR.search(head):
+                self.unguarded.add(name)
             cp = self.char_params_of(decl)
             if cp:
                 self.char_params[name] = cp
+
+    def read_parameters(self, function: str, func_declarator) -> None:
+        """The names of a function's parameters (a call through one is a call through a pointer)."""
+        params = func_declarator.child_by_field_name("parameters")
+        names = self.variables.setdefault(function, set())
+        own = self.parameters.setdefault(function, set())
+        for p in params.named_children if params is not None else ():
+            if p.type == "parameter_declaration":
+                name, _kind = _declared(p.child_by_field_name("declarator"))
+                if name is not None:
+                    names.add(self.text[name.start_byte : name.end_byte])
+                    own.add(self.text[name.start_byte : name.end_byte])
+
+    def read_locals(self) -> None:
+        """The local variables of each function: a local array (``char buf[16]``, a VLA, an array
+        of pointers, a ``va_list``) gives it a stack canary under ``-fstack-protector-strong``; the
+        others are remembered, for the addresses taken (:meth:`read_addresses`) and the calls
+        through pointers (:meth:`read_calls`). ``static`` and ``extern`` locals are not on the
+        stack; a prototype declares no variable.
+
+        gcc's rule (gcc/cfgexpand.cc, ``stack_protect_classify_type`` and
+        ``stack_protect_decl_phase``: with ``SPCT_FLAG_STRONG`` a variable whose type has
+        ``SPCT_HAS_ARRAY``, any array of any element type and size, also inside a struct or union,
+        is a protected decl; ``expand_used_vars`` then creates the guard when there is one, when
+        a stack variable is ``TREE_ADDRESSABLE``, when the function calls alloca, or when a call
+        uses a return slot). A struct local holding an array is not seen here (its type is
+        defined elsewhere); its address is most often taken."""
+        text = self.text
+        at = self.funcs.at
+        for node in self.every(self.caps.get("decl", ())):
+            owner = at(node.start_byte)
+            if owner is None:
+                continue
+            storage = {text[c.start_byte : c.end_byte] for c in node.children if c.type == "storage_class_specifier"}
+            if b"extern" in storage:
+                continue  # a global's declaration (a call through it reads the global: kept)
+            on_stack = b"static" not in storage
+            t = node.child_by_field_name("type")
+            array_type = t is not None and text[t.start_byte : t.end_byte] in _ARRAY_TYPES
+            for d in node.children_by_field_name("declarator"):
+                name, kind = _declared(d)
+                if name is None or kind == "function":
+                    continue
+                name_b = text[name.start_byte : name.end_byte]
+                self.variables.setdefault(owner, set()).add(name_b)
+                if not on_stack:
+                    continue
+                if kind == "array" or (kind == "value" and array_type):
+                    self.canary.add(owner)
+                self.stack_locals.setdefault(owner, set()).add(name_b)
+        for node in self.every(self.caps.get("call", ())):  # DEFINE_WAIT(wait); in a function
+            fn = node.child_by_field_name("function")
+            if fn is None or fn.type != "identifier" or _DECLARING_MACRO.fullmatch(self.node_text(fn)) is None:
+                continue
+            owner = at(node.start_byte)
+            args = node.child_by_field_name("arguments")
+            first = next((a for _i, a in _arguments(args)), None) if args is not None else None
+            if owner is None or first is None or first.type != "identifier":
+                continue
+            name_b = text[first.start_byte : first.end_byte]
+            self.variables.setdefault(owner, set()).add(name_b)
+            self.stack_locals.setdefault(owner, set()).add(name_b)
+            if self.node_text(fn) in _ARRAY_MACROS:
+                self.canary.add(owner)
+
+    def read_addresses(self) -> None:
+        """A function that takes the address of one of its stack locals (``&x``, ``&x.field``:
+        the variable becomes ``TREE_ADDRESSABLE``) gets a canary. A parameter's address does not
+        count (gcc gives ``int f(int p) { g(&p); }`` none: parameters are not among the stack
+        variables ``expand_used_vars`` lays out)."""
+        text = self.text
+        at = self.funcs.at
+        for n in self.every([*self.caps.get("ref.addr", ()), *self.caps.get("frame.addr", ())]):
+            base = n if n.type == "identifier" else _addressed_base(n)
+            if base is None:
+                continue
+            owner = at(base.start_byte)
+            if owner is not None and text[base.start_byte : base.end_byte] in self.stack_locals.get(owner, ()):
+                self.canary.add(owner)
+
+    def mark_functions(self) -> None:
+        """Each function's record with its ``canary`` and ``indirect``."""
+        canary, indirect = self.canary - self.unguarded, self.indirect
+        if canary or indirect:
+            self.functions = [f._replace(canary=f.name in canary, indirect=f.name in indirect)
+                              if f.name in canary or f.name in indirect else f for f in self.functions]
+
+    def file_variables(self) -> set[bytes]:
+        """The variables the file defines at file scope (:meth:`file_scope_definitions`, once)."""
+        if self._file_vars is None:
+            self._file_vars = self.file_scope_definitions()
+        return self._file_vars
 
     def char_params_of(self, func_declarator) -> dict[str, int]:
         """``{name: index}`` of a function's ``char *`` parameters."""
@@ -364,12 +557,30 @@ class TreeRecords:
             if caller is None:
                 continue
             fn = node.child_by_field_name("function")
-            found = _callee(fn) if fn is not None else None
-            if found is None:
+            if fn is None:
+                continue
+            found = _callee(fn)
+            if found is None:  # through an expression: table[i](x), get_op()(x), ((cast)p)(x)
+                if _callable_expression(fn):
+                    self.indirect.add(caller)
                 continue
             name_node, via_member = found
             callee = self.node_text(name_node)
             line = name_node.start_point[0] + 1
+            if via_member:
+                self.indirect.add(caller)
+            elif callee in _ALLOCA:
+                self.canary.add(caller)
+            name_b = self.text[name_node.start_byte : name_node.end_byte]
+            if not via_member and (name_b in self.variables.get(caller, ()) or name_b in self.file_variables()):
+                # cb(x), (*fn)(x): through a parameter, a local or a variable of the file; in an
+                # inline function not through a parameter, which its callers most often pass a
+                # function's name (kref_put(&k, release)): inlined, gcc calls that function
+                if caller not in self.inline_functions or name_b not in self.parameters.get(caller, ()):
+                    self.indirect.add(caller)
+                self.pointer_calls.append(Call(caller, callee, file, line, False))
+                self.read_call_arguments(node, caller, callee, line)
+                continue
             calls.append(Call(caller, callee, file, line, via_member))
             if not via_member:
                 if is_member_macro(callee):
@@ -426,7 +637,7 @@ class TreeRecords:
                   if lu.how in ("kprobe", "kretprobe") and lu.function and lu.symbol in LOOKUP_FUNCTIONS}
         if not probed:
             return
-        called = {c.callee for c in self.calls}
+        called = {c.callee for c in (*self.calls, *self.pointer_calls)}
         for node in self.every(self.caps.get("ptr.assign", ())):
             left = node.child_by_field_name("left")
             if self.node_text(left) not in called:
@@ -483,7 +694,7 @@ class TreeRecords:
         at = self.funcs.at
         text = self.text
         skip = self.not_refs
-        file_defined = self.file_scope_definitions()
+        file_defined = self.file_variables()
         has_lower = _HAS_LOWER.search
         chunks = self.ref_chunks() if self.ref_chunks is not None else [caps.get("ref", ())]
         # The functions declaring each name (by name: most names are declared in few functions).
@@ -547,6 +758,4 @@ class TreeRecords:
 def _function_declarator_at_top(node) -> bool:
     """True when a declarator declares a function (``int f(void)``, ``int *f(void)``), not a
     pointer to one (``int (*f)(void)``, a variable)."""
-    while node is not None and node.type in ("pointer_declarator", "attributed_declarator"):
-        node = node.child_by_field_name("declarator")
-    return node is not None and node.type == "function_declarator"
+    return _declared(node)[1] == "function"

@@ -44,6 +44,8 @@ def _resolve(root: Path, file: str, target: str, system: bool, include_dirs: lis
         return None, "an absolute path"
     local = [] if system else [os.path.normpath(os.path.join(os.path.dirname(file), target))]
     candidates = local + [os.path.normpath(os.path.join(d, target)) for d in _dirs_for(file, include_dirs)]
+    if target.startswith("asm/"):
+        candidates += [f"include/asm-generic/{target[4:]}", f"include/uapi/asm-generic/{target[4:]}"]
     for rel in candidates:
         if inside_tree(rel) and os.path.isfile(os.path.join(root, rel)):
             return rel, None
@@ -60,7 +62,12 @@ def resolve_include(root: Path, file: str, target: str, system: bool, include_di
     or not followed (see :func:`resolve_includes`).
 
     ``#include "x.h"`` looks next to ``file`` first, then in ``include_dirs`` (as gcc does with
-    ``-I``); ``#include <x.h>`` looks only in ``include_dirs``. ``cache``, a dict kept for one
+    ``-I``); ``#include <x.h>`` looks only in ``include_dirs``. An ``asm/x.h`` the architecture does
+    not have is ``include/asm-generic/x.h`` (or ``include/uapi/asm-generic/x.h``): the build
+    generates ``arch/<arch>/include/generated/asm/x.h`` holding ``#include <asm-generic/x.h>`` for
+    every header of ``generic-y`` and ``mandatory-y`` the architecture lacks
+    (scripts/Makefile.asm-generic; include/asm-generic/Kbuild), which a source tree has not got
+    (6.1's x86 ``asm/rwonce.h``: READ_ONCE and WRITE_ONCE). ``cache``, a dict kept for one
     pass over a tree, saves the file system look-ups for includes already resolved from the same
     directory.
     """

@@ -187,7 +187,33 @@ def _macros_of(data: bytes, rel: str, skipped: list[Skipped] | None, bodies: _Bo
             bodies.others.append((name, rel, line, b" ".join(clean), frozenset(params)))
         calls, refs = _body_records(name, set(params), clean, rel, line, skipped)
         macro = Macro(name, params, variadic, b" ".join(clean)) if function_like else None
-        yield FunctionDef(name, rel, line, line + len(body) - 1, True, True), calls, refs, macro
+        yield (FunctionDef(name, rel, line, line + len(body) - 1, True, True,
+                           canary=_declares_guarded_local(b" ".join(clean), set(params))),
+               calls, refs, macro)
+
+
+#: A local a macro body declares (``struct wait_queue_entry __wq_entry;``): group 1 its name.
+_AGGREGATE_LOCAL = re.compile(rb"\b(?:struct|union)\s+\w+\s+([A-Za-z_]\w*)\s*[;=]")
+#: An array a macro body declares (``char __buf[16];``): group 1 its name.
+_ARRAY_LOCAL = re.compile(rb"\b(?:char|short|int|long|u8|u16|u32|u64|s8|s16|s32|s64)\s+([A-Za-z_]\w*)\s*\[")
+
+
+def _declares_guarded_local(body: bytes, params: set[bytes]) -> bool:
+    """True for a statement macro (``({ ... })``, ``do { ... } while (0)``) whose body declares a
+    local that gcc's ``-fstack-protector-strong`` guards, where the macro is expanded (what
+    :attr:`~ksymgraph.loaders.records.FunctionDef.canary` says of a function): an array, or a
+    struct or union whose address it takes (``___wait_event``'s ``&__wq_entry``). A parameter's
+    name is the caller's variable, not the macro's."""
+    if b"({" not in body and not re.search(rb"\bdo\s*\{", body):
+        return False
+    def local(m) -> bool:  # (a static local is no stack variable)
+        start = max(body.rfind(b";", 0, m.start()), body.rfind(b"{", 0, m.start())) + 1
+        return m.group(1) not in params and re.search(rb"\bstatic\b", body[start : m.start()]) is None
+
+    if any(local(m) for m in _ARRAY_LOCAL.finditer(body)):
+        return True
+    return any(local(m) and re.search(rb"&\s*" + re.escape(m.group(1)) + rb"\b", body)
+               for m in _AGGREGATE_LOCAL.finditer(body))
 
 
 def _body_records(name: str, params: set[bytes], lines: list[bytes], rel: str, line: int,

@@ -214,6 +214,17 @@ class FunctionDef(NamedTuple):
     """Declared ``static``."""
     inline: bool
     """Declared ``inline`` (``__always_inline`` and ``__inline__`` count)."""
+    canary: bool = False
+    """Its body has what makes gcc's ``-fstack-protector-strong`` give it a stack canary (and a
+    call of ``__stack_chk_fail``): a local array (a VLA, a ``va_list``), the address of a local
+    variable taken (``&x``, ``&x.field``), or a call of ``alloca``; False when it is marked
+    ``no_stack_protector``. Its own body only: what an inlined callee adds is the graph's to
+    follow (:mod:`ksymgraph.graph.compiler`)."""
+    indirect: bool = False
+    """Its body calls through a function pointer: a struct member (``ops->fn()``), a parameter or
+    a local variable (``cb(x)``, ``(*fn)(x)``), a variable of the file, or an expression
+    (``table[i](x)``). With retpolines each becomes a call of an ``__x86_indirect_thunk_*``. Only
+    member calls are :class:`Call` records; the others call no symbol."""
 
 
 class Call(NamedTuple):

@@ -98,12 +98,12 @@ def test_functions(functions_c):
         FunctionDef("leave", f, 12, 29, True, False),
         FunctionDef("say", f, 31, 34, False, False),
         FunctionDef("fast", f, 36, 39, True, True),
-        FunctionDef("locked", f, 41, 47, False, False),
+        FunctionDef("locked", f, 41, 47, False, False, indirect=True),  # ops->start(l)...
         FunctionDef("weak_fn", f, 49, 52, False, False),
         FunctionDef("sys_read", f, 54, 57, False, False),
         FunctionDef("compat_sys_getfoo", f, 59, 63, False, False),
         FunctionDef("sys_getpid", f, 65, 68, False, False),
-        FunctionDef("bpf_map_peek", f, 70, 73, False, False),
+        FunctionDef("bpf_map_peek", f, 70, 73, False, False, indirect=True),
         FunctionDef("get_handler", f, 75, 78, True, False),
         FunctionDef("dpm_for_each_dev", f, 80, 83, False, False),
     ]
@@ -460,6 +460,20 @@ def test_includes_that_leave_the_tree_are_refused(tmp_path):
                        '#include "../../../../etc/passwd" not followed: it leads outside the tree',
                        "#include <../../etc/shadow> not followed: it leads outside the tree",
                        '#include "a\0b.h" not followed: not a file name']
+
+
+def test_an_asm_header_the_architecture_lacks_is_the_generic_one(tmp_path):
+    # 6.1's x86 has no asm/rwonce.h: the build generates one that includes asm-generic/rwonce.h
+    # (mandatory-y in include/asm-generic/Kbuild, scripts/Makefile.asm-generic).
+    for rel in ("include/asm-generic/rwonce.h", "include/asm-generic/bug.h", "arch/x86/include/asm/bug.h",
+                "include/uapi/asm-generic/ioctls.h"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text("")
+    written = ["<asm/rwonce.h>", "<asm/bug.h>", "<asm/ioctls.h>", "<asm/missing.h>"]
+    found, refused = includes.resolve_includes(tmp_path, "include/linux/compiler.h", written,
+                                               includes.kernel_include_dirs())
+    assert found == ["include/asm-generic/rwonce.h", "arch/x86/include/asm/bug.h", "include/uapi/asm-generic/ioctls.h"]
+    assert refused == []
 
 
 def test_read_source_reads_only_regular_files_inside_the_tree(tmp_path):

@@ -4,8 +4,12 @@ In-tree half: Debian's 6.1 kernel whose version matches the ``linux-source-6.1``
 6.1.192), loaded with its source graph; for every in-tree module with attributed source files, the
 exported symbols its source graph reaches (:mod:`ksymgraph.queries.fidelity`) against its ``.ko``
 imports. Prints recall and precision overall, with and without the compiler-inserted imports
-(``COMPILER_INSERTS``), the 20 worst modules with what they miss and over-predict, and the
-symbols most often missed and over-predicted with their module counts.
+(``COMPILER_INSERTS``), the 20 worst modules with what they miss and over-predict, the
+symbols most often missed and over-predicted with their module counts, and, for the inserts
+decided function by function (``__stack_chk_fail`` from ``Function.canary``,
+``__x86_indirect_thunk_rax`` from ``Function.indirect``), how each would fare from the module's
+own functions alone, with the header functions they call directly, and with the whole walk the
+measure follows (what the graph predicts).
 
 Out-of-tree half: LTTng 2.13.9 built against 6.1 headers (:func:`ksymgraph.loaders.oot.build_dkms_modules`,
 cached) and loaded with its source: the run-time lookups the source graph reports (``LOOKS_UP``)
@@ -83,9 +87,40 @@ def in_tree(args) -> None:
         miss = sum(1 for m in after.modules if e.symbol in m.missed)
         print(f"| {e.symbol} | {' '.join(e.options) or '-'} | {e.trigger} | {imp} | {pred} | {pred - over} | "
               f"{miss} | {over} |")
+    print("\nper-function triggers: the module's own functions / + header functions they call / the whole walk:")
+    print("| symbol | flag | import it | reach | predicted | both | missed | over-predicted |")
+    print("|---|---|---|---|---|---|---|---|")
+    for symbol, flag in (("__stack_chk_fail", "canary"), ("__x86_indirect_thunk_rax", "indirect")):
+        importers = {m.module for m in after.modules if symbol in m.missed or
+                     (symbol in predicted_of[m.module] and symbol not in m.over)}
+        own = _modules_flagged(store, args.kernel, flag, _OWN_FLAGGED)
+        direct = own | _modules_flagged(store, args.kernel, flag, _CALLS_FLAGGED_HEADER)
+        walk = {m.module for m in after.modules if symbol in predicted_of[m.module]}
+        for reach, pred in (("own functions", own), ("+ header functions called", direct), ("whole walk", walk)):
+            pred = pred & {m.module for m in after.modules}
+            print(f"| {symbol} | {flag} | {len(importers)} | {reach} | {len(pred)} | {len(pred & importers)} | "
+                  f"{len(importers - pred)} | {len(pred - importers)} |")
     print("\nmost missed (symbol: modules):", ", ".join(f"{s} {n}" for s, n in after.most_missed(25)))
     print("\nmost over-predicted (symbol: modules):", ", ".join(f"{s} {n}" for s, n in after.most_over(25)))
     store.close()
+
+
+# A Function property named by the bench (``canary`` or ``indirect``, constants below), never by user text.
+_OWN_FLAGGED = """
+MATCH (m:Module)<-[:BUILT_INTO]-(:File)<-[:DEFINED_IN]-(f:Function)
+WHERE m.kernel = $kernel AND f.{flag} = true
+RETURN DISTINCT m.name
+"""
+_CALLS_FLAGGED_HEADER = """
+MATCH (m:Module)<-[:BUILT_INTO]-(:File)<-[:DEFINED_IN]-(:Function)-[:CALLS]->(h:Function)
+WHERE m.kernel = $kernel AND h.file ENDS WITH '.h' AND h.{flag} = true
+RETURN DISTINCT m.name
+"""
+
+
+def _modules_flagged(store, kernel: str, flag: str, query: str) -> set[str]:
+    assert flag in ("canary", "indirect")
+    return {r[0] for r in store.query(query.format(flag=flag), {"kernel": kernel}).rows}
 
 
 def ko_lookup_names(ko: Path) -> set[str]:
