@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Iterable, Iterator, Mapping, NamedTuple
 
 from .cfiles import file_signature, read_source, real_root, tree_files
-from .cparse import PARSE_SECONDS, parse_read_file
+from .cparse import PARSE_FAILED, PARSE_SECONDS, parse_read_file
 from .includes import kernel_include_dirs
 from .lookups import find_wrappers, resolve_lookups
 from .parquet import TableWriter, record_schema, remove_temp_files, replace_parquet, replacing, write_table
@@ -158,6 +158,10 @@ def _index_batch(job) -> tuple[str, list[dict], dict[str, int]]:
         result = parse_read_file(src, rel, root, include_dirs, resolved, seconds, context)
         entry.update(error=result.error, includes=result.includes, refused=result.includes_refused,
                      stats=list(result.stats), lookup_sig=_lookup_signature(result))
+        if result.error and result.error.startswith(PARSE_FAILED):
+            # a failure of this code, not of the file: parsed again next time, never reused (a load
+            # that ran while ksymgraph was being upgraded once kept 71 such files of LTTng's tree)
+            entry["sha1"] = None
         if result.directive_notes:
             entry["notes"] = [list(n) for n in result.directive_notes]
         rows["functions"] += result.functions

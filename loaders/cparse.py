@@ -42,7 +42,7 @@ from .neutralise import neutralise_kernel_macros
 from .preproc import PreprocContext, preprocess
 from .records import FileResult, LoaderError, LookUp, ParseStats, Skipped
 
-__all__ = ["TEXT_PASSES", "MAX_PARSE_BYTES", "PARSE_SECONDS", "PARSE_MEMORY", "parse_source", "parse_read_file", "parse_file",
+__all__ = ["TEXT_PASSES", "MAX_PARSE_BYTES", "PARSE_SECONDS", "PARSE_FAILED", "PARSE_MEMORY", "parse_source", "parse_read_file", "parse_file",
            "for_each_record", "resolve_file_lookups"]
 
 #: The passes over a file's text before tree-sitter reads it, in order. Each takes the bytes and
@@ -62,6 +62,10 @@ MAX_PARSE_BYTES = 4 << 20
 #: linux-source-6.1 takes under 3 s on a busy machine (rtw8852a_table.c); a 1 MB binary file
 #: used to take 37.6 s in tree-sitter's parse alone.
 PARSE_SECONDS = 20.0
+
+#: How a file's error begins when this code, not the file, failed (an exception from the parser's
+#: passes): the index reports it and parses the file again next time.
+PARSE_FAILED = "parse failed:"
 
 #: The memory one file's parse may add to its process, tree-sitter's tree and the records read
 #: from it together. No file of linux-source-6.1 needs 100 MiB; 1.6 MB of fuzzed C (unclosed
@@ -359,7 +363,7 @@ def parse_read_file(src: bytes, rel: str, root: Path, include_dirs: list[str], c
     try:
         result = parse_source(src, rel, seconds, context)
     except Exception as e:  # a parser bug must not stop a whole tree
-        return _unread(rel, f"parse failed: {e!r}")
+        return _unread(rel, f"{PARSE_FAILED} {e!r}")
     includes, refused = resolve_includes(root, rel, result.includes, include_dirs, cache)
     return result._replace(includes=includes, includes_refused=refused,
                            stats=result.stats._replace(includes_refused=len(refused)))

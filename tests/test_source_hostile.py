@@ -301,3 +301,26 @@ def test_parse_that_would_take_too_much_memory_is_cut(monkeypatch):
     r = cparse.parse_source(src, "x.c")
     assert r.error == "over the parse memory limit (64 MiB more): not parsed"
     assert r.stats.files_skipped == 1
+
+
+def test_a_parser_failure_is_said_and_not_kept_for_the_next_run(tmp_path, monkeypatch):
+    # An exception of the parser's own code (here: made up) is the file's error, as "parse failed:";
+    # the index does not keep it as that file's result: the next run parses the file again. (A load
+    # that ran while ksymgraph was being upgraded once kept 71 such files of LTTng's tree.)
+    from ksymgraph.loaders import cindex
+
+    root = tmp_path / "t"
+    root.mkdir()
+    (root / "a.c").write_text("int f(void) { return g(); }\n")
+    real = cparse.parse_source
+
+    def broken(*args, **kwargs):
+        raise ValueError("a bug")
+
+    monkeypatch.setattr(cparse, "parse_source", broken)
+    first = cindex.index_tree(root, include_dirs=[], shard_dir=tmp_path / "idx", progress=False, workers=1)
+    assert [(e.path, e.reason) for e in first.errors] == [("a.c", "parse failed: ValueError('a bug')")]
+    monkeypatch.setattr(cparse, "parse_source", real)
+    again = cindex.index_tree(root, include_dirs=[], shard_dir=tmp_path / "idx", progress=False, workers=1)
+    assert (again.parsed, again.reused, again.errors) == (1, 0, [])
+    assert cindex.read_table(tmp_path / "idx", "calls").to_pylist()[0]["callee"] == "g"
