@@ -82,15 +82,19 @@ def _read(tree: SourceTree, table: str) -> pa.Table:
     if table == "functions":
         t = t.append_column("is_macro", pa.array([False] * len(t), pa.bool_()))
     macros = tree.shard_dir / "macros" / f"{table}.parquet"
-    if table in ("functions", "calls", "references") and macros.is_file():
+    if table == "functions" and macros.is_file():  # macros, and the file-scope pseudo-functions of .c files
         m = pq.read_table(macros)
-        if table == "functions":  # macros, and the file-scope pseudo-functions of .c files
-            m = m.append_column("is_macro", pc.not_equal(m["name"], pa.scalar(FILE_SCOPE)))
+        m = m.append_column("is_macro", pc.not_equal(m["name"], pa.scalar(FILE_SCOPE)))
         t = pa.concat_tables([t, m.cast(t.schema)])
-    if tree.prefix and "file" in t.column_names:
-        t = t.set_column(t.column_names.index("file"), "file",
-                         pc.binary_join_element_wise(pa.scalar(tree.prefix), t["file"], ""))
-    return t
+    return _with_prefix(tree, t)
+
+
+def _with_prefix(tree: SourceTree, t: pa.Table) -> pa.Table:
+    """``t`` with the tree's prefix on its file paths (an out-of-tree tree's ``<dirname>/``)."""
+    if not tree.prefix or "file" not in t.column_names:
+        return t
+    return t.set_column(t.column_names.index("file"), "file",
+                        pc.binary_join_element_wise(pa.scalar(tree.prefix), t["file"], ""))
 
 
 def _concat(tables: list[pa.Table]) -> pa.Table:
@@ -101,29 +105,27 @@ def _concat(tables: list[pa.Table]) -> pa.Table:
 CALL_BATCH = 1 << 19
 
 
-def _batches(tree: SourceTree, table: str) -> Iterator[pa.Table]:
+def _batches(tree: SourceTree, table: str, columns: list[str] | None = None) -> Iterator[pa.Table]:
     """The rows of ``tree``'s index table ``table`` (``calls`` or ``references``: its shards in
-    order, then its macros' rows), about :data:`CALL_BATCH` at a time, with the tree's prefix on the
-    file paths."""
+    order, then its macros' rows; only ``columns`` if given), about :data:`CALL_BATCH` at a time,
+    with the tree's prefix on the file paths."""
     import pyarrow.parquet as pq
 
     from ..loaders.cindex import read_table
 
     files = sorted((tree.shard_dir / table).glob("*.parquet"))
     schema = pq.read_schema(files[0]) if files else read_table(tree.shard_dir, table).schema
+    if columns is not None:
+        schema = pa.schema([schema.field(c) for c in columns])
     macros = tree.shard_dir / "macros" / f"{table}.parquet"
     parts: list[pa.Table] = []
     rows = 0
 
     def batch() -> pa.Table:
-        t = pa.concat_tables(parts) if len(parts) > 1 else parts[0]
-        if tree.prefix:
-            t = t.set_column(t.column_names.index("file"), "file",
-                             pc.binary_join_element_wise(pa.scalar(tree.prefix), t["file"], ""))
-        return t
+        return _with_prefix(tree, pa.concat_tables(parts) if len(parts) > 1 else parts[0])
 
     for path in [*files, *([macros] if macros.is_file() else [])]:
-        t = pq.read_table(path)
+        t = pq.read_table(path, columns=columns)
         parts.append(t.select(schema.names).cast(schema) if t.schema != schema else t)
         rows += len(t)
         if rows >= CALL_BATCH:
@@ -133,14 +135,18 @@ def _batches(tree: SourceTree, table: str) -> Iterator[pa.Table]:
         yield batch()
 
 
-def _call_batches(tree: SourceTree) -> Iterator[pa.Table]:
-    """The calls of ``tree``'s index, a batch at a time (:func:`_batches`)."""
-    return _batches(tree, "calls")
-
-
 def _dirs(files: pa.Array) -> pa.Array:
     """The directory of each path (``drivers/net/a.c`` → ``drivers/net``)."""
     return pc.replace_substring_regex(files, pattern="/[^/]*$", replacement="")
+
+
+def _first_by(names: pa.Array, order: pa.Array, rows: pa.Array, mask: pa.Array) -> tuple[pa.Array, pa.Array]:
+    """(names, rows) of the first row of each name by ``order`` among those ``mask`` keeps."""
+    t = pa.table({"name": names, "order": order, "row": rows}).filter(mask)
+    t = t.sort_by([("name", "ascending"), ("order", "ascending")])
+    keys, kept = t["name"].combine_chunks(), t["row"].combine_chunks()
+    firsts = pc.equal(pc.index_in(keys, keys), pa.array(range(len(keys)), type=pa.int32()))
+    return keys.filter(firsts), kept.filter(firsts)
 
 
 def _starts_with_any(files: pa.Array, prefixes: Iterable[str]) -> pa.Array:
@@ -177,35 +183,21 @@ class _Resolver:
         shared = pc.match_substring_regex(files, "^(include|arch/[^/]+/include)/") if any(not t.prefix for t in trees) \
             else pa.repeat(pa.scalar(False), len(files))
         local = pc.and_(pc.and_(pc.and_(header, visible), pc.invert(shared)), pc.not_equal(names, pa.scalar(FILE_SCOPE)))
-        local_t = pa.table({"key": pc.binary_join_element_wise(_dirs(files), names, "|"), "file": files, "row": rows}
-                           ).filter(local).sort_by([("key", "ascending"), ("file", "ascending")])
-        self.local = self._firsts(local_t["key"], local_t["row"])
-        # 3. a non-static function the build compiles
-        self.globals = self._first_by(names, files, rows, pc.and_(pc.and_(pc.invert(static), visible), compiled))
-        # 4. a static inline or macro of a header the build sees: the architecture's own
-        #    (arch/x86/include/) first, then include/, then the rest by path
+        self.local = _first_by(pc.binary_join_element_wise(_dirs(files), names, "|"), files, rows, local)
+        # Headers by rank: the architecture's own (arch/x86/include/) first, then include/, then
+        # the rest by path.
         arch_inc = [f"{t.prefix}arch/{t.arch}/include/" for t in trees if t.arch]
         rank = pc.if_else(_starts_with_any(files, arch_inc), pa.scalar("0"),
                           pc.if_else(_starts_with_any(files, [f"{t.prefix}include/" for t in trees if not t.prefix]),
                                      pa.scalar("1"), pa.scalar("2")))
         ranked = pc.binary_join_element_wise(rank, files, "")
-        self.inlines = self._first_by(names, ranked, rows, pc.and_(inline, visible))
-        # 3 comes after a header's non-static definition: an `extern inline` (gnu_inline) body is
-        # what the compiler inlines in place of the library's (fortify-string.h's kmemdup())
-        self.header_globals = self._first_by(names, ranked, rows, pc.and_(pc.and_(pc.invert(static), header), visible))
-
-    @staticmethod
-    def _firsts(keys: pa.Array, rows: pa.Array) -> tuple[pa.Array, pa.Array]:
-        keys, rows = keys.combine_chunks() if isinstance(keys, pa.ChunkedArray) else keys, rows
-        firsts = pc.equal(pc.index_in(keys, keys), pa.array(range(len(keys)), type=pa.int32()))
-        return keys.filter(firsts), (rows.combine_chunks() if isinstance(rows, pa.ChunkedArray) else rows).filter(firsts)
-
-    @classmethod
-    def _first_by(cls, names: pa.Array, order: pa.Array, rows: pa.Array, mask: pa.Array) -> tuple[pa.Array, pa.Array]:
-        """(names, rows) of the first function of each name by ``order`` among those ``mask`` keeps."""
-        t = pa.table({"name": names, "order": order, "row": rows}).filter(mask)
-        t = t.sort_by([("name", "ascending"), ("order", "ascending")])
-        return cls._firsts(t["name"], t["row"])
+        # 3a. a header's non-static definition: an `extern inline` (gnu_inline) body is what the
+        #     compiler inlines in place of the library's (fortify-string.h's kmemdup())
+        self.header_globals = _first_by(names, ranked, rows, pc.and_(pc.and_(pc.invert(static), header), visible))
+        # 3b. a non-static function the build compiles
+        self.globals = _first_by(names, files, rows, pc.and_(pc.and_(pc.invert(static), visible), compiled))
+        # 4. a static inline or macro of a header the build sees
+        self.inlines = _first_by(names, ranked, rows, pc.and_(inline, visible))
 
     def function(self, files: pa.Array, names: pa.Array) -> pa.Array:
         """The row of the function ``names`` defined in ``files`` (a caller, a referring function)."""
@@ -226,9 +218,9 @@ class _Calls(NamedTuple):
     """The resolved calls, as rows of the function table (not ids: 16 bytes a call, not 150)."""
 
     to_function: pa.Table
-    """caller (row), callee (row), line."""
+    """from (the caller's row), to (the callee's row), line, via_member (False)."""
     to_symbol: pa.Table
-    """caller (row), to (symbol name, ``->member`` for member calls), line, via_member."""
+    """from (the caller's row), to (symbol name, ``->member`` for member calls), line, via_member."""
     header_calls: pa.Table
     """caller, callee, file of the calls to the functions that hold lookups in headers (for LOOKS_UP)."""
     files: pa.Array
@@ -242,7 +234,7 @@ def _resolve_calls(trees: list[SourceTree], resolver: _Resolver, in_headers: pa.
     there are dropped."""
     to_fn, to_sym, header, files = [], [], [], []
     for tree in trees:
-        for calls in _call_batches(tree):
+        for calls in _batches(tree, "calls"):
             header.append(calls.filter(pc.is_in(calls["callee"], in_headers)).select(["caller", "callee", "file"]))
             files.append(pc.unique(calls["file"].combine_chunks()))
             caller = resolver.function(calls["file"], calls["caller"])
@@ -252,21 +244,20 @@ def _resolve_calls(trees: list[SourceTree], resolver: _Resolver, in_headers: pa.
             direct, d_caller = calls.filter(pc.invert(member)), caller.filter(pc.invert(member))
             target = resolver.resolve(direct["file"], direct["callee"])
             found = pc.is_valid(target)
-            line = pc.cast(direct["line"], pa.int64())
-            to_fn.append(pa.table({"caller": d_caller.filter(found), "callee": target.filter(found),
-                                   "line": line.filter(found)}))
-            lost = pc.invert(found)
             n_lost = len(direct) - pc.sum(found).as_py() if len(direct) else 0
-            to_sym.append(pa.table({"caller": d_caller.filter(lost), "to": direct["callee"].filter(lost),
+            line = pc.cast(direct["line"], pa.int64())
+            to_fn.append(pa.table({"from": d_caller.filter(found), "to": target.filter(found),
+                                   "line": line.filter(found), "via_member": pa.repeat(pa.scalar(False), len(line) - n_lost)}))
+            lost = pc.invert(found)
+            to_sym.append(pa.table({"from": d_caller.filter(lost), "to": direct["callee"].filter(lost),
                                     "line": line.filter(lost), "via_member": pa.repeat(pa.scalar(False), n_lost)}))
             members = calls.filter(member)
             names = pc.binary_join_element_wise(pa.scalar("->"), members["callee"], "")
-            to_sym.append(pa.table({"caller": caller.filter(member), "to": names,
+            to_sym.append(pa.table({"from": caller.filter(member), "to": names,
                                     "line": pc.cast(members["line"], pa.int64()),
                                     "via_member": pa.repeat(pa.scalar(True), len(members))}))
-    empty_fn = pa.schema([("caller", pa.int32()), ("callee", pa.int32()), ("line", pa.int64())])
-    empty_sym = pa.schema([("caller", pa.int32()), ("to", pa.string()), ("line", pa.int64()),
-                           ("via_member", pa.bool_())])
+    empty_fn = pa.schema([("from", pa.int32()), ("to", pa.int32()), ("line", pa.int64()), ("via_member", pa.bool_())])
+    empty_sym = empty_fn.set(1, pa.field("to", pa.string()))
     return _Calls(
         pa.concat_tables([empty_fn.empty_table(), *(t.cast(empty_fn) for t in to_fn)]).combine_chunks(),
         pa.concat_tables([empty_sym.empty_table(), *(t.cast(empty_sym) for t in to_sym)]).combine_chunks(),
@@ -279,20 +270,19 @@ def _resolve_calls(trees: list[SourceTree], resolver: _Resolver, in_headers: pa.
 ID_CHUNK = 1 << 18
 
 
-def _calls_stream(kernel: str, resolved: pa.Table, fid: pa.Array, to_function: bool) -> TableStream:
-    """A CALLS table (``from``, ``to``, ``kernel``, ``line``, ``via_member``) whose string ids are
-    made a chunk at a time from ``resolved``'s rows."""
-    schema = pa.schema([("from", pa.string()), ("to", pa.string()), ("kernel", pa.string()),
-                        ("line", pa.int64()), ("via_member", pa.bool_())])
+def _id_stream(kernel: str, resolved: pa.Table, fid: pa.Array, to_function: bool) -> TableStream:
+    """A CALLS or REFERENCES table (``from``, ``to``, ``kernel``, then ``resolved``'s other columns)
+    whose string ids are made a chunk at a time from ``resolved``'s rows (``from`` a function's row;
+    ``to`` a function's row, or a symbol's name)."""
+    rest = [f for f in resolved.schema if f.name not in ("from", "to")]
+    schema = pa.schema([("from", pa.string()), ("to", pa.string()), ("kernel", pa.string()), *rest])
 
     def chunks() -> Iterator[pa.Table]:
         for start in range(0, len(resolved), ID_CHUNK):
             part = resolved.slice(start, ID_CHUNK)
-            n = len(part)
-            to = fid.take(part["callee"]) if to_function else _ids(kernel, part["to"])
-            via = pa.repeat(pa.scalar(False), n) if to_function else part["via_member"]
-            yield pa.table([fid.take(part["caller"]), to, pa.repeat(pa.scalar(kernel), n), part["line"], via],
-                           schema=schema)
+            to = fid.take(part["to"]) if to_function else _ids(kernel, part["to"])
+            yield pa.table([fid.take(part["from"]), to, pa.repeat(pa.scalar(kernel), len(part)),
+                            *(part[f.name] for f in rest)], schema=schema)
 
     return TableStream(schema, len(resolved), chunks)
 
@@ -335,8 +325,8 @@ def source_tables(kernel: str, trees: Iterable[SourceTree], module_ids: dict[str
     resolver = _Resolver(trees, funcs, built)
     resolved = _resolve_calls(trees, resolver, in_headers)
     fid = fid.combine_chunks()
-    calls_ff = _calls_stream(k, resolved.to_function, fid, to_function=True)
-    calls_fs = _calls_stream(k, resolved.to_symbol, fid, to_function=False)
+    calls_ff = _id_stream(k, resolved.to_function, fid, to_function=True)
+    calls_fs = _id_stream(k, resolved.to_symbol, fid, to_function=False)
     if not stream:
         calls_ff, calls_fs = calls_ff.table(), calls_fs.table()
 
@@ -367,8 +357,8 @@ def source_tables(kernel: str, trees: Iterable[SourceTree], module_ids: dict[str
                               sym["name"].combine_chunks()])
     refs = _resolve_references(trees, resolver, pc.fill_null(funcs["is_macro"], False).combine_chunks(), known)
     del resolver
-    refs_ff = _references_stream(k, refs.to_function, fid, to_function=True)
-    refs_fs = _references_stream(k, refs.to_symbol, fid, to_function=False)
+    refs_ff = _id_stream(k, refs.to_function, fid, to_function=True)
+    refs_fs = _id_stream(k, refs.to_symbol, fid, to_function=False)
     if not stream:
         refs_ff, refs_fs = refs_ff.table(), refs_fs.table()
 
@@ -428,7 +418,7 @@ def _exported_as(k: str, exports: pa.Table, fid: pa.Array) -> pa.Table:
 def _file_scope_files(trees: list[SourceTree]) -> pa.Array:
     """The files whose file-scope initialisers refer to something (their ``FILE_SCOPE`` references)."""
     parts = [pc.unique(r["file"].filter(pc.equal(r["function"], pa.scalar(FILE_SCOPE))).combine_chunks())
-             for tree in trees for r in _batches(tree, "references")]
+             for tree in trees for r in _batches(tree, "references", ["file", "function"])]
     return pc.unique(pa.concat_arrays(parts)) if parts else pa.array([], pa.string())
 
 
@@ -491,22 +481,6 @@ def _resolve_references(trees: list[SourceTree], resolver: _Resolver, is_macro: 
                        pa.concat_tables([sy.empty_table(), *(t.cast(sy) for t in to_sym)]).combine_chunks())
 
 
-def _references_stream(kernel: str, resolved: pa.Table, fid: pa.Array, to_function: bool) -> TableStream:
-    """A REFERENCES table (``from``, ``to``, ``kernel``, ``line``, ``kind``, ``via``) whose string
-    ids are made a chunk at a time from ``resolved``'s rows."""
-    schema = pa.schema([("from", pa.string()), ("to", pa.string()), ("kernel", pa.string()),
-                        ("line", pa.int64()), ("kind", pa.string()), ("via", pa.string())])
-
-    def chunks() -> Iterator[pa.Table]:
-        for start in range(0, len(resolved), ID_CHUNK):
-            part = resolved.slice(start, ID_CHUNK)
-            to = fid.take(part["to"]) if to_function else _ids(kernel, part["to"])
-            yield pa.table([fid.take(part["from"]), to, pa.repeat(pa.scalar(kernel), len(part)), part["line"],
-                            part["kind"], part["via"]], schema=schema)
-
-    return TableStream(schema, len(resolved), chunks)
-
-
 #: How many header functions deep a lookup held in a header is followed to the modules that use it.
 HEADER_LOOKUP_DEPTH = 4
 
@@ -515,7 +489,7 @@ def _calls_to(trees: list[SourceTree], names: set[str]) -> pa.Table:
     """caller, callee, file of every call of ``trees`` to one of ``names``."""
     value_set = pa.array(sorted(names), pa.string())
     parts = [calls.filter(pc.is_in(calls["callee"], value_set)).select(["caller", "callee", "file"])
-             for tree in trees for calls in _call_batches(tree)]
+             for tree in trees for calls in _batches(tree, "calls")]
     return _concat(parts) if parts else pa.table({"caller": pa.array([], pa.string()),
                                                    "callee": pa.array([], pa.string()),
                                                    "file": pa.array([], pa.string())})
