@@ -73,7 +73,11 @@ RELS = (
     RelTable("IMPORTS", (("Module", "Symbol"),), _p("crc:INT64 weak:BOOLEAN")),
     RelTable("DEPENDS_ON", (("Module", "Module"),), _p("symbols:STRING[]")),
     RelTable("LOOKS_UP", (("Module", "Symbol"),), _p("how:STRING file:STRING line:INT64")),
-    RelTable("CALLS", (("Function", "Function"), ("Function", "Symbol")), _p("line:INT64 via_member:BOOLEAN")),
+    # CALLS.args / .guard (and REFERENCES.guard): what gcc's constant folding decides of the call
+    # (ksymgraph.loaders.cfold): each argument's constness, and the __builtin_constant_p()
+    # conditions on the caller's parameters under which it is compiled; args null: not read.
+    RelTable("CALLS", (("Function", "Function"), ("Function", "Symbol")),
+             _p("line:INT64 via_member:BOOLEAN args:STRING guard:STRING")),
     RelTable("DEFINED_IN", (("Function", "File"),), ()),
     RelTable("IMPLEMENTS", (("Function", "Symbol"),), ()),
     RelTable("BUILT_INTO", (("File", "Module"),), ()),
@@ -86,7 +90,8 @@ RELS = (
 # (ksymgraph.loaders.records.REFERENCE_KINDS); ``via``: the macros a file-scope invocation
 # expanded through to make the name (``module_param → module_param_named``), ``""`` when written.
 RELS += (
-    RelTable("REFERENCES", (("Function", "Function"), ("Function", "Symbol")), _p("line:INT64 kind:STRING via:STRING")),
+    RelTable("REFERENCES", (("Function", "Function"), ("Function", "Symbol")),
+             _p("line:INT64 kind:STRING via:STRING guard:STRING")),
 )
 
 #: A table of one kernel's graph: a node label (``"Module"``), or a relationship type with the labels

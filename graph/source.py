@@ -125,14 +125,23 @@ def _batches(tree: SourceTree, table: str, columns: list[str] | None = None) -> 
         return _with_prefix(tree, pa.concat_tables(parts) if len(parts) > 1 else parts[0])
 
     for path in [*files, *([macros] if macros.is_file() else [])]:
-        t = pq.read_table(path, columns=columns)
-        parts.append(t.select(schema.names).cast(schema) if t.schema != schema else t)
+        t = pq.read_table(path, columns=[c for c in schema.names if c in pq.read_schema(path).names])
+        parts.append(_conformed(t, schema))
         rows += len(t)
         if rows >= CALL_BATCH:
             yield batch()
             parts, rows = [], 0
     if parts:
         yield batch()
+
+
+def _conformed(t: pa.Table, schema: pa.Schema) -> pa.Table:
+    """``t`` with ``schema``'s columns in its order, a column ``t`` lacks as nulls (a macro
+    pass's table has no ``args`` or ``guard``: nothing is known of its calls' arguments)."""
+    if t.schema == schema:
+        return t
+    cols = [t[f.name].cast(f.type) if f.name in t.column_names else pa.nulls(len(t), f.type) for f in schema]
+    return pa.table(cols, schema=schema)
 
 
 def _dirs(files: pa.Array) -> pa.Array:
@@ -218,9 +227,10 @@ class _Calls(NamedTuple):
     """The resolved calls, as rows of the function table (not ids: 16 bytes a call, not 150)."""
 
     to_function: pa.Table
-    """from (the caller's row), to (the callee's row), line, via_member (False)."""
+    """from (the caller's row), to (the callee's row), line, via_member (False), args, guard."""
     to_symbol: pa.Table
-    """from (the caller's row), to (symbol name, ``->member`` for member calls), line, via_member."""
+    """from (the caller's row), to (symbol name, ``->member`` for member calls), line, via_member,
+    args, guard (:mod:`ksymgraph.loaders.cfold`)."""
     header_calls: pa.Table
     """caller, callee, file of the calls to the functions that hold lookups in headers (for LOOKS_UP)."""
     files: pa.Array
@@ -246,17 +256,23 @@ def _resolve_calls(trees: list[SourceTree], resolver: _Resolver, in_headers: pa.
             found = pc.is_valid(target)
             n_lost = len(direct) - pc.sum(found).as_py() if len(direct) else 0
             line = pc.cast(direct["line"], pa.int64())
+            args, guard = direct["args"], pc.fill_null(direct["guard"], "")
             to_fn.append(pa.table({"from": d_caller.filter(found), "to": target.filter(found),
-                                   "line": line.filter(found), "via_member": pa.repeat(pa.scalar(False), len(line) - n_lost)}))
+                                   "line": line.filter(found), "via_member": pa.repeat(pa.scalar(False), len(line) - n_lost),
+                                   "args": args.filter(found), "guard": guard.filter(found)}))
             lost = pc.invert(found)
             to_sym.append(pa.table({"from": d_caller.filter(lost), "to": direct["callee"].filter(lost),
-                                    "line": line.filter(lost), "via_member": pa.repeat(pa.scalar(False), n_lost)}))
+                                    "line": line.filter(lost), "via_member": pa.repeat(pa.scalar(False), n_lost),
+                                    "args": args.filter(lost), "guard": guard.filter(lost)}))
             members = calls.filter(member)
             names = pc.binary_join_element_wise(pa.scalar("->"), members["callee"], "")
             to_sym.append(pa.table({"from": caller.filter(member), "to": names,
                                     "line": pc.cast(members["line"], pa.int64()),
-                                    "via_member": pa.repeat(pa.scalar(True), len(members))}))
-    empty_fn = pa.schema([("from", pa.int32()), ("to", pa.int32()), ("line", pa.int64()), ("via_member", pa.bool_())])
+                                    "via_member": pa.repeat(pa.scalar(True), len(members)),
+                                    "args": pa.nulls(len(members), pa.string()),
+                                    "guard": pc.fill_null(members["guard"], "")}))
+    empty_fn = pa.schema([("from", pa.int32()), ("to", pa.int32()), ("line", pa.int64()), ("via_member", pa.bool_()),
+                          ("args", pa.string()), ("guard", pa.string())])
     empty_sym = empty_fn.set(1, pa.field("to", pa.string()))
     return _Calls(
         pa.concat_tables([empty_fn.empty_table(), *(t.cast(empty_fn) for t in to_fn)]).combine_chunks(),
@@ -443,9 +459,9 @@ class _References(NamedTuple):
     """The resolved references, as rows of the function table (like :class:`_Calls`)."""
 
     to_function: pa.Table
-    """from (row), to (row), line, kind, via."""
+    """from (row), to (row), line, kind, via, guard."""
     to_symbol: pa.Table
-    """from (row), to (symbol name), line, kind, via."""
+    """from (row), to (symbol name), line, kind, via, guard."""
 
 
 def _resolve_references(trees: list[SourceTree], resolver: _Resolver, is_macro: pa.Array,
@@ -466,16 +482,18 @@ def _resolve_references(trees: list[SourceTree], resolver: _Resolver, is_macro: 
             found = pc.and_(pc.is_valid(target), pc.not_equal(pc.fill_null(target, -1), frm))
             line = pc.cast(r["line"], pa.int64())
             via = pc.fill_null(r["via"], "")
+            guard = pc.fill_null(r["guard"], "")
             t, tf = target.filter(found), r.filter(found)
             read_fn = pc.and_(pc.equal(tf["kind"], pa.scalar("read")), pc.invert(is_macro.take(t)))
             to_fn.append(pa.table({"from": frm.filter(found), "to": t, "line": line.filter(found),
                                    "kind": pc.if_else(read_fn, pa.scalar("address"), tf["kind"]),
-                                   "via": via.filter(found)}))
+                                   "via": via.filter(found), "guard": guard.filter(found)}))
             sym = pc.and_(pc.is_null(target), pc.is_in(r["symbol"], value_set=known))
             to_sym.append(pa.table({"from": frm.filter(sym), "to": r["symbol"].filter(sym), "line": line.filter(sym),
-                                    "kind": r["kind"].filter(sym), "via": via.filter(sym)}))
+                                    "kind": r["kind"].filter(sym), "via": via.filter(sym),
+                                    "guard": guard.filter(sym)}))
     fn = pa.schema([("from", pa.int32()), ("to", pa.int32()), ("line", pa.int64()), ("kind", pa.string()),
-                    ("via", pa.string())])
+                    ("via", pa.string()), ("guard", pa.string())])
     sy = fn.set(1, pa.field("to", pa.string()))
     return _References(pa.concat_tables([fn.empty_table(), *(t.cast(fn) for t in to_fn)]).combine_chunks(),
                        pa.concat_tables([sy.empty_table(), *(t.cast(sy) for t in to_sym)]).combine_chunks())

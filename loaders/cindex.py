@@ -54,11 +54,11 @@ TABLES = {
     "references": Reference,
 }
 
-MANIFEST_VERSION = 3  # 3: FunctionDef.canary and .indirect
+MANIFEST_VERSION = 4  # 3: FunctionDef.canary and .indirect; 4: Call.args, .guard, Reference.guard
 
 #: The modules whose code decides what an index holds: a change to any of them re-indexes all.
 _LOADER_MODULES = ("cparse.py", "ctree.py", "cqueries.py", "cexports.py", "ctext.py", "neutralise.py", "includes.py", "cfiles.py",
-                   "lookups.py", "records.py", "cindex.py", "parquet.py", "preproc.py", "ppcontext.py", "ppexpr.py")
+                   "lookups.py", "records.py", "cfold.py", "cindex.py", "parquet.py", "preproc.py", "ppcontext.py", "ppexpr.py")
 
 
 class IndexResult(NamedTuple):

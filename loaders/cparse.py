@@ -35,6 +35,7 @@ from typing import Callable, Iterable, Iterator
 from .cexports import export_sites
 from .cfiles import read_source, real_root, tree_files
 from .ctext import TextPassIncomplete
+from .cqueries import GUARD_QUERY
 from .ctree import MACRO_QUERY, MAX_DEPTH, QUERY, REF_QUERY, TreeRecords, nodes_deeper_than
 from .includes import kernel_include_dirs, resolve_includes
 from .lookups import resolve_lookups
@@ -97,6 +98,9 @@ _macro_query = None
 _call_kind = None
 _ident_kind = None
 _ref_query = None
+_guard_query = None
+#: A text that may hold a condition gcc folds (:data:`~ksymgraph.loaders.cqueries.GUARD_QUERY`).
+_MAY_FOLD = re.compile(rb"__builtin_constant_p|if\s*\(\s*(?:sizeof|__alignof__|_Alignof)")
 
 
 class _Skip(Exception):
@@ -149,7 +153,7 @@ class _Deadline:
 
 def _tree_sitter():
     """The process's parser and compiled queries, made on first use (once per worker)."""
-    global _parser, _query, _macro_query, _call_kind, _ident_kind, _ref_query
+    global _parser, _query, _macro_query, _call_kind, _ident_kind, _ref_query, _guard_query
     if _parser is None:
         import tree_sitter
         import tree_sitter_c
@@ -159,6 +163,7 @@ def _tree_sitter():
         _query = tree_sitter.Query(lang, QUERY)
         _macro_query = tree_sitter.Query(lang, MACRO_QUERY)
         _ref_query = tree_sitter.Query(lang, REF_QUERY)
+        _guard_query = tree_sitter.Query(lang, GUARD_QUERY)
         _call_kind = lang.id_for_node_kind("call_expression", True)
         _ident_kind = lang.id_for_node_kind("identifier", True)
     return _parser, _query
@@ -191,9 +196,10 @@ def _parse_tree(text: bytes, deadline: _Deadline):
     return tree
 
 
-def _captures(tree, size: int, deadline: _Deadline) -> tuple[dict, list]:
+def _captures(tree, size: int, deadline: _Deadline, guards: bool = False) -> tuple[dict, list]:
     """The captures of :data:`~ksymgraph.loaders.ctree.QUERY`, each in document order, and the
-    matches of :data:`~ksymgraph.loaders.ctree.MACRO_QUERY`; no pattern starts deeper than
+    matches of :data:`~ksymgraph.loaders.ctree.MACRO_QUERY` (with ``guards``, the captures of
+    :data:`~ksymgraph.loaders.cqueries.GUARD_QUERY` too); no pattern starts deeper than
     :data:`~ksymgraph.loaders.ctree.MAX_DEPTH`.
 
     A file longer than :data:`_QUERY_CHUNK` is queried a byte range at a time, the deadline
@@ -214,11 +220,15 @@ def _captures(tree, size: int, deadline: _Deadline) -> tuple[dict, list]:
         cursor.set_max_start_depth(MAX_DEPTH)
         macros = tree_sitter.QueryCursor(_macro_query)
         macros.set_max_start_depth(MAX_DEPTH)
+        cursors = [cursor]
+        if guards:
+            cursors.append(tree_sitter.QueryCursor(_guard_query))
+            cursors[-1].set_max_start_depth(MAX_DEPTH)
         if len(ranges) > 1:
             last = end + 1 if i == len(ranges) - 1 else end  # (an empty node at the very end)
-            cursor.set_byte_range(start, last)
-            macros.set_byte_range(start, last)
-        for name, nodes in cursor.captures(tree.root_node).items():
+            for c in (*cursors, macros):
+                c.set_byte_range(start, last)
+        for name, nodes in (item for c in cursors for item in c.captures(tree.root_node).items()):
             if len(ranges) > 1:
                 nodes = [n for n in nodes if (name, n.id) not in seen and not seen.add((name, n.id))]
             caps.setdefault(name, []).extend(nodes)
@@ -334,7 +344,7 @@ def _parse(src: bytes, file: str, deadline: _Deadline, context: PreprocContext |
         return _braceless_header(text, file, error, pp)
     tree = _parse_tree(text, deadline)
     deadline.check()
-    caps, macro_matches = _captures(tree, len(text), deadline)
+    caps, macro_matches = _captures(tree, len(text), deadline, _MAY_FOLD.search(text) is not None)
     deadline.check()
     deep, deep_refs = nodes_deeper_than(tree.root_node, MAX_DEPTH, (_call_kind, _ident_kind), deadline.check)
     reader = TreeRecords(file, text, caps, macro_matches, deadline.check,

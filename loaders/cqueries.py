@@ -1,7 +1,8 @@
 """The tree-sitter queries the C reader runs over a file's tree, and how deep they may look.
 
 :data:`QUERY` captures function definitions, calls, string arguments, initialisers, includes and
-error nodes in one pass; :data:`REF_QUERY` the identifiers that stand for values (the references);
+error nodes in one pass; :data:`GUARD_QUERY` the conditions that may test ``__builtin_constant_p()``
+(run only over a text that names it); :data:`REF_QUERY` the identifiers that stand for values (the references);
 :data:`MACRO_QUERY` the functions a macro defines (``TEST_F(fixture, name) { ... }``).
 :mod:`ksymgraph.loaders.ctree` reads their captures.
 
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-__all__ = ["QUERY", "REF_QUERY", "MACRO_QUERY", "MAX_DEPTH", "calls_deeper_than", "nodes_deeper_than"]
+__all__ = ["QUERY", "GUARD_QUERY", "REF_QUERY", "MACRO_QUERY", "MAX_DEPTH", "calls_deeper_than", "nodes_deeper_than"]
 
 #: The one query run over each tree. Each pattern captures the node whose children are read.
 QUERY = """
@@ -77,6 +78,23 @@ REF_QUERY = """
 (expression_statement (identifier) @ref)
 (gnu_asm_input_operand value: (identifier) @ref)
 (gnu_asm_output_operand value: (identifier) @ref)
+"""
+
+#: ``if`` statements and ``?:`` whose condition is a call, its negation or a ``&&`` chain starting
+#: with one, or a comparison of sizes: the candidates for ``__builtin_constant_p(param)`` and
+#: ``sizeof(long) == 8`` conditions (the reader checks the
+#: name: a text predicate would make the binding read a node's text, which crashes it for a tree
+#: parsed through a read callback).
+GUARD_QUERY = """
+(if_statement condition: (parenthesized_expression [
+   (call_expression function: (identifier))
+   (unary_expression argument: (call_expression function: (identifier)))
+   (binary_expression left: (call_expression function: (identifier)))
+   (binary_expression left: (binary_expression left: (call_expression function: (identifier))))])) @guard
+(conditional_expression condition: (call_expression function: (identifier))) @guard
+(if_statement condition: (parenthesized_expression (binary_expression left: [(sizeof_expression) (alignof_expression)]))) @guard
+(if_statement condition: (parenthesized_expression
+   (binary_expression left: (binary_expression left: [(sizeof_expression) (alignof_expression)])))) @guard
 """
 
 #: ``MACRO(args)`` at file scope followed by a block: a function a macro defines, which

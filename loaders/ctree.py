@@ -18,6 +18,7 @@ import re
 from typing import Callable, Iterable
 
 from .cexports import SYMBOL_LIKE, export_sites
+from .cfold import NOT_CONSTANT, SMALL_LIMIT, UNKNOWN, join_classes, literal_value
 from .lookups import IDENTIFIER_LOOKUPS, LOOKUP_FUNCTIONS
 from .cqueries import MACRO_QUERY, MAX_DEPTH, QUERY, REF_QUERY, calls_deeper_than, nodes_deeper_than
 from .records import ArgFlow, Call, ExportSite, FunctionDef, LookUp, Reference, StringArg
@@ -177,6 +178,77 @@ def _callee(node):
     return None
 
 
+#: ``__builtin_constant_p()`` conditions read per file, at most (a kernel header has a dozen).
+_MAX_GUARDS = 4096
+#: How deep an argument's expression is read for its constness.
+_FOLD_DEPTH = 12
+#: Expressions that are integer constants whatever they hold.
+_ALWAYS_CONSTANT = frozenset(["sizeof_expression", "alignof_expression", "offsetof_expression"])
+#: Expressions whose constness is their operands'.
+_OPERATORS = frozenset(["parenthesized_expression", "unary_expression", "binary_expression", "conditional_expression"])
+#: Macros (lower-case ones included) that give a constant from types and members alone.
+_CONSTANT_MACROS = frozenset([b"ARRAY_SIZE", b"sizeof_field", b"offsetof", b"offsetofend", b"FIELD_SIZEOF",
+                              b"BITS_PER_TYPE", b"typeof_member", b"__alignof__"])
+#: Lower-case macros and inlines that fold to a constant when their arguments are constants
+#: (include/linux/minmax.h, overflow.h, align.h, math.h).
+#: Size macros whose constness is that of one argument, the count (include/linux/overflow.h:
+#: ``struct_size(p, member, count)``; the others are a type and a member).
+_COUNT_ARGUMENT = {b"struct_size": 2, b"flex_array_size": 2, b"struct_size_t": 2}
+_FOLDING_MACROS = frozenset([b"struct_size", b"flex_array_size", b"struct_size_t", b"min", b"max", b"min_t", b"max_t", b"clamp", b"clamp_t", b"clamp_val", b"array_size",
+                             b"array3_size", b"size_add", b"size_mul", b"round_up", b"round_down", b"roundup",
+                             b"rounddown", b"roundup_pow_of_two", b"ilog2", b"order_base_2"])
+
+
+#: Sizes (and alignments) of C's and the kernel's basic types on x86-64 (LP64: gcc's
+#: ``__SIZEOF_LONG__`` 8, ``__SIZEOF_LONG_LONG__`` 8; include/uapi/asm-generic/int-ll64.h).
+_BASIC_SIZES = {t.encode(): n for n, names in {
+    1: "char|signed char|unsigned char|u8|s8|__u8|__s8|bool|_Bool",
+    2: "short|short int|unsigned short|unsigned short int|u16|s16|__u16|__s16|__le16|__be16",
+    4: "int|unsigned int|unsigned|signed int|u32|s32|__u32|__s32|__le32|__be32|gfp_t",
+    8: "long|long int|unsigned long|unsigned long int|long long|long long int|unsigned long long|"
+       "unsigned long long int|u64|s64|__u64|__s64|__le64|__be64|size_t|ssize_t|ino_t|loff_t|phys_addr_t|"
+       "dma_addr_t|uintptr_t|ulong|resource_size_t|sector_t",
+}.items() for t in names.split("|")}
+_COMPARE = {"==": lambda a, b: a == b, "!=": lambda a, b: a != b, "<": lambda a, b: a < b,
+            "<=": lambda a, b: a <= b, ">": lambda a, b: a > b, ">=": lambda a, b: a >= b}
+
+
+def _unparenthesized(node):
+    """``node`` without the parentheses around it."""
+    while node is not None and node.type == "parenthesized_expression" and node.named_child_count == 1:
+        node = node.named_children[0]
+    return node
+
+
+def _conjuncts(node, text: bytes) -> list:
+    """The operands of a chain of ``&&`` (``a && b && c``), each without its parentheses."""
+    out, todo = [], [node]
+    while todo and len(out) < 64:
+        n = _unparenthesized(todo.pop())
+        if n is None:
+            continue
+        op = n.child_by_field_name("operator") if n.type == "binary_expression" else None
+        if op is not None and op.type == "&&":
+            todo.extend([n.child_by_field_name("right"), n.child_by_field_name("left")])
+        else:
+            out.append(n)
+    return out
+
+
+def _ends_in_return(node) -> bool:
+    """Whether a statement (a block: its last statement, also inside a trailing ``#if`` the
+    preprocessor left) is a ``return``."""
+    for _level in range(8):
+        if node.type not in ("compound_statement", "preproc_if", "preproc_ifdef"):
+            break
+        last = [c for c in node.named_children if c.type not in ("comment", "identifier", "preproc_else",
+                                                                 "preproc_elif", "preproc_defined")]
+        if not last or last[-1] is node:
+            break
+        node = last[-1]
+    return node.type == "return_statement"
+
+
 class _Functions:
     """Function spans of one file, to find the innermost function holding a byte offset."""
 
@@ -256,6 +328,15 @@ class TreeRecords:
         #: ``static``, not ``extern``), whose address taken gives it a canary.
         self.variables: dict[str, set[bytes]] = {}
         self.parameters: dict[str, set[bytes]] = {}
+        #: Per function: each parameter's position, by name.
+        self.param_order: dict[str, dict[bytes, int]] = {}
+        #: Per function: the size of each parameter of a basic type (``unsigned long l``: 8), and
+        #: of what a pointer parameter points to (``u32 *v``: ``*v`` is 4), by name.
+        self.param_sizes: dict[str, dict[bytes, int]] = {}
+        #: ``__builtin_constant_p()`` conditions: (start, end, guard token) of the code each holds
+        #: for (:mod:`ksymgraph.loaders.cfold`), by start.
+        self.guards: list[tuple[int, int, str]] = []
+        self._guard_starts: list[int] = []
         self.stack_locals: dict[str, set[bytes]] = {}
         #: The functions declared ``inline``.
         self.inline_functions: set[str] = set()
@@ -288,6 +369,7 @@ class TreeRecords:
         self.read_locals()
         self.read_string_constants()
         self.read_field_strings()
+        self.read_guards()
         self.read_calls()
         self.read_lookup_pointers()
         self.read_string_literal_args()
@@ -341,12 +423,34 @@ class TreeRecords:
         params = func_declarator.child_by_field_name("parameters")
         names = self.variables.setdefault(function, set())
         own = self.parameters.setdefault(function, set())
+        order = self.param_order.setdefault(function, {})
+        index = 0
         for p in params.named_children if params is not None else ():
             if p.type == "parameter_declaration":
                 name, _kind = _declared(p.child_by_field_name("declarator"))
                 if name is not None:
                     names.add(self.text[name.start_byte : name.end_byte])
                     own.add(self.text[name.start_byte : name.end_byte])
+                    order.setdefault(self.text[name.start_byte : name.end_byte], index)
+                    size = self.declared_size(p, _kind)
+                    if size is not None:
+                        self.param_sizes.setdefault(function, {})[self.text[name.start_byte : name.end_byte]] = size
+                index += 1
+
+    def declared_size(self, decl, kind: str) -> int | None:
+        """The size of a parameter of a basic type (of its target, ``*p``, for a pointer to one:
+        ``-size``), by the LP64 sizes of :data:`_BASIC_SIZES`; else None."""
+        t = decl.child_by_field_name("type")
+        if t is None or kind not in ("value", "pointer"):
+            return None
+        size = _BASIC_SIZES.get(b" ".join(self.text[t.start_byte : t.end_byte].split()))
+        if size is None:
+            return None
+        if kind == "pointer":
+            d = decl.child_by_field_name("declarator")
+            return -size if d is not None and d.type == "pointer_declarator" and _inner_declarator(d) is not None \
+                and _inner_declarator(d).type == "identifier" else None
+        return size
 
     def read_locals(self) -> None:
         """The local variables of each function: a local array (``char buf[16]``, a VLA, an array
@@ -547,6 +651,253 @@ class TreeRecords:
             up = up.parent
         return "kprobe"
 
+    def read_guards(self) -> None:
+        """The code each ``__builtin_constant_p(param)`` condition of an inline holds for
+        (:mod:`ksymgraph.loaders.cfold`): ``if (__builtin_constant_p(n))`` its branch (``c``), its
+        ``else`` and, when the branch ends in ``return``, the rest of the block (``n``); ``!`` the
+        other way round; ``a && b`` only its branch; ``?:`` alike. Inside a constant branch,
+        ``if (n > LIMIT)`` holds only for a large ``n`` (``b``), its ``else`` or, when it returns, the
+        rest of the branch only for a small one (``s``)."""
+        guards = []
+        for node in self.caps.get("guard", ())[:_MAX_GUARDS]:
+            function = self.funcs.at(node.start_byte)
+            params = self.param_order.get(function) if function is not None else None
+            if not params:
+                continue
+            cond = node.child_by_field_name("condition")
+            then = node.child_by_field_name("consequence")
+            other = node.child_by_field_name("alternative")
+            if cond is None or then is None:
+                continue
+            value = self.condition_value(cond, function)
+            if value is not None:  # sizeof(long) == sizeof(long long): one branch is never compiled
+                dead = other if value else then
+                if dead is not None:
+                    guards.append((dead.start_byte, dead.end_byte, "x"))
+                if value and other is None and node.type == "if_statement" and _ends_in_return(then):
+                    block = node.parent
+                    if block is not None and block.type == "compound_statement":
+                        guards.append((node.end_byte, block.end_byte, "x"))
+                continue
+            yes, no, big = self.constant_condition(cond, params)
+            if yes is None:
+                continue
+            guards.append((then.start_byte, then.end_byte, yes))
+            guards.extend((then.start_byte, then.end_byte, b) for b in big)
+            if no is not None and other is not None:
+                guards.append((other.start_byte, other.end_byte, no))
+            elif no is not None and node.type == "if_statement" and _ends_in_return(then):
+                block = node.parent
+                if block is not None and block.type == "compound_statement":
+                    guards.append((node.end_byte, block.end_byte, no))
+            if yes[0] == "c" and then.type == "compound_statement":
+                for stmt in then.named_children:
+                    if stmt.type == "if_statement":
+                        inner = stmt.child_by_field_name("condition")
+                        body = stmt.child_by_field_name("consequence")
+                        k = self.large_test(inner, params) if inner is not None else None
+                        if k is not None and body is not None:
+                            guards.append((body.start_byte, body.end_byte, f"b{k}"))
+                            alt = stmt.child_by_field_name("alternative")
+                            if alt is not None:
+                                guards.append((alt.start_byte, alt.end_byte, f"s{k}"))
+                            elif _ends_in_return(body):
+                                guards.append((stmt.end_byte, then.end_byte, f"s{k}"))
+        guards.sort()
+        self.guards = guards
+        self._guard_starts = [g[0] for g in guards]
+
+    def constant_condition(self, cond, params: dict[bytes, int]) -> tuple[str | None, str | None, list[str]]:
+        """(guard of the branch taken, of the other branch, large-size guards of the branch taken)
+        of a condition on ``__builtin_constant_p()`` of parameters; (None, None, []) for another."""
+        cond = _unparenthesized(cond)
+        k = self.constant_p_of(cond, params)
+        if k is not None:
+            return f"c{k}", f"n{k}", []
+        if cond.type == "unary_expression" and self.text[cond.start_byte : cond.start_byte + 1] == b"!":
+            arg = cond.child_by_field_name("argument")
+            k = self.constant_p_of(_unparenthesized(arg), params) if arg is not None else None
+            return (f"n{k}", f"c{k}", []) if k is not None else (None, None, [])
+        constant, big, other = [], [], False
+        for part in _conjuncts(cond, self.text):
+            k = self.constant_p_of(part, params)
+            if k is not None:
+                constant.append(k)
+                continue
+            b = self.large_test(part, params)
+            if b is not None:
+                big.append(f"b{b}")
+            else:
+                other = True
+        if not constant:
+            return None, None, []
+        joined = ".".join(str(i) for i in sorted(set(constant)))
+        return f"c{joined}", (None if other or big else f"n{joined}"), big
+
+    def condition_value(self, cond, function: str) -> bool | None:
+        """The value of a condition made of comparisons of sizes (``sizeof(long) ==
+        sizeof(long long) && __alignof__(long) == __alignof__(long long)``, ``sizeof(l) == 4`` of
+        a parameter ``unsigned long l``), by x86-64's LP64 sizes; None for any other."""
+        parts = _conjuncts(cond, self.text)
+        if not parts:
+            return None
+        value = True
+        for part in parts:
+            op, left, right = (part.child_by_field_name(f) for f in ("operator", "left", "right")) \
+                if part.type == "binary_expression" else (None, None, None)
+            if op is None or op.type not in _COMPARE:
+                return None
+            a, b = self.size_of(left, function), self.size_of(right, function)
+            if a is None or b is None:
+                return None
+            value = value and _COMPARE[op.type](a, b)
+        return value
+
+    def size_of(self, node, function: str) -> int | None:
+        """The value of ``sizeof(T)``/``__alignof__(T)`` of a basic type or a parameter of one, or
+        of an integer literal; else None."""
+        node = _unparenthesized(node)
+        if node is None:
+            return None
+        if node.type == "number_literal":
+            return literal_value(self.text[node.start_byte : node.end_byte].decode("ascii", "replace"))
+        if node.type not in ("sizeof_expression", "alignof_expression"):
+            return None
+        t = node.child_by_field_name("type")
+        if t is not None:
+            return _BASIC_SIZES.get(b" ".join(self.text[t.start_byte : t.end_byte].split()))
+        v = node.child_by_field_name("value")
+        v = _unparenthesized(v) if v is not None else None
+        sizes = self.param_sizes.get(function, {})
+        if v is not None and v.type == "identifier":  # a parameter, or a type tree-sitter took for a value
+            name = self.text[v.start_byte : v.end_byte]
+            size = sizes.get(name)
+            return size if size is not None and size > 0 else (_BASIC_SIZES.get(name) if size is None else None)
+        if v is not None and v.type == "pointer_expression" and self.text[v.start_byte : v.start_byte + 1] == b"*":
+            arg = v.child_by_field_name("argument")
+            size = sizes.get(self.text[arg.start_byte : arg.end_byte]) if arg is not None and arg.type == "identifier" else None
+            return -size if size is not None and size < 0 else None
+        return None
+
+    def constant_p_of(self, node, params: dict[bytes, int]) -> int | None:
+        """The parameter's position if ``node`` is ``__builtin_constant_p(param)``."""
+        if node.type != "call_expression":
+            return None
+        fn, args = node.child_by_field_name("function"), node.child_by_field_name("arguments")
+        if fn is None or args is None or self.text[fn.start_byte : fn.end_byte] != b"__builtin_constant_p":
+            return None
+        inner = [a for _i, a in _arguments(args)]
+        if len(inner) != 1:
+            return None
+        arg = _unparenthesized(inner[0])
+        return params.get(self.text[arg.start_byte : arg.end_byte]) if arg.type == "identifier" else None
+
+    def large_test(self, node, params: dict[bytes, int]) -> int | None:
+        """The parameter's position if ``node`` is ``param > CONSTANT`` (or ``>=``)."""
+        node = _unparenthesized(node)
+        if node.type != "binary_expression":
+            return None
+        op, left, right = (node.child_by_field_name(f) for f in ("operator", "left", "right"))
+        if op is None or left is None or right is None or op.type not in (">", ">="):
+            return None
+        left = _unparenthesized(left)
+        if left.type != "identifier":
+            return None
+        k = params.get(self.text[left.start_byte : left.end_byte])
+        return k if k is not None and self.constness(right, {}, False, 0) in ("c", "C") else None
+
+    def guard_at(self, pos: int) -> str:
+        """The guard tokens of the conditions holding at byte ``pos``, ``;``-joined."""
+        if not self.guards:
+            return ""
+        n = bisect.bisect_right(self._guard_starts, pos)
+        return ";".join(tok for start, end, tok in self.guards[:n] if end > pos)
+
+    def argument_classes(self, node, caller: str, guard: str) -> str:
+        """The class of each argument of a call (:mod:`ksymgraph.loaders.cfold`), ``""`` when
+        none is constant or a parameter."""
+        args = node.child_by_field_name("arguments")
+        if args is None or args.named_child_count == 0:
+            return ""
+        params = self.param_order.get(caller, {})
+        in_constant = "c" in guard and any(t[:1] == "c" for t in guard.split(";"))
+        classes = [self.constness(arg, params, in_constant, 0) for _i, arg in _arguments(args)]
+        return "" if all(c == NOT_CONSTANT for c in classes) else ",".join(classes)
+
+    def constness(self, node, params: dict[bytes, int], in_constant: bool, depth: int) -> str:
+        """The class of an expression: an integer constant expression (``c``, ``C`` when known
+        to be large), a parameter (``pN``), unknown (``?``: a local in a constant-only branch,
+        where gcc may know its value) or not constant (``-``)."""
+        kind = node.type
+        if depth > _FOLD_DEPTH:
+            return NOT_CONSTANT
+        if kind in ("number_literal", "char_literal"):
+            value = literal_value(self.text[node.start_byte : node.end_byte].decode("ascii", "replace"))
+            return "C" if value is not None and value > SMALL_LIMIT else "c"
+        if kind in _ALWAYS_CONSTANT:
+            return "c"
+        if kind == "identifier":
+            name = self.text[node.start_byte : node.end_byte]
+            if name in params:
+                return f"p{params[name]}"
+            if _HAS_LOWER.search(name) is None:  # a macro constant or an enumerator, by kernel style
+                value = literal_value(name.decode("ascii", "replace"))
+                return "C" if value is not None and value > SMALL_LIMIT else "c"
+            return UNKNOWN if in_constant else NOT_CONSTANT
+        if kind == "cast_expression":
+            value = node.child_by_field_name("value")
+            return self.constness(value, params, in_constant, depth + 1) if value is not None else NOT_CONSTANT
+        if kind in _OPERATORS:
+            classes = [self.constness(c, params, in_constant, depth + 1) for c in node.named_children
+                       if c.type != "comment"]
+            joined = join_classes(classes)
+            if joined == "c" and kind == "binary_expression":
+                value = self.known_value(node, 0)
+                if value is not None and value > SMALL_LIMIT:
+                    return "C"
+            return joined
+        if kind == "call_expression":
+            fn, args = node.child_by_field_name("function"), node.child_by_field_name("arguments")
+            if fn is None or fn.type != "identifier" or args is None:
+                return NOT_CONSTANT
+            name = self.text[fn.start_byte : fn.end_byte]
+            if name in _CONSTANT_MACROS:
+                return "c"
+            if _HAS_LOWER.search(name) is not None and name not in _FOLDING_MACROS:
+                return NOT_CONSTANT
+            read = _COUNT_ARGUMENT.get(name)
+            skip = 1 if name.endswith(b"_t") else 0  # min_t(type, a, b)
+            return join_classes([self.constness(a, params, in_constant, depth + 1) for i, a in _arguments(args)
+                                 if (i == read if read is not None else i >= skip)]) if args.named_child_count else "c"
+        return NOT_CONSTANT
+
+    def known_value(self, node, depth: int) -> int | None:
+        """The value of a constant expression of literals and size macros (``PAGE_SIZE * 4``)."""
+        kind = node.type
+        if depth > _FOLD_DEPTH:
+            return None
+        if kind in ("number_literal", "identifier"):
+            return literal_value(self.text[node.start_byte : node.end_byte].decode("ascii", "replace"))
+        if kind == "parenthesized_expression" and node.named_child_count == 1:
+            return self.known_value(node.named_children[0], depth + 1)
+        if kind == "binary_expression":
+            op, left, right = (node.child_by_field_name(f) for f in ("operator", "left", "right"))
+            a = self.known_value(left, depth + 1) if left is not None else None
+            b = self.known_value(right, depth + 1) if right is not None else None
+            if a is None or b is None or op is None:
+                return None
+            if op.type == "*":
+                return a * b
+            if op.type == "+":
+                return a + b
+            if op.type == "-":
+                return a - b
+            if op.type == "<<" and 0 <= b < 64:
+                return a << b
+            if op.type == "/" and b:
+                return a // b
+        return None
+
     def read_calls(self) -> None:
         """Calls inside functions, and what their arguments tell the lookup analysis."""
         file = self.file
@@ -581,7 +932,11 @@ class TreeRecords:
                 self.pointer_calls.append(Call(caller, callee, file, line, False))
                 self.read_call_arguments(node, caller, callee, line)
                 continue
-            calls.append(Call(caller, callee, file, line, via_member))
+            if via_member:
+                calls.append(Call(caller, callee, file, line, True))
+            else:
+                guard = self.guard_at(node.start_byte)
+                calls.append(Call(caller, callee, file, line, False, self.argument_classes(node, caller, guard), guard))
             if not via_member:
                 if is_member_macro(callee):
                     self.not_member_argument(node)
@@ -731,7 +1086,8 @@ class TreeRecords:
             key = (function, name_b, line, kind)
             if key not in seen:
                 seen.add(key)
-                out.append(Reference(function, name_b.decode("utf-8", "replace"), self.file, line, kind))
+                out.append(Reference(function, name_b.decode("utf-8", "replace"), self.file, line, kind,
+                                     guard=self.guard_at(start) if function != FILE_SCOPE else ""))
 
     def file_scope_definitions(self) -> set[bytes]:
         """Names the file declares at file scope other than as ``extern`` or as a prototype: its

@@ -105,6 +105,9 @@ class PreprocContext(NamedTuple):
     """The compiler's target (a key of :data:`ARCH_PREDEFINES`); ``""``: its macros are unknown."""
     defines: tuple[tuple[str, str], ...] = ()
     """Extra macros as (``NAME`` or ``NAME(a, b)``, body), as if defined before the file."""
+    undefined: tuple[str, ...] = ()
+    """Names known not to be defined in this build (only other architectures define them:
+    :func:`ksymgraph.loaders.preproc.macros_only_elsewhere`), unless the file defines them."""
 
     def digest(self) -> str:
         """A hash of everything here, for a cache key: a file's result depends on its bytes and this."""
@@ -112,6 +115,8 @@ class PreprocContext(NamedTuple):
         for k in sorted(self.config):
             h.update(f"{k}={self.config[k]}\n".encode())
         h.update(repr((self.version, self.module, self.arch, self.defines)).encode())
+        if self.undefined:
+            h.update(repr(self.undefined).encode())
         return h.hexdigest()
 
 
@@ -213,6 +218,7 @@ class Env:
             self.undefined |= {"__BIG_ENDIAN", "__LITTLE_ENDIAN", "__GNUC__", "__clang__", "__OPTIMIZE_SIZE__"} - set(macros)
         if ctx.module is False:
             self.undefined.add("MODULE")
+        self.undefined |= set(ctx.undefined) - set(macros)
 
     def lookup(self, name: str):
         m = self.macros.get(name)
@@ -229,7 +235,7 @@ _ENVS: dict[tuple, tuple[Mapping[str, str], Env]] = {}
 def env(ctx: PreprocContext) -> Env:
     """The compiled environment of ``ctx``, a few kept per process (a tree has three contexts,
     sharing one ``config`` object: it is known by its identity, kept alive with the entry)."""
-    key = (id(ctx.config), ctx.version, ctx.module, ctx.arch, ctx.defines)
+    key = (id(ctx.config), ctx.version, ctx.module, ctx.arch, ctx.defines, ctx.undefined)
     cached = _ENVS.get(key)
     if cached is not None and cached[0] is ctx.config:
         return cached[1]

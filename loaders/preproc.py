@@ -71,6 +71,7 @@ from .ppexpr import (EVALUATOR_NAMES, MAX_DEPTH, MAX_STEPS, UNDEF as _UNDEF, UNK
 
 __all__ = [
     "shared_header_macros",
+    "macros_only_elsewhere",
     "PreprocContext",
     "PreprocResult",
     "ARCH_PREDEFINES",
@@ -542,3 +543,43 @@ def shared_header_macros(headers, ctx: PreprocContext) -> tuple[tuple[str, str],
         needed.add(n)
         todo.extend(v for k, v in macros[n].body if k == "id" and v in macros and v not in needed)
     return tuple(_as_define(k, macros[k]) for k in sorted(needed))
+
+
+_DEFINED_RE = re.compile(rb"^[ \t]*#[ \t]*define[ \t]+([A-Za-z_]\w*)", re.M)
+_TESTED_RE = re.compile(rb"^[ \t]*#[ \t]*(?:if|ifdef|ifndef|elif)\b([^\n]*)", re.M)
+_TESTED_NAME_RE = re.compile(rb"[A-Za-z_]\w*")
+_DASH_D_RE = re.compile(rb"-D[ \t]*([A-Za-z_]\w*)")
+#: Names a build defines in headers it generates, that other architectures define in source: the
+#: ``.config``'s, and the system calls (x86's arch/x86/include/generated/uapi/asm/unistd_64.h,
+#: made from syscall_64.tbl; asm-generic/unistd.h's for others).
+_GENERATED_PREFIXES = (b"CONFIG_", b"__NR_", b"__NR3264_")
+
+
+def macros_only_elsewhere(visible, elsewhere, makefiles) -> tuple[str, ...]:
+    """The names the build's own files test in a conditional that only other architectures define:
+    defined in a file of ``elsewhere`` (``(name, bytes)`` of the other architectures' ``arch/*/``
+    and of the asm-generic headers this one does not use), and in no file of ``visible`` (the
+    headers and C files the build sees) and by no ``-D`` of ``makefiles`` (its Makefiles and
+    Kbuild files). Such a name is not defined in any compilation of this build (unless a file
+    defines it itself, which the preprocessor sees): 6.1's include/linux/uaccess.h tests
+    ``INLINE_COPY_FROM_USER``, which arm64's, s390's and asm-generic's uaccess.h define and
+    x86's does not, so x86 calls the out-of-line ``_copy_from_user()`` of lib/usercopy.c.
+
+    Names the compiler or a generated header may define are never among them: they are defined in
+    no architecture's source either (``__GNUC__``, include/generated/'s ``NR_PAGEFLAGS``), but for
+    those of :data:`_GENERATED_PREFIXES` (``__NR_open``, which x86 generates and others write), left
+    out; a ``CONFIG_`` name is the ``.config``'s to decide."""
+    defined: set[bytes] = set()
+    tested: set[bytes] = set()
+    for _rel, src in visible:
+        defined.update(_DEFINED_RE.findall(src))
+        for rest in _TESTED_RE.findall(src):
+            tested.update(_TESTED_NAME_RE.findall(rest))
+    for _rel, src in makefiles:
+        defined.update(_DASH_D_RE.findall(src))
+    wanted = tested - defined
+    other: set[bytes] = set()
+    for _rel, src in elsewhere:
+        other.update(n for n in _DEFINED_RE.findall(src) if n in wanted)
+    return tuple(sorted(n.decode("ascii") for n in other
+                        if not n.startswith(_GENERATED_PREFIXES) and n not in (b"defined", b"__has_include")))

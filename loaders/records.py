@@ -240,6 +240,12 @@ class Call(NamedTuple):
     """1-based line of the callee's name."""
     via_member: bool
     """True for a call through a struct member (``ops->fn()``, ``s.fn()``)."""
+    args: str | None = None
+    """Each argument's constness as gcc's folding sees it (:mod:`ksymgraph.loaders.cfold`: ``c``,
+    ``C``, ``-``, ``?``, ``pN``), comma-separated; ``""`` none constant; None not read (a macro's)."""
+    guard: str = ""
+    """The ``__builtin_constant_p()`` conditions on the caller's parameters under which the call
+    is compiled (:mod:`ksymgraph.loaders.cfold`), ``""`` always."""
 
 
 class ExportSite(NamedTuple):
@@ -438,3 +444,5 @@ class Reference(NamedTuple):
     via: str = ""
     """The macros a file-scope invocation expanded through to produce this name
     (``module_param → module_param_named``), ``""`` when written in the source itself."""
+    guard: str = ""
+    """As :attr:`Call.guard`: the conditions under which the reference is compiled."""

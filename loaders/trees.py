@@ -229,7 +229,8 @@ def _with_tree_defines(root: Path, headers: list[str], context):
 
 _ASM_GENERIC = ("include/asm-generic/", "include/uapi/asm-generic/")
 _KBUILD_LIST_RE = re.compile(r"^\s*(generic|mandatory|generated)-y\s*\+?=\s*(.*?)\s*$", re.M)
-_ASM_GENERIC_INCLUDE_RE = re.compile(rb'^\s*#\s*include\s*[<"](asm-generic/[^>"]+)[>"]', re.M)
+#: ``#include <asm-generic/x.h>``, and ``<uapi/asm-generic/x.h>`` (include/asm-generic/ioctl.h's)
+_ASM_GENERIC_INCLUDE_RE = re.compile(rb'^\s*#\s*include\s*[<"]((?:uapi/)?asm-generic/[^>"]+)[>"]', re.M)
 
 
 def _asm_generic_headers(root: Path, headers: list[str], arch: str) -> set[str]:
@@ -303,6 +304,67 @@ def _with_shared_header_macros(root: Path, headers: list[str], context, arch: st
     return context._replace(defines=context.defines + shared_header_macros(read(), context))
 
 
+#: The version of what :func:`_with_macros_only_elsewhere` caches (a change re-reads the tree).
+_ELSEWHERE_VERSION = 3
+_MAKEFILE_NAMES = ("Makefile", "Kbuild")
+
+
+def _with_macros_only_elsewhere(root: Path, headers: list[str], c_files: list[str], context, arch: str,
+                                outside: tuple[str, ...]):
+    """``context`` with the names its files test that only other architectures define
+    (:func:`~ksymgraph.loaders.preproc.macros_only_elsewhere`) as not defined. Read once per tree
+    and architecture, and cached by the files' sizes and times (the tree has 70,000 files; reading
+    them takes half a minute, their signatures a second)."""
+    import json
+
+    from .cfiles import read_source
+    from .preproc import macros_only_elsewhere
+
+    if not arch:
+        return context
+    generic = _asm_generic_headers(root, headers, arch)
+    others = tuple(p for p in outside if p.startswith("arch/"))
+    visible = [f for f in (*headers, *c_files) if not f.startswith(outside)
+               and (not f.startswith(_ASM_GENERIC) or f in generic)]
+    elsewhere = [f for f in headers if f.startswith(others) or (f.startswith(_ASM_GENERIC) and f not in generic)]
+    makefiles = []
+    for top, dirs, names in os.walk(root):
+        rel_top = os.path.relpath(top, root)
+        rel_top = "" if rel_top == "." else rel_top + "/"
+        dirs[:] = sorted(d for d in dirs if not (rel_top + d + "/").startswith(outside) and not d.startswith("."))
+        makefiles += [rel_top + n for n in sorted(names) if n in _MAKEFILE_NAMES or n.endswith(".mk")]
+    h = hashlib.sha1(f"{_ELSEWHERE_VERSION}\0{arch}\0".encode())
+    for group in (visible, elsewhere, makefiles):
+        h.update(b"\1")
+        for rel in group:
+            try:
+                st = os.stat(root / rel)
+            except OSError:
+                continue
+            h.update(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    cache = index_dir(root, f"macros-only-elsewhere-{arch}") / "only_elsewhere.json"
+    key = h.hexdigest()
+    try:
+        saved = json.loads(cache.read_text())
+        if saved.get("key") == key:
+            return context._replace(undefined=tuple(saved["names"]))
+    except (OSError, ValueError, KeyError):
+        pass
+
+    def read(files):
+        for rel in files:
+            try:
+                yield rel, read_source(str(root), rel)[0]
+            except LoaderError:
+                continue  # the index names it when it reads it
+
+    names = macros_only_elsewhere(read(visible), read(elsewhere), read(makefiles))
+    tmp = cache.with_name(cache.name + f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps({"key": key, "names": list(names)}))
+    os.replace(tmp, cache)
+    return context._replace(undefined=names)
+
+
 def index_source_tree(root: str | Path, config: Path | None = None, workers: int | None = None,
                       progress: bool = False, files: list[str] | None = None,
                       version: str | None = None) -> SourceTree:
@@ -350,6 +412,7 @@ def index_source_tree(root: str | Path, config: Path | None = None, workers: int
     outside = outside_build(root, arch) if kernel else ()
     if context is not None and kernel:
         context = _with_shared_header_macros(root, headers, context, arch)
+        context = _with_macros_only_elsewhere(root, headers, c_files, context, arch, outside)
     shard_dir = index_dir(root, "" if context is None else context.digest())
     # Attributed before the index: MODULE of each file comes from it.
     built: dict[str, str] = {}

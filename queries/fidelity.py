@@ -26,8 +26,10 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from typing import NamedTuple
 
+from ..errors import KsymgraphError
 from ..graph.schema import RELS
 from ..graph.store import GraphStore
+from ..loaders.cfold import callee_frame, expanded_inline, guard_holds
 
 __all__ = ["PREDICTING", "MAX_DEPTH", "ModuleFidelity", "Fidelity", "fidelity", "predicted_imports",
            "present_relationships"]
@@ -61,24 +63,41 @@ RETURN DISTINCT f.id AS id
 """
 # The text below is formatted with a relationship type from PREDICTING only (a constant of this
 # module, checked against the schema), never with user text.
+# ({fold}: the relationship's constant-folding properties, :data:`_FOLD`.)
 _FROM_MODULE_FUNCTIONS = """
-MATCH (m:Module)<-[:BUILT_INTO]-(:File)<-[:DEFINED_IN]-(f:Function)-[:{rtype}]->(t)
+MATCH (m:Module)<-[:BUILT_INTO]-(:File)<-[:DEFINED_IN]-(f:Function)-[r:{rtype}]->(t)
 WHERE m.kernel = $kernel AND m.name IN $modules
-RETURN DISTINCT m.name AS module, t.id AS id, t.name AS name
+RETURN DISTINCT m.name AS module, t.id AS id, t.name AS name, {fold}
 """
 _FROM_MODULE = """
 MATCH (m:Module)-[:{rtype}]->(t)
 WHERE m.kernel = $kernel AND m.name IN $modules
-RETURN DISTINCT m.name AS module, t.id AS id, t.name AS name
+RETURN DISTINCT m.name AS module, t.id AS id, t.name AS name, NULL AS args, NULL AS guard
 """
 # Header-defined functions and macros: what a module's code inlines or expands. Functions of .c
 # files are never followed (their module's own are the start; another module's, or vmlinux's,
 # are reached only through their exports; a .c file built into nothing is not compiled).
 _FROM_HEADERS = """
-MATCH (h:Function)-[:{rtype}]->(t)
+MATCH (h:Function)-[r:{rtype}]->(t)
 WHERE h.kernel = $kernel AND h.file ENDS WITH '.h'
-RETURN DISTINCT h.id AS source, t.id AS id, t.name AS name
+RETURN DISTINCT h.id AS source, t.id AS id, t.name AS name, {fold}
 """
+#: What each relationship type holds of gcc's constant folding (ksymgraph.loaders.cfold).
+_FOLD = {"CALLS": "r.args AS args, r.guard AS guard", "REFERENCES": "NULL AS args, r.guard AS guard"}
+_NO_FOLD = "NULL AS args, NULL AS guard"
+_PROBE_FOLD = "MATCH ()-[r:{rtype}]->() RETURN r.guard LIMIT 1"
+
+
+def _fold(store: GraphStore, rtype: str) -> str:
+    """The folding columns of ``rtype`` for the queries above (none in a store written before
+    they existed)."""
+    if rtype not in _FOLD:
+        return _NO_FOLD
+    try:
+        store.query(_PROBE_FOLD.format(rtype=rtype))
+    except KsymgraphError:
+        return _NO_FOLD
+    return _FOLD[rtype]
 
 
 
@@ -202,7 +221,13 @@ def _from(label: str, types: tuple[str, ...]) -> tuple[str, ...]:
 def predicted_imports(store: GraphStore, kernel: str, modules: list[str], depth: int = MAX_DEPTH,
                       types: tuple[str, ...] | None = None) -> dict[str, set[str]]:
     """module → the exported symbols (exported by another module) its source graph reaches through
-    the relationship ``types`` (default: those of :data:`PREDICTING` the store holds)."""
+    the relationship ``types`` (default: those of :data:`PREDICTING` the store holds).
+
+    The walk folds constants as gcc does after inlining (:mod:`ksymgraph.loaders.cfold`): it
+    carries the constness of each parameter of the header function it is in, skips a call whose
+    ``__builtin_constant_p()`` guard fails there (``kmalloc(sizeof(*p), ...)`` never reaches
+    ``__kmalloc``), and a ``memset``/``memcpy`` of a small constant size, which gcc expands inline.
+    A module's own functions start with no parameter constant."""
     if types is None:
         types = present_relationships(store, kernel)
     params = {"kernel": kernel, "modules": modules}
@@ -211,29 +236,42 @@ def predicted_imports(store: GraphStore, kernel: str, modules: list[str], depth:
         exporters[symbol].add(module)
     # Exported functions are reached as their export and not followed further.
     stop = {r[0] for r in store.query(_EXPORTED_FUNCTIONS, {"kernel": kernel}).rows}
-    edges: dict[str, list[tuple[str, str]]] = defaultdict(list)  # header function -> (target id, name)
+    # header function -> (target id, name, args, guard)
+    edges: dict[str, list[tuple[str, str, str | None, str | None]]] = defaultdict(list)
     for rtype in _from("Function", types):
-        for source, tid, name in store.query(_FROM_HEADERS.format(rtype=rtype), {"kernel": kernel}).rows:
+        fold = _fold(store, rtype)
+        for source, tid, name, args, guard in store.query(_FROM_HEADERS.format(rtype=rtype, fold=fold),
+                                                          {"kernel": kernel}).rows:
             if source not in stop:
-                edges[source].append((tid, name))
+                edges[source].append((tid, name, args, guard))
     reached: dict[str, set[str]] = defaultdict(set)  # module -> names reached
-    start: dict[str, set[str]] = defaultdict(set)  # module -> header functions it reaches directly
-    queries = [_FROM_MODULE_FUNCTIONS.format(rtype=t) for t in _from("Function", types)]
+    start: dict[str, set[tuple]] = defaultdict(set)  # module -> (header function, frame) it reaches directly
+    queries = [_FROM_MODULE_FUNCTIONS.format(rtype=t, fold=_fold(store, t)) for t in _from("Function", types)]
     queries += [_FROM_MODULE.format(rtype=t) for t in _from("Module", types)]
     for q in queries:
-        for module, tid, name in store.query(q, params).rows:
+        for module, tid, name, args, guard in store.query(q, params).rows:
+            if not guard_holds(guard, ()):
+                continue
+            frame = callee_frame(args, ())
+            if expanded_inline(name, frame):
+                continue
             reached[module].add(name)
             if tid in edges:
-                start[module].add(tid)
+                start[module].add((tid, frame))
     for module, frontier in start.items():
         names, seen = reached[module], set(frontier)
         for _hop in range(depth):
             nxt = set()
-            for fid in frontier:
-                for tid, name in edges[fid]:
+            for fid, frame in frontier:
+                for tid, name, args, guard in edges[fid]:
+                    if not guard_holds(guard, frame):
+                        continue
+                    callee = callee_frame(args, frame)
+                    if expanded_inline(name, callee):
+                        continue
                     names.add(name)
-                    if tid in edges and tid not in seen:
-                        nxt.add(tid)
+                    if tid in edges and (tid, callee) not in seen:
+                        nxt.add((tid, callee))
             seen |= nxt
             frontier = nxt
             if not frontier:

@@ -17,7 +17,7 @@ import pytest
 from ksymgraph.graph.source import source_tables
 from ksymgraph.loaders import trees
 from ksymgraph.loaders.kbuild import read_config
-from ksymgraph.loaders.preproc import context_for_build, preprocess, shared_header_macros
+from ksymgraph.loaders.preproc import context_for_build, macros_only_elsewhere, preprocess, shared_header_macros
 
 FILES = {
     "Kbuild": "obj-y += kernel/\nobj-$(CONFIG_FOO) += drivers/foo/\n",
@@ -40,6 +40,7 @@ FILES = {
         #include <asm/page.h>
         #include "foo.h"
         #include <linux/fortify.h>
+        #include <linux/uaccess.h>
         void foo(void)
         {
             spin_lock(0);
@@ -51,8 +52,19 @@ FILES = {
             tools_helper();
             kmemdup(0);
             __va(0);
+            copy_from_user(0);
         }
     """,
+    # 6.1's shape: arm64, s390 (and asm-generic's uaccess.h) define INLINE_COPY_FROM_USER, x86 not
+    "include/linux/uaccess.h": """
+        #ifdef INLINE_COPY_FROM_USER
+        static inline unsigned long _copy_from_user(void *to) { return raw_copy_from_user(to); }
+        #else
+        extern unsigned long _copy_from_user(void *to);
+        #endif
+        static inline unsigned long copy_from_user(void *to) { return _copy_from_user(to); }
+    """,
+    "arch/arm/include/asm/uaccess.h": "#define INLINE_COPY_FROM_USER\n",
     "include/linux/spinlock.h": """
         #ifndef _LINUX_SPINLOCK_H
         #define _LINUX_SPINLOCK_H
@@ -220,6 +232,23 @@ def test_shared_header_macros_leave_out_conflicts_and_undefs():
     # TWICE: two bodies; GONE: #undef'd; NEVER_TESTED: no condition asks; HZ's other definition is
     # in a branch not decided, the certain one stands
     assert shared == {"SAME": "2", "HZ": "CONFIG_HZ"}
+
+
+def test_a_macro_only_other_architectures_define_is_not_defined(tree, edges):
+    # include/linux/uaccess.h's #ifdef INLINE_COPY_FROM_USER: only arm's header defines it, so
+    # x86 calls the out-of-line _copy_from_user, never the inline (nor its raw_copy_from_user)
+    _root, _config, t = tree
+    assert callees(edges, "include/linux/uaccess.h", "copy_from_user") == {("", "_copy_from_user")}
+    assert not {e for e in edges if e[3] == "raw_copy_from_user"}
+    visible = [("include/linux/uaccess.h", FILES["include/linux/uaccess.h"].encode()),
+               ("drivers/foo/foo.c", b"#define OWN 1\n#ifdef OWN\n#endif\n#ifdef BOTH\n#endif\n#ifdef FLAG\n#endif\n"
+                                     b"#if defined(__NR_open)\n#endif\n")]
+    elsewhere = [("arch/arm/include/asm/uaccess.h", b"#define INLINE_COPY_FROM_USER\n#define OWN 2\n#define FLAG\n"
+                                                    b"#define BOTH 3\n#define __NR_open 5\n#define NEVER_TESTED\n")]
+    makefiles = [("drivers/foo/Makefile", b"ccflags-y += -DBOTH=1\n")]
+    # OWN: the build defines it too; BOTH: -D in a Makefile; NEVER_TESTED: no condition asks;
+    # __NR_open: x86 generates its system calls' numbers
+    assert macros_only_elsewhere(visible, elsewhere, makefiles) == ("FLAG", "INLINE_COPY_FROM_USER")
 
 
 def test_an_extern_inline_in_a_header_before_the_librarys_function(edges):

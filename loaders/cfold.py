@@ -1,0 +1,161 @@
+"""What gcc's constant folding decides about a call: which of its arguments are integer constant
+expressions, and under which ``__builtin_constant_p()`` conditions on its function's parameters
+a call in an inline function is compiled at all.
+
+The kernel's header inlines choose their callee by whether an argument is a compile-time constant,
+and gcc folds the choice in every caller after inlining. include/linux/slab.h (6.1)::
+
+    static __always_inline void *kmalloc(size_t size, gfp_t flags)
+    {
+            if (__builtin_constant_p(size)) {
+                    if (size > KMALLOC_MAX_CACHE_SIZE)
+                            return kmalloc_large(size, flags);
+                    ...
+                    return kmalloc_trace(kmalloc_caches[kmalloc_type(flags)][index], flags, size);
+            }
+            return __kmalloc(size, flags);
+    }
+
+``kmalloc(sizeof(*p), GFP_KERNEL)`` imports ``kmalloc_trace`` and ``kmalloc_caches``, never
+``__kmalloc`` or ``kmalloc_large``; ``kmalloc(len, GFP_KERNEL)`` imports only ``__kmalloc``.
+``msecs_to_jiffies()``, ``check_object_size()``, ``check_copy_size()`` and ``kmalloc_array()``
+do the same. And gcc expands ``memset``/``memcpy`` of a constant size inline (x86-64's
+``-mtune=generic`` string-operation tables, gcc/config/i386/x86-tune-costs.h: a known size up to
+8 KiB is a ``rep stos``/``rep movs`` or moves, anything else a call).
+
+Two strings per call carry this from the C loader to the graph (``CALLS.args``, ``CALLS.guard``,
+``REFERENCES.guard``):
+
+* **args**: one class per argument, comma-separated — ``c`` an integer constant expression
+  (a literal, ``sizeof``, an upper-case macro or enumerator, arithmetic of those) taken to be
+  small (at most :data:`SMALL_LIMIT`), ``C`` one known to be larger (a literal or ``SZ_64K``), ``-``
+  not constant, ``?`` unknown (a local inside a constant-only branch), ``p0.1`` constant exactly
+  when the caller's parameters 0 and 1 are. ``""`` when no argument is anything but ``-``.
+* **guard**: the conditions on the enclosing function's parameters under which the call is
+  compiled, ``;``-separated: ``c0.1`` parameters 0 and 1 are all constant, ``n0.1`` not all of
+  them are, ``b0`` parameter 0 is not a small constant (``size > KMALLOC_MAX_CACHE_SIZE`` inside
+  ``if (__builtin_constant_p(size))``), ``s0`` it is not a large one (what follows that test when
+  it returns), ``x`` never (the dead branch of ``if (sizeof(long) == sizeof(long long))``).
+  ``""``: always compiled.
+
+A walk through header inlines (:func:`callee_frame`, :func:`guard_holds`, :func:`expanded_inline`)
+carries a *frame* — the class of each parameter of the function it is in — from call to call.
+"""
+
+from __future__ import annotations
+
+import re
+
+__all__ = ["SMALL_LIMIT", "INLINE_BUILTINS", "UNKNOWN", "NOT_CONSTANT", "Frame", "callee_frame", "guard_holds",
+           "expanded_inline", "join_classes", "literal_value"]
+
+#: The largest constant taken as small: ``KMALLOC_MAX_CACHE_SIZE`` on x86-64 with SLUB
+#: (``1 << (PAGE_SHIFT + 1)``, include/linux/slab.h) and gcc's inline limit for a known-size
+#: ``memset``/``memcpy`` under ``-mtune=generic`` (``{8192, rep_prefix_8_byte}``).
+SMALL_LIMIT = 8192
+
+#: Builtins gcc expands inline when their size (the argument at that index) is a small constant.
+INLINE_BUILTINS = {"memset": 2, "memcpy": 2, "__builtin_memset": 2, "__builtin_memcpy": 2}
+
+UNKNOWN = "?"
+NOT_CONSTANT = "-"
+
+#: A frame: the class (``c``, ``C``, ``-``, ``?``) of each parameter of the function a walk is in
+#: (a parameter past its end is not constant); None where nothing is known (a macro's call).
+Frame = tuple | None
+
+_SZ = re.compile(r"SZ_(\d+)([KMG]?)$")
+_SCALE = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+#: x86-64's page size macros (arch/x86/include/asm/page_types.h), the only macro values read.
+_KNOWN_VALUES = {"PAGE_SIZE": 4096, "PAGE_SHIFT": 12}
+
+
+def literal_value(text: str) -> int | None:
+    """The value of an integer literal (``0x1000``, ``4096UL``, ``010``) or of a size macro whose
+    name says it (``SZ_64K``, ``PAGE_SIZE``), else None."""
+    if text in _KNOWN_VALUES:
+        return _KNOWN_VALUES[text]
+    m = _SZ.match(text)
+    if m:
+        return int(m.group(1)) * _SCALE[m.group(2)]
+    t = text.rstrip("uUlL")
+    try:
+        if t[:2] in ("0x", "0X"):
+            return int(t, 16)
+        if t[:2] in ("0b", "0B"):
+            return int(t, 2)
+        if len(t) > 1 and t[0] == "0":
+            return int(t, 8)
+        return int(t)
+    except ValueError:
+        return None
+
+
+def join_classes(classes) -> str:
+    """The class of an expression made of operands of ``classes`` (``-`` if any is not constant;
+    ``pN.M`` when constant exactly when those parameters are; ``?`` if any is unknown)."""
+    params: set[str] = set()
+    big = unknown = False
+    for c in classes:
+        if c == NOT_CONSTANT:
+            return NOT_CONSTANT
+        if c == UNKNOWN:
+            unknown = True
+        elif c == "C":
+            big = True
+        elif c[:1] == "p":
+            params.update(c[1:].split("."))
+    if unknown:
+        return UNKNOWN
+    if params:
+        return "p" + ".".join(sorted(params, key=int))
+    return "C" if big else "c"
+
+
+def _classes(indexes: str, frame: Frame) -> list[str]:
+    """The classes of the parameters ``0.1`` in ``frame``."""
+    if frame is None:
+        return [UNKNOWN]
+    return [frame[int(i)] if int(i) < len(frame) else NOT_CONSTANT for i in indexes.split(".")]
+
+
+def callee_frame(args: str | None, frame: Frame) -> Frame:
+    """The frame of the called function: each argument's class, the caller's parameters read in
+    ``frame``. ``args`` None (a call the C loader did not read: a macro's) gives None."""
+    if args is None:
+        return None
+    if not args:
+        return ()
+    return tuple(join_classes(_classes(t[1:], frame)) if t[:1] == "p" else t for t in args.split(","))
+
+
+def guard_holds(guard: str | None, frame: Frame) -> bool:
+    """Whether a call with ``guard`` is compiled in a function whose parameters are ``frame``
+    (a parameter missing from the frame is not constant; an unknown one allows both branches)."""
+    if not guard:
+        return True
+    if frame is None:
+        return "x" not in guard.split(";")
+    for cond in guard.split(";"):
+        kind, indexes = cond[:1], cond[1:]
+        if kind == "x":
+            return False
+        classes = _classes(indexes, frame)
+        if kind == "c" and NOT_CONSTANT in classes:
+            return False
+        if kind == "n" and all(c in ("c", "C") for c in classes):
+            return False
+        if kind == "b" and all(c == "c" for c in classes):
+            return False
+        if kind == "s" and any(c == "C" for c in classes):
+            return False
+        if kind == "x":
+            return False
+    return True
+
+
+def expanded_inline(name: str, frame: Frame) -> bool:
+    """Whether a call of ``name`` whose arguments are ``frame`` is expanded inline by gcc (a
+    ``memset`` of a small constant size), so that it calls no symbol."""
+    at = INLINE_BUILTINS.get(name)
+    return at is not None and frame is not None and at < len(frame) and frame[at] == "c"
