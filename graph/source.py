@@ -7,9 +7,21 @@ module turns the shards into the store's tables with ``pyarrow`` compute and joi
 
 How a call's callee is resolved, in order — among what the build sees: nothing of a tree's
 :attr:`~ksymgraph.loaders.trees.SourceTree.outside` (``tools/``, ``scripts/``, the other
-architectures' ``arch/*/``), and no non-``static`` function of a file the build does not compile:
+architectures' ``arch/*/``; but a file that a compiled file includes: ``lib/fdt.c`` is
+``#include "../scripts/dtc/libfdt/fdt.c"``), and no non-``static`` function of a file the build
+does not compile:
 
-1. a function of that name defined in the same file (a ``static`` helper, or any function there);
+1. a function of that name defined in the same file (a ``static`` helper, or any function there),
+   then in another file of the same translation unit: a non-header file that a compiled file
+   ``#include`` s is compiled as part of it (:mod:`ksymgraph.loaders.units`; 6.1's
+   ``sound/pci/echoaudio/echo3g.c`` is ``#define`` s and ``#include "echo3g_dsp.c"``,
+   ``"echoaudio.c"``, ``"midi.c"``...; ``drivers/usb/host/ehci-hcd.c``'s ``ehci_urb_enqueue()``
+   calls ``ehci-q.c``'s ``static`` ``submit_async()``, and ``ehci-timer.c`` calls
+   ``ehci-hcd.c``'s ``static`` ``ehci_work()``). Such a file counts as compiled and is
+   ``BUILT_INTO`` every module of the files that include it; only the includes the index followed
+   count (under the build's preprocessor decisions). A file in several units resolves in the
+   first by path, as one ``Function`` per file and name can: ``echoaudio.c`` is in fourteen, one
+   per card, and its call to ``init_hw()`` reaches ``darla20.c``'s unit's (``darla20_dsp.c``);
 2. a function or macro of that name in a header of the same directory (a driver's own ``foo.h``:
    dozens of drivers define their own ``dprintk()``), outside the kernel's ``include/`` and
    ``arch/*/include/``;
@@ -35,7 +47,8 @@ binaries: ``jiffies``, ``param_ops_int``). File-scope initialisers refer from th
 pseudo-function ``(file scope)``, made here for a file that has no file-scope macro call.
 
 Files are attributed to modules by ``BUILT_INTO`` (Kbuild under the kernel's ``.config``, or a
-built tree's ``.mod`` files); ``LOOKS_UP`` edges go from the module a lookup's file is built into,
+built tree's ``.mod`` files; a file in several modules, and an included one, into each); ``LOOKS_UP``
+edges go from the modules a lookup's file is built into,
 or, for a lookup inside a header's inline wrapper, from every module whose files call that wrapper.
 """
 
@@ -61,7 +74,8 @@ class SourceTables(NamedTuple):
     rels: dict[tuple[str, str, str], pa.Table]
     """(type, from, to) → rows (from, to, kernel, props...)."""
     counts: dict[str, int]
-    """Rows per table, and ``unattributed_files`` (files built into no known module)."""
+    """Rows per table, ``attributed_files`` (files built into a known module) and
+    ``unattributed_files`` (files built into none)."""
 
 
 def _ids(kernel: str, *cols: pa.Array) -> pa.Array:
@@ -175,7 +189,8 @@ class _Resolver:
     ``_raw_spin_lock``, not ``tools/testing/selftests/kvm/lib/aarch64/spinlock.c``'s
     ``spin_lock``)."""
 
-    def __init__(self, trees: list[SourceTree], funcs: pa.Table, built: dict[str, str]):
+    def __init__(self, trees: list[SourceTree], funcs: pa.Table, built: dict[str, str],
+                 units: dict[str, tuple[str, ...]] | None = None):
         files = funcs["file"].combine_chunks()
         names = funcs["name"].combine_chunks()
         self.key = pc.binary_join_element_wise(files, names, "|")
@@ -183,7 +198,12 @@ class _Resolver:
         static = funcs["static"].combine_chunks()
         header = pc.ends_with(files, ".h")
         outside = [t.prefix + p for t in trees for p in t.outside]
-        visible = pc.invert(_starts_with_any(files, outside))
+        units = units or {}
+        # (a file a compiled file includes is seen, even under scripts/: lib/fdt.c's
+        # `#include "../scripts/dtc/libfdt/fdt.c"`)
+        visible = pc.or_(pc.invert(_starts_with_any(files, outside)), pc.is_in(files, pa.array(sorted(units), pa.string())))
+        # 1b. a function of the same translation unit: the compiled file and the non-header files it includes
+        self.unit = _unit_functions(files, names, rows, units)
         unattributed = [t.prefix for t in trees if not t.built_into]
         compiled = pc.or_(pc.is_in(files, pa.array(sorted(built), pa.string())), _starts_with_any(files, unattributed))
         inline = pc.and_(pc.and_(static, header), pc.fill_null(funcs["inline"], False).combine_chunks())
@@ -214,13 +234,45 @@ class _Resolver:
 
     def resolve(self, files: pa.Array, names: pa.Array) -> pa.Array:
         """The row each name used in each file resolves to (rules 1-4), null where none."""
-        same = self.function(files, names)
+        key = pc.binary_join_element_wise(files, names, "|")
+        same = pc.index_in(key, value_set=self.key)
+        unit = self.unit[1].take(pc.index_in(key, value_set=self.unit[0]))
         local = self.local[1].take(pc.index_in(pc.binary_join_element_wise(_dirs(files), names, "|"),
                                                value_set=self.local[0]))
         extern_inline = self.header_globals[1].take(pc.index_in(names, value_set=self.header_globals[0]))
         glob = self.globals[1].take(pc.index_in(names, value_set=self.globals[0]))
         inl = self.inlines[1].take(pc.index_in(names, value_set=self.inlines[0]))
-        return pc.coalesce(same, local, extern_inline, glob, inl)
+        return pc.coalesce(same, unit, local, extern_inline, glob, inl)
+
+
+def _unit_functions(files: pa.Array, names: pa.Array, rows: pa.Array,
+                    units: dict[str, tuple[str, ...]]) -> tuple[pa.Array, pa.Array]:
+    """(``file|name`` keys, rows) of rule 1b: for a file of a translation unit (a compiled file,
+    a non-header file it includes: ``units`` maps these to the compiled files), the function of
+    each name defined in another file of the unit — of the first unit by path, then the first
+    file by path, when the file is in several (``echoaudio.c``'s call to ``init_hw()`` reaches
+    ``darla20.c``'s, the first of the fourteen files that include it)."""
+    members: dict[str, list[str]] = {}
+    for rel, roots in units.items():
+        for root in roots:
+            members.setdefault(root, [root]).append(rel)
+    pairs: dict[str, list] = {"a": [], "b": [], "order": []}
+    for root in sorted(members):
+        unit = sorted(set(members[root]))
+        for a in unit:
+            for b in unit:
+                if a != b:
+                    pairs["a"].append(a)
+                    pairs["b"].append(b)
+                    pairs["order"].append(f"{root}\0{b}")
+    if not pairs["a"]:
+        return pa.array([], pa.string()), pa.array([], pa.int32())
+    defs = pa.table({"b": files, "name": names, "row": rows})
+    defs = defs.filter(pc.and_(pc.is_in(files, pa.array(sorted(set(pairs["b"])), pa.string())),
+                               pc.not_equal(names, pa.scalar(FILE_SCOPE))))
+    joined = pa.table({k: pa.array(v, pa.string()) for k, v in pairs.items()}).join(defs, "b", join_type="inner")
+    keys = pc.binary_join_element_wise(joined["a"], joined["name"], "|")
+    return _first_by(keys, joined["order"], joined["row"], pa.repeat(pa.scalar(True), len(keys)))
 
 
 class _Calls(NamedTuple):
@@ -333,12 +385,10 @@ def source_tables(kernel: str, trees: Iterable[SourceTree], module_ids: dict[str
         "canary": pc.fill_null(funcs["canary"], False), "indirect": pc.fill_null(funcs["indirect"], False)})
 
     # CALLS: caller = the function of that name in the call's file; the callee by the rules above.
-    built = {}
-    for t in trees:
-        built.update({t.prefix + f: m for f, m in t.built_into.items()})
+    built, modules, units = _attribution(trees)
     in_headers = pa.array(sorted({r["function"] for r in lookups.to_pylist()
                                   if r["file"] not in built and r["function"]}), pa.string())
-    resolver = _Resolver(trees, funcs, built)
+    resolver = _Resolver(trees, funcs, built, units)
     resolved = _resolve_calls(trees, resolver, in_headers)
     fid = fid.combine_chunks()
     calls_ff = _id_stream(k, resolved.to_function, fid, to_function=True)
@@ -360,12 +410,12 @@ def source_tables(kernel: str, trees: Iterable[SourceTree], module_ids: dict[str
     implements = pa.table({"from": ns_fid, "to": _ids(k, nonstatic["name"]), "kernel": _str(len(ns_fid), k)})
 
     exported_as = _exported_as(k, exports, fid)
-    built_pairs = [(f, module_ids[m]) for f, m in sorted(built.items()) if m in module_ids]
+    built_pairs = [(f, module_ids[m]) for f, ms in sorted(modules.items()) for m in ms if m in module_ids]
     built_into = pa.table({"from": _ids(k, pa.array([f for f, _ in built_pairs], pa.string())),
                            "to": pa.array([m for _, m in built_pairs], pa.string()),
                            "kernel": _str(len(built_pairs), k)})
 
-    looks_up = _looks_up(k, lookups, resolved.header_calls, built, module_ids, lambda names: _calls_to(trees, names))
+    looks_up = _looks_up(k, lookups, resolved.header_calls, modules, module_ids, lambda names: _calls_to(trees, names))
 
     # REFERENCES: resolved like the calls, to a function or to a symbol the graph has.
     prefix = len(k) + 1
@@ -393,8 +443,24 @@ def source_tables(kernel: str, trees: Iterable[SourceTree], module_ids: dict[str
     counts = {name: t.num_rows for name, t in nodes.items()}
     counts.update({key[0] if key[0] not in ("CALLS", "REFERENCES") else f"{key[0]}->{key[2]}": t.num_rows
                    for key, t in rels.items()})
-    counts["unattributed_files"] = len(files) - len(built_pairs)
+    counts["attributed_files"] = len({f for f, _ in built_pairs})  # (BUILT_INTO: a file in two modules is two)
+    counts["unattributed_files"] = len(files) - counts["attributed_files"]
     return SourceTables(nodes, rels, counts)
+
+
+def _attribution(trees: list[SourceTree]) -> tuple[dict[str, str], dict[str, tuple[str, ...]],
+                                                  dict[str, tuple[str, ...]]]:
+    """(file → its first module: the files the build compiles; file → every module it is built
+    into; included non-header file → the compiled files whose translation units it is part of),
+    over ``trees``, with their prefixes."""
+    built: dict[str, str] = {}
+    modules: dict[str, tuple[str, ...]] = {}
+    units: dict[str, tuple[str, ...]] = {}
+    for t in trees:
+        built.update({t.prefix + f: m for f, m in t.built_into.items()})
+        modules.update({t.prefix + f: t.modules.get(f, (m,)) for f, m in t.built_into.items()})
+        units.update({t.prefix + f: tuple(t.prefix + r for r in roots) for f, roots in t.units.items()})
+    return built, modules, units
 
 
 def _new_symbols(k: str, to_sym: pa.Table, nonstatic: pa.Table, exports: pa.Table, lookups: pa.Table,
@@ -513,9 +579,10 @@ def _calls_to(trees: list[SourceTree], names: set[str]) -> pa.Table:
                                                    "file": pa.array([], pa.string())})
 
 
-def _looks_up(k: str, lookups: pa.Table, calls: pa.Table, built: dict[str, str], module_ids: dict[str, str],
+def _looks_up(k: str, lookups: pa.Table, calls: pa.Table, built: dict[str, tuple[str, ...]], module_ids: dict[str, str],
               calls_to: Callable[[set[str]], pa.Table] | None = None) -> pa.Table:
-    """LOOKS_UP rows: a lookup belongs to the module its file is built into; a lookup in a header
+    """LOOKS_UP rows: a lookup belongs to the modules its file is built into (``built``: file →
+    modules); a lookup in a header
     (a ``static inline`` wrapper) belongs to every module whose files call the function holding it
     (``calls``: caller, callee and file of the calls to those functions), or call a header
     function that calls it, up to :data:`HEADER_LOOKUP_DEPTH` header functions deep (``calls_to``
@@ -537,7 +604,7 @@ def _looks_up(k: str, lookups: pa.Table, calls: pa.Table, built: dict[str, str],
             if callee not in seen_fns:
                 continue
             if file in built:
-                users.setdefault(callee, set()).add(built[file])
+                users.setdefault(callee, set()).update(built[file])
             elif caller and caller != callee:
                 callers.setdefault(callee, set()).add(caller)
                 if caller not in seen_fns:
@@ -558,7 +625,7 @@ def _looks_up(k: str, lookups: pa.Table, calls: pa.Table, built: dict[str, str],
 
     out = []
     for r in rows:
-        mods = {built[r["file"]]} if r["file"] in built else modules_using(r["function"])
+        mods = set(built[r["file"]]) if r["file"] in built else modules_using(r["function"])
         out.extend((module_ids[m], r) for m in sorted(mods) if m in module_ids)
     seen = set()
     cols: dict[str, list] = {"from": [], "to": [], "kernel": [], "how": [], "file": [], "line": []}

@@ -3,8 +3,11 @@
 A kernel tree (it has ``Kbuild`` and ``arch/`` at the top) is attributed with its Kbuild
 Makefiles evaluated under the kernel's ``.config`` (:mod:`ksymgraph.loaders.kbuild`); an
 out-of-tree tree that has been built is attributed with its ``.mod`` files
-(:mod:`ksymgraph.loaders.modobjects`). ``debian`` as a tree name means Debian's
-``linux-source-X.Y`` package matching the kernel, fetched and unpacked into the cache.
+(:mod:`ksymgraph.loaders.modobjects`). A non-header file that a compiled file ``#include`` s is
+part of that translation unit and built into its modules (:mod:`ksymgraph.loaders.units`:
+``sound/pci/echoaudio/echoaudio.c`` into ``snd_echo3g``, ``snd_layla24``...). ``debian`` as a tree
+name means Debian's ``linux-source-X.Y`` package matching the kernel, fetched and unpacked into
+the cache.
 
 The index itself (Parquet shards, re-parsing only changed files) lives in the cache, keyed by the
 tree's path, so nothing is written into the user's tree. With a ``.config``, every file's
@@ -68,6 +71,15 @@ class SourceTree(NamedTuple):
     (:func:`outside_build`): names defined there are not what the build's calls reach."""
     arch: str = ""
     """The ``arch/`` directory the build compiles for (``x86``); ``""``: not known."""
+    modules: dict[str, tuple[str, ...]] = {}
+    """Source file → every module it is compiled into, sorted (:attr:`built_into` has the first):
+    a file Kbuild puts in several (liquidio's ``lio_core.c`` in ``liquidio`` and ``liquidio_vf``),
+    and a file of :attr:`units` into each module of the files that include it."""
+    units: dict[str, tuple[str, ...]] = {}
+    """A non-header file that compiled files ``#include`` → those files, sorted: it is part of
+    their translation units (:func:`~ksymgraph.loaders.units.translation_units`:
+    ``sound/pci/echoaudio/echoaudio.c`` → ``echo3g.c``, ``layla24.c``...); it is in
+    :attr:`built_into` too, with the module of the first."""
 
 
 def is_kernel_tree(root: Path) -> bool:
@@ -379,6 +391,7 @@ def index_source_tree(root: str | Path, config: Path | None = None, workers: int
     from .kbuild import evaluate_kbuild, read_config
     from .modobjects import files_by_module
     from .preproc import context_for_build, tree_version
+    from .units import indexed_includes, translation_units, unit_modules
 
     root = Path(root).resolve()
     if not root.is_dir():
@@ -446,10 +459,16 @@ def index_source_tree(root: str | Path, config: Path | None = None, workers: int
             root, shard_dir, [f for f in headers if not f.startswith(outside) and (not included or f in included)],
             [f for f in c_files if not f.startswith(outside)],
             _compiled_text(context, _module_flags(built_sets)), "" if context is None else context.digest())
+        # A .c file that a compiled file includes is compiled as part of it (echo3g.c's
+        # `#include "echoaudio.c"`): built into the includer's modules, by the includes the index followed.
+        units = translation_units(indexed_includes(shard_dir), built) if built else {}
+    modules = unit_modules(units, built_sets)
+    for rel, roots in units.items():
+        built.setdefault(rel, built[roots[0]])
     # (the macro pass reads the same files again: a file it cannot read is named once)
     skipped = list(dict.fromkeys([*walked, *result.errors, *macro_skips, *skipped]))
     return SourceTree(root, shard_dir, "" if kernel else f"{root.name}/", built, skipped, result.stats,
-                      outside, arch)
+                      outside, arch, modules, units)
 
 
 def _compiled_text(context, modules: dict[str, bool | None]):

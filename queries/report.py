@@ -111,7 +111,7 @@ def render_load(s: LoadSummary, where: str, show_skipped: int = 20) -> tuple[str
         out.append(f"source: {c.get('Function', 0)} functions, {c.get('CALLS->Function', 0) + c.get('CALLS->Symbol', 0)} "
                    f"calls, {c.get('REFERENCES->Function', 0) + c.get('REFERENCES->Symbol', 0)} references, "
                    f"{c.get('EXPORTED_AS', 0)} export sites, {c.get('LOOKS_UP', 0)} run-time lookups, "
-                   f"{c.get('BUILT_INTO', 0)} files attributed to modules ({c.get('unattributed_files', 0)} not)")
+                   f"{c.get('attributed_files', c.get('BUILT_INTO', 0))} files attributed to modules ({c.get('unattributed_files', 0)} not)")
         mapped = c.get("modules_with_source", 0)
         total = mapped + len(r.unmapped)
         out.append(f"source covers {mapped} of {total} modules ({mapped / max(total, 1):.1%})"

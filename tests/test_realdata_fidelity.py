@@ -24,8 +24,10 @@ RELEASE = "6.1.0-57-amd64"
 #: precision 0.898; with REFERENCES, the preprocessor, the build's visibility rules and the shared
 #: headers' macros, macros handed on and upper-case macro chains (this session): CALLS + REFERENCES +
 #: COMPILER_INSERTS recall 0.936, precision 0.926; with gcc's canaries and every indirect call 0.938 /
-#: 0.931; CALLS + REFERENCES alone recall 0.867, precision 0.927. Floors: 0.02 below.
-RECALL_FLOOR = 0.915
+#: 0.931; CALLS + REFERENCES alone recall 0.867, precision 0.927; with a .c file that a compiled
+#: file includes in its translation unit (and a file in several modules in each) 0.948 / 0.930.
+#: Floors: 0.02 below.
+RECALL_FLOOR = 0.925
 PRECISION_FLOOR = 0.91
 CALLS_ONLY_RECALL_FLOOR = 0.845
 
@@ -99,3 +101,16 @@ def test_canaries_and_indirect_calls_follow_gcc(measured):
     rows = store.query("MATCH (:Function)-[c:CALLS]->(s:Symbol) WHERE s.kernel = $k AND s.name IN "
                        "['cb', 'fn', 'callback', 'func', 'handler'] RETURN count(c)", {"k": RELEASE}).rows
     assert rows[0][0] < 30, rows
+
+
+def test_modules_whose_code_is_an_included_c_file(measured):
+    # snd_echo3g.ko is echo3g.c, which #includes echoaudio.c, echo3g_dsp.c, midi.c...; ehci-hcd.c
+    # includes ehci-q.c and the rest; hostap_pci.c includes hostap_hw.c; ens1371.c, ens1370.c.
+    # Before the translation-unit rule their recall was 0 (snd_*) to 0.58; measured with it: recall
+    # 0.959 to 1.000, precision 0.853 (snd_ens1371) to 0.962. (liquidio_vf: files Kbuild puts in two modules.)
+    _store, f = measured
+    by_name = {m.module: m for m in f.modules}
+    for name in ("snd_echo3g", "snd_mia", "snd_au8830", "snd_ens1371", "hostap_pci", "ehci_hcd", "uhci_hcd",
+                 "ni_pcimio", "prism2_usb", "liquidio_vf"):
+        m = by_name[name]
+        assert m.recall >= 0.9 and m.precision >= 0.8, (name, m.imports, m.predicted, m.both)
