@@ -1044,13 +1044,14 @@ class TreeRecords:
         initialiser, an ``initialiser`` of the file's pseudo-function :data:`FILE_SCOPE`. Never a
         name the file itself defines at file scope (not ``extern``), the member-name argument of
         ``container_of`` and its kin, or a name without a lower-case letter (macro constants,
-        enumerators)."""
+        enumerators) but in a header's inline."""
         caps = self.caps
         at = self.funcs.at
         text = self.text
         skip = self.not_refs
         file_defined = self.file_variables()
         has_lower = _HAS_LOWER.search
+        header = self.file.endswith(".h")
         chunks = self.ref_chunks() if self.ref_chunks is not None else [caps.get("ref", ())]
         # The functions declaring each name (by name: most names are declared in few functions).
         declared_in: dict[bytes, set[str]] = {}
@@ -1070,9 +1071,15 @@ class TreeRecords:
         for n in (n for chunk in chunks for n in self.every(chunk)):
             start = n.start_byte
             name_b = text[start : n.end_byte]
-            if has_lower(name_b) is None or name_b in file_defined:
-                continue  # a constant, or the file's own variable
+            if name_b in file_defined:
+                continue  # the file's own variable
             function = at(start)
+            if has_lower(name_b) is None and (not header or function is None or len(name_b) < 4):
+                # A constant; but in a header's inline, an upper-case macro may stand for a
+                # variable (arch/x86/include/asm/page_64.h's __phys_addr_nodebug() names
+                # PAGE_OFFSET, which is page_offset_base): kept, the graph resolves it only to a
+                # macro that leads to a symbol (ksymgraph.loaders.macros, upper-case chains)
+                continue
             if function is not None:
                 if function in declared_in.get(name_b, nowhere) or n.id in skip:
                     continue
