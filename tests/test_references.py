@@ -261,3 +261,15 @@ def test_a_store_written_before_references_still_answers(tmp_path, tree):
         sites = call_sites(s, RELEASE, ["ref_g"], ["_raw_spin_lock", "jiffies", "param_ops_int"])
     assert [(c.symbol, c.kind, c.chain) for c in sites] == [
         ("_raw_spin_lock", "call", ("spin_lock", "raw_spin_lock", "_raw_spin_lock"))]
+
+
+def test_an_upper_case_name_in_a_headers_inline_is_a_reference():
+    """arch/x86/include/asm/page_64.h's __phys_addr_nodebug() names PAGE_OFFSET, a macro for the
+    variable page_offset_base: in a header's inline the name is kept (the graph resolves it only to
+    a macro that leads to a symbol); in a .c file, or outside a function, an upper-case name is a
+    constant, as are names of fewer than four characters (``HZ``)."""
+    text = (b"static inline unsigned long __phys_addr_nodebug(unsigned long x)\n"
+            b"{ return x - PAGE_OFFSET + HZ; }\nint table[] = { PAGE_SIZE };\n")
+    header = parse_source(text, "arch/x86/include/asm/page_64.h")
+    assert [(r.function, r.symbol) for r in header.references] == [("__phys_addr_nodebug", "PAGE_OFFSET")]
+    assert [(r.function, r.symbol) for r in parse_source(text, "drivers/x.c").references] == []
