@@ -73,11 +73,12 @@ RELS = (
     RelTable("IMPORTS", (("Module", "Symbol"),), _p("crc:INT64 weak:BOOLEAN")),
     RelTable("DEPENDS_ON", (("Module", "Module"),), _p("symbols:STRING[]")),
     RelTable("LOOKS_UP", (("Module", "Symbol"),), _p("how:STRING file:STRING line:INT64")),
-    # CALLS.args / .guard (and REFERENCES.guard): what gcc's constant folding decides of the call
-    # (ksymgraph.loaders.cfold): each argument's constness, and the __builtin_constant_p()
-    # conditions on the caller's parameters under which it is compiled; args null: not read.
+    # CALLS.line: the callee's line; a call through a struct member is a call of the Symbol "->fn"
+    # (kind member). CALLS.fold (and REFERENCES.guard): what gcc's constant folding decides of the call
+    # (ksymgraph.loaders.cfold): each argument's constness, and the __builtin_constant_p() or
+    # sizeof conditions under which it is compiled, as "args" or "args|guard"; null: not read.
     RelTable("CALLS", (("Function", "Function"), ("Function", "Symbol")),
-             _p("line:INT64 via_member:BOOLEAN args:STRING guard:STRING")),
+             _p("line:INT64 fold:STRING")),
     RelTable("DEFINED_IN", (("Function", "File"),), ()),
     RelTable("IMPLEMENTS", (("Function", "Symbol"),), ()),
     RelTable("BUILT_INTO", (("File", "Module"),), ()),

@@ -279,14 +279,21 @@ class _Calls(NamedTuple):
     """The resolved calls, as rows of the function table (not ids: 16 bytes a call, not 150)."""
 
     to_function: pa.Table
-    """from (the caller's row), to (the callee's row), line, via_member (False), args, guard."""
+    """from (the caller's row), to (the callee's row), line, via_member (False), fold."""
     to_symbol: pa.Table
     """from (the caller's row), to (symbol name, ``->member`` for member calls), line, via_member,
-    args, guard (:mod:`ksymgraph.loaders.cfold`)."""
+    fold (``args`` or ``args|guard``: :func:`ksymgraph.loaders.cfold.split_fold`)."""
     header_calls: pa.Table
     """caller, callee, file of the calls to the functions that hold lookups in headers (for LOOKS_UP)."""
     files: pa.Array
     """The files the calls are in, once each, in order of appearance."""
+
+
+def _fold(args, guard) -> pa.Array:
+    """``CALLS.fold``: a call's ``args``, with ``|guard`` when it has a guard."""
+    guard = pc.fill_null(guard, "")
+    with_guard = pc.binary_join_element_wise(pc.fill_null(args, ""), guard, "|")
+    return pc.if_else(pc.not_equal(guard, ""), with_guard, args)
 
 
 def _resolve_calls(trees: list[SourceTree], resolver: _Resolver, in_headers: pa.Array) -> _Calls:
@@ -308,23 +315,22 @@ def _resolve_calls(trees: list[SourceTree], resolver: _Resolver, in_headers: pa.
             found = pc.is_valid(target)
             n_lost = len(direct) - pc.sum(found).as_py() if len(direct) else 0
             line = pc.cast(direct["line"], pa.int64())
-            args, guard = direct["args"], pc.fill_null(direct["guard"], "")
+            fold = _fold(direct["args"], direct["guard"])
             to_fn.append(pa.table({"from": d_caller.filter(found), "to": target.filter(found),
                                    "line": line.filter(found), "via_member": pa.repeat(pa.scalar(False), len(line) - n_lost),
-                                   "args": args.filter(found), "guard": guard.filter(found)}))
+                                   "fold": fold.filter(found)}))
             lost = pc.invert(found)
             to_sym.append(pa.table({"from": d_caller.filter(lost), "to": direct["callee"].filter(lost),
                                     "line": line.filter(lost), "via_member": pa.repeat(pa.scalar(False), n_lost),
-                                    "args": args.filter(lost), "guard": guard.filter(lost)}))
+                                    "fold": fold.filter(lost)}))
             members = calls.filter(member)
             names = pc.binary_join_element_wise(pa.scalar("->"), members["callee"], "")
             to_sym.append(pa.table({"from": caller.filter(member), "to": names,
                                     "line": pc.cast(members["line"], pa.int64()),
                                     "via_member": pa.repeat(pa.scalar(True), len(members)),
-                                    "args": pa.nulls(len(members), pa.string()),
-                                    "guard": pc.fill_null(members["guard"], "")}))
+                                    "fold": _fold(pa.nulls(len(members), pa.string()), members["guard"])}))
     empty_fn = pa.schema([("from", pa.int32()), ("to", pa.int32()), ("line", pa.int64()), ("via_member", pa.bool_()),
-                          ("args", pa.string()), ("guard", pa.string())])
+                          ("fold", pa.string())])
     empty_sym = empty_fn.set(1, pa.field("to", pa.string()))
     return _Calls(
         pa.concat_tables([empty_fn.empty_table(), *(t.cast(empty_fn) for t in to_fn)]).combine_chunks(),
@@ -338,11 +344,12 @@ def _resolve_calls(trees: list[SourceTree], resolver: _Resolver, in_headers: pa.
 ID_CHUNK = 1 << 18
 
 
-def _id_stream(kernel: str, resolved: pa.Table, fid: pa.Array, to_function: bool) -> TableStream:
-    """A CALLS or REFERENCES table (``from``, ``to``, ``kernel``, then ``resolved``'s other columns)
-    whose string ids are made a chunk at a time from ``resolved``'s rows (``from`` a function's row;
-    ``to`` a function's row, or a symbol's name)."""
-    rest = [f for f in resolved.schema if f.name not in ("from", "to")]
+def _id_stream(kernel: str, resolved: pa.Table, fid: pa.Array, to_function: bool,
+               internal: tuple[str, ...] = ()) -> TableStream:
+    """A CALLS or REFERENCES table (``from``, ``to``, ``kernel``, then ``resolved``'s other columns
+    but ``internal``) whose string ids are made a chunk at a time from ``resolved``'s rows (``from``
+    a function's row; ``to`` a function's row, or a symbol's name)."""
+    rest = [f for f in resolved.schema if f.name not in ("from", "to", *internal)]
     schema = pa.schema([("from", pa.string()), ("to", pa.string()), ("kernel", pa.string()), *rest])
 
     def chunks() -> Iterator[pa.Table]:
@@ -391,8 +398,10 @@ def source_tables(kernel: str, trees: Iterable[SourceTree], module_ids: dict[str
     resolver = _Resolver(trees, funcs, built, units)
     resolved = _resolve_calls(trees, resolver, in_headers)
     fid = fid.combine_chunks()
-    calls_ff = _id_stream(k, resolved.to_function, fid, to_function=True)
-    calls_fs = _id_stream(k, resolved.to_symbol, fid, to_function=False)
+    # (via_member stays here: a member call is a call of the pseudo-symbol ``->fn`` in the store; a
+    # property column of 4M rows costs LadybugDB's COPY about 75 MB)
+    calls_ff = _id_stream(k, resolved.to_function, fid, to_function=True, internal=("via_member",))
+    calls_fs = _id_stream(k, resolved.to_symbol, fid, to_function=False, internal=("via_member",))
     if not stream:
         calls_ff, calls_fs = calls_ff.table(), calls_fs.table()
 

@@ -29,7 +29,7 @@ from typing import NamedTuple
 from ..errors import KsymgraphError
 from ..graph.schema import RELS
 from ..graph.store import GraphStore
-from ..loaders.cfold import callee_frame, expanded_inline, guard_holds
+from ..loaders.cfold import callee_frame, expanded_inline, guard_holds, split_fold
 
 __all__ = ["PREDICTING", "MAX_DEPTH", "ModuleFidelity", "Fidelity", "fidelity", "predicted_imports",
            "present_relationships"]
@@ -83,9 +83,11 @@ WHERE h.kernel = $kernel AND h.file ENDS WITH '.h'
 RETURN DISTINCT h.id AS source, t.id AS id, t.name AS name, {fold}
 """
 #: What each relationship type holds of gcc's constant folding (ksymgraph.loaders.cfold).
-_FOLD = {"CALLS": "r.args AS args, r.guard AS guard", "REFERENCES": "NULL AS args, r.guard AS guard"}
+_FOLD = {"CALLS": "r.fold AS args, NULL AS guard", "REFERENCES": "NULL AS args, r.guard AS guard"}
+_FOLD_CALLS = _FOLD["CALLS"]
 _NO_FOLD = "NULL AS args, NULL AS guard"
-_PROBE_FOLD = "MATCH ()-[r:{rtype}]->() RETURN r.guard LIMIT 1"
+_PROBE_FOLD = {"CALLS": "MATCH ()-[r:CALLS]->() RETURN r.fold LIMIT 1",
+               "REFERENCES": "MATCH ()-[r:REFERENCES]->() RETURN r.guard LIMIT 1"}
 
 
 def _fold(store: GraphStore, rtype: str) -> str:
@@ -94,7 +96,7 @@ def _fold(store: GraphStore, rtype: str) -> str:
     if rtype not in _FOLD:
         return _NO_FOLD
     try:
-        store.query(_PROBE_FOLD.format(rtype=rtype))
+        store.query(_PROBE_FOLD[rtype])
     except KsymgraphError:
         return _NO_FOLD
     return _FOLD[rtype]
@@ -243,13 +245,16 @@ def predicted_imports(store: GraphStore, kernel: str, modules: list[str], depth:
         for source, tid, name, args, guard in store.query(_FROM_HEADERS.format(rtype=rtype, fold=fold),
                                                           {"kernel": kernel}).rows:
             if source not in stop:
-                edges[source].append((tid, name, args, guard))
+                edges[source].append((tid, name, *(split_fold(args) if fold is _FOLD_CALLS else (args, guard))))
     reached: dict[str, set[str]] = defaultdict(set)  # module -> names reached
     start: dict[str, set[tuple]] = defaultdict(set)  # module -> (header function, frame) it reaches directly
-    queries = [_FROM_MODULE_FUNCTIONS.format(rtype=t, fold=_fold(store, t)) for t in _from("Function", types)]
-    queries += [_FROM_MODULE.format(rtype=t) for t in _from("Module", types)]
-    for q in queries:
+    queries = [(_FROM_MODULE_FUNCTIONS.format(rtype=t, fold=_fold(store, t)), _fold(store, t) is _FOLD_CALLS)
+               for t in _from("Function", types)]
+    queries += [(_FROM_MODULE.format(rtype=t), False) for t in _from("Module", types)]
+    for q, calls in queries:
         for module, tid, name, args, guard in store.query(q, params).rows:
+            if calls:
+                args, guard = split_fold(args)
             if not guard_holds(guard, ()):
                 continue
             frame = callee_frame(args, ())

@@ -18,7 +18,7 @@ import pytest
 from conftest import FIXTURE_RELEASE, FIXTURES, MODULE_SOURCES
 from ksymgraph.graph.connect import open_store
 from ksymgraph.graph.load import load_kernel
-from ksymgraph.loaders.cfold import callee_frame, expanded_inline, guard_holds, join_classes
+from ksymgraph.loaders.cfold import callee_frame, expanded_inline, guard_holds, join_classes, split_fold
 from ksymgraph.loaders.cparse import parse_source
 from ksymgraph.queries.fidelity import fidelity
 
@@ -100,18 +100,24 @@ def test_without_folding_the_walk_over_predicts(store, monkeypatch):
     assert over["fold_var"] == {"fold_large", "fold_trace", "fold_caches", "_fold_strtoul"}
 
 
+def rows_of(rows):
+    return [((f, t), fold) for f, t, fold in rows]
+
+
 def test_calls_carry_their_arguments_constness_and_guard(store):
     rows = store.query(
         "MATCH (f:Function)-[r:CALLS]->(t) WHERE f.kernel = $k AND f.name IN ['fold_alloc', 'fold_array', 'fc_new', "
-        "'fv_new', 'fb_clear'] RETURN f.name, t.name, r.args, r.guard ORDER BY f.name, t.name",
+        "'fv_new', 'fb_clear'] RETURN f.name, t.name, r.fold ORDER BY f.name, t.name",
         {"k": FIXTURE_RELEASE}).rows
-    got = {(f, t): (a, g) for f, t, a, g in rows}
+    got = {(f, t): split_fold(fold) for f, t, fold in rows}
+    assert ("fold_alloc", "fold_large") in got and dict(rows_of(rows))[("fold_alloc", "fold_large")] == "p0,p1|c0;b0"
     assert got[("fold_alloc", "fold_large")] == ("p0,p1", "c0;b0")
     assert got[("fold_alloc", "fold_trace")] == ("-,p1,p0", "c0;s0")
     assert got[("fold_alloc", "__fold_alloc")] == ("p0,p1", "n0")
     assert got[("fold_array", "fold_alloc")] == ("p0.1,p2", "c0.1")
     assert got[("fold_array", "__fold_alloc")] == ("p0.1,p2", "n0.1")
     assert got[("fc_new", "fold_zalloc")] == ("c,c", "")
+    assert split_fold(None) == (None, "") and split_fold("") == ("", "")
     assert got[("fv_new", "fold_zalloc")] == ("p0,c", "")
     assert got[("fb_clear", "memset")] == ("p0,c,C", "")
     refs = store.query("MATCH (f:Function)-[r:REFERENCES]->(t) WHERE f.kernel = $k AND f.name = 'fold_alloc' "

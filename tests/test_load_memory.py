@@ -79,9 +79,9 @@ def test_streams_written_to_the_store_read_back_whole(eq_inputs, tmp_path, monke
                               workers=1, source_dirs=[str(tree.root)])
         for to in ("Function", "Symbol"):
             rows = s.query(f"MATCH (f:Function)-[c:CALLS]->(t:{to}) WHERE f.kernel = $k "
-                           "RETURN f.id, t.id, c.line, c.via_member", {"k": FIXTURE_RELEASE}).rows
+                           "RETURN f.id, t.id, c.line, c.fold", {"k": FIXTURE_RELEASE}).rows
             t = whole[("CALLS", "Function", to)]
-            want = sorted(zip(*(t[c].to_pylist() for c in ("from", "to", "line", "via_member"))))
+            want = sorted(zip(*(t[c].to_pylist() for c in ("from", "to", "line", "fold"))))
             assert sorted(rows) == want
     assert summary.report.source["CALLS->Function"] == whole[("CALLS", "Function", "Function")].num_rows
 
