@@ -44,6 +44,23 @@ def compile_module(src: Path, out: Path, arch: str = "x86_64", layout: str = "pr
 FIXTURE_RELEASE_B = "6.12.0-fixture"
 
 
+def compile_tree(root: Path, sources: list[Path], headers: list[Path], gcc: list[str],
+                 text=lambda t: t) -> Path:
+    """An out-of-tree-style built tree in ``root``: ``headers`` copied, each of ``sources`` written
+    (through ``text``) and compiled by ``gcc`` into ``<stem>.ko``, with Kbuild's ``<stem>.mod``."""
+    if shutil.which(gcc[0]) is None:
+        pytest.fail(f"{gcc[0]} is missing: .ci/run installs it")
+    root.mkdir(parents=True, exist_ok=True)
+    for h in headers:
+        shutil.copy(h, root)
+    for src in sources:
+        (root / src.name).write_text(text(src.read_text()))
+        subprocess.run([*gcc, "-I", str(root), "-c", str(root / src.name), "-o", str(root / f"{src.stem}.ko")],
+                       check=True)
+        (root / f"{src.stem}.mod").write_text(f"{root / src.stem}.o\n")
+    return root
+
+
 def build_fixture_kernel(root: Path, defines: tuple[str, ...] = ()) -> Path:
     """Compile the in-tree fixture modules into ``root/kernel`` with a vmlinux Module.symvers."""
     for src in sorted(MODULE_SOURCES.glob("*.c")):

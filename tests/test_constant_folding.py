@@ -10,12 +10,11 @@ objects gcc wrote (read with ``nm``).
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 
 import pytest
 
-from conftest import FIXTURE_RELEASE, FIXTURES, MODULE_SOURCES
+from conftest import FIXTURE_RELEASE, FIXTURES, MODULE_SOURCES, compile_tree
 from ksymgraph.graph.connect import open_store
 from ksymgraph.graph.load import load_kernel
 from ksymgraph.loaders.cfold import callee_frame, expanded_inline, guard_holds, join_classes, split_fold
@@ -43,17 +42,8 @@ IMPORTS = {
 
 @pytest.fixture(scope="module")
 def tree(tmp_path_factory):
-    if shutil.which("gcc") is None:
-        pytest.fail("gcc is missing: .ci/run installs it")
-    root = tmp_path_factory.mktemp("fold") / "fold-src"
-    root.mkdir()
-    shutil.copy(MODULE_SOURCES / "fixture_module.h", root)
-    shutil.copy(FOLD / "fold.h", root)
-    for stem in MODULES:
-        shutil.copy(FOLD / f"{stem}.c", root)
-        subprocess.run([*GCC, "-I", str(root), "-c", str(root / f"{stem}.c"), "-o", str(root / f"{stem}.ko")],
-                       check=True)
-        (root / f"{stem}.mod").write_text(f"{root / stem}.o\n")
+    root = compile_tree(tmp_path_factory.mktemp("fold") / "fold-src", [FOLD / f"{m}.c" for m in MODULES],
+                        [MODULE_SOURCES / "fixture_module.h", FOLD / "fold.h"], GCC)
     (root / "Module.symvers").write_text("".join(f"0x00000000\t{s}\tvmlinux\tEXPORT_SYMBOL\t\n" for s in EXPORTED))
     (root / "config").write_text("CONFIG_MODULES=y\n")
     return root

@@ -14,13 +14,12 @@ options that cause them.
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 from fractions import Fraction
 
 import pytest
 
-from conftest import FIXTURE_RELEASE, MODULE_SOURCES
+from conftest import FIXTURE_RELEASE, MODULE_SOURCES, compile_tree
 from ksymgraph.graph.connect import open_store
 from ksymgraph.graph.load import load_kernel
 from ksymgraph.loaders.compiler import COMPILER_INSERTED, inserted_symbols
@@ -50,18 +49,9 @@ def tree(tmp_path_factory):
     says (``-pg -mfentry``, ``-fstack-protector-strong``, retpolines), Kbuild's .mod files, and a
     Module.symvers for vmlinux that exports what the compiler inserts, ``fid_use`` and
     ``fid_wait_init``."""
-    if shutil.which("gcc") is None:
-        pytest.fail("gcc is missing: .ci/run installs it")
-    root = tmp_path_factory.mktemp("fid") / "fid-src"
-    root.mkdir()
-    shutil.copy(MODULE_SOURCES / "fixture_module.h", root)
-    shutil.copy(FIDELITY_SOURCES / "fid_inline.h", root)
-    for src in [*(MODULE_SOURCES / s for s in SOURCES), *(FIDELITY_SOURCES / s for s in FIDELITY_MODULES)]:
-        (root / src.name).write_text(kernel_a_only(src.read_text()))
-        stem = src.stem
-        subprocess.run([*GCC, "-I", str(root), "-c", str(root / src.name), "-o", str(root / f"{stem}.ko")],
-                       check=True)
-        (root / f"{stem}.mod").write_text(f"{root / stem}.o\n")
+    root = compile_tree(tmp_path_factory.mktemp("fid") / "fid-src",
+                        [*(MODULE_SOURCES / s for s in SOURCES), *(FIDELITY_SOURCES / s for s in FIDELITY_MODULES)],
+                        [MODULE_SOURCES / "fixture_module.h", FIDELITY_SOURCES / "fid_inline.h"], GCC, kernel_a_only)
     symvers = (MODULE_SOURCES / "vmlinux.symvers").read_text()
     symvers += "0x00000000\t__fentry__\tvmlinux\tEXPORT_SYMBOL\t\n"
     symvers += "0x00000000\t__stack_chk_fail\tvmlinux\tEXPORT_SYMBOL\t\n"
