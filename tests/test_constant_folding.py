@@ -138,3 +138,26 @@ def test_the_frame_rules():
     assert callee_frame(None, ("c",)) is None and guard_holds("c0", None)  # a macro's call: unknown
     assert expanded_inline("memset", ("-", "c", "c")) and not expanded_inline("memset", ("-", "c", "C"))
     assert not expanded_inline("memset", ("-", "c", "?")) and not expanded_inline("kfree", ("c",))
+
+
+def test_neo4j_folds_the_same(tree, store):
+    """The same load into Neo4j (``$NEO4J_URI``; see tests/test_neo4j_store.py): the same folds
+    read back, the same measure."""
+    from test_neo4j_store import live_uri
+
+    from ksymgraph.graph.neo4j_store import Neo4jStore
+
+    kernel = "ksymgraph-test-fold"
+    neo = Neo4jStore(live_uri())
+    try:
+        load_kernel(neo, [str(tree / "Module.symvers"), *sorted(str(p) for p in tree.glob("*.ko"))],
+                    kernel=kernel, workers=1, source_dirs=[str(tree)], config=str(tree / "config"))
+        cypher = ("MATCH (f:Function)-[r:CALLS]->(t) WHERE f.kernel = $k AND f.name = 'fold_alloc' "
+                  "RETURN t.name, r.fold ORDER BY t.name")
+        assert [tuple(r) for r in neo.query(cypher, {"k": kernel}).rows] == \
+            [tuple(r) for r in store.query(cypher, {"k": FIXTURE_RELEASE}).rows]
+        got, want = fidelity(neo, kernel), fidelity(store, FIXTURE_RELEASE)
+        assert got.modules == want.modules and (got.imports, got.predicted, got.both) == (11, 11, 11)
+    finally:
+        neo.delete_kernel(kernel)
+        neo.close()
