@@ -61,8 +61,8 @@ from .cfiles import MAX_FILE_BYTES, read_source, real_root
 from .ctree import FILE_SCOPE
 from .records import Call, FunctionDef, LoaderError, Reference, Skipped
 
-__all__ = ["TRACEPOINT_H", "DEFINE_TRACE_H", "MAX_TOKENS", "Definition", "MacroState", "expand",
-           "for_each_tracepoint_record", "functions_of"]
+__all__ = ["TRACEPOINT_H", "DEFINE_TRACE_H", "MAX_TOKENS", "MAX_INCLUDE_DEPTH", "Definition", "MacroState",
+           "Made", "TraceHeader", "expand", "functions_of", "for_each_tracepoint_record"]
 
 #: Where 6.1 defines the tracepoint macros every includer of a trace header sees.
 TRACEPOINT_H = "include/linux/tracepoint.h"
@@ -173,7 +173,8 @@ class _Budget(Exception):
     pass
 
 
-Token = tuple  # (text, hide set)
+#: A token of an expansion: its text and the names it must not be expanded by again (its hide set).
+Token = tuple
 
 
 def _collect(stack: list) -> tuple[list[list[Token]], bool]:
@@ -449,8 +450,6 @@ def functions_of(toks: list[str]) -> tuple[list[Made], list[str]]:
 # --------------------------------------------------------------------------------------------
 # The walk: headers read in order, as the compiler reads them
 
-_NOT_READ = object()
-
 
 class _Walker:
     """Reads files as the macro pass reads them (under the build), in order, keeping a
@@ -492,12 +491,12 @@ class _Walker:
         self.texts[rel] = out
         return out
 
-    def walk(self, rel: str, state: MacroState, on_line: Callable, on_include: Callable, depth: int = 0) -> None:
+    def walk(self, rel: str, state: MacroState, on_line: Callable, on_include: Callable) -> None:
         """Read ``rel`` under ``state`` (changed as its ``#define``/``#undef`` say): each
         non-directive line to ``on_line(rel, index, lines)`` (which returns the index to go on
         from), each ``#include`` to ``on_include(rel, spec, line, state)``."""
         lines = self.lines(rel)
-        if lines is None or depth > 8:
+        if lines is None:
             return
         # the conditional stack: (live, a branch was taken) per level
         conds: list[tuple[bool, bool]] = []
@@ -768,11 +767,14 @@ def _stages(walker: _Walker, header: str, state0: MacroState, expanded, where: s
             walker.walk(header, st, on_line, lambda *a: None)
             return
         for cand in _candidates(rel, spec):
-            if cand.startswith("include/trace/") and not cand.startswith("include/trace/events/"):
-                if walker.lines(cand) is not None:
-                    walker.walk(cand, st, lambda r, i, lines: i + 1, reread)
-                    return
+            if cand.startswith("include/trace/") and not cand.startswith("include/trace/events/") \
+                    and cand not in active and walker.lines(cand) is not None:
+                active.add(cand)  # (a stage header that includes itself is read once)
+                walker.walk(cand, st, lambda r, i, lines: i + 1, reread)
+                active.discard(cand)
+                return
 
+    active = {DEFINE_TRACE_H}
     walker.walk(DEFINE_TRACE_H, state, lambda r, i, lines: i + 1, reread)
     yield from out
 
