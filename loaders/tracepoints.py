@@ -214,6 +214,17 @@ def _substitute(d: Definition, args: list[list[Token]], hs: frozenset, state: Ma
         else:
             argmap[p] = args[i] if i < len(args) else []
     expanded: dict[str, list[Token]] = {}
+    raw: dict[str, list[Token]] = {}
+
+    def painted(toks: list[Token]) -> list[Token]:
+        """``toks`` with ``hs`` added to each one's hide set (as C's rescan sees the result)."""
+        return [(x, h if h is hs else hs if h <= hs else h | hs) for x, h in toks]
+
+    def raw_arg(name: str) -> list[Token]:
+        if name not in raw:
+            raw[name] = painted(argmap[name])
+        return raw[name]
+
     body = d.body
     out: list[Token] = []
     i = 0
@@ -225,7 +236,7 @@ def _substitute(d: Definition, args: list[list[Token]], hs: frozenset, state: Ma
             continue
         if t == "##" and i + 1 < len(body):
             nxt = body[i + 1]
-            right = list(argmap[nxt]) if nxt in argmap else [(nxt, hs)]
+            right = raw_arg(nxt) if nxt in argmap else [(nxt, hs)]
             if out and out[-1][0] == "," and d.variadic and nxt == params[-1]:
                 # GNU: ``, ## args`` drops the comma when there are no arguments, else is the comma
                 # and the arguments unexpanded (kernel.h's COUNT_ARGS: ``__COUNT_ARGS(, ##X, 12, ...)``)
@@ -242,15 +253,15 @@ def _substitute(d: Definition, args: list[list[Token]], hs: frozenset, state: Ma
             continue
         if t in argmap:
             if i + 1 < len(body) and body[i + 1] == "##":
-                out.extend(argmap[t])
+                out.extend(raw_arg(t))
             else:
                 if t not in expanded:
-                    expanded[t] = _expand(argmap[t], state, decide, budget)
+                    expanded[t] = painted(_expand(argmap[t], state, decide, budget))
                 out.extend(expanded[t])
         else:
             out.append((t, hs))
         i += 1
-    return [(x, h | hs) for x, h in out]
+    return out
 
 
 def _expand(tokens: list[Token], state: MacroState, decide: Callable | None, budget: list[int]) -> list[Token]:
@@ -266,8 +277,8 @@ def _expand(tokens: list[Token], state: MacroState, decide: Callable | None, bud
                 del stack[-3:]
                 out.append(("1" if value else "0", hs))
                 continue
-        d = state.get(t) if t not in hs and _IDENT.fullmatch(t) else None
-        if d is None:
+        d = state.get(t)  # (only an identifier names a macro)
+        if d is None or t in hs:
             out.append(tok)
             continue
         if d.params is None:
