@@ -18,6 +18,19 @@ file's pseudo-function :data:`FILE_SCOPE`; each is also expanded with the header
 macros (:func:`expand_pasted`), because token pasting makes names no body spells:
 ``module_param_named``'s ``&param_ops_##type`` is ``&param_ops_int`` there, an import of the module.
 
+Trace events are the preprocessor's work too, one it does several times over the same header
+(:mod:`ksymgraph.loaders.tracepoints`): the pass reads include/linux/tracepoint.h and
+include/trace/'s stage headers in order, as the compiler does, and adds (a) per trace header the
+``static inline`` functions its events make for every includer (``trace_<event>``, whose body
+refers to ``__tracepoint_<event>``, ``__SCK__tp_func_<event>`` and ``__SCT__tp_func_<event>``), as
+functions of that header, which a caller's ``trace_<event>(...)`` resolves to like any header
+inline; (b) per ``.c`` file that ``#define CREATE_TRACE_POINTS`` the functions define_trace.h's
+stages make of each trace header it then includes (``trace_event_raw_event_<class>``,
+``perf_trace_<class>``, ``__bpf_trace_<class>``, ``trace_raw_output_<class>``...), as functions of
+that ``.c`` file, and what their file-scope initialisers name (``event_class_<class>``'s
+``trace_event_raw_init``, ``trace_event_reg``) as references of its :data:`FILE_SCOPE`. They are
+rows of the same three tables, so nothing in the graph code knows of them.
+
 Records use the C loader's types (:class:`~ksymgraph.loaders.records.FunctionDef`,
 :class:`~ksymgraph.loaders.records.Call`, :class:`~ksymgraph.loaders.records.Reference`) and are
 written next to its shards (:mod:`ksymgraph.loaders.cindex`) as ``macros/*.parquet`` tables, which
@@ -36,6 +49,7 @@ from .cparse import MAX_PARSE_BYTES
 from .ctree import FILE_SCOPE
 from .parquet import TableWriter
 from .records import Call, FunctionDef, LoaderError, Reference, Skipped
+from .tracepoints import for_each_tracepoint_record
 
 __all__ = ["Macro", "for_each_macro", "for_each_macro_record", "for_each_file_scope_call", "expand_pasted",
            "index_macros", "FILE_SCOPE", "MAX_CALLS", "MAX_EXPANSION_DEPTH", "MAX_EXPANSION_TOKENS"]
@@ -491,7 +505,7 @@ def _pass_key(root: str | os.PathLike, files: list[str], c_files: list[str], bui
 
     h = hashlib.sha1(b"macro-pass-2\0" + build.encode() + b"\0")
     here = Path(__file__).parent
-    for module in ("macros.py", "cfiles.py", "preproc.py", "ppcontext.py", "ppexpr.py", "records.py"):
+    for module in ("macros.py", "tracepoints.py", "cfiles.py", "preproc.py", "ppcontext.py", "ppexpr.py", "records.py"):
         h.update((here / module).read_bytes())
     root_s = real_root(root)
     for kind, names in ((b"h", files), (b"c", c_files)):
@@ -506,7 +520,7 @@ def _pass_key(root: str | os.PathLike, files: list[str], c_files: list[str], bui
 
 def index_macros(root: str | os.PathLike, shard_dir: str | os.PathLike, files: Iterable[str] | None = None,
                  c_files: Iterable[str] = (), compiled: Compiled | None = None,
-                 build: str = "") -> tuple[int, list[Skipped]]:
+                 build: str = "", walked: Compiled | None = None) -> tuple[int, list[Skipped]]:
     """Write the macros of ``files`` (default: every header under ``root``) and the file-scope
     macro calls of ``c_files`` as ``macros/functions``, ``macros/calls`` and ``macros/references``
     Parquet tables in ``shard_dir``, a row group at a time; returns the number of macros and the
@@ -518,7 +532,11 @@ def index_macros(root: str | os.PathLike, shard_dir: str | os.PathLike, files: I
     (``macros/pass.json`` holds what the last one was for, and what it skipped).
 
     The function-like macros are kept (by name, the first definition of each) while the headers are
-    read, to expand the file-scope invocations of ``c_files`` with (:func:`expand_pasted`)."""
+    read, to expand the file-scope invocations of ``c_files`` with (:func:`expand_pasted`), and the
+    trace events of the trace headers and of the ``CREATE_TRACE_POINTS`` files
+    (:func:`~ksymgraph.loaders.tracepoints.for_each_tracepoint_record`), whose walk reads files in
+    order as ``walked`` makes them (the build's preprocessor without what one file cannot know;
+    default ``compiled``)."""
     import json
 
     skipped: list[Skipped] = []
@@ -555,10 +573,19 @@ def index_macros(root: str | os.PathLike, shard_dir: str | os.PathLike, files: I
             if d is not None:
                 defs.add(d)
             refs.extend(rs)
+        # (the object-like upper-case ones, first definition each, for the trace-event expansion:
+        # static_call_types.h's STATIC_CALL_KEY_PREFIX makes __SCK__tp_func_<event>)
+        objects = {name: Macro(name, (), False, defs_[0][2]) for name, defs_ in bodies.upper.items()}
         del bodies
         n = defs.count + len(defs.rows)
         for d, cs, rs in for_each_file_scope_call(root, c_files, own, table, compiled):
             defs.add(d)
+            calls.extend(cs)
+            refs.extend(rs)
+        # What the trace-event macros make, read through define_trace.h's stages (tracepoints.py).
+        for d, cs, rs in for_each_tracepoint_record(root, files, c_files, table, walked or compiled, own, objects):
+            if d is not None:
+                defs.add(d)
             calls.extend(cs)
             refs.extend(rs)
     tmp = out / f".pass.json.{os.getpid()}.tmp"

@@ -423,6 +423,9 @@ def index_source_tree(root: str | Path, config: Path | None = None, workers: int
         context = _with_tree_defines(root, headers, context)
     arch = TARGET_ARCH_DIRS.get(context.arch, "") if context is not None else ""
     outside = outside_build(root, arch) if kernel else ()
+    # (tracepoints.py reads tracepoint.h and include/trace/ in order, file after file: without the
+    # shared headers' macros, which decide tracepoint.h's own `#ifndef DECLARE_TRACE` dead)
+    plain = context
     if context is not None and kernel:
         context = _with_shared_header_macros(root, headers, context, arch)
         context = _with_macros_only_elsewhere(root, headers, c_files, context, arch, outside)
@@ -458,7 +461,8 @@ def index_source_tree(root: str | Path, config: Path | None = None, workers: int
         _macros, macro_skips = index_macros(
             root, shard_dir, [f for f in headers if not f.startswith(outside) and (not included or f in included)],
             [f for f in c_files if not f.startswith(outside)],
-            _compiled_text(context, _module_flags(built_sets)), "" if context is None else context.digest())
+            _compiled_text(context, _module_flags(built_sets)), "" if context is None else context.digest(),
+            _compiled_text(plain, _module_flags(built_sets)))
         # A .c file that a compiled file includes is compiled as part of it (echo3g.c's
         # `#include "echoaudio.c"`): built into the includer's modules, by the includes the index followed.
         units = translation_units(indexed_includes(shard_dir), built) if built else {}
