@@ -44,6 +44,29 @@ def compile_module(src: Path, out: Path, arch: str = "x86_64", layout: str = "pr
 FIXTURE_RELEASE_B = "6.12.0-fixture"
 
 
+def index_small_tree(base: Path, files: dict[str, str], config: str):
+    """A small kernel-shaped tree ``base/linux`` written from ``files`` (path → text, dedented), its
+    ``.config`` ``base/config`` from ``config``, indexed in a cache of its own (``base/cache``):
+    (root, config path, :class:`~ksymgraph.loaders.trees.SourceTree`)."""
+    import textwrap
+
+    from ksymgraph.loaders import trees
+
+    root = base / "linux"
+    for rel, text in files.items():
+        p = root / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(textwrap.dedent(text).lstrip("\n"))
+    config_path = base / "config"
+    config_path.write_text(config)
+    mp = pytest.MonkeyPatch()
+    mp.setenv("KSYMGRAPH_CACHE", str(base / "cache"))
+    try:
+        return root, config_path, trees.index_source_tree(root, config_path, workers=1)
+    finally:
+        mp.undo()
+
+
 def compile_tree(root: Path, sources: list[Path], headers: list[Path], gcc: list[str],
                  text=lambda t: t) -> Path:
     """An out-of-tree-style built tree in ``root``: ``headers`` copied, each of ``sources`` written

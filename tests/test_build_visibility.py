@@ -9,13 +9,11 @@ tree indexed under a ``.config`` and resolved by :func:`ksymgraph.graph.source.s
 
 from __future__ import annotations
 
-import textwrap
-
 import pyarrow as pa
 import pytest
 
+from conftest import index_small_tree
 from ksymgraph.graph.source import source_tables
-from ksymgraph.loaders import trees
 from ksymgraph.loaders.kbuild import read_config
 from ksymgraph.loaders.preproc import context_for_build, macros_only_elsewhere, preprocess, shared_header_macros
 
@@ -119,20 +117,7 @@ CONFIG = "CONFIG_X86_64=y\nCONFIG_SMP=y\nCONFIG_FOO=m\n# CONFIG_INLINE_SPIN_LOCK
 
 @pytest.fixture(scope="module")
 def tree(tmp_path_factory):
-    base = tmp_path_factory.mktemp("vis")
-    root = base / "linux"
-    for rel, text in FILES.items():
-        p = root / rel
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_text(textwrap.dedent(text).lstrip("\n"))
-    config = base / "config"
-    config.write_text(CONFIG)
-    mp = pytest.MonkeyPatch()
-    mp.setenv("KSYMGRAPH_CACHE", str(base / "cache"))
-    try:
-        yield root, config, trees.index_source_tree(root, config, workers=1)
-    finally:
-        mp.undo()
+    return index_small_tree(tmp_path_factory.mktemp("vis"), FILES, CONFIG)
 
 
 @pytest.fixture(scope="module")

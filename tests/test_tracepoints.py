@@ -13,13 +13,11 @@ by :func:`ksymgraph.graph.source.source_tables`.
 
 from __future__ import annotations
 
-import textwrap
-
 import pyarrow as pa
 import pytest
 
+from conftest import index_small_tree
 from ksymgraph.graph.source import source_tables
-from ksymgraph.loaders import trees
 from ksymgraph.loaders.macros import FILE_SCOPE
 from ksymgraph.loaders.tracepoints import MacroState, expand
 
@@ -472,19 +470,7 @@ SYMBOLS = {"trace_event_raw_init", "trace_event_reg", "trace_raw_output_prep", "
 
 
 def _edges(base, config_text: str):
-    root = base / "linux"
-    for rel, text in FILES.items():
-        p = root / rel
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_text(textwrap.dedent(text).lstrip("\n"))
-    config = base / "config"
-    config.write_text(config_text)
-    mp = pytest.MonkeyPatch()
-    mp.setenv("KSYMGRAPH_CACHE", str(base / "cache"))
-    try:
-        t = trees.index_source_tree(root, config, workers=1)
-    finally:
-        mp.undo()
+    t = index_small_tree(base, FILES, config_text)[2]
     k = "k"
     st = source_tables(k, [t], {"foo": "k|foo", "vmlinux": "k|vmlinux"}, {f"k|{s}" for s in SYMBOLS})
     out = set()

@@ -11,13 +11,11 @@ compiled, and resolve the calls between the two files as calls within one file
 
 from __future__ import annotations
 
-import textwrap
-
 import pyarrow as pa
 import pytest
 
+from conftest import index_small_tree
 from ksymgraph.graph.source import source_tables
-from ksymgraph.loaders import trees
 from ksymgraph.loaders.units import indexed_includes, translation_units, unit_modules
 
 FILES = {
@@ -79,20 +77,7 @@ MODULES = ("snd_echo3g", "snd_mia", "a", "b", "vmlinux")
 
 @pytest.fixture(scope="module")
 def tree(tmp_path_factory):
-    base = tmp_path_factory.mktemp("units")
-    root = base / "linux"
-    for rel, text in FILES.items():
-        p = root / rel
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_text(textwrap.dedent(text).lstrip("\n"))
-    config = base / "config"
-    config.write_text(CONFIG)
-    mp = pytest.MonkeyPatch()
-    mp.setenv("KSYMGRAPH_CACHE", str(base / "cache"))
-    try:
-        yield trees.index_source_tree(root, config, workers=1)
-    finally:
-        mp.undo()
+    return index_small_tree(tmp_path_factory.mktemp("units"), FILES, CONFIG)[2]
 
 
 @pytest.fixture(scope="module")
