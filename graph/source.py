@@ -59,6 +59,7 @@ from typing import Callable, Iterable, Iterator, NamedTuple
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ..loaders.cfold import UNREAD
 from ..loaders.macros import FILE_SCOPE
 from ..loaders.trees import SourceTree
 from .columns import TableStream
@@ -290,9 +291,10 @@ class _Calls(NamedTuple):
 
 
 def _fold(args, guard) -> pa.Array:
-    """``CALLS.fold``: a call's ``args``, with ``|guard`` when it has a guard."""
+    """``CALLS.fold``: a call's ``args``, with ``|guard`` when it has a guard (``*|guard`` when its
+    arguments were not read: :data:`~ksymgraph.loaders.cfold.UNREAD`)."""
     guard = pc.fill_null(guard, "")
-    with_guard = pc.binary_join_element_wise(pc.fill_null(args, ""), guard, "|")
+    with_guard = pc.binary_join_element_wise(pc.fill_null(args, UNREAD), guard, "|")
     return pc.if_else(pc.not_equal(guard, ""), with_guard, args)
 
 

@@ -49,7 +49,7 @@ from __future__ import annotations
 import re
 
 __all__ = ["SMALL_LIMIT", "INLINE_BUILTINS", "UNKNOWN", "NOT_CONSTANT", "Frame", "callee_frame", "guard_holds",
-           "expanded_inline", "join_classes", "literal_value", "split_fold"]
+           "expanded_inline", "join_classes", "literal_value", "split_fold", "UNREAD"]
 
 #: The largest constant taken as small: ``KMALLOC_MAX_CACHE_SIZE`` on x86-64 with SLUB
 #: (``1 << (PAGE_SHIFT + 1)``, include/linux/slab.h) and gcc's inline limit for a known-size
@@ -163,9 +163,15 @@ def expanded_inline(name: str, frame: Frame) -> bool:
     return at is not None and frame is not None and at < len(frame) and frame[at] == "c"
 
 
+#: The ``args`` of a ``CALLS.fold`` whose call's arguments were not read but which has a guard (a
+#: macro's call under its ``__builtin_constant_p()``: ``*|c0``).
+UNREAD = "*"
+
+
 def split_fold(fold: str | None) -> tuple[str | None, str]:
-    """(args, guard) of a ``CALLS.fold`` value (``"c,p0|c0;b0"``; None: a call not read, a macro's)."""
+    """(args, guard) of a ``CALLS.fold`` value (``"c,p0|c0;b0"``; args None: a call whose arguments
+    were not read, a macro's: None, or ``*|guard``)."""
     if fold is None:
         return None, ""
     args, _bar, guard = fold.partition("|")
-    return args, guard
+    return (None if args == UNREAD else args), guard

@@ -199,7 +199,7 @@ def _macros_of(data: bytes, rel: str, skipped: list[Skipped] | None, bodies: _Bo
             continue  # #define foo_max 16
         if bodies is not None:
             bodies.others.append((name, rel, line, b" ".join(clean), frozenset(params)))
-        calls, refs = _body_records(name, set(params), clean, rel, line, skipped)
+        calls, refs = _body_records(name, set(params), clean, rel, line, skipped, _body_guards(clean, params))
         macro = Macro(name, params, variadic, b" ".join(clean)) if function_like else None
         yield (FunctionDef(name, rel, line, line + len(body) - 1, True, True,
                            canary=_declares_guarded_local(b" ".join(clean), set(params))),
@@ -230,14 +230,94 @@ def _declares_guarded_local(body: bytes, params: set[bytes]) -> bool:
                for m in _AGGREGATE_LOCAL.finditer(body))
 
 
+_CONSTANT_P = re.compile(rb"__builtin_constant_p\s*\(\s*(?:\(\s*([A-Za-z_]\w*)\s*\)|([A-Za-z_]\w*))\s*\)")
+
+
+def _group_end(text: bytes, start: int) -> int:
+    """The index past the bracketed group (``{...}``, ``(...)``) opening at ``text[start]``, or past
+    the statement (up to its ``;``) starting there."""
+    if text[start : start + 1] not in (b"{", b"("):
+        semi = text.find(b";", start)
+        return len(text) if semi < 0 else semi + 1
+    depth = 0
+    for j in range(start, len(text)):
+        ch = text[j : j + 1]
+        if ch in (b"{", b"("):
+            depth += 1
+        elif ch in (b"}", b")"):
+            depth -= 1
+            if depth == 0:
+                return j + 1
+    return len(text)
+
+
+def _skip_space(text: bytes, i: int) -> int:
+    while i < len(text) and text[i : i + 1].isspace():
+        i += 1
+    return i
+
+
+def _body_guards(lines: list[bytes], params: list[bytes]) -> list[tuple[int, int, str]]:
+    """(start, end, guard) over a macro body's lines joined by ``\n``: the code each
+    ``__builtin_constant_p(param)`` of the body holds for (:mod:`ksymgraph.loaders.cfold`), as the
+    C loader reads an inline's. asm-generic/delay.h's ``udelay(n)`` is ``if
+    (__builtin_constant_p(n)) { ... __const_udelay(...); } else { __udelay(n); }``: ``udelay(10)``
+    calls ``__const_udelay`` only. ``if (__builtin_constant_p(p))`` and its ``else``, and
+    ``__builtin_constant_p(p) ? a : b``."""
+    text = b"\n".join(lines)
+    if b"__builtin_constant_p" not in text:
+        return []
+    out = []
+    for m in _CONSTANT_P.finditer(text):
+        param = m.group(1) or m.group(2)
+        if param not in params:
+            continue
+        k = params.index(param)
+        before = text[: m.start()].rstrip()
+        after = _skip_space(text, m.end())
+        if before.endswith(b"(") and before[:-1].rstrip().endswith(b"if") and text[after : after + 1] == b")":
+            then = _skip_space(text, after + 1)
+            then_end = _group_end(text, then)
+            out.append((then, then_end, f"c{k}"))
+            other = _skip_space(text, then_end)
+            if text[other : other + 4] == b"else" and not text[other + 4 : other + 5].isalnum():
+                alt = _skip_space(text, other + 4)
+                out.append((alt, _group_end(text, alt), f"n{k}"))
+        elif text[after : after + 1] == b"?":
+            depth, colon, j = 0, -1, after + 1
+            while j < len(text):
+                ch = text[j : j + 1]
+                if ch in (b"(", b"{"):
+                    depth += 1
+                elif ch in (b")", b"}"):
+                    if depth == 0:
+                        break
+                    depth -= 1
+                elif ch == b":" and depth == 0 and colon < 0:
+                    colon = j
+                j += 1
+            if colon > 0:
+                out.append((after + 1, colon, f"c{k}"))
+                out.append((colon + 1, j, f"n{k}"))
+    return out
+
+
+def _guard_of(guards: list[tuple[int, int, str]], pos: int) -> str:
+    return ";".join(g for start, end, g in guards if start <= pos < end)
+
+
 def _body_records(name: str, params: set[bytes], lines: list[bytes], rel: str, line: int,
-                  skipped: list[Skipped] | None) -> tuple[list[Call], list[Reference]]:
+                  skipped: list[Skipped] | None,
+                  guards: list[tuple[int, int, str]] = ()) -> tuple[list[Call], list[Reference]]:
     """The calls (an identifier followed by ``(``, or a lower-case name passed to another macro)
-    and the references (every other identifier that may name a symbol) of one macro body."""
+    and the references (every other identifier that may name a symbol) of one macro body; a call
+    under a ``__builtin_constant_p()`` of a parameter has its guard (:func:`_body_guards`)."""
     calls: list[Call] = []
     refs: list[Reference] = []
     name_b = name.encode("ascii")
+    offset = 0
     for n, text in enumerate(lines):
+        at, offset = offset, offset + len(text) + 1
         seen = set()
         for c in (*_CALL.finditer(text), *_ARG.finditer(text)):
             callee = c.group(1)
@@ -245,7 +325,8 @@ def _body_records(name: str, params: set[bytes], lines: list[bytes], rel: str, l
                     or text[: c.start(1)].rstrip().endswith(b"#")):
                 continue  # (a keyword, a parameter, or pasted: ``__driver##_init(void)``)
             seen.add(callee)
-            calls.append(Call(name, callee.decode("ascii"), rel, line + n, False))
+            calls.append(Call(name, callee.decode("ascii"), rel, line + n, False,
+                              guard=_guard_of(guards, at + c.start(1)) if guards else ""))
         for r in _IDENT.finditer(text):
             word = r.group()
             if (word in seen or word in params or word in _NOT_REFERENCES or word == name_b

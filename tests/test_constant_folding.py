@@ -2,7 +2,7 @@
 the oracle: fixture modules (tests/fixtures/fold/) that call header inlines choosing their callee
 by ``__builtin_constant_p()`` — in the shapes of 6.1's ``kmalloc()``, ``kzalloc()``,
 ``kmalloc_array()``, ``check_object_size()`` and ``msecs_to_jiffies()``, and by the size of
-``long`` (``kstrtoul()``) — and ``memset``/``memcpy``
+``long`` (``kstrtoul()``), a macro's (``udelay()``) — and ``memset``/``memcpy``
 of constant and run-time sizes, compiled with ``gcc -O2`` as Kbuild compiles x86-64 code, loaded
 with their source, and the imports the graph predicts held against the undefined symbols of the
 objects gcc wrote (read with ``nm``).
@@ -27,14 +27,15 @@ MODULES = ["fold_const", "fold_var", "fold_big"]
 GCC = ["gcc", "-O2", "-fno-pic", "-mno-sse", "-mno-mmx", "-mno-sse2", "-mno-avx", "-mno-red-zone",
        "-mcmodel=kernel", "-fno-stack-protector"]
 EXPORTED = ["fold_large", "fold_trace", "fold_caches", "__fold_alloc", "__fold_check", "__fold_msecs", "memset",
-            "memcpy", "fold_strtoull", "_fold_strtoul"]
+            "memcpy", "fold_strtoull", "_fold_strtoul", "__fold_udelay", "__fold_const_udelay"]
 
 #: By hand, from the C files (and checked against nm below): what gcc made each module import.
 IMPORTS = {
-    # sizeof sizes: the caches; fold_array(4, sizeof) is constant; memset/memcpy of 32 bytes inline
-    "fold_const": {"fold_trace", "fold_caches"},
+    # sizeof sizes: the caches; fold_array(4, sizeof) is constant; memset/memcpy of 32 bytes inline;
+    # the udelay macro of a constant
+    "fold_const": {"fold_trace", "fold_caches", "__fold_const_udelay"},
     # run-time sizes: __kmalloc's shape, the check, the two string calls; sizeof(long) is 8
-    "fold_var": {"__fold_alloc", "__fold_check", "__fold_msecs", "memset", "memcpy", "fold_strtoull"},
+    "fold_var": {"__fold_alloc", "__fold_check", "__fold_msecs", "memset", "memcpy", "fold_strtoull", "__fold_udelay"},
     # 64 KiB: over FOLD_MAX_CACHE_SIZE, and over gcc's 8 KiB inline limit
     "fold_big": {"fold_large", "memset", "memcpy"},
 }
@@ -74,7 +75,7 @@ def test_the_graph_predicts_what_gcc_imports(store):
     assert sorted(by) == sorted(MODULES)
     for module in MODULES:
         assert (by[module].missed, by[module].over) == ((), ()), module
-    assert (f.imports, f.predicted, f.both) == (11, 11, 11)
+    assert (f.imports, f.predicted, f.both) == (13, 13, 13)
 
 
 def test_without_folding_the_walk_over_predicts(store, monkeypatch):
@@ -86,8 +87,9 @@ def test_without_folding_the_walk_over_predicts(store, monkeypatch):
     monkeypatch.setattr(fid, "expanded_inline", lambda name, frame: False)
     f = fidelity(store)
     over = {m.module: set(m.over) for m in f.modules}
-    assert over["fold_const"] == {"fold_large", "__fold_alloc", "__fold_check", "__fold_msecs", "memset", "memcpy"}
-    assert over["fold_var"] == {"fold_large", "fold_trace", "fold_caches", "_fold_strtoul"}
+    assert over["fold_const"] == {"fold_large", "__fold_alloc", "__fold_check", "__fold_msecs", "memset", "memcpy",
+                                  "__fold_udelay"}
+    assert over["fold_var"] == {"fold_large", "fold_trace", "fold_caches", "_fold_strtoul", "__fold_const_udelay"}
 
 
 def rows_of(rows):
@@ -97,7 +99,7 @@ def rows_of(rows):
 def test_calls_carry_their_arguments_constness_and_guard(store):
     rows = store.query(
         "MATCH (f:Function)-[r:CALLS]->(t) WHERE f.kernel = $k AND f.name IN ['fold_alloc', 'fold_array', 'fc_new', "
-        "'fv_new', 'fb_clear'] RETURN f.name, t.name, r.fold ORDER BY f.name, t.name",
+        "'fv_new', 'fb_clear', 'fc_delay'] RETURN f.name, t.name, r.fold ORDER BY f.name, t.name",
         {"k": FIXTURE_RELEASE}).rows
     got = {(f, t): split_fold(fold) for f, t, fold in rows}
     assert ("fold_alloc", "fold_large") in got and dict(rows_of(rows))[("fold_alloc", "fold_large")] == "p0,p1|c0;b0"
@@ -108,6 +110,12 @@ def test_calls_carry_their_arguments_constness_and_guard(store):
     assert got[("fold_array", "__fold_alloc")] == ("p0.1,p2", "n0.1")
     assert got[("fc_new", "fold_zalloc")] == ("c,c", "")
     assert split_fold(None) == (None, "") and split_fold("") == ("", "")
+    # a macro's call: its arguments not read, its guard from the macro body
+    assert got[("fc_delay", "fold_udelay")] == ("c", "")
+    macro = dict(rows_of(store.query("MATCH (f:Function)-[r:CALLS]->(t) WHERE f.kernel = $k AND f.name = 'fold_udelay' "
+                                     "RETURN f.name, t.name, r.fold", {"k": FIXTURE_RELEASE}).rows))
+    assert macro == {("fold_udelay", "__fold_const_udelay"): "*|c0", ("fold_udelay", "__fold_udelay"): "*|n0"}
+    assert split_fold("*|c0") == (None, "c0")
     assert got[("fv_new", "fold_zalloc")] == ("p0,c", "")
     assert got[("fb_clear", "memset")] == ("p0,c,C", "")
     refs = store.query("MATCH (f:Function)-[r:REFERENCES]->(t) WHERE f.kernel = $k AND f.name = 'fold_alloc' "
@@ -157,7 +165,7 @@ def test_neo4j_folds_the_same(tree, store):
         assert [tuple(r) for r in neo.query(cypher, {"k": kernel}).rows] == \
             [tuple(r) for r in store.query(cypher, {"k": FIXTURE_RELEASE}).rows]
         got, want = fidelity(neo, kernel), fidelity(store, FIXTURE_RELEASE)
-        assert got.modules == want.modules and (got.imports, got.predicted, got.both) == (11, 11, 11)
+        assert got.modules == want.modules and (got.imports, got.predicted, got.both) == (13, 13, 13)
     finally:
         neo.delete_kernel(kernel)
         neo.close()
