@@ -83,11 +83,11 @@ WHERE h.kernel = $kernel AND h.file ENDS WITH '.h'
 RETURN DISTINCT h.id AS source, t.id AS id, t.name AS name, {fold}
 """
 #: What each relationship type holds of gcc's constant folding (ksymgraph.loaders.cfold).
-_FOLD = {"CALLS": "r.fold AS args, NULL AS guard", "REFERENCES": "NULL AS args, r.guard AS guard"}
-_FOLD_CALLS = _FOLD["CALLS"]
+#: (projection, probe) of each relationship type's constant folding (ksymgraph.loaders.cfold): a
+#: call's ``fold`` (``args|guard``, split by the reader), a reference's ``guard``.
+_FOLD = {"CALLS": ("r.fold AS args, NULL AS guard", "MATCH ()-[r:CALLS]->() RETURN r.fold LIMIT 1"),
+         "REFERENCES": ("NULL AS args, r.guard AS guard", "MATCH ()-[r:REFERENCES]->() RETURN r.guard LIMIT 1")}
 _NO_FOLD = "NULL AS args, NULL AS guard"
-_PROBE_FOLD = {"CALLS": "MATCH ()-[r:CALLS]->() RETURN r.fold LIMIT 1",
-               "REFERENCES": "MATCH ()-[r:REFERENCES]->() RETURN r.guard LIMIT 1"}
 
 
 def _fold(store: GraphStore, rtype: str) -> str:
@@ -95,11 +95,20 @@ def _fold(store: GraphStore, rtype: str) -> str:
     they existed)."""
     if rtype not in _FOLD:
         return _NO_FOLD
+    projection, probe = _FOLD[rtype]
     try:
-        store.query(_PROBE_FOLD[rtype])
+        store.query(probe)
     except KsymgraphError:
         return _NO_FOLD
-    return _FOLD[rtype]
+    return projection
+
+
+def _folded_rows(store: GraphStore, query: str, rtype: str, params: dict):
+    """The rows of ``query`` (formatted with ``rtype`` and its folding columns), their last two
+    columns as (args, guard) whatever ``rtype`` stores."""
+    for row in store.query(query.format(rtype=rtype, fold=_fold(store, rtype)), params).rows:
+        *head, args, guard = row
+        yield (*head, *(split_fold(args) if rtype == "CALLS" else (args, guard)))
 
 
 
@@ -241,28 +250,22 @@ def predicted_imports(store: GraphStore, kernel: str, modules: list[str], depth:
     # header function -> (target id, name, args, guard)
     edges: dict[str, list[tuple[str, str, str | None, str | None]]] = defaultdict(list)
     for rtype in _from("Function", types):
-        fold = _fold(store, rtype)
-        for source, tid, name, args, guard in store.query(_FROM_HEADERS.format(rtype=rtype, fold=fold),
-                                                          {"kernel": kernel}).rows:
+        for source, tid, name, args, guard in _folded_rows(store, _FROM_HEADERS, rtype, {"kernel": kernel}):
             if source not in stop:
-                edges[source].append((tid, name, *(split_fold(args) if fold is _FOLD_CALLS else (args, guard))))
+                edges[source].append((tid, name, args, guard))
     reached: dict[str, set[str]] = defaultdict(set)  # module -> names reached
     start: dict[str, set[tuple]] = defaultdict(set)  # module -> (header function, frame) it reaches directly
-    queries = [(_FROM_MODULE_FUNCTIONS.format(rtype=t, fold=_fold(store, t)), _fold(store, t) is _FOLD_CALLS)
-               for t in _from("Function", types)]
-    queries += [(_FROM_MODULE.format(rtype=t), False) for t in _from("Module", types)]
-    for q, calls in queries:
-        for module, tid, name, args, guard in store.query(q, params).rows:
-            if calls:
-                args, guard = split_fold(args)
-            if not guard_holds(guard, ()):
-                continue
-            frame = callee_frame(args, ())
-            if expanded_inline(name, frame):
-                continue
-            reached[module].add(name)
-            if tid in edges:
-                start[module].add((tid, frame))
+    rows = [r for t in _from("Function", types) for r in _folded_rows(store, _FROM_MODULE_FUNCTIONS, t, params)]
+    rows += [r for t in _from("Module", types) for r in store.query(_FROM_MODULE.format(rtype=t), params).rows]
+    for module, tid, name, args, guard in rows:
+        if not guard_holds(guard, ()):
+            continue
+        frame = callee_frame(args, ())
+        if expanded_inline(name, frame):
+            continue
+        reached[module].add(name)
+        if tid in edges:
+            start[module].add((tid, frame))
     for module, frontier in start.items():
         names, seen = reached[module], set(frontier)
         for _hop in range(depth):
