@@ -47,10 +47,11 @@ __all__ = ["TEST_STOP_ENV", "STOP_POINTS", "SIDECARS", "NextDatabase", "copy_fil
 #: store and kill the writer exactly there (tests/test_crash_safety.py). Never set it otherwise.
 TEST_STOP_ENV = "KSYMGRAPH_TEST_STOP"
 
-#: Where :data:`TEST_STOP_ENV` can stop a write, in order: the tables are written and the commit
-#: (LadybugDB's checkpoint) begins; the new database is being closed; it is about to be renamed over
-#: the store; it has just been renamed.
-STOP_POINTS = ("commit", "close", "switch", "switched")
+#: Where :data:`TEST_STOP_ENV` can stop a write, in order: the writer thread starts its ``COPY``s
+#: (each commits on its own, and LadybugDB checkpoints as its log fills); the tables are written and
+#: the last checkpoint begins; the new database is being closed; it is about to be renamed over the
+#: store; it has just been renamed.
+STOP_POINTS = ("copy", "commit", "close", "switch", "switched")
 
 #: The files LadybugDB keeps beside a database while it writes or recovers one (suffixes of PATH).
 SIDECARS = (".wal", ".wal.checkpoint", ".shadow")
@@ -152,8 +153,9 @@ def os_error(what: str, e: OSError) -> StoreError:
     return StoreError(f"{what}{where}: {reason(e)}{hint}")
 
 
-def engine_reason(msg: str) -> str:
-    """LadybugDB's message on one line, shortened where it is long, with a hint when the disk is full.
+def engine_reason(msg: str, disk: Path | None = None) -> str:
+    """LadybugDB's message on one line, shortened where it is long, with a hint when the disk is full
+    (or, for an I/O error writing on ``disk``, its free space and the same hint).
 
     A failed commit's message says "the committed data is durable and will be recovered on
     restart": true of the staging database, which this store then throws away, so only the
@@ -163,7 +165,20 @@ def engine_reason(msg: str) -> str:
     if m:
         text = f"LadybugDB's checkpoint failed: {m.group(1)}"
     text = re.sub(r"(?:IO exception: )?Cannot write to file\. path: (\S+) .*?Error: (.*)", r"cannot write \1: \2", text)
-    return text + _space_hint(text)
+    hint = _space_hint(text)
+    if not hint and disk is not None and "IO exception" in text:
+        # Out of room, a checkpoint can fail reading back a page whose write did not land
+        # ("Cannot read from file: … numBytesRead: 0"), a message that names no disk.
+        hint = f" ({free_space(disk)} free on the disk holding {disk})" + _space_hint("No space left")
+    return text + hint
+
+
+def free_space(path: Path) -> str:
+    """The free space of the file system holding ``path``, in MiB, for a message."""
+    try:
+        return f"{shutil.disk_usage(path).free / 2**20:.1f} MiB"
+    except OSError as e:
+        return f"unknown ({e.strerror})"
 
 
 def path_literal(path: str) -> str:

@@ -261,13 +261,16 @@ def stop_at_args(args: list, point: str, delay: float) -> tuple[subprocess.Popen
 
 
 def test_writer_stopped_and_killed_in_commit_checkpoint_and_switch(stores, trees, big_refs, tmp_path):
-    """The hook stops the writer right before and inside LadybugDB's commit (its checkpoint), while
-    it closes the new database, and right before and after the rename. While it is stopped, a
+    """The hook stops the writer right before and inside its COPYs and LadybugDB's checkpoints of
+    them, before the last checkpoint, while it closes the new database, and right before and after
+    the rename. While it is stopped, a
     reader sees the old kernel (the new one once renamed) and a second writer is refused; killed
     there, the store holds the one or the other; the next writer removes the staging directory."""
     refs = big_refs
-    plan = [("commit", 0.0), ("close", 0.0), ("switch", 0.0), ("switched", 0.0), ("close", 0.02)]
-    plan += [("commit", d) for d in (0.01, 0.03, 0.06, 0.1, 0.15, 0.25, 0.4)]
+    plan = [("copy", 0.0), ("commit", 0.0), ("close", 0.0), ("switch", 0.0), ("switched", 0.0), ("close", 0.02)]
+    # Each COPY commits on its own and LadybugDB checkpoints after it (its log full), so stops a
+    # while after the first COPY land inside those checkpoints.
+    plan += [("copy", d) for d in (0.02, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8)]
     in_checkpoint = 0
     second_writer_checked = False
     for run, (point, delay) in enumerate(plan):
@@ -291,7 +294,7 @@ def test_writer_stopped_and_killed_in_commit_checkpoint_and_switch(stores, trees
         finally:
             kill(p)
         got = assert_whole(db, refs[name], f"{what}, killed")
-        if stopped and point in ("commit", "switch") and delay == 0.0:
+        if stopped and point in ("copy", "commit", "switch") and delay == 0.0:
             assert got == "old", what
         if stopped and point == "switched":
             assert got == "new", what
@@ -502,7 +505,8 @@ def test_unwritable_cache(tmp_path):
 @pytest.mark.realdata
 def test_real_kernel_reload_killed_in_its_window(tmp_path, debian_kernel):
     """Debian's kernel reloaded over itself and killed: 8 times at random moments of the load, 6
-    times stopped inside the commit (its checkpoint) and at the rename. Each leaves the kernel whole,
+    times stopped inside its COPYs (and their checkpoints), before the last checkpoint and at the
+    rename. Each leaves the kernel whole,
     as it was (the same files give the same graph), readable, and cleaned up by the next writer."""
     source = ["load", debian_kernel.modules_dir, "--symvers", debian_kernel.symvers, "--kernel", KERNEL,
               "--no-progress"]
@@ -517,7 +521,7 @@ def test_real_kernel_reload_killed_in_its_window(tmp_path, debian_kernel):
     duration = time.perf_counter() - t0
     rng = random.Random(3)
     plan = [("random", rng.uniform(0, duration)) for _ in range(8)]
-    plan += [("commit", d) for d in (0.0, 0.1, 0.3)] + [("switch", 0.0), ("switched", 0.0), ("close", 0.0)]
+    plan += [("copy", 0.3), ("copy", 1.0), ("commit", 0.0), ("switch", 0.0), ("switched", 0.0), ("close", 0.0)]
     for run, (how, when) in enumerate(plan):
         db = fresh_copy(base, tmp_path / f"run{run}")
         if how == "random":
