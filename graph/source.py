@@ -140,7 +140,9 @@ def _batches(tree: SourceTree, table: str, columns: list[str] | None = None) -> 
         return _with_prefix(tree, pa.concat_tables(parts) if len(parts) > 1 else parts[0])
 
     for path in [*files, *([macros] if macros.is_file() else [])]:
-        t = pq.read_table(path, columns=[c for c in schema.names if c in pq.read_schema(path).names])
+        shard = pq.ParquetFile(path)  # its footer read once, for the columns it has and the rows
+        have = set(shard.schema_arrow.names)
+        t = shard.read(columns=[c for c in schema.names if c in have])
         parts.append(_conformed(t, schema))
         rows += len(t)
         if rows >= CALL_BATCH:

@@ -40,31 +40,25 @@ column of the 4M calls, whatever they hold), and a reference its ``REFERENCES.gu
   it returns), ``x`` never (the dead branch of ``if (sizeof(long) == sizeof(long long))``).
   ``""``: always compiled.
 
-A walk through header inlines (:func:`callee_frame`, :func:`guard_holds`, :func:`expanded_inline`)
-carries a *frame* — the class of each parameter of the function it is in — from call to call.
+This module is the format, which the C loader writes (so a change here re-reads every tree). The
+rules a walk through header inlines applies to it — carrying a *frame*, the class of each parameter
+of the function it is in, from call to call — are :mod:`ksymgraph.queries.folding`'s, which every
+reader of such a walk uses.
 """
 
 from __future__ import annotations
 
 import re
 
-__all__ = ["SMALL_LIMIT", "INLINE_BUILTINS", "UNKNOWN", "NOT_CONSTANT", "Frame", "callee_frame", "guard_holds",
-           "expanded_inline", "join_classes", "literal_value", "split_fold", "UNREAD"]
+__all__ = ["SMALL_LIMIT", "UNKNOWN", "NOT_CONSTANT", "join_classes", "literal_value", "split_fold", "UNREAD"]
 
 #: The largest constant taken as small: ``KMALLOC_MAX_CACHE_SIZE`` on x86-64 with SLUB
 #: (``1 << (PAGE_SHIFT + 1)``, include/linux/slab.h) and gcc's inline limit for a known-size
 #: ``memset``/``memcpy`` under ``-mtune=generic`` (``{8192, rep_prefix_8_byte}``).
 SMALL_LIMIT = 8192
 
-#: Builtins gcc expands inline when their size (the argument at that index) is a small constant.
-INLINE_BUILTINS = {"memset": 2, "memcpy": 2, "__builtin_memset": 2, "__builtin_memcpy": 2}
-
 UNKNOWN = "?"
 NOT_CONSTANT = "-"
-
-#: A frame: the class (``c``, ``C``, ``-``, ``?``) of each parameter of the function a walk is in
-#: (a parameter past its end is not constant); None where nothing is known (a macro's call).
-Frame = tuple | None
 
 _SZ = re.compile(r"SZ_(\d+)([KMG]?)$")
 _SCALE = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
@@ -112,55 +106,6 @@ def join_classes(classes) -> str:
     if params:
         return "p" + ".".join(sorted(params, key=int))
     return "C" if big else "c"
-
-
-def _classes(indexes: str, frame: Frame) -> list[str]:
-    """The classes of the parameters ``0.1`` in ``frame``."""
-    if frame is None:
-        return [UNKNOWN]
-    return [frame[int(i)] if int(i) < len(frame) else NOT_CONSTANT for i in indexes.split(".")]
-
-
-def callee_frame(args: str | None, frame: Frame) -> Frame:
-    """The frame of the called function: each argument's class, the caller's parameters read in
-    ``frame``. ``args`` None (a call the C loader did not read: a macro's) gives None."""
-    if args is None:
-        return None
-    if not args:
-        return ()
-    return tuple(join_classes(_classes(t[1:], frame)) if t[:1] == "p" else t for t in args.split(","))
-
-
-def guard_holds(guard: str | None, frame: Frame) -> bool:
-    """Whether a call with ``guard`` is compiled in a function whose parameters are ``frame``
-    (a parameter missing from the frame is not constant; an unknown one allows both branches)."""
-    if not guard:
-        return True
-    if frame is None:
-        return "x" not in guard.split(";")
-    for cond in guard.split(";"):
-        kind, indexes = cond[:1], cond[1:]
-        if kind == "x":
-            return False
-        classes = _classes(indexes, frame)
-        if kind == "c" and NOT_CONSTANT in classes:
-            return False
-        if kind == "n" and all(c in ("c", "C") for c in classes):
-            return False
-        if kind == "b" and all(c == "c" for c in classes):
-            return False
-        if kind == "s" and any(c == "C" for c in classes):
-            return False
-        if kind == "x":
-            return False
-    return True
-
-
-def expanded_inline(name: str, frame: Frame) -> bool:
-    """Whether a call of ``name`` whose arguments are ``frame`` is expanded inline by gcc (a
-    ``memset`` of a small constant size), so that it calls no symbol."""
-    at = INLINE_BUILTINS.get(name)
-    return at is not None and frame is not None and at < len(frame) and frame[at] == "c"
 
 
 #: The ``args`` of a ``CALLS.fold`` whose call's arguments were not read but which has a guard (a

@@ -820,7 +820,7 @@ class TreeRecords:
         if args is None or args.named_child_count == 0:
             return ""
         params = self.param_order.get(caller, {})
-        in_constant = "c" in guard and any(t[:1] == "c" for t in guard.split(";"))
+        in_constant = any(t[:1] == "c" for t in guard.split(";"))
         classes = [self.constness(arg, params, in_constant, 0) for _i, arg in _arguments(args)]
         return "" if all(c == NOT_CONSTANT for c in classes) else ",".join(classes)
 

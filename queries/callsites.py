@@ -8,6 +8,12 @@ inlines and macros it goes through); and for each removed
 export, the still-exported functions that call it within a few hops — candidates to offer in
 its place. Both are plain Cypher on either store.
 
+A site is a call gcc compiles (:mod:`.folding`): a ``memset`` of a small constant size is
+expanded inline, and a call under a ``__builtin_constant_p()`` test that fails for the site's
+arguments is folded away, so neither is listed; a path goes through header inlines and macros
+only (another file's function is that function's call). Where that leaves no site of a symbol in
+a module whose ``.ko`` imports it, every candidate is listed.
+
 Every query is anchored on a symbol's name (``t.name = $symbol``), the one filter both engines
 start a plan from: a list of ids or names (``x.id IN $ids``) is tested row by row against the whole
 list over every edge scanned (a what-if for ``kfree`` spent 155 s in one such query), and LadybugDB
@@ -20,9 +26,10 @@ read once and matched in Python.
 
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Iterable, NamedTuple
 
 from ..graph.store import GraphStore, StoreError
+from .folding import edge_fold, fold_columns, path_compiled
 from .records import CallSite, Replacement
 from .whatif import WhatIfResult
 
@@ -46,14 +53,15 @@ _CALL_SITES = """
 MATCH (m:Module)<-[b:BUILT_INTO]-(file:File)<-[d:DEFINED_IN]-(f:Function)-[c:CALLS]->(t)
 WHERE m.kernel = $kernel AND {modules} AND t.name IN $symbols
 {hint}
-RETURN DISTINCT m.name AS module, t.name AS symbol, f.name AS function, f.file AS file, c.line AS line
+RETURN DISTINCT m.name AS module, t.name AS symbol, f.name AS function, f.file AS file, c.line AS line,
+       {fold} AS fold
 ORDER BY module, symbol, file, line
 """
 _REFERENCE_SITES = """
 MATCH (m:Module)<-[:BUILT_INTO]-(file:File)<-[:DEFINED_IN]-(f:Function)-[c:REFERENCES]->(t)
 WHERE m.kernel = $kernel AND {modules} AND t.name IN $symbols
 RETURN DISTINCT m.name AS module, t.name AS symbol, f.name AS function, f.file AS file, c.line AS line,
-       c.kind AS kind, c.via AS via
+       c.kind AS kind, c.via AS via, {guard} AS guard
 ORDER BY module, symbol, file, line
 """
 # {symbols} is _ONE_SYMBOL or _SYMBOLS, {rels} _WITH_REFERENCES or _CALLS_ONLY, {kind} "c.kind" or
@@ -66,7 +74,7 @@ WHERE m.kernel = $kernel AND {modules} AND {symbols}
   AND h.static = true AND h.file ENDS WITH '.h'
 {hint}
 RETURN DISTINCT m.name AS module, t.name AS symbol, f.name AS function, f.file AS file, c.line AS line,
-       h.name AS via, h.id AS via_id, {kind} AS kind, {path}
+       h.name AS via, h.id AS via_id, {kind} AS kind, {path}, {folds}
 ORDER BY module, symbol, file, line
 """
 # The functions strictly between h and t on the path the query above matched (ids, names; none when
@@ -75,9 +83,21 @@ ORDER BY module, symbol, file, line
 # 0.22: a path of three has two), and it has no list comprehension; Neo4j's r is the list of
 # relationships, and nodes() wants a path. Constants of this module.
 _PATH = {
-    "ladybug": "properties(nodes(r), 'id') AS path_ids, properties(nodes(r), 'name') AS path_names",
-    "neo4j": "[x IN r[..-1] | endNode(x).id] AS path_ids, [x IN r[..-1] | endNode(x).name] AS path_names",
+    "ladybug": "properties(nodes(r), 'id') AS path_ids, properties(nodes(r), 'name') AS path_names, "
+               "properties(nodes(r), 'file') AS path_files",
+    "neo4j": "[x IN r[..-1] | endNode(x).id] AS path_ids, [x IN r[..-1] | endNode(x).name] AS path_names, "
+             "[x IN r[..-1] | endNode(x).file] AS path_files",
 }
+# gcc's constant folding along the path (queries/folding.py): the type, ``fold`` (a call's) and
+# ``guard`` (a reference's) of c and of each relationship of r, in order. {fold} and {guard} are
+# c's property or NULL (a store written before it); constants of this module.
+_FOLDS = {
+    "ladybug": "label(c) AS c_type, {fold} AS c_fold, {guard} AS c_guard, "
+               "list_transform(rels(r), x -> label(x)) AS r_types, {r_fold} AS r_folds, {r_guard} AS r_guards",
+    "neo4j": "type(c) AS c_type, {fold} AS c_fold, {guard} AS c_guard, "
+             "[x IN r | type(x)] AS r_types, {r_fold} AS r_folds, {r_guard} AS r_guards",
+}
+_PATH_PROPERTY = {"ladybug": "properties(rels(r), '{p}')", "neo4j": "[x IN r | x.{p}]"}
 # LadybugDB's planner, left to itself, reads every function to project f's name and file (a hash
 # join: 1.3 s for kfree's direct calls, 2.3 s through inlines); told to start from the symbol and
 # walk back, 0.45 s and 0.5 s (1.1 s through inlines for t.name IN $symbols, against 9.2 s). Neo4j
@@ -92,6 +112,34 @@ def _hint(store: GraphStore, query: str) -> str:
     return _HINTS[query] if store.dialect == "ladybug" else ""
 
 
+class _Folding(NamedTuple):
+    """Where the store keeps gcc's constant folding: Cypher expressions (a property, or NULL in a
+    store written before it had one) for a relationship ``c`` and the relationships of a path ``r``."""
+
+    fold: str
+    """``c.fold`` (a call's) or NULL."""
+    guard: str
+    """``c.guard`` (a reference's) or NULL."""
+    r_fold: str
+    """The ``fold`` of each relationship of ``r``, or NULL."""
+    r_guard: str
+    """The ``guard`` of each relationship of ``r``, or NULL."""
+
+
+def _folding(store: GraphStore, refs: bool) -> _Folding:
+    dialect = "ladybug" if store.dialect == "ladybug" else "neo4j"
+    fold = fold_columns(store, "CALLS", "c")
+    guard = fold_columns(store, "REFERENCES", "c") if refs else None
+    return _Folding(fold or "NULL", guard or "NULL",
+                    _PATH_PROPERTY[dialect].format(p="fold") if fold else "NULL",
+                    _PATH_PROPERTY[dialect].format(p="guard") if guard else "NULL")
+
+
+_IMPORTED = """
+MATCH (m:Module)-[:IMPORTS]->(s:Symbol)
+WHERE m.kernel = $kernel AND m.name IN $modules AND s.name IN $symbols
+RETURN m.name AS module, s.name AS symbol
+"""
 _FIRST_HOP = """
 MATCH (f:Function)-[:CALLS]->(t)
 WHERE f.kernel = $kernel AND t.name = $symbol
@@ -145,39 +193,109 @@ def call_sites(store: GraphStore, kernel: str, modules: list[str] | None, symbol
     clause = _ANY_MODULE
     if modules is not None:
         params["modules"], clause = sorted(set(modules)), _IN_MODULES
-    direct = [CallSite(*r) for r in store.query(_CALL_SITES.format(modules=clause, hint=_hint(store, "direct")),
-                                                params).rows]
     refs = has_references(store)
+    folding = _folding(store, refs)
+    # (site, compiled): a call gcc does not make is no site — a memset of a small constant size
+    # (expanded inline), one under a __builtin_constant_p() test that fails (queries/folding.py).
+    found: list[tuple[CallSite, bool]] = []
+    for r in dict.fromkeys(store.query(_CALL_SITES.format(modules=clause, hint=_hint(store, "direct"),
+                                                          fold=folding.fold), params).rows):
+        found.append((CallSite(*r[:5]), path_compiled([(r[1], *edge_fold("CALLS", r[5]))])))
     rels = _WITH_REFERENCES if refs else _CALLS_ONLY
-    for module, symbol, function, file, line, kind, via in (
-            store.query(_REFERENCE_SITES.format(modules=clause), params).rows if refs else ()):
+    for module, symbol, function, file, line, kind, via, guard in dict.fromkeys(
+            store.query(_REFERENCE_SITES.format(modules=clause, guard=folding.guard), params).rows if refs else ()):
         chain = (*via.split(" → "), symbol) if via else ()
-        direct.append(CallSite(module, symbol, function, file, line, chain[0] if chain else None, "reference",
-                               kind, chain))
-    have = {(c.module, c.symbol, c.file, c.line) for c in direct}
+        found.append((CallSite(module, symbol, function, file, line, chain[0] if chain else None, "reference",
+                               kind, chain), path_compiled([(symbol, *edge_fold("REFERENCES", guard))])))
     kind = "c.kind" if refs else "NULL"  # (a call has no kind: null in a store with both)
-    path = _PATH["ladybug" if store.dialect == "ladybug" else "neo4j"]
+    dialect = "ladybug" if store.dialect == "ladybug" else "neo4j"
+    path = _PATH[dialect]
+    folds = _FOLDS[dialect].format(**folding._asdict())
     if len(params["symbols"]) <= ONE_BY_ONE:
         query = _CALL_SITES_VIA_HEADERS.format(modules=clause, rels=rels, kind=kind, symbols=_ONE_SYMBOL,
-                                               hint=_hint(store, "via"), path=path)
+                                               hint=_hint(store, "via"), path=path, folds=folds)
         rows = [r for symbol in params["symbols"] for r in store.query(query, {**params, "symbol": symbol}).rows]
     else:
         query = _CALL_SITES_VIA_HEADERS.format(modules=clause, rels=rels, kind=kind, symbols=_SYMBOLS,
-                                               hint=_hint(store, "via"), path=path)
+                                               hint=_hint(store, "via"), path=path, folds=folds)
         rows = store.query(query, params).rows
-    rows = [r for r in rows if (r[0], r[1], r[3], r[4]) not in have]
+    # Only header inlines and macros are expanded into the module's code: a path through another
+    # file's function (vmlinux's __alloc_skb calling memset) is that function's call, not this line's.
+    rows = [_ViaRow(*r) for r in rows]
+    rows = [r for r in rows if all(f.endswith(".h") for f in r.path_files or ())]
+    found += _via_sites(rows, {(c.module, c.symbol, c.file, c.line) for c, _ in found})
+    # Where gcc's folding, as the graph reads it, leaves no site of a symbol in a module whose .ko
+    # imports it, the graph's folding was wrong there and every candidate is listed: it takes a
+    # sizeof or a constant to be small, which gcc may not (kzalloc(sizeof(struct ace_skb)) calls
+    # kmalloc_large in acenic), and knows no local's value.
+    compiled = {(c.module, c.symbol) for c, ok in found if ok}
+    unsure = {(c.module, c.symbol) for c, ok in found if not ok} - compiled
+    if unsure:
+        unsure &= _imported(store, kernel, sorted({m for m, _ in unsure}), sorted({s for _, s in unsure}))
+    return sorted((c for c, ok in found if ok or (c.module, c.symbol) in unsure), key=_site_order)
+
+
+def _imported(store: GraphStore, kernel: str, modules: list[str], symbols: list[str]) -> set[tuple[str, str]]:
+    """The (module, symbol) pairs of ``modules`` × ``symbols`` whose .ko imports the symbol."""
+    return {tuple(r) for r in store.query(_IMPORTED, {"kernel": kernel, "modules": modules, "symbols": symbols}).rows}
+
+
+class _ViaRow(NamedTuple):
+    """A row of the via query: a path from a module's function through a header inline to a symbol."""
+
+    module: str
+    symbol: str
+    function: str
+    file: str
+    line: int
+    via: str
+    via_id: str
+    kind: str | None
+    path_ids: list | None
+    path_names: list | None
+    path_files: list | None
+    c_type: str
+    c_fold: str | None
+    c_guard: str | None
+    r_types: list | None
+    r_folds: list | None
+    r_guards: list | None
+
+
+def _compiled_via(row: _ViaRow) -> bool:
+    """Whether gcc compiles the path of a via row through to its symbol: the call or reference
+    ``c`` into the inline, then each relationship of ``r`` (queries/folding.py)."""
+    steps = [(row.via, *edge_fold(row.c_type, row.c_fold if row.c_type == "CALLS" else row.c_guard))]
+    targets = [*(row.path_names or ()), row.symbol]
+    for i, rtype in enumerate(row.r_types or ()):
+        fold = (row.r_folds[i] if row.r_folds else None) if rtype == "CALLS" else (
+            row.r_guards[i] if row.r_guards else None)
+        steps.append((targets[i], *edge_fold(rtype, fold)))
+    return path_compiled(steps)
+
+
+def _via_sites(rows: list[_ViaRow], have: set[tuple]) -> list[tuple[CallSite, bool]]:
+    """(site, compiled) for each site of the via rows not among the direct ones ``have``; a site
+    gcc compiles through some path is compiled, with the chain of one such path."""
+    rows = [r for r in rows if (r.module, r.symbol, r.file, r.line) not in have]
+    compiled = [(r, _compiled_via(r)) for r in rows]
+    # A site's chain and inline come from its compiled paths when it has some, else from all.
+    live = {(r.module, r.symbol, r.file, r.line) for r, ok in compiled if ok}
+    rows = [r for r, ok in compiled if ok or (r.module, r.symbol, r.file, r.line) not in live]
     chains = _chains(rows)
     # A site reached through two inlines keeps the first by name: the engine's order of such
     # ties is not fixed, the answer is. (Rows that differ only in the path are one site.)
-    rows.sort(key=lambda r: (r[0], r[1], r[3], r[4], r[5], r[2], r[6], r[7] or ""))
-    via = []
-    for module, symbol, function, file, line, h_name, h_id, kind, _ids, _names in rows:
-        if (module, symbol, file, line) in have:
+    rows.sort(key=lambda r: (r.module, r.symbol, r.file, r.line, r.via, r.function, r.via_id, r.kind or ""))
+    out, seen = [], set()
+    for r in rows:
+        site = (r.module, r.symbol, r.file, r.line)
+        if site in seen:
             continue  # (reached through two inlines)
-        have.add((module, symbol, file, line))
-        via.append(CallSite(module, symbol, function, file, line, h_name, "call" if kind is None else "reference",
-                            kind, chains.get((h_id, symbol), ())))
-    return sorted(direct + via, key=_site_order)
+        seen.add(site)
+        out.append((CallSite(r.module, r.symbol, r.function, r.file, r.line, r.via,
+                             "call" if r.kind is None else "reference", r.kind,
+                             chains.get((*site, r.via_id), ())), site in live))
+    return out
 
 
 def _site_order(c: CallSite) -> tuple:
@@ -186,21 +304,21 @@ def _site_order(c: CallSite) -> tuple:
     return c.module, c.symbol, c.file, c.line, c.via is not None, c.via or "", c.function
 
 
-def _chains(rows: Iterable[tuple]) -> dict[tuple[str, str], tuple[str, ...]]:
-    """(header inline or macro id, symbol) → the chain of names from it to the symbol, out of the
-    paths the via query matched (its rows: ..., symbol at 1, via at 5, via_id at 6, then the ids and
-    names of the functions between): the shortest, and of those the one a breadth-first walk in
-    order of id takes (the one before issue 14's point 5 did: each node keeps the first of its
-    predecessors by id, and the symbol the first node by id that reaches it), that is the least by
-    the ids read from the symbol's end back to the inline's. (That walk also stopped widening past
-    :data:`MAX_FRONTIER` pairs, leaving such sites without a chain; every site here has one.)"""
-    best: dict[tuple[str, str], tuple[tuple, tuple[str, ...]]] = {}
+def _chains(rows: Iterable[_ViaRow]) -> dict[tuple, tuple[str, ...]]:
+    """(module, symbol, file, line, header inline or macro id) → the chain of names from the inline
+    to the symbol, out of the paths the via query matched for that site: the shortest, and of those
+    the one a breadth-first walk in order of id takes (the one before issue 14's point 5 did: each
+    node keeps the first of its predecessors by id, and the symbol the first node by id that
+    reaches it), that is the least by the ids read from the symbol's end back to the inline's.
+    (That walk also stopped widening past :data:`MAX_FRONTIER` pairs, leaving such sites without a
+    chain; every site here has one.)"""
+    best: dict[tuple, tuple[tuple, tuple[str, ...]]] = {}
     for r in rows:
-        symbol, h_name, h_id, ids, names = r[1], r[5], r[6], r[8] or (), r[9] or ()
+        ids, names = r.path_ids or (), r.path_names or ()
         rank = (len(ids), tuple(reversed(ids)))
-        key = (h_id, symbol)
+        key = (r.module, r.symbol, r.file, r.line, r.via_id)
         if key not in best or rank < best[key][0]:
-            best[key] = (rank, (h_name, *names, symbol))
+            best[key] = (rank, (r.via, *names, r.symbol))
     return {key: chain for key, (_rank, chain) in best.items()}
 
 

@@ -26,10 +26,9 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from typing import NamedTuple
 
-from ..errors import KsymgraphError
 from ..graph.schema import RELS
 from ..graph.store import GraphStore
-from ..loaders.cfold import callee_frame, expanded_inline, guard_holds, split_fold
+from .folding import edge_fold, fold_columns, follow
 
 __all__ = ["PREDICTING", "MAX_DEPTH", "ModuleFidelity", "Fidelity", "fidelity", "predicted_imports",
            "present_relationships"]
@@ -63,11 +62,11 @@ RETURN DISTINCT f.id AS id
 """
 # The text below is formatted with a relationship type from PREDICTING only (a constant of this
 # module, checked against the schema), never with user text.
-# ({fold}: the relationship's constant-folding properties, :data:`_FOLD`.)
+# ({fold}: the relationship's folding property, queries/folding.py fold_columns, or NULL.)
 _FROM_MODULE_FUNCTIONS = """
 MATCH (m:Module)<-[:BUILT_INTO]-(:File)<-[:DEFINED_IN]-(f:Function)-[r:{rtype}]->(t)
 WHERE m.kernel = $kernel AND m.name IN $modules
-RETURN DISTINCT m.name AS module, t.id AS id, t.name AS name, {fold}
+RETURN DISTINCT m.name AS module, t.id AS id, t.name AS name, {fold} AS fold
 """
 _FROM_MODULE = """
 MATCH (m:Module)-[:{rtype}]->(t)
@@ -80,36 +79,18 @@ RETURN DISTINCT m.name AS module, t.id AS id, t.name AS name, NULL AS args, NULL
 _FROM_HEADERS = """
 MATCH (h:Function)-[r:{rtype}]->(t)
 WHERE h.kernel = $kernel AND h.file ENDS WITH '.h'
-RETURN DISTINCT h.id AS source, t.id AS id, t.name AS name, {fold}
+RETURN DISTINCT h.id AS source, t.id AS id, t.name AS name, {fold} AS fold
 """
-#: What each relationship type holds of gcc's constant folding (ksymgraph.loaders.cfold).
-#: (projection, probe) of each relationship type's constant folding (ksymgraph.loaders.cfold): a
-#: call's ``fold`` (``args|guard``, split by the reader), a reference's ``guard``.
-_FOLD = {"CALLS": ("r.fold AS args, NULL AS guard", "MATCH ()-[r:CALLS]->() RETURN r.fold LIMIT 1"),
-         "REFERENCES": ("NULL AS args, r.guard AS guard", "MATCH ()-[r:REFERENCES]->() RETURN r.guard LIMIT 1")}
-_NO_FOLD = "NULL AS args, NULL AS guard"
-
-
-def _fold(store: GraphStore, rtype: str) -> str:
-    """The folding columns of ``rtype`` for the queries above (none in a store written before
-    they existed)."""
-    if rtype not in _FOLD:
-        return _NO_FOLD
-    projection, probe = _FOLD[rtype]
-    try:
-        store.query(probe)
-    except KsymgraphError:
-        return _NO_FOLD
-    return projection
+_NO_FOLD = "NULL"
 
 
 def _folded_rows(store: GraphStore, query: str, rtype: str, params: dict):
-    """The rows of ``query`` (formatted with ``rtype`` and its folding columns), their last two
-    columns as (args, guard) whatever ``rtype`` stores."""
-    for row in store.query(query.format(rtype=rtype, fold=_fold(store, rtype)), params).rows:
-        *head, args, guard = row
-        yield (*head, *(split_fold(args) if rtype == "CALLS" else (args, guard)))
-
+    """The rows of ``query`` (formatted with ``rtype`` and its folding property), their last column
+    as the two of :func:`~ksymgraph.queries.folding.edge_fold`: (args, guard)."""
+    fold = fold_columns(store, rtype) or _NO_FOLD
+    for row in store.query(query.format(rtype=rtype, fold=fold), params).rows:
+        *head, value = row
+        yield (*head, *edge_fold(rtype, value))
 
 
 def _share(part: int, whole: int) -> float:
@@ -234,7 +215,7 @@ def predicted_imports(store: GraphStore, kernel: str, modules: list[str], depth:
     """module → the exported symbols (exported by another module) its source graph reaches through
     the relationship ``types`` (default: those of :data:`PREDICTING` the store holds).
 
-    The walk folds constants as gcc does after inlining (:mod:`ksymgraph.loaders.cfold`): it
+    The walk folds constants as gcc does after inlining (:mod:`ksymgraph.queries.folding`): it
     carries the constness of each parameter of the header function it is in, skips a call whose
     ``__builtin_constant_p()`` guard fails there (``kmalloc(sizeof(*p), ...)`` never reaches
     ``__kmalloc``), and a ``memset``/``memcpy`` of a small constant size, which gcc expands inline.
@@ -258,10 +239,8 @@ def predicted_imports(store: GraphStore, kernel: str, modules: list[str], depth:
     rows = [r for t in _from("Function", types) for r in _folded_rows(store, _FROM_MODULE_FUNCTIONS, t, params)]
     rows += [r for t in _from("Module", types) for r in store.query(_FROM_MODULE.format(rtype=t), params).rows]
     for module, tid, name, args, guard in rows:
-        if not guard_holds(guard, ()):
-            continue
-        frame = callee_frame(args, ())
-        if expanded_inline(name, frame):
+        compiled, frame = follow((), name, args, guard)
+        if not compiled:
             continue
         reached[module].add(name)
         if tid in edges:
@@ -272,10 +251,8 @@ def predicted_imports(store: GraphStore, kernel: str, modules: list[str], depth:
             nxt = set()
             for fid, frame in frontier:
                 for tid, name, args, guard in edges[fid]:
-                    if not guard_holds(guard, frame):
-                        continue
-                    callee = callee_frame(args, frame)
-                    if expanded_inline(name, callee):
+                    compiled, callee = follow(frame, name, args, guard)
+                    if not compiled:
                         continue
                     names.add(name)
                     if tid in edges and (tid, callee) not in seen:

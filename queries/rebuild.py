@@ -38,13 +38,14 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
-from typing import Iterable, NamedTuple
+from typing import Iterable, Iterator, NamedTuple
 
 from ..graph.projection import ExportEdge, ImportEdge, KernelProjection, ModuleNode
 from ..graph.schema import RELS
 from ..graph.store import GraphStore
 from ..loaders.records import Export, Imports, ModuleData, ModuleInfo
 from .diff import rebuilt_against
+from .folding import Frame, edge_fold, fold_columns, follow
 from .library import QueryError
 from .loadrules import LoadRules, sort_reasons
 from .renames import headers_loaded
@@ -70,35 +71,35 @@ RETURN m.name AS module, f.id AS id, f.name AS name, f.file AS file
 _EDGES_TO_FUNCTION = """
 MATCH (f:Function)-[c:{rel}]->(g:Function)
 WHERE f.id IN $ids
-RETURN f.id AS src, {line} AS line, g.id AS id, g.name AS name, g.file AS file, g.static AS static
+RETURN f.id AS src, {line} AS line, g.id AS id, g.name AS name, g.file AS file, g.static AS static, {fold} AS fold
 """
 _EDGES_TO_SYMBOL = """
 MATCH (f:Function)-[c:{rel}]->(s:Symbol)
 WHERE f.id IN $ids
-RETURN f.id AS src, {line} AS line, s.name AS name
+RETURN f.id AS src, {line} AS line, NULL AS id, s.name AS name, '' AS file, false AS static, {fold} AS fold
 """
 #: The same, for every function of the files built into some modules (one scan, not one per id batch).
 _MODULE_EDGES_TO_FUNCTION = """
 MATCH (m:Module)<-[:BUILT_INTO]-(:File)<-[:DEFINED_IN]-(f:Function)-[c:{rel}]->(g:Function)
 WHERE m.kernel = $kernel AND m.name IN $modules
-RETURN f.id AS src, {line} AS line, g.id AS id, g.name AS name, g.file AS file, g.static AS static
+RETURN f.id AS src, {line} AS line, g.id AS id, g.name AS name, g.file AS file, g.static AS static, {fold} AS fold
 """
 _MODULE_EDGES_TO_SYMBOL = """
 MATCH (m:Module)<-[:BUILT_INTO]-(:File)<-[:DEFINED_IN]-(f:Function)-[c:{rel}]->(s:Symbol)
 WHERE m.kernel = $kernel AND m.name IN $modules
-RETURN f.id AS src, {line} AS line, s.name AS name
+RETURN f.id AS src, {line} AS line, NULL AS id, s.name AS name, '' AS file, false AS static, {fold} AS fold
 """
 #: Calls and references out of the header functions of a kernel, but those of its top ``include/``
 #: (the module-private headers of a kernel tree, and every header of other trees).
 _PRIVATE_HEADER_EDGES_TO_FUNCTION = """
 MATCH (f:Function)-[c:{rel}]->(g:Function)
 WHERE f.kernel = $kernel AND f.static = true AND f.file ENDS WITH '.h' AND NOT f.file STARTS WITH 'include/'
-RETURN f.id AS src, {line} AS line, g.id AS id, g.name AS name, g.file AS file, g.static AS static
+RETURN f.id AS src, {line} AS line, g.id AS id, g.name AS name, g.file AS file, g.static AS static, {fold} AS fold
 """
 _PRIVATE_HEADER_EDGES_TO_SYMBOL = """
 MATCH (f:Function)-[c:{rel}]->(s:Symbol)
 WHERE f.kernel = $kernel AND f.static = true AND f.file ENDS WITH '.h' AND NOT f.file STARTS WITH 'include/'
-RETURN f.id AS src, {line} AS line, s.name AS name
+RETURN f.id AS src, {line} AS line, NULL AS id, s.name AS name, '' AS file, false AS static, {fold} AS fold
 """
 _ALL_HEADER_DEFS = """
 MATCH (f:Function)
@@ -106,9 +107,9 @@ WHERE f.kernel = $kernel AND f.static = true AND f.file ENDS WITH '.h'
 RETURN f.id AS id, f.name AS name, f.file AS file, f.is_macro AS is_macro
 """
 _ALL_HEADER_EDGES = """
-MATCH (f:Function)-[:{rel}]->(t:{label})
+MATCH (f:Function)-[c:{rel}]->(t:{label})
 WHERE f.kernel = $kernel AND f.static = true AND f.file ENDS WITH '.h'
-RETURN f.id AS src, t.name AS name
+RETURN f.id AS src, t.name AS name, {fold} AS fold
 """
 
 
@@ -267,41 +268,44 @@ class _Edge(NamedTuple):
     name: str
     file: str
     static: bool
+    args: str | None
+    """gcc's constant folding of the call (queries/folding.py): its arguments' classes."""
+    guard: str | None
+    """... and the conditions on its function's parameters under which it is compiled."""
+
+
+def _edge_rows(store: GraphStore, to_function: str, to_symbol: str, params: Iterable[dict]) -> Iterator[tuple]:
+    """(function id, :class:`_Edge`) of each call and reference the queries ``to_function`` and
+    ``to_symbol`` (formatted per relationship type) return for each of ``params``; calls through
+    a struct member (``->fn``: no symbol) are left out."""
+    params = list(params)
+    for rel, has_line, targets in edge_types():
+        fmt = {"rel": rel, "line": "c.line" if has_line else "null", "fold": fold_columns(store, rel, "c") or "NULL"}
+        queries = [q for q, label in ((to_function, "Function"), (to_symbol, "Symbol")) if label in targets]
+        for query in queries:
+            for p in params:
+                for src, ln, gid, name, file, static, fold in store.query(query.format(**fmt), p).rows:
+                    if gid is None and name.startswith("->"):
+                        continue
+                    yield src, _Edge(ln, gid, name, file or "", bool(static), *edge_fold(rel, fold))
 
 
 def _header_edges(store: GraphStore, kernel: str) -> dict[str, list[_Edge]]:
     """Calls and references out of every header function of ``kernel`` outside its top
     ``include/``, by function: one scan, for walks that need thousands of them."""
     out: dict[str, list[_Edge]] = {}
-    for rel, has_line, targets in edge_types():
-        line = "c.line" if has_line else "null"
-        p = {"kernel": kernel}
-        if "Function" in targets:
-            for src, ln, gid, name, file, static in store.query(
-                    _PRIVATE_HEADER_EDGES_TO_FUNCTION.format(rel=rel, line=line), p).rows:
-                out.setdefault(src, []).append(_Edge(ln, gid, name, file or "", bool(static)))
-        if "Symbol" in targets:
-            for src, ln, name in store.query(_PRIVATE_HEADER_EDGES_TO_SYMBOL.format(rel=rel, line=line), p).rows:
-                if not name.startswith("->"):
-                    out.setdefault(src, []).append(_Edge(ln, None, name, "", False))
+    for src, e in _edge_rows(store, _PRIVATE_HEADER_EDGES_TO_FUNCTION, _PRIVATE_HEADER_EDGES_TO_SYMBOL,
+                             [{"kernel": kernel}]):
+        out.setdefault(src, []).append(e)
     return out
 
 
 def _edges(store: GraphStore, ids: list[str]) -> dict[str, list[_Edge]]:
     """Calls and references out of functions ``ids``, by function."""
     out: dict[str, list[_Edge]] = {i: [] for i in ids}
-    for rel, has_line, targets in edge_types():
-        line = "c.line" if has_line else "null"
-        for start in range(0, len(ids), _BATCH):
-            batch = {"ids": ids[start:start + _BATCH]}
-            if "Function" in targets:
-                for src, ln, gid, name, file, static in store.query(
-                        _EDGES_TO_FUNCTION.format(rel=rel, line=line), batch).rows:
-                    out[src].append(_Edge(ln, gid, name, file or "", bool(static)))
-            if "Symbol" in targets:
-                for src, ln, name in store.query(_EDGES_TO_SYMBOL.format(rel=rel, line=line), batch).rows:
-                    if not name.startswith("->"):  # a call through a struct member: no symbol
-                        out[src].append(_Edge(ln, None, name, "", False))
+    batches = ({"ids": ids[start:start + _BATCH]} for start in range(0, len(ids), _BATCH))
+    for src, e in _edge_rows(store, _EDGES_TO_FUNCTION, _EDGES_TO_SYMBOL, batches):
+        out[src].append(e)
     return out
 
 
@@ -309,18 +313,10 @@ def _module_edges(store: GraphStore, kernel: str, modules: list[str], own: dict[
                   per_query: int = 200) -> dict[str, list[_Edge]]:
     """Calls and references out of every function of ``modules``' own files, by function."""
     out: dict[str, list[_Edge]] = {fid: [] for m in modules for fid in own[m]}
-    for rel, has_line, targets in edge_types():
-        line = "c.line" if has_line else "null"
-        for start in range(0, len(modules), per_query):
-            p = {"kernel": kernel, "modules": modules[start:start + per_query]}
-            if "Function" in targets:
-                for src, ln, gid, name, file, static in store.query(
-                        _MODULE_EDGES_TO_FUNCTION.format(rel=rel, line=line), p).rows:
-                    out.setdefault(src, []).append(_Edge(ln, gid, name, file or "", bool(static)))
-            if "Symbol" in targets:
-                for src, ln, name in store.query(_MODULE_EDGES_TO_SYMBOL.format(rel=rel, line=line), p).rows:
-                    if not name.startswith("->"):
-                        out.setdefault(src, []).append(_Edge(ln, None, name, "", False))
+    batches = ({"kernel": kernel, "modules": modules[start:start + per_query]}
+               for start in range(0, len(modules), per_query))
+    for src, e in _edge_rows(store, _MODULE_EDGES_TO_FUNCTION, _MODULE_EDGES_TO_SYMBOL, batches):
+        out.setdefault(src, []).append(e)
     # A file built into two modules lists its edges once per module: keep one of each.
     return {fid: list(dict.fromkeys(es)) for fid, es in out.items()}
 
@@ -338,18 +334,21 @@ class _Headers:
         macros = {name for _fid, name, _file, is_macro in rows if is_macro}
         defs = {fid: name for fid, name, _file, is_macro in rows
                 if is_macro or name not in macros or name != name.upper()}
-        self.callees: dict[str, list[str]] = {name: [] for name in defs.values()}
-        """name → the names its definitions call; a name missing: B's headers do not define it."""
-        seen: dict[str, set[str]] = {name: set() for name in self.callees}
+        self.callees: dict[str, list[tuple[str, str | None, str | None]]] = {name: [] for name in defs.values()}
+        """name → (callee, args, guard) of the calls and references its definitions make, gcc's
+        folding of each (queries/folding.py); a name missing: B's headers do not define it."""
+        seen: dict[str, set[tuple]] = {name: set() for name in self.callees}
         for rel, _line, targets in edge_types():
+            fold = fold_columns(store, rel, "c") or "NULL"
             for label in targets:
-                for src, callee in store.query(_ALL_HEADER_EDGES.format(rel=rel, label=label),
-                                               {"kernel": kernel}).rows:
+                for src, callee, value in store.query(_ALL_HEADER_EDGES.format(rel=rel, label=label, fold=fold),
+                                                      {"kernel": kernel}).rows:
                     name = defs.get(src)
-                    if name is None or callee == name or callee.startswith("->") or callee in seen[name]:
+                    edge = (callee, *edge_fold(rel, value))
+                    if name is None or callee == name or callee.startswith("->") or edge in seen[name]:
                         continue
-                    seen[name].add(callee)
-                    self.callees[name].append(callee)
+                    seen[name].add(edge)
+                    self.callees[name].append(edge)
 
 
 def _own_functions(store: GraphStore, kernel: str, modules: list[str]) -> dict[str, dict[str, tuple[str, str]]]:
@@ -410,30 +409,55 @@ def _own_code(store: GraphStore, kernel: str, own: dict[str, dict[str, tuple[str
 def _walk(code: dict[str, tuple[str, str]], b_exports: dict[str, list[ExportEdge]], headers: _Headers,
           a_edges: dict[str, list[_Edge]]) -> tuple[dict[str, _Origin], set[str]]:
     """Every kernel name one module's code reaches, with where each was first reached (a
-    breadth-first walk, so each chain is a shortest one), and the names that ended the walk."""
+    breadth-first walk, so each chain is a shortest one), and the names that ended the walk.
+
+    The walk folds constants as gcc does after inlining (queries/folding.py), carrying the
+    constness of each parameter of the inline it is in: ``kmalloc(sizeof(*p), ...)`` rebuilt
+    against B reaches B's ``kmalloc_trace``, not its ``__kmalloc``. The module's own functions
+    start with no parameter constant; its private headers' inlines with nothing known."""
     origins: dict[str, _Origin] = {}
+    frontier: list[tuple[str, Frame]] = []
     for fid in sorted(code):
         fname, ffile = code[fid]
+        start: Frame = None if ffile.endswith(".h") else ()
         for e in a_edges.get(fid, ()):
-            if (e.target_id is None or e.target_id not in code) and e.name not in origins:
+            if e.target_id is not None and e.target_id in code:
+                continue
+            compiled, frame = follow(start, e.name, e.args, e.guard)
+            if not compiled:
+                continue
+            if e.name not in origins:
                 origins[e.name] = _Origin(None, fname, ffile, e.line)
+            frontier.append((e.name, frame))
     # Kernel names, in B: exports end the walk, header inlines and macros are followed.
     ends: set[str] = set()
-    frontier = sorted(origins)
+    seen = set(frontier)
+    frontier = sorted(seen, key=_by_name)
     while frontier:
         nxt = []
-        for name in frontier:
+        for name, frame in frontier:
             callees = None if name in b_exports else headers.callees.get(name)
             if callees is None:
                 ends.add(name)
                 continue
             o = origins[name]
-            for callee in callees:
+            for callee, args, guard in callees:
+                compiled, callee_frame = follow(frame, callee, args, guard)
+                if not compiled:
+                    continue
                 if callee not in origins:
                     origins[callee] = _Origin(name, o.function, o.file, o.line)
-                    nxt.append(callee)
+                if (callee, callee_frame) not in seen:
+                    seen.add((callee, callee_frame))
+                    nxt.append((callee, callee_frame))
         frontier = nxt
     return origins, ends
+
+
+def _by_name(state: tuple[str, Frame]) -> tuple:
+    """A walk's state (name, frame) in a fixed order (frames of None first)."""
+    name, frame = state
+    return name, frame is not None, frame or ()
 
 
 def _chain(origins: dict[str, _Origin], name: str) -> tuple[str, ...]:

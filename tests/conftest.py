@@ -8,6 +8,7 @@ Real kernels are fetched with ``apt-get download`` into ``$KSYMGRAPH_CACHE`` (de
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -65,6 +66,18 @@ def index_small_tree(base: Path, files: dict[str, str], config: str):
         return root, config_path, trees.index_source_tree(root, config_path, workers=1)
     finally:
         mp.undo()
+
+
+@contextlib.contextmanager
+def fresh_store(tmp_path_factory, name: str):
+    """An embedded store in a new temporary directory ``name``, closed at the end."""
+    from ksymgraph.graph.connect import open_store
+
+    s = open_store(tmp_path_factory.mktemp(name) / "graph.lbdb")
+    try:
+        yield s
+    finally:
+        s.close()
 
 
 def compile_tree(root: Path, sources: list[Path], headers: list[Path], gcc: list[str],

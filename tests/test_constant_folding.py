@@ -17,9 +17,10 @@ import pytest
 from conftest import FIXTURE_RELEASE, FIXTURES, MODULE_SOURCES, compile_tree
 from ksymgraph.graph.connect import open_store
 from ksymgraph.graph.load import load_kernel
-from ksymgraph.loaders.cfold import callee_frame, expanded_inline, guard_holds, join_classes, split_fold
+from ksymgraph.loaders.cfold import join_classes, split_fold
 from ksymgraph.loaders.cparse import parse_source
 from ksymgraph.queries.fidelity import fidelity
+from ksymgraph.queries.folding import callee_frame, expanded_inline, guard_holds
 
 FOLD = FIXTURES / "fold"
 MODULES = ["fold_const", "fold_var", "fold_big"]
@@ -81,10 +82,10 @@ def test_the_graph_predicts_what_gcc_imports(store):
 def test_without_folding_the_walk_over_predicts(store, monkeypatch):
     """The same store walked with every guard holding and nothing expanded inline: what the graph
     predicted before it read gcc's folding (so the test above fails without it)."""
-    import ksymgraph.queries.fidelity as fid
+    import ksymgraph.queries.folding as folding
 
-    monkeypatch.setattr(fid, "guard_holds", lambda guard, frame: True)
-    monkeypatch.setattr(fid, "expanded_inline", lambda name, frame: False)
+    monkeypatch.setattr(folding, "guard_holds", lambda guard, frame: True)
+    monkeypatch.setattr(folding, "expanded_inline", lambda name, frame: False)
     f = fidelity(store)
     over = {m.module: set(m.over) for m in f.modules}
     assert over["fold_const"] == {"fold_large", "__fold_alloc", "__fold_check", "__fold_msecs", "memset", "memcpy",

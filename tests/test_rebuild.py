@@ -301,3 +301,20 @@ def test_without_references_data_is_not_predicted(store, oracle):
     (m,) = predict_rebuild(store, A, B, names=["data_user"]).modules
     got = {i.symbol for i in m.imports}
     assert got == (oracle["data_user"] if references_in_schema() else set())
+
+
+def test_a_constant_argument_folds_as_gcc_does_against_b(store, module_tree, oracle, monkeypatch):
+    """B's ``msecs_to_jiffies()`` tests ``__builtin_constant_p(m)``: rebuilt against B,
+    ``msecs_to_jiffies(100)`` imports nothing, ``msecs_to_jiffies(ms)`` B's ``__msecs_to_jiffies``,
+    as gcc compiles them; both imported A's export as built against A."""
+    waits = ["wait_const", "wait_var"]
+    assert {m: undefined(module_tree / f"{m}.ko") for m in waits} == {m: {"msecs_to_jiffies"} for m in waits}
+    p = predict_rebuild(store, A, B, names=waits)
+    got = {m.module: {i.symbol for i in m.imports} for m in p.modules}
+    assert got == {m: oracle[m] for m in waits} == {"wait_const": set(), "wait_var": {"__msecs_to_jiffies"}}
+    # without the folding (every branch of B's inline compiled) the constant one would import it too
+    import ksymgraph.queries.folding as folding
+
+    monkeypatch.setattr(folding, "guard_holds", lambda guard, frame: True)
+    p = predict_rebuild(store, A, B, names=waits)
+    assert {m.module: {i.symbol for i in m.imports} for m in p.modules}["wait_const"] == {"__msecs_to_jiffies"}

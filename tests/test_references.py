@@ -13,7 +13,7 @@ import shutil
 
 import pytest
 
-from conftest import MODULE_SOURCES, compile_module
+from conftest import MODULE_SOURCES, compile_module, fresh_store
 from ksymgraph.graph.connect import open_store
 from ksymgraph.graph.load import load_kernel
 from ksymgraph.graph.projection import KernelProjection
@@ -64,10 +64,9 @@ def load(store, tree):
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory, tree):
-    s = open_store(tmp_path_factory.mktemp("refsdb") / "graph.lbdb")
-    load(s, tree)
-    yield s
-    s.close()
+    with fresh_store(tmp_path_factory, "refsdb") as s:
+        load(s, tree)
+        yield s
 
 
 # The loader ----------------------------------------------------------------------------------------
