@@ -420,7 +420,7 @@ def _walk(code: dict[str, tuple[str, str]], b_exports: dict[str, list[ExportEdge
     for fid in sorted(code):
         fname, ffile = code[fid]
         start: Frame = None if ffile.endswith(".h") else ()
-        for e in a_edges.get(fid, ()):
+        for e in _rebuilt_edges(fname, ffile, a_edges.get(fid, ())):
             if e.target_id is not None and e.target_id in code:
                 continue
             compiled, frame = follow(start, e.name, e.args, e.guard)
@@ -452,6 +452,29 @@ def _walk(code: dict[str, tuple[str, str]], b_exports: dict[str, list[ExportEdge
                     nxt.append((callee, callee_frame))
         frontier = nxt
     return origins, ends
+
+
+#: Prefixes of the names tracepoint.h makes of an event's name (6.1 and 6.12: the key, the static
+#: call's key and trampoline, the iterator, the probe stub).
+_EVENT_NAMES = ("__tracepoint_", "__SCK__tp_func_", "__SCT__tp_func_", "__traceiter_", "__probestub_")
+#: The macro of include/linux/tracepoint.h that makes an event's ``trace_<event>()`` inline.
+_TRACE_INLINE_MACRO = "__DECLARE_TRACE"
+
+
+def _rebuilt_edges(name: str, file: str, edges: Iterable[_Edge]) -> list[_Edge]:
+    """The edges of one of the module's functions that a rebuild against B keeps. A trace header's
+    ``trace_<event>()`` inline, as the tracepoint pass makes it (loaders/tracepoints.py: one line,
+    A's ``__DECLARE_TRACE`` expanded down to A's per-cpu and preemption internals), is made by B's
+    tracepoint.h once rebuilt: it keeps the names made of the event's own
+    (``__tracepoint_<event>``, ``__SCK__tp_func_<event>``...) and reaches the rest through B's
+    ``__DECLARE_TRACE``, not through A's internals (A's ``cpu_number``, which 6.2 folded into
+    ``pcpu_hot``)."""
+    edges = list(edges)
+    if not (name.startswith("trace_") and file.endswith(".h") and edges and len({e.line for e in edges}) == 1):
+        return edges
+    event = name[len("trace_"):]
+    kept = [e for e in edges if e.name.startswith(_EVENT_NAMES) and e.name.endswith(event)]
+    return [*kept, _Edge(edges[0].line, None, _TRACE_INLINE_MACRO, "", False, None, None)]
 
 
 def _by_name(state: tuple[str, Frame]) -> tuple:

@@ -318,3 +318,29 @@ def test_a_constant_argument_folds_as_gcc_does_against_b(store, module_tree, ora
     monkeypatch.setattr(folding, "guard_holds", lambda guard, frame: True)
     p = predict_rebuild(store, A, B, names=waits)
     assert {m.module: {i.symbol for i in m.imports} for m in p.modules}["wait_const"] == {"__msecs_to_jiffies"}
+
+
+def test_a_trace_events_inline_is_rebuilt_through_b_s_tracepoint_h():
+    """A module's ``trace_<event>()`` inline, as the tracepoint pass expands A's tracepoint.h on the
+    event's line, reaches A's internals (6.1's ``cpu_number``, which 6.2 folded into ``pcpu_hot``:
+    61 modules of Debian 6.1 were predicted to fail on 6.12 for it). Rebuilt, it keeps its event's
+    own names and goes through B's ``__DECLARE_TRACE``; another function is left as it is."""
+    from types import SimpleNamespace
+
+    from ksymgraph.queries.rebuild import _Edge, _walk
+
+    def edge(name, line=12, target=None):
+        return _Edge(line, target, name, "", False, None, None)
+
+    expanded = [edge("__tracepoint_foo_ready"), edge("__SCK__tp_func_foo_ready"), edge("cpu_number"),
+                edge("static_key_false"), edge("__preempt_count_add")]
+    code = {"f": ("trace_foo_ready", "drivers/foo/foo_trace.h"), "g": ("foo_probe", "drivers/foo/foo.c")}
+    a_edges = {"f": expanded, "g": [edge("cpu_number", 30), edge("trace_foo_ready", 31, target="f")]}
+    b_exports = {"__tracepoint_foo_ready": [object()], "__SCK__tp_func_foo_ready": [object()], "pcpu_hot": [object()]}
+    headers = SimpleNamespace(callees={"__DECLARE_TRACE": [("static_key_false", None, None), ("cpu_online", None, None)],
+                                       "static_key_false": [], "cpu_online": [("pcpu_hot", None, None)]})
+    origins, ends = _walk(code, b_exports, headers, a_edges)
+    # g's own reference of cpu_number stays; f's A-made one is gone, its B-made pcpu_hot is there
+    assert ends == {"__tracepoint_foo_ready", "__SCK__tp_func_foo_ready", "cpu_number", "pcpu_hot"}
+    assert origins["cpu_number"].function == "foo_probe"
+    assert origins["pcpu_hot"].function == "trace_foo_ready"
