@@ -474,7 +474,7 @@ class EmbeddedStore(GraphStore):
                 todo.put(_ABORT)
                 writer.join()
                 raise
-            todo.put(_COMMIT)
+            todo.put(_END)
             writer.join()
             if failed:
                 raise failed[0]
@@ -490,7 +490,7 @@ class EmbeddedStore(GraphStore):
         told the tables end (or to stop: the caller then throws the next database away)."""
         test_stop("copy")
         try:
-            while (item := todo.get()) is not _COMMIT:
+            while (item := todo.get()) is not _END:
                 if item is _ABORT:
                     return
                 table_name, path, options = item
@@ -575,6 +575,6 @@ class EmbeddedStore(GraphStore):
 #: Rows per Parquet row group of a staged table.
 _ROW_GROUP = 16384
 
-#: What the caller's thread tells the writer thread when the tables end.
-_COMMIT = object()
+#: What the caller's thread tells the writer thread: the tables end (checkpoint), or stop.
+_END = object()
 _ABORT = object()

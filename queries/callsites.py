@@ -126,8 +126,7 @@ class _Folding(NamedTuple):
     """The ``guard`` of each relationship of ``r``, or NULL."""
 
 
-def _folding(store: GraphStore, refs: bool) -> _Folding:
-    dialect = "ladybug" if store.dialect == "ladybug" else "neo4j"
+def _folding(store: GraphStore, refs: bool, dialect: str) -> _Folding:
     fold = fold_columns(store, "CALLS", "c")
     guard = fold_columns(store, "REFERENCES", "c") if refs else None
     return _Folding(fold or "NULL", guard or "NULL",
@@ -194,7 +193,8 @@ def call_sites(store: GraphStore, kernel: str, modules: list[str] | None, symbol
     if modules is not None:
         params["modules"], clause = sorted(set(modules)), _IN_MODULES
     refs = has_references(store)
-    folding = _folding(store, refs)
+    dialect = "ladybug" if store.dialect == "ladybug" else "neo4j"
+    folding = _folding(store, refs, dialect)
     # (site, compiled): a call gcc does not make is no site — a memset of a small constant size
     # (expanded inline), one under a __builtin_constant_p() test that fails (queries/folding.py).
     found: list[tuple[CallSite, bool]] = []
@@ -208,7 +208,6 @@ def call_sites(store: GraphStore, kernel: str, modules: list[str] | None, symbol
         found.append((CallSite(module, symbol, function, file, line, chain[0] if chain else None, "reference",
                                kind, chain), path_compiled([(symbol, *edge_fold("REFERENCES", guard))])))
     kind = "c.kind" if refs else "NULL"  # (a call has no kind: null in a store with both)
-    dialect = "ladybug" if store.dialect == "ladybug" else "neo4j"
     path = _PATH[dialect]
     folds = _FOLDS[dialect].format(**folding._asdict())
     if len(params["symbols"]) <= ONE_BY_ONE:
@@ -265,13 +264,12 @@ class _ViaRow(NamedTuple):
 def _compiled_via(row: _ViaRow) -> bool:
     """Whether gcc compiles the path of a via row through to its symbol: the call or reference
     ``c`` into the inline, then each relationship of ``r`` (queries/folding.py)."""
-    steps = [(row.via, *edge_fold(row.c_type, row.c_fold if row.c_type == "CALLS" else row.c_guard))]
-    targets = [*(row.path_names or ()), row.symbol]
-    for i, rtype in enumerate(row.r_types or ()):
-        fold = (row.r_folds[i] if row.r_folds else None) if rtype == "CALLS" else (
-            row.r_guards[i] if row.r_guards else None)
-        steps.append((targets[i], *edge_fold(rtype, fold)))
-    return path_compiled(steps)
+    types = [row.c_type, *(row.r_types or ())]
+    folds = [row.c_fold, *(row.r_folds or [None] * (len(types) - 1))]
+    guards = [row.c_guard, *(row.r_guards or [None] * (len(types) - 1))]
+    names = [row.via, *(row.path_names or ()), row.symbol]
+    return path_compiled((name, *edge_fold(rtype, fold if rtype == "CALLS" else guard))
+                         for name, rtype, fold, guard in zip(names, types, folds, guards))
 
 
 def _via_sites(rows: list[_ViaRow], have: set[tuple]) -> list[tuple[CallSite, bool]]:
